@@ -1,0 +1,179 @@
+"""Typed log records: what the server logs per request and what clients log per event.
+
+The request record carries the exact features the server used, so training
+reads them instead of re-deriving them (DESIGN.md, "Data contract"). Parsing is
+strict on structure and types (a string where a number belongs is an error) and
+lenient on domains (an unseen platform is valid: validation reports it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+EVENT_TYPES = ("click", "start", "complete", "like")
+
+# RFC 3339 date-time with an explicit offset; pydantic alone would also take unix
+# seconds and naive times, which would make "bad timestamp" lines parse.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, dt.datetime):  # built in Python, not parsed
+        if value.tzinfo is None:
+            raise ValueError("expected a timezone-aware datetime (UTC)")
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("expected an RFC 3339 timestamp such as 2026-01-05T07:30:00Z")
+    return dt.datetime.fromisoformat(value.replace("z", "Z")).astimezone(dt.timezone.utc)
+
+
+Timestamp = Annotated[
+    dt.datetime, BeforeValidator(_rfc3339), PlainSerializer(lambda t: format_ts(t), when_used="json")
+]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class MemberFeatures(_Record):
+    """Static member features, as the server received them."""
+
+    member_id: NonEmpty
+    tenure_days: Annotated[int, Field(ge=0)] | None = None
+    country: str | None = None
+    preferred_category: str | None = None
+
+
+class Context(_Record):
+    """Request context: the reason inference is online."""
+
+    hour_of_day: Annotated[int, Field(ge=0, le=23)]
+    day_of_week: Annotated[int, Field(ge=0, le=6)]
+    platform: NonEmpty
+
+
+class ItemFeatures(_Record):
+    """Item metadata as served with an impression (the item id is on the impression)."""
+
+    category: NonEmpty
+    creator: NonEmpty
+    duration_min: Annotated[float, Field(gt=0)]
+    language: NonEmpty
+    release_date: dt.date
+    age_days: Annotated[int, Field(ge=0)]
+
+
+class Impression(_Record):
+    """One shown item. ``propensity`` is the probability that the logging policy
+    put this item in this slot, given the slots before it (for off-policy evaluation)."""
+
+    item_id: NonEmpty
+    position: Annotated[int, Field(ge=0)]
+    row: NonEmpty
+    score: float
+    propensity: Annotated[float, Field(gt=0, le=1)]
+    item: ItemFeatures
+
+
+class RequestRecord(_Record):
+    """One served request, logged by the server with the features it used."""
+
+    request_id: NonEmpty
+    ts: Timestamp
+    model_version: NonEmpty
+    member: MemberFeatures
+    context: Context
+    impressions: Annotated[list[Impression], Field(min_length=1)]
+
+
+class EventRecord(_Record):
+    """One client event on an impression; it arrives after its request."""
+
+    request_id: NonEmpty
+    item_id: NonEmpty
+    event: Literal["click", "start", "complete", "like"]
+    ts: Timestamp
+
+
+class RecordError(ValueError):
+    """A log line that does not follow the contract.
+
+    Attributes:
+      kind: ``request`` or ``event``.
+      field: dotted path of the first offending field (``context.hour_of_day``),
+        or ``<line>`` when the line is not a JSON object.
+      reason: stable short reason for dead-letter counters (``missing``, ``type``,
+        ``value``, ``json``, ``unexpected``).
+    """
+
+    def __init__(self, kind: str, field: str, reason: str, message: str):
+        super().__init__(message)
+        self.kind, self.field, self.reason = kind, field, reason
+
+
+_REASONS = {"missing": "missing", "extra_forbidden": "unexpected", "json_invalid": "json"}
+
+
+def _record_error(kind: str, error: pydantic.ValidationError, source: str | None) -> RecordError:
+    first = error.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in first["loc"]) or "<line>"
+    etype = first["type"]
+    reason = _REASONS.get(etype) or ("type" if etype.endswith("_type") else "value")
+    where = f" ({source})" if source else ""
+    if reason == "json":
+        message = f"{kind} record{where}: not valid JSON: {first['msg']}"
+        field = "<line>"
+    elif reason == "missing":
+        message = f"{kind} record{where}: required field '{field}' is missing"
+    elif reason == "unexpected":
+        message = f"{kind} record{where}: unexpected field '{field}' (not in the log contract)"
+    else:
+        received = first.get("input")
+        shown = f"{received!r} ({type(received).__name__})"
+        msg = first["msg"].removeprefix("Value error, ")
+        message = f"{kind} record{where}: field '{field}': {msg}, got {shown}"
+    extra = f" and {error.error_count() - 1} more error(s)" if error.error_count() > 1 else ""
+    return RecordError(kind, field, reason, message + extra)
+
+
+def parse_request(line: str | bytes, source: str | None = None) -> RequestRecord:
+    """Parses one JSON line of the request log.
+
+    Args:
+      line: the JSON text.
+      source: where it came from (``path:line``), put into the error message.
+
+    Raises:
+      RecordError: naming the field, what was expected and what was received.
+    """
+    try:
+        return RequestRecord.model_validate_json(line)
+    except pydantic.ValidationError as e:
+        raise _record_error("request", e, source) from None
+
+
+def parse_event(line: str | bytes, source: str | None = None) -> EventRecord:
+    """Parses one JSON line of the event log; see ``parse_request``."""
+    try:
+        return EventRecord.model_validate_json(line)
+    except pydantic.ValidationError as e:
+        raise _record_error("event", e, source) from None
+
+
+def to_json_line(record: BaseModel) -> str:
+    """Serialises a record to one JSON line (timestamps as RFC 3339 UTC, ``Z``)."""
+    return record.model_dump_json()
+
+
+def format_ts(ts: dt.datetime) -> str:
+    """Formats an aware datetime as the contract's RFC 3339 UTC string (second resolution)."""
+    if ts.tzinfo is None:
+        raise ValueError(f"timestamp {ts!r} has no time zone; the log contract needs UTC")
+    return ts.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
