@@ -113,6 +113,9 @@ def from_tf_example(serialized: bytes | tf.train.Example) -> dict[str, Any]:
 def to_record_batch(examples: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
     """Columnar form of examples: one ``large_list`` column per contract column
     (a null list for a missing value), the layout TFDV and tfx_bsl read."""
+    for ex in examples:
+        for name in ex.keys() - COLUMNS.keys():
+            _check(name, ex[name])  # raises KeyError: nothing is dropped silently
     arrays = []
     for name, kind in COLUMNS.items():
         present = [v for v in (ex.get(name) for ex in examples) if v is not None]

@@ -57,7 +57,10 @@ def partition_date(path: str) -> dt.date:
     """
     for part in reversed(path.split("/")):
         if part.startswith("dt="):
-            return dt.date.fromisoformat(part[3:])
+            try:
+                return dt.date.fromisoformat(part[3:])
+            except ValueError as e:
+                raise ValueError(f"{path!r}: partition folder {part!r} is not dt=YYYY-MM-DD ({e})") from None
     raise ValueError(f"{path!r} is not inside a dt=YYYY-MM-DD partition")
 
 

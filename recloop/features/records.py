@@ -29,7 +29,10 @@ def _rfc3339(value: Any) -> Any:
         return value
     if not isinstance(value, str) or not _RFC3339.match(value):
         raise ValueError("expected an RFC 3339 timestamp such as 2026-01-05T07:30:00Z")
-    return dt.datetime.fromisoformat(value.replace("z", "Z")).astimezone(dt.timezone.utc)
+    try:
+        return dt.datetime.fromisoformat(value.replace("z", "Z")).astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError) as e:  # an impossible date, or one outside UTC's range
+        raise ValueError(f"expected an RFC 3339 timestamp with a valid date and time ({e})") from None
 
 
 Timestamp = Annotated[

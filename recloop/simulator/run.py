@@ -1,0 +1,247 @@
+"""The simulated weeks: traffic -> serving (with injected bugs) -> policy -> behaviour -> logs.
+
+``Simulation.run_week`` is one week of the platform; ``simulate`` runs several with
+the bootstrap policy and is what ``recloop simulate`` calls. The closed loop
+(later) calls ``run_week`` with a served model as the policy. Output layout:
+
+    <out>/requests/dt=YYYY-MM-DD/part-WWWWW.jsonl.gz   what the server logged
+    <out>/events/dt=YYYY-MM-DD/part-WWWWW.jsonl.gz     what clients logged
+    <out>/catalog/dt=<week start>/items.jsonl.gz       the item feed for that week
+    <out>/truth/...                                    hidden relevance, corruptions: never for training
+    <out>/simulation.json                              parameters and per-week counts
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recloop.features import logs
+from recloop.features.spec import CATEGORIES, COUNTRIES, LANGUAGES, PLATFORMS
+from recloop.simulator import behaviour, corrupt
+from recloop.simulator.clock import SimClock
+from recloop.simulator.drift import NULL_SURGE_SHARE, RENAMED_PLATFORM, SECONDS_PER_MINUTE, Drift, active
+from recloop.simulator.logwriter import ItemJson, event_lines, request_lines
+from recloop.simulator.policy import Feedback, HeuristicPolicy, Policy, Requests, Slates
+from recloop.simulator.traffic import Visits, visits
+from recloop.simulator.world import (ALL_CATEGORIES, BEHAVIOUR, CORRUPT, DRIFT, POLICY, SCALES, World,
+                                     stream)
+
+EVENT_TYPES = ("click", "start", "complete", "like")
+
+
+@dataclass
+class Simulation:
+    """A simulated platform writing its logs under ``out``, one week per ``run_week``."""
+
+    out: str
+    start: dt.date
+    scale: str = "tiny"
+    seed: int = 0
+    drifts: list[Drift] = field(default_factory=list)
+    corrupt_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
+        self.world = World.create(self.seed, SCALES[self.scale], self.start)
+        self.clock = SimClock(dt.datetime.combine(self.start, dt.time(), dt.timezone.utc))
+        self.weeks: list[dict[str, Any]] = []
+
+    def serve(self, v: Visits, week: int) -> Requests:
+        """The requests as the server receives them: true values plus any active serving bug."""
+        m = self.world.members
+        n = len(v)
+        platform = [PLATFORMS[p] for p in v.platform]
+        if active(self.drifts, "platform-rename", week):
+            platform = [RENAMED_PLATFORM[1] if p == RENAMED_PLATFORM[0] else p for p in platform]
+        null = stream(self.seed, DRIFT, week).random(n) < NULL_SURGE_SHARE  # drawn in every week
+        surge = active(self.drifts, "null-surge", week)
+        country = [None if surge and null[r] else COUNTRIES[c] for r, c in enumerate(m.country[v.member])]
+        preferred = [None if c < 0 else CATEGORIES[c] for c in m.preferred[v.member]]
+        return Requests(
+            request_id=[f"r{self.seed}-{week:03d}-{r:07d}" for r in range(n)], ts=v.ts, day=v.day,
+            member_id=self.world.member_ids(v.member), tenure_days=v.day - m.joined[v.member],
+            country=country, preferred_category=preferred, hour=v.hour, dow=v.dow, platform=platform)
+
+    def run_week(self, week: int, policy: Policy, progress: Callable[[str], None] = lambda s: None
+                 ) -> dict[str, Any]:
+        """Simulates week ``week`` (weeks run in order from 0) under ``policy``; returns its counts."""
+        t0 = time.perf_counter()
+        world = self.world
+        world.advance(week, new_category=active(self.drifts, "new-category", week))
+        first = world.week_start(week)
+        self.clock.advance_to(dt.datetime.combine(first, dt.time(), dt.timezone.utc))
+        self._write_catalog(week)
+        progress("traffic")
+        v = visits(world, week)
+        requests = self.serve(v, week)
+        progress("policy")
+        slates = policy.recommend(requests, world, week, stream(self.seed, POLICY, week))
+        progress("behaviour")
+        n, k = slates.item.shape
+        position = np.tile(np.arange(k), n)
+        item = slates.item.ravel()
+        rep = lambda a: np.repeat(a, k)  # noqa: E731  per request -> per impression
+        shift = active(self.drifts, "taste-shift", week)
+        parts = behaviour.relevance(world, rep(v.member), item, rep(v.hour), rep(v.dow), rep(v.platform),
+                                    rep(v.day), taste_shift=shift)
+        u = stream(self.seed, BEHAVIOUR, week).random((n * k, behaviour.N_UNIFORMS))
+        outcome = behaviour.respond(parts, position, world.items.duration[item], u)
+        progress("logs")
+        unit = SECONDS_PER_MINUTE if active(self.drifts, "unit-bug", week) else 1.0
+        req_lines = request_lines(requests, slates, ItemJson(world), np.full(n, unit))
+        ev_lines = event_lines(requests, slates, outcome)
+        corrupted = self._write_logs(week, req_lines, ev_lines)
+        self._write_truth(week, requests, slates, parts, outcome)
+        policy.observe(self._feedback(requests, slates, outcome))
+        last = dt.datetime.combine(first + dt.timedelta(days=7), dt.time(), dt.timezone.utc)
+        self.clock.advance_to(last)
+        summary = self._summary(week, requests, slates, outcome, corrupted, time.perf_counter() - t0)
+        self.weeks.append(summary)
+        self._write_manifest()
+        return summary
+
+    def _write_catalog(self, week: int) -> None:
+        it = self.world.items
+        last = self.world.week_start(week).toordinal() + 6
+        idx = np.flatnonzero(it.release <= last)
+        lines = (
+            f'{{"item_id":"i{i:06d}","category":"{ALL_CATEGORIES[it.category[i]]}",'
+            f'"creator":"c{it.creator[i]:05d}","duration_min":{float(it.duration[i])!r},'
+            f'"language":"{LANGUAGES[it.language[i]]}","release_date":"{dt.date.fromordinal(int(it.release[i]))}"}}'
+            for i in idx)
+        logs.write_lines(f"{self.out}/catalog/dt={self.world.week_start(week)}/items.jsonl.gz", lines)
+
+    def _write_logs(self, week: int, req_lines: dict[int, list[str]], ev_lines: dict[int, list[str]]
+                    ) -> list[dict[str, str]]:
+        rng = stream(self.seed, CORRUPT, week)
+        corruptions: list[dict[str, str]] = []
+        for name, by_day in (("requests", req_lines), ("events", ev_lines)):
+            for day in sorted(by_day):
+                lines = by_day[day]
+                date = dt.date.fromordinal(day)
+                if self.corrupt_rate:
+                    lines, log = corrupt.corrupt(lines, name, self.corrupt_rate, rng)
+                    corruptions += [{"stream": name, "dt": str(date), **c} for c in log]
+                path = f"{logs.partition_dir(self.out, name, date)}/part-{week:05d}.jsonl.gz"
+                logs.write_lines(path, lines, compresslevel=1)
+        if self.corrupt_rate:
+            logs.write_json(f"{self.out}/truth/corruption/week-{week:05d}.json", corruptions)
+        return corruptions
+
+    def _write_truth(self, week: int, requests: Requests, slates: Slates, parts: behaviour.Parts,
+                     outcome: behaviour.Outcome) -> None:
+        n, k = slates.item.shape
+        table = pa.table({
+            "request_id": np.repeat(np.array(requests.request_id), k),
+            "item_id": [f"i{i:06d}" for i in slates.item.ravel()],
+            "position": np.tile(np.arange(k), n),
+            "relevance": parts.relevance,
+            "p_click": outcome.p_click,
+            "explored": slates.explored.ravel(),
+        })
+        path = f"{self.out}/truth/impressions/week-{week:05d}.parquet"
+        logs.fsspec.filesystem("file").makedirs(f"{self.out}/truth/impressions", exist_ok=True)
+        pq.write_table(table, path)
+
+    def _feedback(self, requests: Requests, slates: Slates, outcome: behaviour.Outcome) -> Feedback:
+        n, k = slates.item.shape
+        it = self.world.items
+        item = slates.item.ravel()
+        return Feedback(
+            member_id=[m for m in requests.member_id for _ in range(k)],
+            item_id=[f"i{i:06d}" for i in item],
+            category=[ALL_CATEGORIES[c] for c in it.category[item]],
+            creator=[f"c{c:05d}" for c in it.creator[item]],
+            hour=np.repeat(requests.hour, k).tolist(),
+            platform=[p for p in requests.platform for _ in range(k)],
+            ts=np.repeat(requests.ts, k).tolist(),
+            click=outcome.click.astype(int).tolist())
+
+    def _summary(self, week: int, requests: Requests, slates: Slates, outcome: behaviour.Outcome,
+                 corrupted: list[dict[str, str]], seconds: float) -> dict[str, Any]:
+        w = self.world
+        first = w.week_start(week)
+        n_imp = slates.item.size
+        events = {e: int(getattr(outcome, e).sum()) for e in EVENT_TYPES}
+        written_lines = len(requests) + sum(events.values())
+        kinds = corrupt.count_kinds(corrupted)
+        return {
+            "week": week,
+            "start": str(first),
+            "end": str(first + dt.timedelta(days=6)),
+            "members": int((w.members.joined <= first.toordinal() + 6).sum()),
+            "active_members": len(set(requests.member_id)),
+            "items": int((w.items.release <= first.toordinal() + 6).sum()),
+            "new_items": int(((w.items.release >= first.toordinal()) & (w.items.release <= first.toordinal() + 6)).sum()),
+            "requests": len(requests),
+            "impressions": n_imp,
+            "explored_share": float(slates.explored.mean()),
+            "events": events,
+            "click_rate": events["click"] / n_imp,
+            "corrupt_lines": sum(kinds.values()),
+            "corrupt_by_kind": kinds,
+            "corrupt_share": sum(kinds.values()) / max(1, written_lines + kinds.get("duplicate_event", 0)),
+            "drifts": [str(d) for d in self.drifts if d.active(week)],
+            "policy": sorted(set(slates.model_version)),
+            "seconds": round(seconds, 3),
+        }
+
+    def write_world(self) -> None:
+        """Writes every hidden parameter to ``truth/world.npz``, for oracle metrics only."""
+        w = self.world
+        arrays = {f"{group}.{name}": value for group, obj in
+                  (("items", w.items), ("members", w.members), ("creators", w.creators))
+                  for name, value in vars(obj).items()}
+        logs.fsspec.filesystem("file").makedirs(f"{self.out}/truth", exist_ok=True)
+        np.savez_compressed(f"{self.out}/truth/world.npz", **arrays)
+
+    def _write_manifest(self) -> None:
+        logs.write_json(f"{self.out}/simulation.json", {
+            "params": {"start": str(self.start), "scale": self.scale, "scale_sizes": vars(SCALES[self.scale]),
+                       "seed": self.seed, "drifts": [str(d) for d in self.drifts],
+                       "corrupt": self.corrupt_rate},
+            "weeks": self.weeks,
+            "totals": totals(self.weeks),
+        })
+
+
+def totals(weeks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sums of the per-week counts."""
+    out: dict[str, Any] = {"weeks": len(weeks)}
+    for key in ("requests", "impressions", "corrupt_lines"):
+        out[key] = sum(w[key] for w in weeks)
+    out["events"] = {e: sum(w["events"][e] for w in weeks) for e in EVENT_TYPES}
+    kinds: Counter[str] = Counter()
+    for w in weeks:
+        kinds.update(w["corrupt_by_kind"])
+    out["corrupt_by_kind"] = dict(sorted(kinds.items()))
+    return out
+
+
+def simulate(out: str, weeks: int, start: dt.date, scale: str = "tiny", seed: int = 0,
+             drifts: list[Drift] | None = None, corrupt_rate: float = 0.0, epsilon: float = 0.1,
+             progress: Callable[[int, str], None] = lambda w, s: None) -> dict[str, Any]:
+    """Runs ``weeks`` weeks under the bootstrap heuristic policy.
+
+    Returns:
+      The contents of ``simulation.json``: parameters, per-week counts, totals.
+    """
+    if weeks < 1:
+        raise ValueError(f"weeks must be >= 1, got {weeks}")
+    sim = Simulation(out=out, start=start, scale=scale, seed=seed, drifts=list(drifts or []),
+                     corrupt_rate=corrupt_rate)
+    policy = HeuristicPolicy(epsilon=epsilon)
+    for week in range(weeks):
+        sim.run_week(week, policy, progress=lambda stage, w=week: progress(w, stage))
+    sim.write_world()
+    return logs.read_json(f"{out}/simulation.json")
