@@ -1,0 +1,145 @@
+"""recloop's benchmarks: measure on this machine, record, regenerate bench/README.md.
+
+Usage:
+    uv run python bench/run.py simulate      # run one benchmark (writes bench/results/simulate.json)
+    uv run python bench/run.py report        # only regenerate bench/README.md from bench/results/
+
+Every result file holds the command that produced it, the date and the machine,
+so a figure in the README can always be traced back and re-measured. The README
+is generated from the result files and never edited by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def machine() -> dict[str, object]:
+    """What the figures were measured on."""
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1),
+            "python": platform.python_version(), "os": platform.platform()}
+
+
+def _record(name: str, command: str, figures: dict[str, object], notes: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({
+        "benchmark": name, "command": command, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(), "figures": figures, "notes": notes,
+    }, indent=2) + "\n")
+    return path
+
+
+def bench_simulate(repeats: int) -> Path:
+    """Wall time of ``recloop simulate --scale default --weeks 1`` (~1M impressions), end to end."""
+    runs = []
+    for i in range(repeats):
+        with tempfile.TemporaryDirectory() as out:
+            argv = ["recloop", "simulate", "--out", out, "--scale", "default", "--weeks", "1", "--seed", "0"]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            result = json.loads((Path(out) / "simulation.json").read_text())
+            size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+            runs.append({"wall_s": round(wall, 2), "cpu_s": round(after.ru_utime + after.ru_stime
+                                                                    - before.ru_utime - before.ru_stime, 2),
+                         "peak_rss_mib": round(after.ru_maxrss / 1024, 1), "output_mib": round(size / 2**20, 1),
+                         "requests": result["totals"]["requests"], "impressions": result["totals"]["impressions"],
+                         "events": result["totals"]["events"]})
+        print(f"run {i + 1}/{repeats}: {runs[-1]['wall_s']} s", file=sys.stderr)
+    walls = sorted(r["wall_s"] for r in runs)
+    best = runs[0]
+    figures = {
+        "runs": runs,
+        "median_wall_s": walls[len(walls) // 2],
+        "impressions": best["impressions"],
+        "impressions_per_s": round(best["impressions"] / walls[len(walls) // 2]),
+        "budget_s": 120,
+    }
+    cmd = "recloop simulate --out DIR --scale default --weeks 1 --seed 0"
+    return _record("simulate", f"uv run python bench/run.py simulate --repeats {repeats}  # times: {cmd}", figures,
+                   "Whole command: interpreter start, world, traffic, policy, behaviour, JSON + gzip writes, "
+                   "truth parquet. The issue's budget is 120 s on a 2-core machine.")
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _section_simulate(r: dict) -> str:
+    f = r["figures"]
+    rows = [[i + 1, run["wall_s"], run["cpu_s"], run["peak_rss_mib"], f"{run['impressions']:,}", run["output_mib"]]
+            for i, run in enumerate(f["runs"])]
+    return "\n".join([
+        "## Simulator: one default-scale week",
+        "",
+        f"Median wall time **{f['median_wall_s']} s** for {f['impressions']:,} impressions "
+        f"({f['impressions_per_s']:,} impressions/s); budget {f['budget_s']} s.",
+        "",
+        _table(["run", "wall s", "cpu s", "peak RSS MiB", "impressions", "output MiB"], rows),
+        "",
+        r["notes"],
+    ])
+
+
+SECTIONS = {"simulate": _section_simulate}
+
+
+def report() -> Path:
+    """Regenerates bench/README.md from every result file."""
+    parts = ["# recloop benchmarks", "",
+             "Generated by `uv run python bench/run.py report` from `bench/results/*.json`; do not edit by hand.",
+             "Each section names the command that measured it, when, and on what machine.", ""]
+    for path in sorted(RESULTS.glob("*.json")):
+        r = json.loads(path.read_text())
+        section = SECTIONS.get(r["benchmark"])
+        if section is None:
+            continue
+        m = r["machine"]
+        parts += [section(r), "",
+                  f"Measured {r['date']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), "
+                  f"Python {m['python']}. Command: `{r['command']}`. Raw: [`results/{path.name}`](results/{path.name}).",
+                  ""]
+    out = HERE / "README.md"
+    out.write_text("\n".join(parts))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("benchmark", choices=["simulate", "report"])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.benchmark == "simulate":
+        print(f"wrote {bench_simulate(args.repeats)}", file=sys.stderr)
+    print(f"wrote {report()}", file=sys.stderr)
+    print(shlex.join(sys.argv), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
