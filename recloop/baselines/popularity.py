@@ -75,7 +75,7 @@ class PopularInContext:
         part = daypart(hour_of_day)
         levels = (self._exact.get((part, platform), {}), self._daypart.get(part, {}), self._all)
         out = np.zeros(len(candidates))
-        for w, table in zip(_BACKOFF, levels):
+        for w, table in zip(_BACKOFF, levels, strict=True):
             if table:
                 out += w * np.fromiter((table.get(c, 0.0) for c in candidates), float, len(candidates))
         return out

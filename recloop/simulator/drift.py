@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 KINDS = {
     "unit-bug": "item duration logged in seconds instead of minutes (serving bug)",
-    "platform-rename": f"platform 'android' served and logged as 'Android' (serving bug)",
+    "platform-rename": "platform 'android' served and logged as 'Android' (serving bug)",
     "null-surge": "member country missing from 85% of requests (serving bug)",
     "new-category": "items of an unseen category ('boxing') released and served (real change)",
     "taste-shift": "members' category and latent tastes move (real behaviour change, logs look alike)",

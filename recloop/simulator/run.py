@@ -32,8 +32,7 @@ from recloop.simulator.drift import NULL_SURGE_SHARE, RENAMED_PLATFORM, SECONDS_
 from recloop.simulator.logwriter import ItemJson, event_lines, request_lines
 from recloop.simulator.policy import Feedback, HeuristicPolicy, Policy, Requests, Slates
 from recloop.simulator.traffic import Visits, visits
-from recloop.simulator.world import (ALL_CATEGORIES, BEHAVIOUR, CORRUPT, DRIFT, POLICY, SCALES, World,
-                                     stream)
+from recloop.simulator.world import ALL_CATEGORIES, BEHAVIOUR, CORRUPT, DRIFT, POLICY, SCALES, World, stream
 
 EVENT_TYPES = ("click", "start", "complete", "like")
 
@@ -171,6 +170,7 @@ class Simulation:
                  corrupted: list[dict[str, str]], seconds: float) -> dict[str, Any]:
         w = self.world
         first = w.week_start(week)
+        day0 = first.toordinal()
         n_imp = slates.item.size
         events = {e: int(getattr(outcome, e).sum()) for e in EVENT_TYPES}
         written_lines = len(requests) + sum(events.values())
@@ -179,10 +179,10 @@ class Simulation:
             "week": week,
             "start": str(first),
             "end": str(first + dt.timedelta(days=6)),
-            "members": int((w.members.joined <= first.toordinal() + 6).sum()),
+            "members": int((w.members.joined <= day0 + 6).sum()),
             "active_members": len(set(requests.member_id)),
-            "items": int((w.items.release <= first.toordinal() + 6).sum()),
-            "new_items": int(((w.items.release >= first.toordinal()) & (w.items.release <= first.toordinal() + 6)).sum()),
+            "items": int((w.items.release <= day0 + 6).sum()),
+            "new_items": int(((w.items.release >= day0) & (w.items.release <= day0 + 6)).sum()),
             "requests": len(requests),
             "impressions": n_imp,
             "explored_share": float(slates.explored.mean()),
