@@ -7,6 +7,6 @@ module of ours imports TensorFlow. Subprocess and component entry points import
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ["TF_USE_LEGACY_KERAS"] = "1"  # forced: with Keras 3, TFRS models break
 
 __version__ = "0.1.0"

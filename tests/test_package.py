@@ -1,0 +1,62 @@
+"""The package's own rules: Keras 2 for TFRS, and the import directions of DESIGN.md."""
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import recloop
+
+ROOT = Path(recloop.__file__).parent
+# what each package may import of ours (DESIGN.md, "Layout")
+ALLOWED = {
+    "features": set(),
+    "baselines": {"features"},
+    "simulator": {"features", "baselines"},
+    "ingest": {"features"},
+    "validation": {"features"},
+    "trainer": {"features", "baselines"},
+    "serving": {"features", "baselines"},
+}
+
+
+def _our_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "recloop" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(p.name for p in ROOT.iterdir() if p.name in ALLOWED))
+def test_imports_point_down_the_layout(package):
+    for path in (ROOT / package).rglob("*.py"):
+        bad = _our_imports(path) - ALLOWED[package] - {package}
+        assert not bad, f"{path.relative_to(ROOT.parent)} imports recloop.{', recloop.'.join(sorted(bad))}"
+
+
+def test_the_rule_catches_a_bad_import(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text("from recloop.pipelines import cli\nimport recloop.simulator.world\n")
+    assert _our_imports(bad) == {"pipelines", "simulator"}
+
+
+def test_tensorflow_gets_keras_2_through_the_package():
+    # a fresh interpreter: importing recloop first must be enough
+    code = ("import recloop, os, tensorflow as tf; "
+            "print(os.environ['TF_USE_LEGACY_KERAS'], type(tf.keras.layers.Dense(1)).__module__.split('.')[0])")
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "0"}  # even a user setting to the contrary
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    flag, keras = out.stdout.split()[-2:]
+    assert flag == "1"
+    assert keras == "tf_keras", f"TFRS 0.7.7 needs tf-keras (Keras 2), tf.keras is {keras}"
