@@ -123,7 +123,8 @@ def report() -> Path:
         m = r["machine"]
         parts += [section(r), "",
                   f"Measured {r['date']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), "
-                  f"Python {m['python']}. Command: `{r['command']}`. Raw: [`results/{path.name}`](results/{path.name}).",
+                  f"Python {m['python']}. Command: `{r['command']}`. "
+                  f"Raw: [`results/{path.name}`](results/{path.name}).",
                   ""]
     out = HERE / "README.md"
     out.write_text("\n".join(parts))

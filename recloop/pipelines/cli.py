@@ -51,16 +51,17 @@ def simulate(
              "null-surge, new-category, taste-shift")] = None,
     corrupt: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of corrupt log lines")] = 0.0,
     epsilon: Annotated[float, typer.Option(min=0.0, max=1.0, help="exploration share of the bootstrap policy")] = 0.1,
+    overwrite: Annotated[bool, typer.Option(help="replace an earlier simulation in --out")] = False,
 ) -> None:
     """Simulate members on a streaming-fitness platform and write their logs."""
-    from recloop.simulator import SCALES, parse_drift
+    from recloop.simulator import SCALES, SimulationConfigError, parse_drift
     from recloop.simulator import simulate as run
 
     if scale not in SCALES:
         raise typer.BadParameter(f"expected one of {', '.join(SCALES)}, got {scale!r}", param_hint="--scale")
     try:
         drifts = [parse_drift(d) for d in drift or []]
-    except ValueError as e:
+    except SimulationConfigError as e:
         raise typer.BadParameter(str(e), param_hint="--drift") from None
     first = _date(start)
     stages = ("traffic", "policy", "behaviour", "logs")
@@ -75,8 +76,8 @@ def simulate(
 
         try:
             result = run(out, weeks, first, scale=scale, seed=seed, drifts=drifts, corrupt_rate=corrupt,
-                         epsilon=epsilon, progress=progress)
-        except ValueError as e:
+                         epsilon=epsilon, overwrite=overwrite, progress=progress)
+        except SimulationConfigError as e:
             raise typer.BadParameter(str(e)) from None
     _print_summary(result, out, time.perf_counter() - t0)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from recloop.simulator.world import SimulationConfigError
+
 KINDS = {
     "unit-bug": "item duration logged in seconds instead of minutes (serving bug)",
     "platform-rename": "platform 'android' served and logged as 'Android' (serving bug)",
@@ -44,14 +46,14 @@ def parse_drift(text: str) -> Drift:
     """Parses ``KIND@W[:D]``.
 
     Raises:
-      ValueError: naming the text, the expected form and the known kinds.
+      SimulationConfigError: naming the text, the expected form and the known kinds.
     """
     match = _PATTERN.match(text.strip())
     if not match or match["kind"] not in KINDS:
-        raise ValueError(f"drift {text!r}: expected KIND@WEEK[:WEEKS] with KIND one of {', '.join(KINDS)}")
+        raise SimulationConfigError(f"drift {text!r}: expected KIND@WEEK[:WEEKS] with KIND one of {', '.join(KINDS)}")
     weeks = None if match["weeks"] is None else int(match["weeks"])
     if weeks is not None and weeks < 1:
-        raise ValueError(f"drift {text!r}: the number of weeks must be >= 1")
+        raise SimulationConfigError(f"drift {text!r}: the number of weeks must be >= 1")
     return Drift(match["kind"], int(match["week"]), weeks)
 
 

@@ -14,12 +14,14 @@ the bootstrap policy and is what ``recloop simulate`` calls. The closed loop
 from __future__ import annotations
 
 import datetime as dt
+import posixpath
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,7 +34,17 @@ from recloop.simulator.drift import NULL_SURGE_SHARE, RENAMED_PLATFORM, SECONDS_
 from recloop.simulator.logwriter import ItemJson, event_lines, request_lines
 from recloop.simulator.policy import Feedback, HeuristicPolicy, Policy, Requests, Slates
 from recloop.simulator.traffic import Visits, visits
-from recloop.simulator.world import ALL_CATEGORIES, BEHAVIOUR, CORRUPT, DRIFT, POLICY, SCALES, World, stream
+from recloop.simulator.world import (
+    ALL_CATEGORIES,
+    BEHAVIOUR,
+    CORRUPT,
+    DRIFT,
+    POLICY,
+    SCALES,
+    SimulationConfigError,
+    World,
+    stream,
+)
 
 EVENT_TYPES = ("click", "start", "complete", "like")
 
@@ -50,7 +62,7 @@ class Simulation:
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
-            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
+            raise SimulationConfigError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         self.world = World.create(self.seed, SCALES[self.scale], self.start)
         self.clock = SimClock(dt.datetime.combine(self.start, dt.time(), dt.timezone.utc))
         self.weeks: list[dict[str, Any]] = []
@@ -149,8 +161,10 @@ class Simulation:
             "explored": slates.explored.ravel(),
         })
         path = f"{self.out}/truth/impressions/week-{week:05d}.parquet"
-        logs.fsspec.filesystem("file").makedirs(f"{self.out}/truth/impressions", exist_ok=True)
-        pq.write_table(table, path)
+        fs, local = fsspec.core.url_to_fs(path)
+        fs.makedirs(posixpath.dirname(local), exist_ok=True)
+        with fs.open(local, "wb") as f:
+            pq.write_table(table, f)
 
     def _feedback(self, requests: Requests, slates: Slates, outcome: behaviour.Outcome) -> Feedback:
         n, k = slates.item.shape
@@ -202,8 +216,10 @@ class Simulation:
         arrays = {f"{group}.{name}": value for group, obj in
                   (("items", w.items), ("members", w.members), ("creators", w.creators))
                   for name, value in vars(obj).items()}
-        logs.fsspec.filesystem("file").makedirs(f"{self.out}/truth", exist_ok=True)
-        np.savez_compressed(f"{self.out}/truth/world.npz", **arrays)
+        fs, local = fsspec.core.url_to_fs(f"{self.out}/truth/world.npz")
+        fs.makedirs(posixpath.dirname(local), exist_ok=True)
+        with fs.open(local, "wb") as f:
+            np.savez_compressed(f, **arrays)
 
     def _write_manifest(self) -> None:
         logs.write_json(f"{self.out}/simulation.json", {
@@ -228,16 +244,39 @@ def totals(weeks: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+OUTPUTS = ("requests", "events", "catalog", "truth", "simulation.json")
+
+
 def simulate(out: str, weeks: int, start: dt.date, scale: str = "tiny", seed: int = 0,
              drifts: list[Drift] | None = None, corrupt_rate: float = 0.0, epsilon: float = 0.1,
-             progress: Callable[[int, str], None] = lambda w, s: None) -> dict[str, Any]:
+             overwrite: bool = False, progress: Callable[[int, str], None] = lambda w, s: None) -> dict[str, Any]:
     """Runs ``weeks`` weeks under the bootstrap heuristic policy.
+
+    Args:
+      overwrite: replace an earlier simulation in ``out``; without it such a folder
+        is refused, so two runs never mix in one set of logs.
 
     Returns:
       The contents of ``simulation.json``: parameters, per-week counts, totals.
+
+    Raises:
+      SimulationConfigError: for parameters it cannot run with, before writing anything.
     """
     if weeks < 1:
-        raise ValueError(f"weeks must be >= 1, got {weeks}")
+        raise SimulationConfigError(f"weeks must be >= 1, got {weeks}")
+    for d in drifts or []:
+        if d.week >= weeks:
+            raise SimulationConfigError(f"drift {d} starts in week {d.week}, but only weeks 0-{weeks - 1} "
+                                        f"are simulated: it would never happen")
+    if not 0.0 <= corrupt_rate <= 1.0:
+        raise SimulationConfigError(f"corrupt rate must be in [0, 1], got {corrupt_rate}")
+    fs, root = fsspec.core.url_to_fs(out)
+    used = [name for name in OUTPUTS if fs.exists(f"{root}/{name}")]
+    if used and not overwrite:
+        raise SimulationConfigError(f"{out} already holds a simulation ({', '.join(used)}); "
+                                    "choose another folder or pass overwrite (--overwrite) to replace it")
+    for name in used:
+        fs.rm(f"{root}/{name}", recursive=True)
     sim = Simulation(out=out, start=start, scale=scale, seed=seed, drifts=list(drifts or []),
                      corrupt_rate=corrupt_rate)
     policy = HeuristicPolicy(epsilon=epsilon)

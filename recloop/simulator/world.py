@@ -39,6 +39,10 @@ _PLATFORM_P = [.35, .35, .15, .15]
 CHRONOTYPE_PEAK = np.array([7.0, 12.5, 19.0])  # morning, midday and evening people
 _CHRONOTYPE_P = [.35, .25, .40]
 
+class SimulationConfigError(ValueError):
+    """Parameters a simulation cannot run with; the message names the parameter and the fix."""
+
+
 # random streams
 CATALOG, MEMBERS, TRAFFIC, POLICY, BEHAVIOUR, DRIFT, CORRUPT, NEWCAT = range(1, 9)
 
@@ -167,7 +171,7 @@ class World:
     def create(cls, seed: int, scale: Scale, start: dt.date) -> World:
         """The world as it is on ``start``: a year of catalog, two years of members."""
         if start.weekday() != 0:
-            raise ValueError(f"start must be a Monday (weeks run Monday-Sunday), got {start} "
+            raise SimulationConfigError(f"start must be a Monday (weeks run Monday-Sunday), got {start} "
                              f"({start.strftime('%A')})")
         rng = stream(seed, CATALOG, -1)
         creators = _new_creators(rng, scale.creators)

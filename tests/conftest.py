@@ -1,0 +1,173 @@
+"""Shared fixtures: small simulated worlds (session scope) and helpers to read them back.
+
+Every world is ``tiny`` and a few weeks long (a tiny week simulates in about half a
+second), written once per test session under ``tmp_path_factory`` and cached, so
+the simulator, drift and CLI tests share them. The helpers read logs only through
+the contract (``recloop.features.logs`` and ``recloop.features.records``), as
+ingest will.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import recloop  # noqa: F401  (first: sets the Keras switch before anything imports TensorFlow)
+
+# isort: split
+import pytest
+
+from recloop.features.logs import partition_date, partition_files, read_json, read_lines
+from recloop.features.records import EventRecord, RequestRecord, parse_event, parse_request
+from recloop.simulator import parse_drift, simulate
+
+START = dt.date(2026, 1, 5)  # a Monday
+CLEAN_SEED = 7
+CORRUPT_SEED = 8
+CORRUPT_RATE = 0.01
+BASE_SEED = 11  # the drift baseline, also the 4-week world of the behaviour tests
+BASE_WEEKS = 4
+
+_PART = re.compile(r"part-(\d{5})\.jsonl(\.gz)?$")
+
+
+@dataclass(frozen=True)
+class SimWorld:
+    """A simulated world on disk and its ``simulation.json``."""
+
+    root: str
+    seed: int
+    weeks: int
+    drifts: tuple[str, ...]
+    corrupt_rate: float
+    manifest: dict[str, Any]
+
+    def week_start(self, week: int) -> dt.date:
+        return START + dt.timedelta(days=7 * week)
+
+
+WorldFactory = Callable[..., SimWorld]
+
+
+@pytest.fixture(scope="session")
+def make_world(tmp_path_factory: pytest.TempPathFactory) -> WorldFactory:
+    """Simulates a tiny world once per distinct set of arguments and caches it for the session."""
+    cache: dict[tuple, SimWorld] = {}
+
+    def make(seed: int, weeks: int, drifts: tuple[str, ...] = (), corrupt_rate: float = 0.0,
+             copy: int = 0) -> SimWorld:
+        """``copy`` > 0 simulates the same arguments again into another folder (determinism)."""
+        key = (seed, weeks, tuple(drifts), corrupt_rate, copy)
+        if key not in cache:
+            name = f"w{seed}-{weeks}-" + ("_".join(drifts).replace("@", "at").replace(":", "for") or "none")
+            root = tmp_path_factory.mktemp(f"{name}-c{corrupt_rate}-{copy}")
+            manifest = simulate(str(root), weeks=weeks, start=START, scale="tiny", seed=seed,
+                                drifts=[parse_drift(d) for d in drifts], corrupt_rate=corrupt_rate)
+            cache[key] = SimWorld(str(root), seed, weeks, tuple(drifts), corrupt_rate, manifest)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def clean_world(make_world: WorldFactory) -> SimWorld:
+    """The one clean tiny world: 2 weeks from 2026-01-05, seed 7."""
+    return make_world(CLEAN_SEED, 2)
+
+
+@pytest.fixture(scope="session")
+def corrupt_world(make_world: WorldFactory) -> SimWorld:
+    """A tiny world with 1% corrupt log lines: 2 weeks, seed 8."""
+    return make_world(CORRUPT_SEED, 2, corrupt_rate=CORRUPT_RATE)
+
+
+@pytest.fixture(scope="session")
+def base_world(make_world: WorldFactory) -> SimWorld:
+    """A clean 4-week world: the drift baseline and the sample for behaviour statistics."""
+    return make_world(BASE_SEED, BASE_WEEKS)
+
+
+# ---------------------------------------------------------------- reading helpers
+
+
+def log_files(root: str, stream: str) -> list[str]:
+    """Every log file of a stream, through ``partition_files`` over all ``dt=`` folders present."""
+    folders = sorted(Path(root, stream).glob("dt=*"))
+    if not folders:
+        return []
+    first, last = (partition_date(str(folders[i] / "x")) for i in (0, -1))
+    return partition_files(root, stream, first, last)
+
+
+def file_week(path: str) -> int:
+    """The simulated week that wrote a log file (``part-WWWWW``)."""
+    match = _PART.search(path)
+    assert match, f"unexpected log file name {path}"
+    return int(match[1])
+
+
+@functools.lru_cache(maxsize=64)
+def raw_lines(root: str, stream: str) -> tuple[tuple[str, str], ...]:
+    """``(path, line)`` of every line of a stream, in partition then file order."""
+    return tuple((path, line) for path in log_files(root, stream) for line in read_lines(path))
+
+
+@functools.lru_cache(maxsize=32)
+def read_requests(root: str) -> tuple[RequestRecord, ...]:
+    """Every request record of a world, parsed with the contract (fails on a bad line)."""
+    return tuple(parse_request(line, source=path) for path, line in raw_lines(root, "requests"))
+
+
+@functools.lru_cache(maxsize=32)
+def read_events(root: str) -> tuple[EventRecord, ...]:
+    """Every event record of a world, parsed with the contract (fails on a bad line)."""
+    return tuple(parse_event(line, source=path) for path, line in raw_lines(root, "events"))
+
+
+def week_lines(root: str, stream: str, week: int) -> list[str]:
+    """The lines a given simulated week wrote to a stream."""
+    return [line for path, line in raw_lines(root, stream) if file_week(path) == week]
+
+
+def week_request_dicts(root: str, week: int) -> dict[str, dict[str, Any]]:
+    """The request records of one week as plain JSON, by request id."""
+    out = {}
+    for line in week_lines(root, "requests", week):
+        record = json.loads(line)
+        out[record["request_id"]] = record
+    return out
+
+
+def week_files(root: str, week: int) -> dict[str, bytes]:
+    """Bytes of the request, event and catalog files written by one week, by relative path."""
+    base = Path(root)
+    files = {str(p.relative_to(base)): p.read_bytes()
+             for stream in ("requests", "events") for p in base.glob(f"{stream}/dt=*/part-{week:05d}.jsonl.gz")}
+    catalog = base / "catalog" / f"dt={START + dt.timedelta(days=7 * week)}" / "items.jsonl.gz"
+    if catalog.exists():
+        files[str(catalog.relative_to(base))] = catalog.read_bytes()
+    return files
+
+
+def all_log_files(root: str) -> dict[str, bytes]:
+    """Bytes of every .jsonl.gz under requests/, events/ and catalog/, by relative path."""
+    base = Path(root)
+    return {str(p.relative_to(base)): p.read_bytes()
+            for stream in ("requests", "events", "catalog") for p in sorted(base.glob(f"{stream}/**/*.jsonl.gz"))}
+
+
+@functools.lru_cache(maxsize=32)
+def read_catalog(root: str, week_start: dt.date) -> dict[str, dict[str, Any]]:
+    """The item feed of one week (``catalog/dt=<week start>/items.jsonl.gz``), by item id."""
+    path = f"{root}/catalog/dt={week_start.isoformat()}/items.jsonl.gz"
+    return {item["item_id"]: item for item in map(json.loads, read_lines(path))}
+
+
+def read_truth_json(root: str, relative: str) -> Any:
+    return read_json(f"{root}/{relative}")
