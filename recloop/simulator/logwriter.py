@@ -64,6 +64,7 @@ def request_lines(requests: Requests, slates: Slates, item_json: ItemJson, units
     """Request records per day ordinal. ``units`` scales each request's served durations."""
     by_day: dict[int, list[str]] = defaultdict(list)
     ids = [f"i{i:06d}" for i in range(int(slates.item.max()) + 1)]
+    rows = {name: json.dumps(name) for name in set(slates.row.ravel())}  # row names come from the policy
     for r in range(len(requests)):
         day = int(requests.day[r])
         member = {"member_id": requests.member_id[r], "tenure_days": int(requests.tenure_days[r]),
@@ -72,7 +73,7 @@ def request_lines(requests: Requests, slates: Slates, item_json: ItemJson, units
                    "platform": requests.platform[r]}
         unit = float(units[r])
         shown = ",".join(
-            f'{{"item_id":"{ids[i]}","position":{k},"row":"{slates.row[r, k]}",'
+            f'{{"item_id":"{ids[i]}","position":{k},"row":{rows[slates.row[r, k]]},'
             f'"score":{float(slates.score[r, k])!r},"propensity":{float(slates.propensity[r, k])!r},'
             f'"item":{item_json(int(i), day, unit)}}}'
             for k, i in enumerate(slates.item[r]))
