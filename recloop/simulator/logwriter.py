@@ -18,7 +18,7 @@ from recloop.features.spec import LANGUAGES
 from recloop.simulator.behaviour import Outcome
 from recloop.simulator.policy import Requests, Slates
 from recloop.simulator.traffic import EPOCH
-from recloop.simulator.world import ALL_CATEGORIES, World
+from recloop.simulator.world import ALL_CATEGORIES, World, creator_id, item_id
 
 
 def rfc3339(ts: int) -> str:
@@ -45,7 +45,7 @@ class ItemJson:
             release = int(it.release[item])
             text = json.dumps({
                 "category": ALL_CATEGORIES[it.category[item]],
-                "creator": f"c{it.creator[item]:05d}",
+                "creator": creator_id(it.creator[item]),
                 "duration_min": float(it.duration[item]) * unit,
                 "language": LANGUAGES[it.language[item]],
                 "release_date": _iso(release),
@@ -63,7 +63,7 @@ def request_lines(requests: Requests, slates: Slates, item_json: ItemJson, units
                   ) -> dict[int, list[str]]:
     """Request records per day ordinal. ``units`` scales each request's served durations."""
     by_day: dict[int, list[str]] = defaultdict(list)
-    ids = [f"i{i:06d}" for i in range(int(slates.item.max()) + 1)]
+    ids = item_json.world.item_ids()
     rows = {name: json.dumps(name) for name in set(slates.row.ravel())}  # row names come from the policy
     for r in range(len(requests)):
         day = int(requests.day[r])
@@ -97,6 +97,6 @@ def event_lines(requests: Requests, slates: Slates, outcome: Outcome) -> dict[in
     by_day: dict[int, list[str]] = defaultdict(list)
     for ts, j, name in rows:
         by_day[day_of(ts)].append(
-            f'{{"request_id":"{requests.request_id[j // k]}","item_id":"i{slates.item[j // k, j % k]:06d}",'
+            f'{{"request_id":"{requests.request_id[j // k]}","item_id":"{item_id(slates.item[j // k, j % k])}",'
             f'"event":"{name}","ts":"{rfc3339(ts)}"}}')
     return by_day

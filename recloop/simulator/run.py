@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recloop.features import logs
+from recloop.features.records import EVENT_TYPES
 from recloop.features.spec import CATEGORIES, COUNTRIES, LANGUAGES, PLATFORMS
 from recloop.simulator import behaviour, corrupt
 from recloop.simulator.clock import SimClock
@@ -43,10 +44,10 @@ from recloop.simulator.world import (
     SCALES,
     SimulationConfigError,
     World,
+    creator_id,
+    item_id,
     stream,
 )
-
-EVENT_TYPES = ("click", "start", "complete", "like")
 
 
 @dataclass
@@ -126,8 +127,8 @@ class Simulation:
         last = self.world.week_start(week).toordinal() + 6
         idx = np.flatnonzero(it.release <= last)
         lines = (
-            f'{{"item_id":"i{i:06d}","category":"{ALL_CATEGORIES[it.category[i]]}",'
-            f'"creator":"c{it.creator[i]:05d}","duration_min":{float(it.duration[i])!r},'
+            f'{{"item_id":"{item_id(i)}","category":"{ALL_CATEGORIES[it.category[i]]}",'
+            f'"creator":"{creator_id(it.creator[i])}","duration_min":{float(it.duration[i])!r},'
             f'"language":"{LANGUAGES[it.language[i]]}","release_date":"{dt.date.fromordinal(int(it.release[i]))}"}}'
             for i in idx)
         logs.write_lines(f"{self.out}/catalog/dt={self.world.week_start(week)}/items.jsonl.gz", lines)
@@ -154,7 +155,7 @@ class Simulation:
         n, k = slates.item.shape
         table = pa.table({
             "request_id": np.repeat(np.array(requests.request_id), k),
-            "item_id": [f"i{i:06d}" for i in slates.item.ravel()],
+            "item_id": self.world.item_ids(slates.item.ravel()),
             "position": np.tile(np.arange(k), n),
             "relevance": parts.relevance,
             "p_click": outcome.p_click,
@@ -172,9 +173,9 @@ class Simulation:
         item = slates.item.ravel()
         return Feedback(
             member_id=[m for m in requests.member_id for _ in range(k)],
-            item_id=[f"i{i:06d}" for i in item],
+            item_id=self.world.item_ids(item),
             category=[ALL_CATEGORIES[c] for c in it.category[item]],
-            creator=[f"c{c:05d}" for c in it.creator[item]],
+            creator=self.world.creator_ids(it.creator[item]),
             hour=np.repeat(requests.hour, k).tolist(),
             platform=[p for p in requests.platform for _ in range(k)],
             ts=np.repeat(requests.ts, k).tolist(),

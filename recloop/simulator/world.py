@@ -52,6 +52,15 @@ def stream(seed: int, kind: int, week: int) -> np.random.Generator:
     return np.random.default_rng([seed, kind, week + 1])
 
 
+def item_id(index: int) -> str:
+    """The public id of the item at a world index."""
+    return f"i{index:06d}"
+
+
+def creator_id(index: int) -> str:
+    return f"c{index:05d}"
+
+
 @dataclass(frozen=True)
 class Scale:
     """Population sizes of a simulated world."""
@@ -207,8 +216,12 @@ class World:
         self.weeks_built += 1
 
     def item_ids(self, idx: np.ndarray | None = None) -> list[str]:
+        """Public item ids of world indices (all items when ``idx`` is None)."""
         idx = np.arange(len(self.items.quality)) if idx is None else idx
-        return [f"i{i:06d}" for i in idx]
+        return [item_id(i) for i in idx]
+
+    def creator_ids(self, idx: np.ndarray) -> list[str]:
+        return [creator_id(i) for i in idx]
 
     def member_ids(self, idx: np.ndarray) -> list[str]:
         return [f"m{i:07d}" for i in idx]
