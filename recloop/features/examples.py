@@ -53,7 +53,7 @@ def flatten(request: RequestRecord, impression: Impression) -> dict[str, Any]:
         "age_days": item.age_days,
         "position": impression.position,
         "request_id": request.request_id,
-        "ts": int(request.ts.timestamp()),
+        "ts": unix_seconds(request.ts),
         "row": impression.row,
         "score": impression.score,
         "propensity": impression.propensity,
