@@ -76,7 +76,7 @@ def test_simulate_applies_the_drift(simulated) -> None:
                 r = parse_request(line)
             except RecordError:  # a corrupt line
                 continue
-            durations |= {im.item.duration_min for im in r.impressions}
+            durations |= {im["item"]["duration_min"] for im in r["impressions"]}
     assert durations and durations <= set(60 * DURATIONS)
 
 

@@ -16,13 +16,14 @@ from recloop.features.examples import (
     LABEL_COLUMNS,
     METADATA,
     flatten,
+    flatten_all,
     from_tf_example,
     to_record_batch,
     to_serialized,
     to_tf_example,
     unix_seconds,
 )
-from recloop.features.records import parse_request
+from recloop.features.records import EVENT_TYPES, parse_request
 from recloop.features.spec import FEATURES, LABELS
 
 # Every float here is exactly representable in float32, so round trips compare equal.
@@ -46,20 +47,21 @@ TS = 1767598200
 
 def _full_example() -> dict:
     record = parse_request(json.dumps(REQUEST))
-    return flatten(record, record.impressions[0]) | {"label_click": 1, "label_complete": 0, "label_like": 0}
+    return flatten(record, record["impressions"][0]) | {"label_click": 1, "label_start": 1, "label_complete": 0, "label_like": 0}
 
 
 def test_columns_are_features_then_labels_then_metadata():
-    assert list(COLUMNS) == [f.name for f in FEATURES] + [f"label_{h}" for h in LABELS] + list(METADATA)
-    assert LABEL_COLUMNS == {"label_click": int, "label_complete": int, "label_like": int}
+    assert list(COLUMNS) == [f.name for f in FEATURES] + [f"label_{e}" for e in EVENT_TYPES] + list(METADATA)
+    assert LABEL_COLUMNS == {"label_click": int, "label_start": int, "label_complete": int, "label_like": int}
+    assert {f"label_{head}" for head in LABELS} <= set(LABEL_COLUMNS)
     assert METADATA["ts"] is int and METADATA["propensity"] is float
     assert all(COLUMNS[f.name] is f.dtype for f in FEATURES)
 
 
 def test_flatten_gives_every_feature_with_the_logged_values():
     record = parse_request(json.dumps(REQUEST))
-    first = flatten(record, record.impressions[0])
-    second = flatten(record, record.impressions[1])
+    first = flatten(record, record["impressions"][0])
+    second = flatten(record, record["impressions"][1])
     assert set(first) == set(COLUMNS) - set(LABEL_COLUMNS)
     assert {f.name for f in FEATURES} <= set(first)
     assert first == {
@@ -87,7 +89,7 @@ def test_flatten_keeps_missing_member_features_as_none():
     raw = json.loads(json.dumps(REQUEST))
     raw["member"] = {"member_id": "m2", "country": None}
     record = parse_request(json.dumps(raw))
-    flat = flatten(record, record.impressions[0])
+    flat = flatten(record, record["impressions"][0])
     assert flat["tenure_days"] is None and flat["country"] is None and flat["preferred_category"] is None
     decoded = from_tf_example(to_tf_example(flat))
     assert decoded["member_id"] == "m2"
@@ -160,7 +162,7 @@ def test_float_values_are_float32():
 def _batch() -> list[dict]:
     full = _full_example()
     record = parse_request(json.dumps(REQUEST))
-    second = flatten(record, record.impressions[1]) | {"label_click": 0, "label_complete": 1, "label_like": 1}
+    second = flatten(record, record["impressions"][1]) | {"label_click": 0, "label_start": 1, "label_complete": 1, "label_like": 1}
     sparse = {  # missing member features, labels absent or None, a zero and an empty string
         "member_id": "m9", "tenure_days": None, "country": None, "hour_of_day": 0, "day_of_week": 6,
         "platform": "Android", "item_id": "", "duration_min": 1200.0, "label_click": None,
@@ -247,3 +249,16 @@ def test_unknown_column_raises_key_error():
 def test_unknown_column_raises_key_error_in_the_batched_path_too():
     with pytest.raises(KeyError, match="'nope' is not in the contract"):
         to_serialized([{"member_id": "m1", "nope": 1}])
+
+
+def test_flatten_all_is_flatten_of_each_impression():
+    record = parse_request(json.dumps(REQUEST))
+    assert flatten_all(record) == [flatten(record, imp) for imp in record["impressions"]]
+
+
+def test_a_subclassed_value_of_the_right_type_is_encoded():
+    class Name(str):
+        pass
+
+    (serialized,) = to_serialized([{"member_id": Name("m1")}])
+    assert from_tf_example(serialized)["member_id"] == "m1"

@@ -8,7 +8,7 @@ import recloop  # noqa: F401  (first: sets the Keras switch before anything impo
 # isort: split
 import pytest
 
-from recloop.features.records import EventRecord, RequestRecord, parse_request
+from recloop.features.records import EventRecord, RequestRecord, event_record, parse_request
 from recloop.ingest.labels import label_request
 
 T0 = dt.datetime(2026, 1, 5, 7, 30, tzinfo=dt.timezone.utc)
@@ -28,7 +28,7 @@ def _request(*items: str) -> RequestRecord:
 
 
 def _event(item: str, event: str, seconds: float) -> EventRecord:
-    return EventRecord(request_id="r1", item_id=item, event=event, ts=T0 + dt.timedelta(seconds=seconds))
+    return event_record({"request_id": "r1", "item_id": item, "event": event, "ts": T0 + dt.timedelta(seconds=seconds)})
 
 
 def _labels(result, item):
@@ -40,6 +40,7 @@ def test_click_inside_the_window_labels_the_impression_and_only_it():
     r = label_request(_request("a", "b"), [_event("a", "click", 30), _event("a", "start", 31)], DAY)
     assert _labels(r, "a") == (1, 0, 0)
     assert _labels(r, "b") == (0, 0, 0)
+    assert [e["label_start"] for e in r.examples] == [1, 0]  # a start labels no head, but is kept
     assert r.events_used == 2 and not r.drops and not r.dead_events
 
 
@@ -85,3 +86,12 @@ def test_every_event_is_accounted_for_exactly_once(hours):
     r = label_request(_request("a", "b"), events, hours * 3600)
     accounted = r.events_used + sum(r.drops.values()) + len(r.dead_events)
     assert accounted == len(events)
+
+
+def test_a_cutoff_keeps_events_from_eval_time_out_of_training_labels():
+    cutoff = T0 + dt.timedelta(seconds=100)
+    events = [_event("a", "click", 99), _event("a", "like", 100), _event("b", "click", 5000)]
+    r = label_request(_request("a", "b"), events, DAY, cutoff=cutoff)
+    assert _labels(r, "a") == (1, 0, 0)
+    assert _labels(r, "b") == (0, 0, 0)
+    assert r.drops == {"after_split": 2} and r.events_used == 1

@@ -45,16 +45,16 @@ EPSILON = 0.1  # simulate()'s default exploration share
 
 
 def _requests_by_id(world: SimWorld) -> dict:
-    return {r.request_id: r for r in read_requests(world.root)}
+    return {r["request_id"]: r for r in read_requests(world.root)}
 
 
 def _events_by_impression(world: SimWorld) -> dict[tuple[str, str], dict[str, dt.datetime]]:
     """``{(request_id, item_id): {event type: ts}}``; fails on an event logged twice."""
     out: dict[tuple[str, str], dict[str, dt.datetime]] = defaultdict(dict)
     for e in read_events(world.root):
-        key = (e.request_id, e.item_id)
-        assert e.event not in out[key], f"{e.event} logged twice for {key}"
-        out[key][e.event] = e.ts
+        key = (e["request_id"], e["item_id"])
+        assert e["event"] not in out[key], f"{e['event']} logged twice for {key}"
+        out[key][e["event"]] = e["ts"]
     return out
 
 
@@ -64,16 +64,16 @@ def _events_by_impression(world: SimWorld) -> dict[tuple[str, str], dict[str, dt
 def test_every_line_of_a_clean_world_parses(clean_world: SimWorld) -> None:
     requests, events = read_requests(clean_world.root), read_events(clean_world.root)
     assert len(requests) == 2 * SCALES["tiny"].requests_per_week
-    assert {e.event for e in events} == set(EVENT_TYPES)
+    assert {e["event"] for e in events} == set(EVENT_TYPES)
     assert not Path(clean_world.root, "truth", "corruption").exists()
 
 
 def test_context_matches_the_request_timestamp(clean_world: SimWorld) -> None:
     for r in read_requests(clean_world.root):
-        assert r.ts.tzinfo is not None and r.ts.utcoffset() == dt.timedelta(0)
-        assert r.context.hour_of_day == r.ts.hour, r.request_id
-        assert r.context.day_of_week == r.ts.weekday(), r.request_id
-        assert r.context.platform in PLATFORMS
+        assert r["ts"].tzinfo is not None and r["ts"].utcoffset() == dt.timedelta(0)
+        assert r["context"]["hour_of_day"] == r["ts"].hour, r["request_id"]
+        assert r["context"]["day_of_week"] == r["ts"].weekday(), r["request_id"]
+        assert r["context"]["platform"] in PLATFORMS
 
 
 def test_every_line_is_in_the_partition_of_its_date(clean_world: SimWorld) -> None:
@@ -81,22 +81,22 @@ def test_every_line_is_in_the_partition_of_its_date(clean_world: SimWorld) -> No
         lines = raw_lines(clean_world.root, stream)
         assert lines
         for path, line in lines:
-            assert partition_date(path) == parse(line).ts.date(), (stream, path, line)
+            assert partition_date(path) == parse(line)["ts"].date(), (stream, path, line)
 
 
 def test_requests_fall_in_their_week_and_events_after_them(clean_world: SimWorld) -> None:
     for path, line in raw_lines(clean_world.root, "requests"):
         week = file_week(path)
         first = START + dt.timedelta(days=7 * week)
-        assert first <= parse_request(line).ts.date() <= first + dt.timedelta(days=6)
+        assert first <= parse_request(line)["ts"].date() <= first + dt.timedelta(days=6)
     requests = _requests_by_id(clean_world)
     for path, line in raw_lines(clean_world.root, "events"):
         e = parse_event(line)
-        r = requests.get(e.request_id)
+        r = requests.get(e["request_id"])
         assert r is not None, f"event of an unlogged request: {line}"
-        assert e.item_id in {im.item_id for im in r.impressions}, f"event on an item not shown: {line}"
-        assert e.ts >= r.ts, line
-        assert file_week(path) == int(e.request_id.split("-")[1]), "events are written by their request's week"
+        assert e["item_id"] in {im["item_id"] for im in r["impressions"]}, f"event on an item not shown: {line}"
+        assert e["ts"] >= r["ts"], line
+        assert file_week(path) == int(e["request_id"].split("-")[1]), "events are written by their request's week"
 
 
 def test_funnel_events_follow_a_click_in_order(clean_world: SimWorld) -> None:
@@ -120,17 +120,17 @@ def test_funnel_events_follow_a_click_in_order(clean_world: SimWorld) -> None:
 
 def test_slates_have_ten_distinct_items_in_positions_0_to_9(clean_world: SimWorld) -> None:
     for r in read_requests(clean_world.root):
-        assert [im.position for im in r.impressions] == list(range(SLOTS)), r.request_id
-        assert len({im.item_id for im in r.impressions}) == SLOTS, r.request_id
-        assert [im.row for im in r.impressions] == ["popular_now"] * 5 + ["for_your_usual"] * 5
-        assert r.model_version == "heuristic-v1"
+        assert [im["position"] for im in r["impressions"]] == list(range(SLOTS)), r["request_id"]
+        assert len({im["item_id"] for im in r["impressions"]}) == SLOTS, r["request_id"]
+        assert [im["row"] for im in r["impressions"]] == ["popular_now"] * 5 + ["for_your_usual"] * 5
+        assert r["model_version"] == "heuristic-v1"
 
 
 def test_log_files_are_in_time_order(clean_world: SimWorld) -> None:
     for stream, parse in (("requests", parse_request), ("events", parse_event)):
         by_file: dict[str, list[dt.datetime]] = defaultdict(list)
         for path, line in raw_lines(clean_world.root, stream):
-            by_file[path].append(parse(line).ts)
+            by_file[path].append(parse(line)["ts"])
         for path, ts in by_file.items():
             assert ts == sorted(ts), path
 
@@ -141,15 +141,15 @@ def test_week_0_popular_row_shows_the_newest_releases(clean_world: SimWorld) -> 
     greedy = 0
     catalog = read_catalog(clean_world.root, START)
     for r in read_requests(clean_world.root):
-        day = r.ts.date()
+        day = r["ts"].date()
         if day >= clean_world.week_start(1):
             continue
         released = {i: dt.date.fromisoformat(it["release_date"]) for i, it in catalog.items()}
         pool = sorted((i for i, d in released.items() if d <= day), key=lambda i: (-released[i].toordinal(), i))
-        for im in r.impressions:
-            if im.row == "popular_now" and not truth[(r.request_id, im.position)][1]:
+        for im in r["impressions"]:
+            if im["row"] == "popular_now" and not truth[(r["request_id"], im["position"])][1]:
                 greedy += 1
-                assert im.item_id in pool[: im.position + 1], (r.request_id, im.position)
+                assert im["item_id"] in pool[: im["position"] + 1], (r["request_id"], im["position"])
     assert greedy > 4 * 1000
 
 
@@ -171,25 +171,25 @@ def test_propensities_are_the_exact_epsilon_greedy_probabilities(clean_world: Si
     max_explored = 0.0
     min_greedy = 1.0
     for r in read_requests(clean_world.root):
-        day = r.ts.date()
+        day = r["ts"].date()
         catalog = read_catalog(clean_world.root, day - dt.timedelta(days=day.weekday()))
         pool = sum(dt.date.fromisoformat(it["release_date"]) <= day for it in catalog.values())
-        for im in r.impressions:
-            item, was_explored = truth[(r.request_id, im.position)]
-            assert item == im.item_id
-            assert 0.0 < im.propensity <= 1.0
-            left = pool - im.position
+        for im in r["impressions"]:
+            item, was_explored = truth[(r["request_id"], im["position"])]
+            assert item == im["item_id"]
+            assert 0.0 < im["propensity"] <= 1.0
+            left = pool - im["position"]
             greedy_p, explore_p = (1 - EPSILON) + EPSILON / left, EPSILON / left
             if not was_explored:
-                assert im.propensity == pytest.approx(greedy_p, rel=1e-12), (r.request_id, im.position)
-                min_greedy = min(min_greedy, im.propensity)
+                assert im["propensity"] == pytest.approx(greedy_p, rel=1e-12), (r["request_id"], im["position"])
+                min_greedy = min(min_greedy, im["propensity"])
                 continue
             explored += 1
-            if im.propensity == pytest.approx(greedy_p, rel=1e-12):  # exploring drew the greedy item
+            if im["propensity"] == pytest.approx(greedy_p, rel=1e-12):  # exploring drew the greedy item
                 explored_lucky += 1
             else:
-                assert im.propensity == pytest.approx(explore_p, rel=1e-12), (r.request_id, im.position)
-                max_explored = max(max_explored, im.propensity)
+                assert im["propensity"] == pytest.approx(explore_p, rel=1e-12), (r["request_id"], im["position"])
+                max_explored = max(max_explored, im["propensity"])
     n = len(truth)
     assert 0.08 < explored / n < 0.12
     assert explored_lucky < 0.05 * explored
@@ -199,14 +199,14 @@ def test_propensities_are_the_exact_epsilon_greedy_probabilities(clean_world: Si
 def test_served_item_metadata_is_the_catalog_of_the_week(clean_world: SimWorld) -> None:
     fields = ("category", "creator", "duration_min", "language")
     for r in read_requests(clean_world.root):
-        day = r.ts.date()
+        day = r["ts"].date()
         catalog = read_catalog(clean_world.root, day - dt.timedelta(days=day.weekday()))
-        for im in r.impressions:
-            item = catalog[im.item_id]
-            assert {f: getattr(im.item, f) for f in fields} == {f: item[f] for f in fields}
-            assert im.item.release_date.isoformat() == item["release_date"]
-            assert im.item.release_date <= day, f"{im.item_id} shown before its release"
-            assert im.item.age_days == (day - im.item.release_date).days
+        for im in r["impressions"]:
+            item = catalog[im["item_id"]]
+            assert {f: im["item"][f] for f in fields} == {f: item[f] for f in fields}
+            assert im["item"]["release_date"].isoformat() == item["release_date"]
+            assert im["item"]["release_date"] <= day, f"{im['item_id']} shown before its release"
+            assert im["item"]["age_days"] == (day - im["item"]["release_date"]).days
 
 
 def test_new_items_are_released_every_week(clean_world: SimWorld) -> None:
@@ -226,8 +226,8 @@ def test_new_items_are_released_every_week(clean_world: SimWorld) -> None:
         assert len(catalog) == scale.items + (week + 1) * scale.new_items_per_week
         assert len(catalog) == clean_world.manifest["weeks"][week]["items"]
         previous = catalog
-    shown_new = {im.item_id for r in read_requests(clean_world.root) for im in r.impressions
-                 if im.item.release_date >= START}
+    shown_new = {im["item_id"] for r in read_requests(clean_world.root) for im in r["impressions"]
+                 if im["item"]["release_date"] >= START}
     assert shown_new, "no new release was ever shown"
 
 
@@ -235,11 +235,11 @@ def test_new_members_join_every_week(clean_world: SimWorld) -> None:
     joined: dict[str, dt.date] = {}
     weeks_seen: dict[str, set[int]] = defaultdict(set)
     for r in read_requests(clean_world.root):
-        m = r.member
-        assert m.tenure_days is not None and m.tenure_days >= 0
-        when = r.ts.date() - dt.timedelta(days=m.tenure_days)
-        assert joined.setdefault(m.member_id, when) == when, f"{m.member_id}: inconsistent tenure"
-        weeks_seen[m.member_id].add((r.ts.date() - START).days // 7)
+        m = r["member"]
+        assert m["tenure_days"] is not None and m["tenure_days"] >= 0
+        when = r["ts"].date() - dt.timedelta(days=m["tenure_days"])
+        assert joined.setdefault(m["member_id"], when) == when, f"{m['member_id']}: inconsistent tenure"
+        weeks_seen[m["member_id"]].add((r["ts"].date() - START).days // 7)
     for week in range(clean_world.weeks):
         first = clean_world.week_start(week)
         new = {m for m, d in joined.items() if first <= d <= first + dt.timedelta(days=6)}
@@ -257,12 +257,12 @@ def test_simulation_json_counts_equal_the_logs(clean_world: SimWorld) -> None:
     per_week: dict[int, Counter] = defaultdict(Counter)
     members: dict[int, set[str]] = defaultdict(set)
     for r in read_requests(clean_world.root):
-        week = int(r.request_id.split("-")[1])
+        week = int(r["request_id"].split("-")[1])
         per_week[week]["requests"] += 1
-        per_week[week]["impressions"] += len(r.impressions)
-        members[week].add(r.member.member_id)
+        per_week[week]["impressions"] += len(r["impressions"])
+        members[week].add(r["member"]["member_id"])
     for e in read_events(clean_world.root):
-        per_week[int(e.request_id.split("-")[1])][e.event] += 1
+        per_week[int(e["request_id"].split("-")[1])][e["event"]] += 1
     assert sorted(per_week) == [0, 1]
     for w in manifest["weeks"]:
         counts = per_week[w["week"]]
@@ -390,9 +390,9 @@ def test_sim_clock_only_moves_forward() -> None:
 
 
 def _impressions_with_clicks(world: SimWorld) -> dict[str, np.ndarray]:
-    clicks = {(e.request_id, e.item_id) for e in read_events(world.root) if e.event == "click"}
-    rows = [(r.context.hour_of_day, r.context.platform, im.item.duration_min, im.position,
-             (r.request_id, im.item_id) in clicks) for r in read_requests(world.root) for im in r.impressions]
+    clicks = {(e["request_id"], e["item_id"]) for e in read_events(world.root) if e["event"] == "click"}
+    rows = [(r["context"]["hour_of_day"], r["context"]["platform"], im["item"]["duration_min"], im["position"],
+             (r["request_id"], im["item_id"]) in clicks) for r in read_requests(world.root) for im in r["impressions"]]
     hour, platform, duration, position, click = zip(*rows, strict=True)
     return {"hour": np.array(hour), "platform": np.array(platform), "duration": np.array(duration),
             "position": np.array(position), "click": np.array(click, dtype=float)}
@@ -451,7 +451,7 @@ def _observed_corruption(world: SimWorld) -> dict[tuple[int, str], Counter[str]]
     known_ids: set[str] = set()
     for path, line in raw_lines(world.root, "requests"):
         try:
-            known_ids.add(parse_request(line).request_id)
+            known_ids.add(parse_request(line)["request_id"])
         except RecordError as e:
             found[(file_week(path), "requests")][_FAILURES["requests"][(e.reason, e.field)]] += 1
     # a request whose line was broken is still a real request: its events are not orphans
@@ -470,7 +470,7 @@ def _observed_corruption(world: SimWorld) -> dict[tuple[int, str], Counter[str]]
         except RecordError as err:
             found[key][_FAILURES["events"][(err.reason, err.field)]] += 1
             continue
-        if e.request_id not in known_ids:
+        if e["request_id"] not in known_ids:
             found[key]["unknown_request"] += 1
     return found
 
@@ -491,7 +491,7 @@ def test_corrupted_requests_are_gone_and_duplicates_are_of_the_recorded_event(co
     parsed = set()
     for _, line in raw_lines(corrupt_world.root, "requests"):
         try:
-            parsed.add(parse_request(line).request_id)
+            parsed.add(parse_request(line)["request_id"])
         except RecordError:
             pass
     broken = {c["request_id"] for c in truth if c["stream"] == "requests"}

@@ -19,8 +19,8 @@ import pyarrow as pa
 import tensorflow as tf
 from tfx_bsl.coders import example_coder
 
-from recloop.features.records import Impression, RequestRecord
-from recloop.features.spec import FEATURES, LABELS
+from recloop.features.records import EVENT_TYPES, Impression, RequestRecord
+from recloop.features.spec import FEATURES, features_for
 
 # Columns besides the features: ids and logging facts for evaluation, slicing and
 # off-policy estimates. The model never reads these.
@@ -32,7 +32,9 @@ METADATA: dict[str, type] = {
     "propensity": float,
     "model_version": str,
 }
-LABEL_COLUMNS: dict[str, type] = {f"label_{head}": int for head in LABELS}
+# One 0/1 label per logged outcome: the ranking heads (spec.LABELS) are three of
+# them; "start" is a weaker positive the retrieval model can be trained on.
+LABEL_COLUMNS: dict[str, type] = {f"label_{event}": int for event in EVENT_TYPES}
 COLUMNS: dict[str, type] = {f.name: f.dtype for f in FEATURES} | LABEL_COLUMNS | METADATA
 
 _ARROW = {str: pa.large_list(pa.large_binary()), int: pa.large_list(pa.int64()),
@@ -40,25 +42,44 @@ _ARROW = {str: pa.large_list(pa.large_binary()), int: pa.large_list(pa.int64()),
 
 
 def flatten(request: RequestRecord, impression: Impression) -> dict[str, Any]:
-    """Model inputs and metadata of one impression, exactly as served (no labels)."""
-    item = impression.item
-    return {
-        **request.member.model_dump(),
-        **request.context.model_dump(),
-        "item_id": impression.item_id,
-        "category": item.category,
-        "creator": item.creator,
-        "duration_min": item.duration_min,
-        "language": item.language,
-        "age_days": item.age_days,
-        "position": impression.position,
-        "request_id": request.request_id,
-        "ts": unix_seconds(request.ts),
-        "row": impression.row,
-        "score": impression.score,
-        "propensity": impression.propensity,
-        "model_version": request.model_version,
-    }
+    """Model inputs and metadata of one impression, exactly as served (no labels).
+
+    A nullable member feature left out of the record is ``None`` here.
+    """
+    return _request_part(request) | _impression_part(impression)
+
+
+def flatten_all(request: RequestRecord) -> list[dict[str, Any]]:
+    """``flatten`` of every impression of a request, in order (the request part built once)."""
+    shared = _request_part(request)
+    return [shared | _impression_part(imp) for imp in request["impressions"]]
+
+
+_MEMBER = tuple(f.name for f in features_for(group="member"))
+_CONTEXT = tuple(f.name for f in features_for(group="context"))
+_ITEM = tuple(f.name for f in features_for(group="item") if f.name != "item_id")  # the id is on the impression
+
+
+def _request_part(request: RequestRecord) -> dict[str, Any]:
+    member, context = request["member"], request["context"]
+    out = {name: member.get(name) for name in _MEMBER}
+    for name in _CONTEXT:
+        out[name] = context[name]
+    out["request_id"] = request["request_id"]
+    out["ts"] = unix_seconds(request["ts"])
+    out["model_version"] = request["model_version"]
+    return out
+
+
+def _impression_part(impression: Impression) -> dict[str, Any]:
+    item = impression["item"]
+    out = {name: item[name] for name in _ITEM}
+    out["item_id"] = impression["item_id"]
+    out["position"] = impression["position"]
+    out["row"] = impression["row"]
+    out["score"] = impression["score"]
+    out["propensity"] = impression["propensity"]
+    return out
 
 
 def _check(name: str, value: Any) -> None:
@@ -112,22 +133,35 @@ def from_tf_example(serialized: bytes | tf.train.Example) -> dict[str, Any]:
 
 def to_record_batch(examples: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
     """Columnar form of examples: one ``large_list`` column per contract column
-    (a null list for a missing value), the layout TFDV and tfx_bsl read."""
-    for ex in examples:
-        for name in ex.keys() - COLUMNS.keys():
-            _check(name, ex[name])  # raises KeyError: nothing is dropped silently
-    arrays = []
-    for name, kind in COLUMNS.items():
-        present = [v for v in (ex.get(name) for ex in examples) if v is not None]
-        for v in present:
-            _check(name, v)
-        mask = np.fromiter((ex.get(name) is None for ex in examples), dtype=bool, count=len(examples))
-        offsets = np.concatenate([[0], np.cumsum(~mask)]).astype(np.int64)
-        if kind is str:
-            present = [v.encode("utf-8") for v in present]
-        values = pa.array(present, type=_ARROW[kind].value_type)
-        arrays.append(pa.LargeListArray.from_arrays(offsets, values, mask=pa.array(mask)))
-    return pa.RecordBatch.from_arrays(arrays, names=list(COLUMNS))
+    (a null list for a missing value), the layout TFDV and tfx_bsl read.
+
+    Raises:
+      KeyError: for a column not in ``COLUMNS`` (nothing is dropped silently).
+      TypeError: naming the column, the expected type and the first wrong value.
+    """
+    unknown = set().union(*(ex.keys() for ex in examples)) - COLUMNS.keys()
+    if unknown:
+        _check(sorted(unknown)[0], None)
+    return pa.RecordBatch.from_arrays(
+        [_list_column(name, [ex.get(name) for ex in examples]) for name in COLUMNS], names=list(COLUMNS))
+
+
+_ALLOWED = {str: {str}, int: {int}, float: {float, int}}
+
+
+def _list_column(name: str, values: list[Any]) -> pa.LargeListArray:
+    kind = COLUMNS[name]
+    # one set of the value types per column, not a check per value: this is ingest's hot path
+    wrong = set(map(type, values)) - _ALLOWED[kind] - {type(None)}
+    if wrong:
+        _check(name, next(v for v in values if type(v) in wrong))  # raises TypeError naming it
+    flat = pa.array(values, type=_ARROW[kind].value_type)
+    offsets = np.arange(len(values) + 1, dtype=np.int64)
+    if flat.null_count == 0:
+        return pa.LargeListArray.from_arrays(offsets, flat)
+    mask = flat.is_null().to_numpy(zero_copy_only=False)
+    offsets[1:] = np.cumsum(~mask)
+    return pa.LargeListArray.from_arrays(offsets, flat.drop_null(), mask=pa.array(mask))
 
 
 def to_serialized(examples: Sequence[Mapping[str, Any]]) -> list[bytes]:

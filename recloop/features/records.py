@@ -4,16 +4,20 @@ The request record carries the exact features the server used, so training
 reads them instead of re-deriving them (DESIGN.md, "Data contract"). Parsing is
 strict on structure and types (a string where a number belongs is an error) and
 lenient on domains (an unseen platform is valid: validation reports it).
+
+Records are plain dicts checked against ``TypedDict`` schemas by pydantic: a
+request holds ~20 nested objects, and building model instances for them made
+parsing 3x slower, which matters on ingest's path (a million impressions a week).
 """
 
-from __future__ import annotations
 
 import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BeforeValidator, ConfigDict, Field, PlainSerializer, TypeAdapter, with_config
+from typing_extensions import NotRequired, TypedDict
 
 EVENT_TYPES = ("click", "start", "complete", "like")
 
@@ -39,22 +43,21 @@ Timestamp = Annotated[
     dt.datetime, BeforeValidator(_rfc3339), PlainSerializer(lambda t: format_ts(t), when_used="json")
 ]
 NonEmpty = Annotated[str, Field(min_length=1)]
+_STRICT = with_config(ConfigDict(strict=True, extra="forbid"))
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-
-class MemberFeatures(_Record):
-    """Static member features, as the server received them."""
+@_STRICT
+class MemberFeatures(TypedDict):
+    """Static member features, as the server received them (each may be null or absent)."""
 
     member_id: NonEmpty
-    tenure_days: Annotated[int, Field(ge=0)] | None = None
-    country: str | None = None
-    preferred_category: str | None = None
+    tenure_days: NotRequired[Annotated[int, Field(ge=0)] | None]
+    country: NotRequired[str | None]
+    preferred_category: NotRequired[str | None]
 
 
-class Context(_Record):
+@_STRICT
+class Context(TypedDict):
     """Request context: the reason inference is online."""
 
     hour_of_day: Annotated[int, Field(ge=0, le=23)]
@@ -62,7 +65,8 @@ class Context(_Record):
     platform: NonEmpty
 
 
-class ItemFeatures(_Record):
+@_STRICT
+class ItemFeatures(TypedDict):
     """Item metadata as served with an impression (the item id is on the impression)."""
 
     category: NonEmpty
@@ -73,7 +77,8 @@ class ItemFeatures(_Record):
     age_days: Annotated[int, Field(ge=0)]
 
 
-class Impression(_Record):
+@_STRICT
+class Impression(TypedDict):
     """One shown item. ``propensity`` is the probability that the logging policy
     put this item in this slot, given the slots before it (for off-policy evaluation)."""
 
@@ -85,7 +90,8 @@ class Impression(_Record):
     item: ItemFeatures
 
 
-class RequestRecord(_Record):
+@_STRICT
+class RequestRecord(TypedDict):
     """One served request, logged by the server with the features it used."""
 
     request_id: NonEmpty
@@ -96,13 +102,18 @@ class RequestRecord(_Record):
     impressions: Annotated[list[Impression], Field(min_length=1)]
 
 
-class EventRecord(_Record):
+@_STRICT
+class EventRecord(TypedDict):
     """One client event on an impression; it arrives after its request."""
 
     request_id: NonEmpty
     item_id: NonEmpty
     event: Literal["click", "start", "complete", "like"]
     ts: Timestamp
+
+
+_REQUEST: TypeAdapter[RequestRecord] = TypeAdapter(RequestRecord)
+_EVENT: TypeAdapter[EventRecord] = TypeAdapter(EventRecord)
 
 
 class RecordError(ValueError):
@@ -157,7 +168,7 @@ def parse_request(line: str | bytes, source: str | None = None) -> RequestRecord
       RecordError: naming the field, what was expected and what was received.
     """
     try:
-        return RequestRecord.model_validate_json(line)
+        return _REQUEST.validate_json(line)
     except pydantic.ValidationError as e:
         raise _record_error("request", e, source) from None
 
@@ -165,14 +176,35 @@ def parse_request(line: str | bytes, source: str | None = None) -> RequestRecord
 def parse_event(line: str | bytes, source: str | None = None) -> EventRecord:
     """Parses one JSON line of the event log; see ``parse_request``."""
     try:
-        return EventRecord.model_validate_json(line)
+        return _EVENT.validate_json(line)
     except pydantic.ValidationError as e:
         raise _record_error("event", e, source) from None
 
 
-def to_json_line(record: BaseModel) -> str:
+def request_record(value: dict[str, Any]) -> RequestRecord:
+    """Checks a request record built in Python (datetimes and dates as objects).
+
+    Raises:
+      RecordError: as ``parse_request``.
+    """
+    try:
+        return _REQUEST.validate_python(value)
+    except pydantic.ValidationError as e:
+        raise _record_error("request", e, None) from None
+
+
+def event_record(value: dict[str, Any]) -> EventRecord:
+    """Checks an event record built in Python; see ``request_record``."""
+    try:
+        return _EVENT.validate_python(value)
+    except pydantic.ValidationError as e:
+        raise _record_error("event", e, None) from None
+
+
+def to_json_line(record: RequestRecord | EventRecord) -> str:
     """Serialises a record to one JSON line (timestamps as RFC 3339 UTC, ``Z``)."""
-    return record.model_dump_json()
+    adapter = _REQUEST if "impressions" in record else _EVENT
+    return adapter.dump_json(record).decode("utf-8")  # type: ignore[arg-type]
 
 
 def format_ts(ts: dt.datetime) -> str:

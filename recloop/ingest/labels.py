@@ -9,7 +9,10 @@ The Beam job groups request and event lines by ``request_id`` and calls
   some clients log at one-second resolution);
 - an identical event line seen twice is a duplicate, counted once;
 - an event before its request, or for an item the request did not show, is a
-  dead letter with that reason; one after the window is counted, not used.
+  dead letter with that reason; one after the window is counted, not used;
+- with a ``cutoff`` (the start of the eval period, for a training request), an
+  event at or after it is counted as ``after_split`` and not used, so nothing
+  from eval time reaches a training label.
 """
 
 from __future__ import annotations
@@ -18,12 +21,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from recloop.features.examples import flatten
-from recloop.features.records import EventRecord, RequestRecord
-from recloop.features.spec import LABELS
+import datetime as dt
 
-# event type -> the head it labels; "start" is logged and matched but labels no head
-HEAD_OF_EVENT = {"click": "click", "complete": "complete", "like": "like"}
+from recloop.features.examples import flatten_all
+from recloop.features.records import EVENT_TYPES, EventRecord, RequestRecord
 
 
 @dataclass
@@ -38,50 +39,55 @@ class Labelled:
     events_used: int = 0
 
 
-def label_request(request: RequestRecord, events: list[EventRecord], window_seconds: int) -> Labelled:
-    """Examples of one request, with a 0/1 label per head.
+def label_request(request: RequestRecord, events: list[EventRecord], window_seconds: int,
+                  cutoff: dt.datetime | None = None) -> Labelled:
+    """Examples of one request, with a 0/1 label per event type.
 
     Args:
       request: the parsed request record.
       events: every parsed event whose ``request_id`` is this request's.
       window_seconds: the attribution window after the request.
+      cutoff: events at or after this instant are not used (``after_split``).
 
     Returns:
-      ``Labelled``: examples (``flatten`` + ``label_<head>`` columns), and for the
+      ``Labelled``: examples (``flatten`` + ``label_<event>`` columns), and for the
       events: how many were used, dropped by rule (``duplicate_event``,
-      ``outside_window``) or dead (``before_request``, ``no_impression``); a
-      matched ``start`` is used but labels no head. Impressions:
-      ``len(examples) + drops["duplicate_impression"] == len(request.impressions)``.
+      ``outside_window``, ``after_split``) or dead (``before_request``,
+      ``no_impression``). Impressions:
+      ``len(examples) + drops["duplicate_impression"] == len(request["impressions"])``.
     """
     out = Labelled()
     shown: dict[str, int] = {}
-    for i, imp in enumerate(request.impressions):
-        if imp.item_id in shown:
+    for i, imp in enumerate(request["impressions"]):
+        if imp["item_id"] in shown:
             out.drops["duplicate_impression"] += 1
         else:
-            shown[imp.item_id] = i
-    heads: dict[str, set[str]] = {item: set() for item in shown}
-    start = request.ts
+            shown[imp["item_id"]] = i
+    outcomes: dict[str, set[str]] = {item: set() for item in shown}
+    start = request["ts"]
     seen: set[tuple[str, str, Any]] = set()
     for ev in events:
-        key = (ev.item_id, ev.event, ev.ts)
+        item, when = ev["item_id"], ev["ts"]
+        key = (item, ev["event"], when)
         if key in seen:
             out.drops["duplicate_event"] += 1
             continue
         seen.add(key)
-        if ev.item_id not in shown:
+        if item not in shown:
             out.dead_events.append(("no_impression", ev))
-        elif ev.ts < start:
+        elif when < start:
             out.dead_events.append(("before_request", ev))
-        elif (ev.ts - start).total_seconds() > window_seconds:
+        elif (when - start).total_seconds() > window_seconds:
             out.drops["outside_window"] += 1
-        else:  # matched inside the window: used, whether or not its type labels a head
-            if ev.event in HEAD_OF_EVENT:
-                heads[ev.item_id].add(HEAD_OF_EVENT[ev.event])
+        elif cutoff is not None and when >= cutoff:
+            out.drops["after_split"] += 1
+        else:
+            outcomes[item].add(ev["event"])
             out.events_used += 1
+    flat = flatten_all(request)
     for item, i in shown.items():
-        example = flatten(request, request.impressions[i])
-        for head in LABELS:
-            example[f"label_{head}"] = int(head in heads[item])
+        example = flat[i]
+        for event in EVENT_TYPES:
+            example[f"label_{event}"] = int(event in outcomes[item])
         out.examples.append(example)
     return out
