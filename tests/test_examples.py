@@ -10,9 +10,11 @@ import recloop  # noqa: F401  (first: sets the Keras switch before TensorFlow is
 # isort: split
 import pytest
 import tensorflow as tf
+from tfx_bsl.coders import example_coder
 
 from recloop.features.examples import (
     COLUMNS,
+    ExampleColumns,
     LABEL_COLUMNS,
     METADATA,
     flatten,
@@ -262,3 +264,22 @@ def test_a_subclassed_value_of_the_right_type_is_encoded():
 
     (serialized,) = to_serialized([{"member_id": Name("m1")}])
     assert from_tf_example(serialized)["member_id"] == "m1"
+
+
+def test_example_columns_hold_the_same_examples_as_flatten():
+    record = parse_request(json.dumps(REQUEST))
+    columns = ExampleColumns()
+    columns.add(record)
+    columns.add(record, keep=[1], labels={"label_click": [1]})
+    flat = flatten_all(record)
+    none = dict.fromkeys(LABEL_COLUMNS)
+    assert columns.rows() == [flat[0] | none, flat[1] | none, flat[1] | none | {"label_click": 1}]
+    assert columns.num_rows == 3
+    batched = [from_tf_example(s) for s in example_coder.RecordBatchToExamples(columns.to_record_batch())]
+    assert batched == [from_tf_example(to_tf_example(ex)) for ex in columns.rows()]
+
+
+def test_example_columns_reject_labels_that_do_not_fit():
+    record = parse_request(json.dumps(REQUEST))
+    with pytest.raises(ValueError, match="label_like: 1 values for 2 impressions of req-1"):
+        ExampleColumns().add(record, labels={"label_like": [1]})

@@ -1,11 +1,12 @@
 """The training example: one row per impression, flattened from a request record.
 
-``flatten`` is the single transformation from the logged request to model
-inputs; ingest uses it for training and the server builds the same dict for
-inference, so training and serving cannot disagree on a feature. Encoding to
-``tf.train.Example`` has a per-example path (readable, for tests and tools) and a
-batched Arrow path through tfx_bsl's C++ coder (for ingest: the Arrow batch is
-also what TFDV reads, and the coder itself is not the bottleneck).
+Where every column comes from in a request record is written down once here
+(``_MEMBER`` ... ``_IMPRESSION``); ``flatten`` (one dict per impression, for the
+server and tools) and ``ExampleColumns`` (column lists for many requests,
+ingest's hot path) both read those tables, so training and serving cannot
+disagree on a feature. Encoding to ``tf.train.Example`` has a per-example path
+(readable, for tests and tools) and a batched Arrow path through tfx_bsl's C++
+coder (for ingest; the Arrow batch is also what TFDV reads).
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ COLUMNS: dict[str, type] = {f.name: f.dtype for f in FEATURES} | LABEL_COLUMNS |
 _ARROW = {str: pa.large_list(pa.large_binary()), int: pa.large_list(pa.int64()),
           float: pa.large_list(pa.float32())}
 
+# Where each column lives in a request record.
+_MEMBER = tuple(f.name for f in features_for(group="member"))  # request["member"], nullable ones may be absent
+_CONTEXT = tuple(f.name for f in features_for(group="context"))  # request["context"]
+_ITEM = tuple(f.name for f in features_for(group="item") if f.name != "item_id")  # impressions[].item
+_IMPRESSION = ("item_id", *(f.name for f in features_for(group="impression")), "row", "score", "propensity")
+_REQUEST = ("request_id", "model_version")  # and ts, as unix seconds
+
 
 def flatten(request: RequestRecord, impression: Impression) -> dict[str, Any]:
     """Model inputs and metadata of one impression, exactly as served (no labels).
@@ -55,31 +63,77 @@ def flatten_all(request: RequestRecord) -> list[dict[str, Any]]:
     return [shared | _impression_part(imp) for imp in request["impressions"]]
 
 
-_MEMBER = tuple(f.name for f in features_for(group="member"))
-_CONTEXT = tuple(f.name for f in features_for(group="context"))
-_ITEM = tuple(f.name for f in features_for(group="item") if f.name != "item_id")  # the id is on the impression
-
-
 def _request_part(request: RequestRecord) -> dict[str, Any]:
     member, context = request["member"], request["context"]
     out = {name: member.get(name) for name in _MEMBER}
-    for name in _CONTEXT:
-        out[name] = context[name]
-    out["request_id"] = request["request_id"]
+    out.update((name, context[name]) for name in _CONTEXT)
+    out.update((name, request[name]) for name in _REQUEST)
     out["ts"] = unix_seconds(request["ts"])
-    out["model_version"] = request["model_version"]
     return out
 
 
 def _impression_part(impression: Impression) -> dict[str, Any]:
     item = impression["item"]
     out = {name: item[name] for name in _ITEM}
-    out["item_id"] = impression["item_id"]
-    out["position"] = impression["position"]
-    out["row"] = impression["row"]
-    out["score"] = impression["score"]
-    out["propensity"] = impression["propensity"]
+    out.update((name, impression[name]) for name in _IMPRESSION)
     return out
+
+
+class ExampleColumns:
+    """Examples of many requests, built column by column.
+
+    Ingest's hot path: appending to column lists and converting each list once
+    is ~3x faster than a dict per example transposed afterwards. Values come
+    from parsed (type-checked) records, so they are not checked again here.
+    """
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        self.num_rows = 0
+
+    def add(self, request: RequestRecord, keep: Sequence[int] | None = None,
+            labels: Mapping[str, Sequence[int]] | None = None) -> None:
+        """Appends the examples of a request.
+
+        Args:
+          request: a parsed request record.
+          keep: indices of the impressions to append, in order; all by default.
+          labels: ``{label column: one value per kept impression}``; a label
+            column left out is a missing value.
+        """
+        imps = request["impressions"]
+        shown = imps if keep is None else [imps[i] for i in keep]
+        k = len(shown)
+        cols = self.columns
+        member, context = request["member"], request["context"]
+        for name in _MEMBER:
+            cols[name] += [member.get(name)] * k
+        for name in _CONTEXT:
+            cols[name] += [context[name]] * k
+        for name in _REQUEST:
+            cols[name] += [request[name]] * k
+        cols["ts"] += [unix_seconds(request["ts"])] * k
+        for name in _IMPRESSION:
+            cols[name] += [imp[name] for imp in shown]
+        for name in _ITEM:
+            cols[name] += [imp["item"][name] for imp in shown]
+        labels = labels or {}
+        for name in LABEL_COLUMNS:
+            values = labels.get(name)
+            if values is not None and len(values) != k:
+                raise ValueError(f"{name}: {len(values)} values for {k} impressions of {request['request_id']}")
+            cols[name] += [None] * k if values is None else values
+        self.num_rows += k
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The examples as dicts (for tests and tools)."""
+        names = list(self.columns)
+        return [dict(zip(names, values)) for values in zip(*self.columns.values())]
+
+    def to_record_batch(self) -> pa.RecordBatch:
+        """The examples in ``to_record_batch``'s layout."""
+        return pa.RecordBatch.from_arrays(
+            [_list_column(name, values, check=False) for name, values in self.columns.items()], names=list(COLUMNS))
 
 
 def _check(name: str, value: Any) -> None:
@@ -143,18 +197,18 @@ def to_record_batch(examples: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
     if unknown:
         _check(sorted(unknown)[0], None)
     return pa.RecordBatch.from_arrays(
-        [_list_column(name, [ex.get(name) for ex in examples]) for name in COLUMNS], names=list(COLUMNS))
+        [_list_column(name, [ex.get(name) for ex in examples], check=True) for name in COLUMNS], names=list(COLUMNS))
 
 
 _ALLOWED = {str: {str}, int: {int}, float: {float, int}}
 
 
-def _list_column(name: str, values: list[Any]) -> pa.LargeListArray:
+def _list_column(name: str, values: list[Any], check: bool) -> pa.LargeListArray:
     kind = COLUMNS[name]
-    # one set of the value types per column, not a check per value: this is ingest's hot path
-    wrong = set(map(type, values)) - _ALLOWED[kind] - {type(None)}
-    if wrong:
-        _check(name, next(v for v in values if type(v) in wrong))  # raises TypeError naming it
+    if check:  # one set of the value types per column, not a check per value
+        wrong = set(map(type, values)) - _ALLOWED[kind] - {type(None)}
+        if wrong:
+            _check(name, next(v for v in values if type(v) in wrong))  # raises TypeError naming it
     flat = pa.array(values, type=_ARROW[kind].value_type)
     offsets = np.arange(len(values) + 1, dtype=np.int64)
     if flat.null_count == 0:

@@ -22,26 +22,44 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
-from recloop.features.examples import flatten_all
+from recloop.features.examples import ExampleColumns
 from recloop.features.records import EVENT_TYPES, EventRecord, RequestRecord
+
+LABELS_OF = {event: f"label_{event}" for event in EVENT_TYPES}
 
 
 @dataclass
 class Labelled:
     """What one request group produced, every input accounted for once."""
 
-    examples: list[dict[str, Any]] = field(default_factory=list)
+    request: RequestRecord
+    kept: list[int] = field(default_factory=list)  # impression indices, first showing of each item
+    labels: dict[str, list[int]] = field(default_factory=dict)  # label column -> 0/1 per kept impression
     # per-source drops that are rules, not errors: duplicate_impression, duplicate_event, ...
     drops: Counter[str] = field(default_factory=Counter)
     # (reason, event) for events that cannot be used and must be looked at
     dead_events: list[tuple[str, EventRecord]] = field(default_factory=list)
     events_used: int = 0
 
+    def add_to(self, columns: ExampleColumns) -> None:
+        """Appends this request's examples to ``columns``."""
+        columns.add(self.request, self.kept, self.labels)
+
+    @property
+    def examples(self) -> list[dict[str, Any]]:
+        """The examples as dicts (for tests and tools)."""
+        columns = ExampleColumns()
+        self.add_to(columns)
+        return columns.rows()
+
 
 def label_request(request: RequestRecord, events: list[EventRecord], window_seconds: int,
                   cutoff: dt.datetime | None = None) -> Labelled:
-    """Examples of one request, with a 0/1 label per event type.
+    """Labels the impressions of one request, with a 0/1 label per event type.
 
     Args:
       request: the parsed request record.
@@ -50,13 +68,13 @@ def label_request(request: RequestRecord, events: list[EventRecord], window_seco
       cutoff: events at or after this instant are not used (``after_split``).
 
     Returns:
-      ``Labelled``: examples (``flatten`` + ``label_<event>`` columns), and for the
-      events: how many were used, dropped by rule (``duplicate_event``,
+      ``Labelled``: the kept impressions and their ``label_<event>`` values, and
+      for the events: how many were used, dropped by rule (``duplicate_event``,
       ``outside_window``, ``after_split``) or dead (``before_request``,
       ``no_impression``). Impressions:
-      ``len(examples) + drops["duplicate_impression"] == len(request["impressions"])``.
+      ``len(kept) + drops["duplicate_impression"] == len(request["impressions"])``.
     """
-    out = Labelled()
+    out = Labelled(request)
     shown: dict[str, int] = {}
     for i, imp in enumerate(request["impressions"]):
         if imp["item_id"] in shown:
@@ -84,10 +102,6 @@ def label_request(request: RequestRecord, events: list[EventRecord], window_seco
         else:
             outcomes[item].add(ev["event"])
             out.events_used += 1
-    flat = flatten_all(request)
-    for item, i in shown.items():
-        example = flat[i]
-        for event in EVENT_TYPES:
-            example[f"label_{event}"] = int(event in outcomes[item])
-        out.examples.append(example)
+    out.kept = list(shown.values())
+    out.labels = {column: [int(event in outcomes[item]) for item in shown] for event, column in LABELS_OF.items()}
     return out
