@@ -99,9 +99,11 @@ class _Pipelined(beam.DoFn):
     """A DoFn whose heavy C++ work (tfx_bsl encoding, TensorFlow's gzip writer, both
     release the GIL) runs on background threads while the bundle's thread goes on
     joining the next bucket: on two cores this hides most of it. At most
-    ``workers`` batches are in flight; the bundle ends when all are done."""
+    ``in_flight`` batches are queued or running (a join yields a train and an
+    eval batch back to back, so one is too few); the bundle ends when all are done."""
 
     workers = 1
+    in_flight = 3
 
     def setup(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=type(self).__name__)
@@ -114,7 +116,7 @@ class _Pipelined(beam.DoFn):
 
     def _submit(self, fn: Any, *args: Any) -> Iterator[Any]:
         """Submits ``fn(*args)``; yields the results of work that had to finish first."""
-        while len(self._pending) >= self.workers:
+        while len(self._pending) >= self.in_flight:
             yield self._done(self._pending.pop(0).result())  # re-raises a failure
         self._pending.append(self._pool.submit(fn, *args))
 
