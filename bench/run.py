@@ -45,7 +45,7 @@ def _record(name: str, command: str, figures: dict[str, object], notes: str) -> 
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({
-        "benchmark": name, "command": command, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": name, "command": command, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(), "figures": figures, "notes": notes,
     }, indent=2) + "\n")
     return path
@@ -98,8 +98,8 @@ def _section_simulate(r: dict) -> str:
     return "\n".join([
         "## Simulator: one default-scale week",
         "",
-        f"Median wall time **{f['median_wall_s']} s** for {f['impressions']:,} impressions "
-        f"({f['impressions_per_s']:,} impressions/s); budget {f['budget_s']} s.",
+        (f"Median wall time **{f['median_wall_s']} s** for {f['impressions']:,} impressions "
+        f"({f['impressions_per_s']:,} impressions/s); budget {f['budget_s']} s."),
         "",
         _table(["run", "wall s", "cpu s", "peak RSS MiB", "impressions", "output MiB"], rows),
         "",
@@ -122,9 +122,9 @@ def report() -> Path:
             continue
         m = r["machine"]
         parts += [section(r), "",
-                  f"Measured {r['date']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), "
+                  (f"Measured {r['date']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), "
                   f"Python {m['python']}. Command: `{r['command']}`. "
-                  f"Raw: [`results/{path.name}`](results/{path.name}).",
+                  f"Raw: [`results/{path.name}`](results/{path.name})."),
                   ""]
     out = HERE / "README.md"
     out.write_text("\n".join(parts))

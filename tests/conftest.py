@@ -171,3 +171,23 @@ def read_catalog(root: str, week_start: dt.date) -> dict[str, dict[str, Any]]:
 
 def read_truth_json(root: str, relative: str) -> Any:
     return read_json(f"{root}/{relative}")
+
+
+# ---------------------------------------------------------------- hand-built log lines
+
+ITEM = {"category": "yoga", "creator": "c1", "duration_min": 10.0, "language": "en", "release_date": "2026-01-01",
+        "age_days": 11}
+
+
+def request_line(rid: str, member: str, ts: str, items: list[str]) -> str:
+    """A request log line made by hand (hour of day from ``ts``, every item with ``ITEM``'s metadata)."""
+    return json.dumps({
+        "request_id": rid, "ts": ts, "model_version": "v1",
+        "member": {"member_id": member, "tenure_days": 30, "country": "US", "preferred_category": "yoga"},
+        "context": {"hour_of_day": int(ts[11:13]), "day_of_week": 0, "platform": "ios"},
+        "impressions": [{"item_id": i, "position": p, "row": "popular_now", "score": 0.5, "propensity": 0.25,
+                         "item": ITEM} for p, i in enumerate(items)]})
+
+
+def event_line(rid: str, item: str, event: str, ts: str) -> str:
+    return json.dumps({"request_id": rid, "item_id": item, "event": event, "ts": ts})

@@ -106,3 +106,48 @@ def test_help_through_python_m() -> None:
     assert result.returncode == 0, result.stderr
     assert "simulate" in result.stdout
     assert "continuous training" in result.stdout
+
+
+# ---------------------------------------------------------------- recloop ingest
+
+
+def _ingest_args(logs: Path, out: Path, *extra: str) -> list[str]:
+    return ["ingest", "--logs", str(logs), "--start", "2026-01-05", "--end", "2026-01-11", "--out", str(out), *extra]
+
+
+def test_ingest_succeeds_and_summarises(simulated, tmp_path: Path) -> None:
+    logs, _ = simulated
+    out = tmp_path / "ingest"
+    result = CliRunner().invoke(app, _ingest_args(logs, out, "--max-dead-letter-share", "0.05",
+                                                  "--direct_running_mode", "in_memory"))
+    assert result.exit_code == 0, result.output
+    text = _flat(result.output)
+    summary = json.loads((out / "summary.json").read_text())
+    assert "reconciliation holds (6 equations)" in text
+    assert f"examples train {summary['examples']['train']:,}, eval {summary['examples']['eval']:,}" in text
+    assert f"requests {summary['lines']['requests']['read']:,} {summary['lines']['requests']['used']:,}" in text
+    assert summary["beam_args"] == ["--runner", "DirectRunner", "--direct_running_mode", "in_memory"]
+    assert summary["parameters"]["max_dead_letter_share"] == 0.05
+    assert sorted(p.name for p in out.iterdir()) == ["dead_letters", "eval", "items", "retrieval", "summary.json",
+                                                     "train"]
+
+
+def test_ingest_over_the_dead_letter_limit_exits_1_with_the_reason(simulated, tmp_path: Path) -> None:
+    logs, _ = simulated
+    result = CliRunner().invoke(app, _ingest_args(logs, tmp_path / "ingest", "--max-dead-letter-share", "0.001"))
+    assert result.exit_code == 1, result.output
+    text = _flat(result.output)
+    assert "ingest failed:" in text and "above the limit of 0.10% (--max-dead-letter-share)" in text
+    assert not (tmp_path / "ingest").exists() and (tmp_path / "ingest.failed" / "summary.json").exists()
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--eval-days", "7"], "eval_days=7 leaves no training day in a 7-day span"),
+    (["--sample-users", "1.5"], "less than or equal to 1"),
+    (["--end", "2026-13-01"], "expected a date YYYY-MM-DD, got '2026-13-01'"),
+])
+def test_ingest_rejects_bad_options(simulated, extra: list[str], expected: str, tmp_path: Path) -> None:
+    logs, _ = simulated
+    result = CliRunner().invoke(app, _ingest_args(logs, tmp_path / "out", *extra))
+    assert result.exit_code == 2, result.output
+    assert expected in _flat(result.output)

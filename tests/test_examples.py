@@ -14,9 +14,9 @@ from tfx_bsl.coders import example_coder
 
 from recloop.features.examples import (
     COLUMNS,
-    ExampleColumns,
     LABEL_COLUMNS,
     METADATA,
+    ExampleColumns,
     flatten,
     flatten_all,
     from_tf_example,

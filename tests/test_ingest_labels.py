@@ -11,7 +11,7 @@ import pytest
 from recloop.features.records import EventRecord, RequestRecord, event_record, parse_request
 from recloop.ingest.labels import label_request
 
-T0 = dt.datetime(2026, 1, 5, 7, 30, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 5, 7, 30, tzinfo=dt.UTC)
 DAY = 86_400
 
 

@@ -195,7 +195,7 @@ def to_record_batch(examples: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
     """
     unknown = set().union(*(ex.keys() for ex in examples)) - COLUMNS.keys()
     if unknown:
-        _check(sorted(unknown)[0], None)
+        _check(min(unknown), None)
     return pa.RecordBatch.from_arrays(
         [_list_column(name, [ex.get(name) for ex in examples], check=True) for name in COLUMNS], names=list(COLUMNS))
 

@@ -1,5 +1,14 @@
-"""Ingest: logged requests + events -> labelled training examples (an Apache Beam job, in progress).
+"""Ingest: logged requests + events -> labelled training examples, as an Apache Beam job.
 
-``labels`` holds the per-request labelling rules as plain functions; the Beam
-pipeline (next) groups lines by request id and calls them.
+``run(IngestConfig(...))`` reads one span of logs (DESIGN.md, "Data contract"),
+joins events to impressions inside the attribution window, applies the dataset
+hygiene rules, and writes ``train/``, ``eval/``, ``retrieval/``, ``items/``,
+``dead_letters/`` and ``summary.json``, in which every line read is accounted
+for. ``labels`` (per-request rules) and ``join`` (per-bucket join) are plain
+Python; ``pipeline`` wires them into Beam.
 """
+
+from recloop.ingest.pipeline import IngestConfig, run
+from recloop.ingest.summary import IngestError
+
+__all__ = ["IngestConfig", "IngestError", "run"]

@@ -28,7 +28,7 @@ PARSE_REASONS = {"json": "invalid_json", "missing": "missing_field", "type": "wr
 
 def sample_unit(key: str, salt: str) -> float:
     """A stable pseudo-random number in [0, 1) for ``key``: the same in every run and process."""
-    digest = hashlib.blake2b(f"{salt}:{key}".encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{salt}:{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
 
 
@@ -72,12 +72,16 @@ def join_bucket(chunks: Iterable[Chunk], bucket: int, buckets: int, span: Span,
     context: set[str] = set()
     request_lines: list[_Line] = []
     event_lines: list[_Line] = []
+    unpacked = []
     for role, source, payload in chunks:
         if role == "keys":
             context.update(payload)
         else:
-            target = request_lines if role == "requests" else event_lines
-            target.extend(_Line(source, number, text) for number, text in unpack(payload))
+            unpacked.append((role, source, unpack(payload)))
+    # the shuffle delivers chunks in any order; line order makes the output files identical run to run
+    for role, source, lines in sorted(unpacked, key=lambda c: (c[0], c[1], c[2][0][0] if c[2] else 0)):
+        target = request_lines if role == "requests" else event_lines
+        target.extend(_Line(source, number, text) for number, text in lines)
     requests, dead_ids = _parse_requests(out, request_lines, bucket, buckets)
     events = _parse_events(out, event_lines)
     for rid, evs in events.items():

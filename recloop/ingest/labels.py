@@ -17,10 +17,6 @@ The Beam job groups request and event lines by ``request_id`` and calls
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
-
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field

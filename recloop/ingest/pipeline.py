@@ -29,7 +29,14 @@ from recloop.features import logs
 from recloop.ingest import progress
 from recloop.ingest.join import JoinBuckets
 from recloop.ingest.outputs import (
-    EncodeExamples, FilterTrain, MergeCounts, MergeItems, MergeSets, WriteExamples, write_dead_letters, write_items,
+    EncodeExamples,
+    FilterTrain,
+    MergeCounts,
+    MergeItems,
+    MergeSets,
+    WriteExamples,
+    write_dead_letters,
+    write_items,
 )
 from recloop.ingest.read import NAMESPACE, InputFile, ReadLines, Span, bucket_count, plan_inputs
 from recloop.ingest.summary import IngestError, check, summarize

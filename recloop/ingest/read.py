@@ -63,7 +63,7 @@ class Span:
     def eval_start(self) -> dt.datetime:
         """The first instant of the eval period; training uses nothing at or after it."""
         day = self.end + dt.timedelta(days=1 - self.eval_days)
-        return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+        return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
     @property
     def fresh_start(self) -> dt.datetime | None:

@@ -18,7 +18,7 @@ class SimClock:
     def _aware(t: dt.datetime) -> dt.datetime:
         if t.tzinfo is None:
             raise ValueError(f"simulated time must be timezone-aware (UTC), got {t!r}")
-        return t.astimezone(dt.timezone.utc)
+        return t.astimezone(dt.UTC)
 
     def now(self) -> dt.datetime:
         return self._now

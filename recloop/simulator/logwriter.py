@@ -86,7 +86,7 @@ def request_lines(requests: Requests, slates: Slates, item_json: ItemJson, units
 
 def event_lines(requests: Requests, slates: Slates, outcome: Outcome) -> dict[int, list[str]]:
     """Event records per day ordinal of the event, in time order within a day."""
-    n, k = slates.item.shape
+    _n, k = slates.item.shape
     request_ts = np.repeat(requests.ts, k)
     rows = []
     for name, delay in (("click", outcome.t_click), ("start", outcome.t_start),

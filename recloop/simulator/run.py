@@ -65,7 +65,7 @@ class Simulation:
         if self.scale not in SCALES:
             raise SimulationConfigError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         self.world = World.create(self.seed, SCALES[self.scale], self.start)
-        self.clock = SimClock(dt.datetime.combine(self.start, dt.time(), dt.timezone.utc))
+        self.clock = SimClock(dt.datetime.combine(self.start, dt.time(), dt.UTC))
         self.weeks: list[dict[str, Any]] = []
 
     def serve(self, v: Visits, week: int) -> Requests:
@@ -91,7 +91,7 @@ class Simulation:
         world = self.world
         world.advance(week, new_category=active(self.drifts, "new-category", week))
         first = world.week_start(week)
-        self.clock.advance_to(dt.datetime.combine(first, dt.time(), dt.timezone.utc))
+        self.clock.advance_to(dt.datetime.combine(first, dt.time(), dt.UTC))
         self._write_catalog(week)
         progress("traffic")
         v = visits(world, week)
@@ -102,7 +102,7 @@ class Simulation:
         n, k = slates.item.shape
         position = np.tile(np.arange(k), n)
         item = slates.item.ravel()
-        rep = lambda a: np.repeat(a, k)  # noqa: E731  per request -> per impression
+        rep = lambda a: np.repeat(a, k)
         shift = active(self.drifts, "taste-shift", week)
         parts = behaviour.relevance(world, rep(v.member), item, rep(v.hour), rep(v.dow), rep(v.platform),
                                     rep(v.day), taste_shift=shift)
@@ -115,7 +115,7 @@ class Simulation:
         corrupted = self._write_logs(week, req_lines, ev_lines)
         self._write_truth(week, requests, slates, parts, outcome)
         policy.observe(self._feedback(requests, slates, outcome))
-        last = dt.datetime.combine(first + dt.timedelta(days=7), dt.time(), dt.timezone.utc)
+        last = dt.datetime.combine(first + dt.timedelta(days=7), dt.time(), dt.UTC)
         self.clock.advance_to(last)
         summary = self._summary(week, requests, slates, outcome, corrupted, time.perf_counter() - t0)
         self.weeks.append(summary)
@@ -168,7 +168,7 @@ class Simulation:
             pq.write_table(table, f)
 
     def _feedback(self, requests: Requests, slates: Slates, outcome: behaviour.Outcome) -> Feedback:
-        n, k = slates.item.shape
+        _n, k = slates.item.shape
         it = self.world.items
         item = slates.item.ravel()
         return Feedback(
