@@ -2,6 +2,7 @@
 
 Usage:
     uv run python bench/run.py simulate      # run one benchmark (writes bench/results/simulate.json)
+    uv run python bench/run.py ingest        # ingest throughput, linearity, reference join (~6 min)
     uv run python bench/run.py report        # only regenerate bench/README.md from bench/results/
 
 Every result file holds the command that produced it, the date and the machine,
@@ -23,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import ingest  # bench/ingest.py (bench/ is on sys.path when this file runs as a script)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -107,7 +110,16 @@ def _section_simulate(r: dict) -> str:
     ])
 
 
-SECTIONS = {"simulate": _section_simulate}
+def bench_ingest() -> Path:
+    """Ingest throughput (small, default), linearity (1x/2x/4x), plain-Python reference; see bench/ingest.py."""
+    figures = ingest.bench_ingest()
+    return _record("ingest", "uv run python bench/run.py ingest", figures,
+                   "Job seconds are `summary.json`'s `wall_seconds` (plan, Beam pipeline build and run, "
+                   "reconciliation, publish); process seconds add interpreter start and imports. Peak RSS is the "
+                   "ingest process's own. Outputs: gzip level 1 TFRecords, one file per join bucket and output.")
+
+
+SECTIONS = {"simulate": _section_simulate, "ingest": lambda r: ingest.section(r, _table)}
 
 
 def report() -> Path:
@@ -133,11 +145,13 @@ def report() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("benchmark", choices=["simulate", "report"])
+    parser.add_argument("benchmark", choices=["simulate", "ingest", "report"])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     if args.benchmark == "simulate":
         print(f"wrote {bench_simulate(args.repeats)}", file=sys.stderr)
+    elif args.benchmark == "ingest":
+        print(f"wrote {bench_ingest()}", file=sys.stderr)
     print(f"wrote {report()}", file=sys.stderr)
     print(shlex.join(sys.argv), file=sys.stderr)
 

@@ -96,7 +96,7 @@ def test_out_of_span_keys_and_eval_sampling():
                          0, 1, SPAN, sample_users=0.5)
     assert result.counts["events.out_of_span"] == 1 and not result.dead
     assert result.eval.num_rows == 2 and result.counts["impressions.sampled_out_eval"] == 1
-    assert set(result.items) == {"a", "b"}  # what was sampled out was not served in the output
+    assert set(result.items) == {"a", "b", "c"}  # served, even where sampled out of the outputs
 
 
 def _counters(**kw: int) -> dict[str, int]:
@@ -123,3 +123,10 @@ def test_dead_letter_share_is_checked_per_source():
     with pytest.raises(IngestError, match=r"10.00% of requests lines \(1 of 10\) .* limit of 5.00% .* "
                                           r"top reasons: invalid_json 1\. The dead letters are in /x/dead_letters"):
         check(summary, 0.05, where="/x")
+
+
+def test_events_of_a_dead_request_are_listed_but_not_counted_again_toward_the_limit():
+    counters = _counters(**{"events.used": 2, "events.dead.request_dead_letter": 2, "written.dead_letters": 3})
+    shares = summarize(counters, {}, {})["dead_letters"]["events"]
+    assert shares | {"by_reason": None} == {"dead_letters": 2, "lines": 5, "counted": 0, "share": 0.0,
+                                            "by_reason": None}

@@ -84,51 +84,59 @@ def join_bucket(chunks: Iterable[Chunk], bucket: int, buckets: int, span: Span,
         target.extend(_Line(source, number, text) for number, text in lines)
     requests, dead_ids = _parse_requests(out, request_lines, bucket, buckets)
     events = _parse_events(out, event_lines)
+    _orphans(out, events, requests, dead_ids, context)
+    seen_items: dict[str, list] = {}
+    for rid, (request, _) in requests.items():
+        _label(out, request, events.get(rid, []), span, sample_users, seen_items)
+    out.items = _item_summaries(seen_items)
+    return out
+
+
+def _orphans(out: BucketResult, events: dict[str, list[tuple[EventRecord, _Line]]],
+             requests: dict[str, Any], dead_ids: set[str], context: set[str]) -> None:
+    """Accounts for the events whose request is not one of the span's parsed requests."""
     for rid, evs in events.items():
         if rid in requests:
             continue
-        reason = ("request_dead_letter" if rid in dead_ids else None) if rid not in context else "out_of_span"
-        for record, line in evs:
-            if reason == "out_of_span":
+        for _, line in evs:
+            if rid in context:
                 out.counts["events.out_of_span"] += 1
+            elif rid in dead_ids:
+                _dead(out, "events", "request_dead_letter", line, "request_id",
+                      f"event on request {rid!r}, whose request line is a dead letter")
             else:
-                why = reason or "unknown_request"
-                _dead(out, "events", why, line, "request_id",
-                      f"event on request {rid!r}: " + ("the request line is a dead letter" if reason
-                                                        else "no such request in the span or its margins"))
-    eval_start, fresh_start = span.eval_start, span.fresh_start
-    seen_items: dict[str, list] = {}
-    for rid, (request, _) in requests.items():
-        evs = events.get(rid, [])
-        ts = request["ts"]
-        is_train = ts < eval_start
-        labelled = label_request(request, [e for e, _ in evs], span.window_seconds,
-                                 cutoff=eval_start if is_train else None)
-        lines = {id(e): line for e, line in evs}
-        out.counts["impressions.total"] += len(request["impressions"])
-        out.counts["impressions.duplicate_impression"] += labelled.drops.pop("duplicate_impression", 0)
-        for reason, n in labelled.drops.items():
-            out.counts[f"events.{reason}"] += n
-        out.counts["events.used"] += labelled.events_used
-        for reason, event in labelled.dead_events:
-            _dead(out, "events", reason, lines[id(event)], "item_id" if reason == "no_impression" else "ts",
-                  _event_message(reason, event, request))
-        kept = len(labelled.kept)
-        member = request["member"]["member_id"]
-        if not is_train:
-            if sample_users < 1.0 and sample_unit(member, "users") >= sample_users:
-                out.counts["impressions.sampled_out_eval"] += kept
-                continue
-            labelled.add_to(out.eval)
-        elif fresh_start is not None and ts < fresh_start:
-            out.counts["impressions.stale"] += kept
-            continue
+                _dead(out, "events", "unknown_request", line, "request_id",
+                      f"event on request {rid!r}: no such request in the span or the days around it")
+
+
+def _label(out: BucketResult, request: RequestRecord, evs: list[tuple[EventRecord, _Line]], span: Span,
+           sample_users: float, seen_items: dict[str, list]) -> None:
+    """Labels one request and routes its examples: eval (sampled by member), stale, or train."""
+    ts = request["ts"]
+    is_train = ts < span.eval_start
+    labelled = label_request(request, [e for e, _ in evs], span.window_seconds,
+                             cutoff=span.eval_start if is_train else None)
+    out.counts["impressions.total"] += len(request["impressions"])
+    out.counts["impressions.duplicate_impression"] += labelled.drops.pop("duplicate_impression", 0)
+    for reason, n in labelled.drops.items():
+        out.counts[f"events.{reason}"] += n
+    out.counts["events.used"] += labelled.events_used
+    lines = {id(e): line for e, line in evs}
+    for reason, event in labelled.dead_events:
+        _dead(out, "events", reason, lines[id(event)], "item_id" if reason == "no_impression" else "ts",
+              _event_message(reason, event, request))
+    _note_items(seen_items, request, labelled.kept)  # served, whatever the rules below keep
+    kept, member = len(labelled.kept), request["member"]["member_id"]
+    if not is_train:
+        if sample_users < 1.0 and sample_unit(member, "users") >= sample_users:
+            out.counts["impressions.sampled_out_eval"] += kept
         else:
-            labelled.add_to(out.train)
-            out.activity[member] += labelled.events_used
-        _note_items(seen_items, request, labelled.kept)
-    out.items = _item_summaries(seen_items)
-    return out
+            labelled.add_to(out.eval)
+    elif span.fresh_start is not None and ts < span.fresh_start:
+        out.counts["impressions.stale"] += kept
+    else:
+        labelled.add_to(out.train)
+        out.activity[member] += labelled.events_used
 
 
 def _parse_requests(out: BucketResult, lines: list[_Line], bucket: int, buckets: int
