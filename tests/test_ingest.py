@@ -101,9 +101,9 @@ def test_labels_of_hand_built_logs(hand):
     assert {k: _labels(e) for k, e in evaluation.items()} == {("rC", "d"): (0, 0, 0, 0), ("rC", "e"): (1, 0, 0, 0)}
     assert train[("rA", "a")]["position"] == 0  # the first showing of a repeated item is kept
     assert set(train[("rA", "a")]) == set(COLUMNS)
-    assert summary["lines"]["events"] == {"read": 11, "blank": 0, "used": 3, "duplicate_event": 1,
+    assert summary["lines"]["events"] == {"read": 11, "blank": 0, "parsed": 11, "used": 3, "duplicate_event": 1,
                                           "outside_window": 1, "after_split": 1, "out_of_span": 1}
-    assert summary["lines"]["requests"] == {"read": 5, "blank": 1, "used": 4, "duplicate_request": 0}
+    assert summary["lines"]["requests"] == {"read": 5, "blank": 1, "parsed": 4, "used": 4, "duplicate_request": 0}
     assert summary["impressions"]["duplicate_impression"] == 1
 
 

@@ -20,10 +20,7 @@ from recloop.features.examples import ExampleColumns, unix_seconds
 from recloop.features.records import EventRecord, RecordError, RequestRecord, parse_event, parse_request
 from recloop.ingest.labels import label_request
 from recloop.ingest.read import NAMESPACE, Chunk, Span, bucket_of, request_id_of, unpack
-
-# RecordError.reason -> dead-letter reason
-PARSE_REASONS = {"json": "invalid_json", "missing": "missing_field", "type": "wrong_type",
-                 "value": "invalid_value", "unexpected": "unexpected_field"}
+from recloop.ingest.summary import PARSE_REASONS
 
 
 def sample_unit(key: str, salt: str) -> float:

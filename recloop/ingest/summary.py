@@ -19,6 +19,10 @@ class IngestError(RuntimeError):
     """An ingest run whose output must not be used."""
 
 
+# RecordError.reason -> the dead-letter reason of a line that breaks the contract
+PARSE_REASONS = {"json": "invalid_json", "missing": "missing_field", "type": "wrong_type",
+                 "value": "invalid_value", "unexpected": "unexpected_field"}
+
 # source -> the outcomes every one of its units ends in (counter suffixes; "dead." is a prefix)
 OUTCOMES = {
     "requests": ("used", "duplicate_request"),
@@ -112,6 +116,7 @@ def summarize(counters: dict[str, int], distinct: dict[str, int], context: dict[
     return {
         **context,
         "lines": {source: {"read": c[f"{source}.lines"], "blank": c[f"{source}.blank_lines"],
+                           "parsed": c[f"{source}.lines"] - sum(c[f"{source}.dead.{r}"] for r in PARSE_REASONS.values()),
                            **{name: c[f"{source}.{name}"] for name in OUTCOMES[source]}}
                   for source in ("requests", "events")} | {"requests_outside_span_read_for_ids":
                                                           c["requests.context_lines"]},

@@ -166,12 +166,14 @@ def ingest(
 
 
 def _print_ingest(s: dict[str, Any], out: str) -> None:
+    from recloop.ingest.summary import OUTCOMES
+
     table = Table(title=f"ingest {s['span']['start']}..{s['span']['end']} -> {out}")
     for col in ("source", "read", "used", "rule drops", "out of span", "dead letters", "dead share", "top reasons"):
         table.add_column(col, justify="left" if col in ("source", "top reasons", "rule drops") else "right")
     for source in ("requests", "events"):
         lines, dead = s["lines"][source], s["dead_letters"][source]
-        drops = {k: v for k, v in lines.items() if k not in ("read", "used", "blank", "out_of_span") and v}
+        drops = {k: lines[k] for k in OUTCOMES[source] if k not in ("used", "out_of_span") and lines[k]}
         table.add_row(source, f"{lines['read']:,}", f"{lines['used']:,}",
                       ", ".join(f"{k} {v:,}" for k, v in drops.items()) or "-", f"{lines.get('out_of_span', 0):,}",
                       f"{dead['dead_letters']:,}", f"{dead['share']:.2%}",
