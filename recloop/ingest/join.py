@@ -19,6 +19,7 @@ import pyarrow as pa
 from recloop.features.examples import ExampleColumns, unix_seconds
 from recloop.features.records import EventRecord, RecordError, RequestRecord, parse_event, parse_request
 from recloop.ingest.labels import label_request
+from recloop.ingest.progress import report
 from recloop.ingest.read import NAMESPACE, Chunk, Span, bucket_of, request_id_of, unpack
 from recloop.ingest.summary import PARSE_REASONS
 
@@ -242,8 +243,6 @@ class JoinBuckets(beam.DoFn):
         self.buckets, self.span, self.sample_users, self.progress = buckets, span, sample_users, progress
 
     def process(self, element: tuple[int, Iterable[Chunk]]) -> Iterator[Any]:
-        from recloop.ingest.progress import report
-
         bucket, chunks = element
         result = join_bucket(chunks, bucket, self.buckets, self.span, self.sample_users)
         for name, n in result.counts.items():

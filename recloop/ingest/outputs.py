@@ -25,8 +25,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 from tfx_bsl.coders import example_coder
 
 from recloop.features import logs
-from recloop.features.records import EVENT_TYPES
+from recloop.features.examples import LABEL_COLUMNS
 from recloop.ingest.join import Batch, merge_item, sample_unit
+from recloop.ingest.progress import report
 from recloop.ingest.read import NAMESPACE
 
 
@@ -35,7 +36,7 @@ def _counter(name: str, n: int) -> None:
         beam.metrics.Metrics.counter(NAMESPACE, name).inc(n)
 
 
-KEY_COLUMNS = ("member_id", "request_id", "item_id", *(f"label_{e}" for e in EVENT_TYPES))
+KEY_COLUMNS = ("member_id", "request_id", "item_id", *LABEL_COLUMNS)
 
 
 @dataclass
@@ -54,19 +55,18 @@ class Encoded:
     keys: pa.RecordBatch
     records: pa.LargeBinaryArray | None = None
     spill: str | None = None
-    keep: np.ndarray | None = None  # rows of the spilled records still kept
+    keep: np.ndarray | None = None  # which of the spilled records are kept
 
     def __len__(self) -> int:
         return self.keys.num_rows
 
     def filter(self, keep: np.ndarray) -> Encoded:
+        """The rows where ``keep`` is true (once: a spilled batch's mask is over the spilled rows)."""
+        if self.keep is not None:
+            raise ValueError(f"batch {self.split}/{self.bucket} is already filtered")
         mask = pa.array(keep)
         if self.records is not None:
             return Encoded(self.split, self.bucket, self.keys.filter(mask), records=self.records.filter(mask))
-        if self.keep is not None:  # a spilled batch filtered twice: keep is over the original rows
-            kept = self.keep.copy()
-            kept[np.flatnonzero(kept)] = keep
-            keep = kept
         return Encoded(self.split, self.bucket, self.keys.filter(mask), spill=self.spill, keep=keep)
 
     def spilled(self, root: str) -> Encoded:
@@ -114,18 +114,18 @@ class _Pipelined(beam.DoFn):
     def teardown(self) -> None:
         self._pool.shutdown()
 
-    def _submit(self, fn: Any, *args: Any) -> Iterator[Any]:
-        """Submits ``fn(*args)``; yields the results of work that had to finish first."""
+    def _submit(self, fn: Any, *args: Any) -> list[Any]:
+        """Submits ``fn(*args)``; returns the results of earlier work that had to finish first."""
+        done = []
         while len(self._pending) >= self.in_flight:
-            yield self._done(self._pending.pop(0).result())  # re-raises a failure
+            done.append(self._pending.pop(0).result())  # re-raises a failure
         self._pending.append(self._pool.submit(fn, *args))
+        return done
 
-    def _drain(self) -> Iterator[Any]:
-        while self._pending:
-            yield self._done(self._pending.pop(0).result())
-
-    def _done(self, result: Any) -> Any:
-        return result
+    def _drain(self) -> list[Any]:
+        done = [f.result() for f in self._pending]
+        self._pending = []
+        return done
 
 
 class EncodeExamples(_Pipelined):
@@ -143,7 +143,7 @@ class EncodeExamples(_Pipelined):
         return encoded.spilled(self.spill_root) if self.spill_root else encoded
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        for encoded in self._drain():
+        for encoded in self._drain():  # finish_bundle outputs need a window
             yield GlobalWindows.windowed_value(encoded)
 
 
@@ -169,19 +169,20 @@ class FilterTrain(beam.DoFn):
         if batch.split != "train":
             yield batch
             return
+        active = np.ones(len(batch), dtype=bool)
         if self.min_member_events > 0:
             inactive = pc.is_in(batch.column("member_id"), value_set=self._inactive_members(activity))
-            inactive = inactive.to_numpy(zero_copy_only=False)
-            _counter("impressions.inactive_member", int(inactive.sum()))
-            batch = batch.filter(~inactive)
-        if self.sample_data < 1.0 and len(batch):
+            active = ~inactive.to_numpy(zero_copy_only=False)
+        sampled = np.ones(len(batch), dtype=bool)
+        if self.sample_data < 1.0:
             keys = zip(batch.column("request_id").to_pylist(), batch.column("item_id").to_pylist())
-            keep = np.fromiter((sample_unit(f"{r.decode()}:{i.decode()}", "data") < self.sample_data
-                                for r, i in keys), dtype=bool, count=len(batch))
-            _counter("impressions.sampled_out_train", int((~keep).sum()))
-            batch = batch.filter(keep)
-        if len(batch):
-            yield batch
+            sampled = np.fromiter((sample_unit(f"{r.decode()}:{i.decode()}", "data") < self.sample_data
+                                   for r, i in keys), dtype=bool, count=len(batch))
+        _counter("impressions.inactive_member", int((~active).sum()))
+        _counter("impressions.sampled_out_train", int((active & ~sampled).sum()))
+        keep = active & sampled
+        if keep.any():
+            yield batch.filter(keep)
 
 
 class WriteExamples(_Pipelined):
@@ -200,26 +201,23 @@ class WriteExamples(_Pipelined):
         self.root, self.progress = root, progress
 
     def process(self, batch: Encoded) -> Iterator[dict[str, set]]:
-        labels = {event: batch.column(f"label_{event}").to_numpy() for event in EVENT_TYPES}
+        labels = {name: batch.column(name).to_numpy() for name in LABEL_COLUMNS}
         _counter(f"examples.{batch.split}", len(batch))
-        for event, values in labels.items():
-            _counter(f"positives.{batch.split}.{event}", int(values.sum()))
+        for name, values in labels.items():
+            _counter(f"positives.{batch.split}.{name.removeprefix('label_')}", int(values.sum()))
         positive = np.logical_or.reduce([v > 0 for v in labels.values()])
-        for _ in self._submit(_write, self.root, batch, positive):
-            pass
+        self._written(self._submit(_write, self.root, batch, positive))
         yield {f"members.{batch.split}": set(pc.unique(batch.column("member_id")).to_pylist()),
                f"items.{batch.split}": set(pc.unique(batch.column("item_id")).to_pylist())}
 
     def finish_bundle(self) -> None:
-        for _ in self._drain():
-            pass
+        self._written(self._drain())
 
-    def _done(self, written: dict[str, int]) -> None:
-        from recloop.ingest.progress import report
-
-        for output, n in written.items():  # counters count on the bundle's own thread only
-            _counter(f"written.{output.replace('/', '_')}", n)
-        report(self.progress, "write")
+    def _written(self, done: list[dict[str, int]]) -> None:
+        for written in done:
+            for output, n in written.items():  # counters count on the bundle's own thread only
+                _counter(f"written.{output.replace('/', '_')}", n)
+            report(self.progress, "write")
 
 
 def _write(root: str, batch: Encoded, positive: np.ndarray) -> dict[str, int]:

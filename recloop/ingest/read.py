@@ -23,6 +23,7 @@ import fsspec
 import numpy as np
 
 from recloop.features import logs
+from recloop.ingest.progress import report
 
 Role = Literal["requests", "events", "keys"]
 CHUNK_LINES = 20_000  # lines per read chunk: bounds a worker's memory on large files
@@ -144,8 +145,6 @@ class ReadLines(beam.DoFn):
         self.progress = progress
 
     def process(self, file: InputFile) -> Iterator[tuple[int, Chunk]]:
-        from recloop.ingest.progress import report
-
         counter = beam.metrics.Metrics.counter(NAMESPACE, f"{file.role}.lines" if file.role != "keys"
                                                else "requests.context_lines")
         blank = beam.metrics.Metrics.counter(NAMESPACE, f"{file.role}.blank_lines")
