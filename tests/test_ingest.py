@@ -294,3 +294,13 @@ def test_no_request_logs_in_the_span_is_an_error(hand_logs, tmp_path):
 def test_bad_parameters_are_named(kw, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         IngestConfig(logs="x", start=dt.date(2026, 1, 12), out=str(tmp_path), **({"end": dt.date(2026, 1, 14)} | kw))
+
+
+def test_paths_may_be_urls(hand_logs, hand, tmp_path):
+    """Logs and outputs go through fsspec (and TensorFlow's file systems), so object stores work the same way."""
+    out, _ = hand
+    summary = run(IngestConfig(logs=f"file://{hand_logs}", start=dt.date(2026, 1, 12), end=dt.date(2026, 1, 14),
+                               out=f"file://{tmp_path}/u", min_member_events=0, max_dead_letter_share=0.5))
+    assert all(eq["holds"] for eq in summary["reconciliation"].values())
+    assert read_examples(tmp_path / "u" / "train") == read_examples(out / "train")
+    assert {d["source"].split("://")[0] for d in dead_letters(tmp_path / "u")} == {"file"}

@@ -145,17 +145,16 @@ def run(config: IngestConfig, beam_args: Sequence[str] = (),
         on_plan(plan)
     run_id = uuid.uuid4().hex[:12]
     staging = f"{out}.staging-{run_id}"
-    args = list(beam_args)
-    runner = PipelineOptions(args).view_as(StandardOptions).runner or "DirectRunner"
-    if runner == "DirectRunner" and not any(a.startswith("--direct_running_mode") for a in args):
-        args.append("--direct_running_mode=in_memory")  # multi_threading loses elements here (STACK.md)
-    options = PipelineOptions(args)
+
+    def url(path: str) -> str:  # what Beam, TensorFlow and logs.* open: with the scheme, for object stores
+        return fs.unstrip_protocol(path) if "://" in config.out else path
+
+    args, runner = _beam_args(beam_args)
     if on_progress:
         progress.register(run_id, on_progress)
     try:
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, config, files, buckets, fs.unstrip_protocol(staging) if "://" in config.out else staging,
-              run_id)
+        pipeline = beam.Pipeline(options=PipelineOptions(args))
+        build(pipeline, config, files, buckets, url(staging), run_id)
         result = pipeline.run()
         result.wait_until_finish()
     except Exception:
@@ -165,41 +164,47 @@ def run(config: IngestConfig, beam_args: Sequence[str] = (),
     finally:
         progress.unregister(run_id)
     counters = _counters(result)
-    distinct_path = f"{staging}/_distinct.json"
-    distinct = logs.read_json(distinct_path) if fs.exists(distinct_path) else {}
-    if fs.exists(distinct_path):
-        fs.rm(distinct_path)
-    if fs.exists(f"{staging}/_spill"):
-        fs.rm(f"{staging}/_spill", recursive=True)
-    for folder in OUTPUT_DIRS:
+    distinct = logs.read_json(url(f"{staging}/_distinct.json")) if fs.exists(f"{staging}/_distinct.json") else {}
+    for scratch in ("_distinct.json", "_spill"):
+        if fs.exists(f"{staging}/{scratch}"):
+            fs.rm(f"{staging}/{scratch}", recursive=True)
+    for folder in OUTPUT_DIRS:  # present even when empty, so readers need no special case
         fs.makedirs(f"{staging}/{folder}", exist_ok=True)
     wall = time.perf_counter() - t0
-    span = config.span
     summary = summarize(counters, distinct, {
-        "status": "ok",
-        "span": {"start": config.start.isoformat(), "end": config.end.isoformat(),
-                 "eval_start": span.eval_start.isoformat(),
-                 "fresh_start": span.fresh_start.isoformat() if span.fresh_start else None,
-                 "request_partitions": [config.start.isoformat(), config.end.isoformat()],
-                 "event_partitions": [config.start.isoformat(),
-                                      (config.end + dt.timedelta(days=span.margin_days)).isoformat()]},
-        "parameters": config.model_dump(mode="json"),
-        "runner": runner,
-        "beam_args": args,
-        "inputs": plan,
-        "wall_seconds": round(wall, 3),
-        "impressions_per_second": round(counters.get("impressions.total", 0) / wall, 1) if wall else None,
+        "status": "ok", "span": _span_facts(config), "parameters": config.model_dump(mode="json"),
+        "runner": runner, "beam_args": args, "inputs": plan, "wall_seconds": round(wall, 3),
+        "impressions_per_second": round(counters.get("impressions.total", 0) / wall, 1),
     })
     try:
         check(summary, config.max_dead_letter_share, where=f"{config.out}.failed")
     except IngestError as e:
         summary |= {"status": "failed", "error": str(e)}
-        logs.write_json(f"{staging}/summary.json", summary)
+        logs.write_json(url(f"{staging}/summary.json"), summary)
         _move(fs, staging, f"{out}.failed")
         raise
-    logs.write_json(f"{staging}/summary.json", summary)
+    logs.write_json(url(f"{staging}/summary.json"), summary)
     _move(fs, staging, out)
     return summary
+
+
+def _beam_args(beam_args: Sequence[str]) -> tuple[list[str], str]:
+    """The pipeline options, with in_memory as the DirectRunner's default mode, and the runner's name."""
+    args = list(beam_args)
+    runner = PipelineOptions(args).view_as(StandardOptions).runner or "DirectRunner"
+    if runner == "DirectRunner" and not any(a.startswith("--direct_running_mode") for a in args):
+        args.append("--direct_running_mode=in_memory")  # multi_threading loses elements here (STACK.md)
+    return args, runner
+
+
+def _span_facts(config: IngestConfig) -> dict[str, Any]:
+    span = config.span
+    return {"start": config.start.isoformat(), "end": config.end.isoformat(),
+            "eval_start": span.eval_start.isoformat(),
+            "fresh_start": span.fresh_start.isoformat() if span.fresh_start else None,
+            "request_partitions": [config.start.isoformat(), config.end.isoformat()],
+            "event_partitions": [config.start.isoformat(),
+                                 (config.end + dt.timedelta(days=span.margin_days)).isoformat()]}
 
 
 def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
