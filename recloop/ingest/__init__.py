@@ -5,7 +5,7 @@ joins events to impressions inside the attribution window, applies the dataset
 hygiene rules, and writes ``train/``, ``eval/``, ``retrieval/``, ``items/``,
 ``dead_letters/`` and ``summary.json``, in which every line read is accounted
 for. ``labels`` (per-request rules) and ``join`` (per-bucket join) are plain
-Python; ``pipeline`` wires them into Beam.
+Python; ``transforms`` wires them into Beam and ``pipeline`` runs it.
 """
 
 from recloop.ingest.pipeline import IngestConfig, run

@@ -1,14 +1,9 @@
-"""The ingest Beam pipeline for one span, and ``run``, which owns options, IO and the staging folder.
+"""Running the ingest of one span: options, the staging folder, the summary and publishing.
 
-Graph (labels as the runner UI shows them)::
-
-    ListLogFiles -> ReadLogLines -> GroupByBucket -> JoinBuckets -> EncodeExamples
-        -> FilterTrain (side input: MergeActivity) -> WriteExamples (one file per bucket and output)
-        dead letters -> GroupByStream -> WriteDeadLetters;  items -> MergeItems -> WriteItems
-
-Outputs are written to ``<out>.staging-<id>`` and moved to ``<out>`` only when
-the run finished, reconciles and is under the dead-letter limit; a failed run's
-outputs go to ``<out>.failed`` for inspection, never where a later step looks.
+The Beam graph itself is in ``transforms``. Outputs are written to
+``<out>.staging-<id>`` and moved to ``<out>`` only when the run finished,
+reconciles and is under the dead-letter limit; a failed run's outputs go to
+``<out>.failed`` for inspection, never where a later step looks.
 """
 
 from __future__ import annotations
@@ -27,19 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recloop.features import logs
 from recloop.ingest import progress
-from recloop.ingest.join import JoinBuckets
-from recloop.ingest.outputs import (
-    EncodeExamples,
-    FilterTrain,
-    MergeCounts,
-    MergeItems,
-    MergeSets,
-    WriteExamples,
-    write_dead_letters,
-    write_items,
-)
-from recloop.ingest.read import NAMESPACE, InputFile, ReadLines, Span, bucket_count, plan_inputs
+from recloop.ingest.read import NAMESPACE, Span, bucket_count, plan_inputs
 from recloop.ingest.summary import IngestError, check, summarize
+from recloop.ingest.transforms import build
 
 Share = Annotated[float, Field(gt=0.0, le=1.0)]
 
@@ -75,37 +60,6 @@ class IngestConfig(BaseModel):
     @property
     def span(self) -> Span:
         return Span(self.start, self.end, self.eval_days, self.attribution_hours, self.freshness_days)
-
-
-def build(p: beam.Pipeline, config: IngestConfig, files: list[InputFile], buckets: int, staging: str,
-          run_id: str | None = None) -> None:
-    """Adds the ingest steps to ``p``, writing under ``staging``."""
-    span = config.span
-    joined = (
-        p
-        | "ListLogFiles" >> beam.Create(files)
-        | "ReadLogLines" >> beam.ParDo(ReadLines(buckets, run_id))
-        | "GroupByBucket" >> beam.GroupByKey()
-        | "JoinBuckets" >> beam.ParDo(JoinBuckets(buckets, span, config.sample_users, run_id))
-        .with_outputs("dead", "activity", "items", main="batches")
-    )
-    needs_span = config.min_member_events > 0 or config.sample_data < 1.0
-    batches = joined.batches | "EncodeExamples" >> beam.ParDo(EncodeExamples(staging if needs_span else None))
-    if needs_span:
-        activity = joined.activity | "MergeActivity" >> beam.CombineGlobally(MergeCounts())
-        batches |= "FilterTrain" >> beam.ParDo(FilterTrain(config.min_member_events, config.sample_data),
-                                               activity=beam.pvalue.AsSingleton(activity))
-    distinct = batches | "WriteExamples" >> beam.ParDo(WriteExamples(staging, run_id))
-    (joined.dead
-     | "KeyByStream" >> beam.Map(lambda d: (d["stream"], d))
-     | "GroupByStream" >> beam.GroupByKey()
-     | "WriteDeadLetters" >> beam.Map(lambda e: write_dead_letters(staging, e)))
-    (joined.items
-     | "MergeItems" >> beam.CombineGlobally(MergeItems())
-     | "WriteItems" >> beam.Map(lambda items: write_items(staging, items)))
-    (distinct
-     | "MergeDistinct" >> beam.CombineGlobally(MergeSets())
-     | "WriteDistinct" >> beam.Map(lambda d: logs.write_json(f"{staging}/_distinct.json", d)))
 
 
 OUTPUT_DIRS = ("train", "eval", "retrieval/train", "retrieval/eval", "items", "dead_letters")
