@@ -167,18 +167,12 @@ def parse_request(line: str | bytes, source: str | None = None) -> RequestRecord
     Raises:
       RecordError: naming the field, what was expected and what was received.
     """
-    try:
-        return _REQUEST.validate_json(line)
-    except pydantic.ValidationError as e:
-        raise _record_error("request", e, source) from None
+    return _checked("request", _REQUEST.validate_json, line, source)
 
 
 def parse_event(line: str | bytes, source: str | None = None) -> EventRecord:
     """Parses one JSON line of the event log; see ``parse_request``."""
-    try:
-        return _EVENT.validate_json(line)
-    except pydantic.ValidationError as e:
-        raise _record_error("event", e, source) from None
+    return _checked("event", _EVENT.validate_json, line, source)
 
 
 def request_record(value: dict[str, Any]) -> RequestRecord:
@@ -187,18 +181,19 @@ def request_record(value: dict[str, Any]) -> RequestRecord:
     Raises:
       RecordError: as ``parse_request``.
     """
-    try:
-        return _REQUEST.validate_python(value)
-    except pydantic.ValidationError as e:
-        raise _record_error("request", e, None) from None
+    return _checked("request", _REQUEST.validate_python, value, None)
 
 
 def event_record(value: dict[str, Any]) -> EventRecord:
     """Checks an event record built in Python; see ``request_record``."""
+    return _checked("event", _EVENT.validate_python, value, None)
+
+
+def _checked(kind: str, validate: Any, value: Any, source: str | None) -> Any:
     try:
-        return _EVENT.validate_python(value)
+        return validate(value)
     except pydantic.ValidationError as e:
-        raise _record_error("event", e, None) from None
+        raise _record_error(kind, e, source) from None
 
 
 def to_json_line(record: RequestRecord | EventRecord) -> str:
