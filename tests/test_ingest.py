@@ -304,3 +304,15 @@ def test_paths_may_be_urls(hand_logs, hand, tmp_path):
     assert all(eq["holds"] for eq in summary["reconciliation"].values())
     assert read_examples(tmp_path / "u" / "train") == read_examples(out / "train")
     assert {d["source"].split("://")[0] for d in dead_letters(tmp_path / "u")} == {"file"}
+
+
+def test_a_line_that_is_not_utf8_is_a_dead_letter_not_a_crash(tmp_path):
+    day = tmp_path / "logs" / "requests" / "dt=2026-01-12"
+    day.mkdir(parents=True)
+    good = request_line("rA", "m1", "2026-01-12T08:00:00Z", ["a"]).encode()
+    (day / "part-00000.jsonl").write_bytes(good + b"\n" + good.replace(b'"rA"', b'"r\xff"') + b"\n")
+    summary = _ingest(str(tmp_path / "logs"), tmp_path / "out", end=dt.date(2026, 1, 13), min_member_events=0,
+                      max_dead_letter_share=0.6)
+    (letter,) = dead_letters(tmp_path / "out")
+    assert (letter["reason"], letter["line_number"]) == ("invalid_json", 2) and "\\xff" in letter["line"]
+    assert summary["examples"]["train"] == 1

@@ -148,7 +148,10 @@ class ReadLines(beam.DoFn):
         counter = beam.metrics.Metrics.counter(NAMESPACE, f"{file.role}.lines" if file.role != "keys"
                                                else "requests.context_lines")
         blank = beam.metrics.Metrics.counter(NAMESPACE, f"{file.role}.blank_lines")
-        with fsspec.open(file.path, "rt", compression="infer", encoding="utf-8", newline="\n") as f:
+        # bytes that are not UTF-8 become "\xNN" escapes, which no JSON parser accepts: the line is then a
+        # dead letter (invalid_json) with its bytes shown, instead of an error that stops the whole job
+        with fsspec.open(file.path, "rt", compression="infer", encoding="utf-8", errors="backslashreplace",
+                         newline="\n") as f:
             chunk: dict[int, list] = {}
             n = 0
             for number, line in enumerate(f, start=1):
