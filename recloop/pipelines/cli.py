@@ -1,7 +1,7 @@
 """``recloop``: one command line for the whole loop.
 
 Each command parses its options, calls one library function and prints what it
-did. Later issues add validate, train, evaluate, serve, push and demo.
+did. Later issues add train, evaluate, serve, push and demo.
 """
 
 from __future__ import annotations
@@ -191,6 +191,39 @@ def _print_ingest(s: dict[str, Any], out: str) -> None:
     console.print(f"reconciliation {'holds' if ok else 'FAILS'} ({len(s['reconciliation'])} equations); "
                   f"{s['wall_seconds']:.1f} s, {s['impressions_per_second']:,.0f} impressions/s on {s['runner']}; "
                   f"counts and parameters in {out}/summary.json")
+
+
+@app.command()
+def validate(
+    data: Annotated[str, typer.Option(help="an ingest output folder (summary.json, train/)")],
+    out: Annotated[str, typer.Option(help="run folder: stats/, schema.pbtxt, anomalies.json/.md/.pbtxt")],
+    previous: Annotated[str | None, typer.Option(help="the previous span's ingest output (drift)")] = None,
+    reference_stats: Annotated[str | None, typer.Option(
+        help="statistics the production model was trained on (skew), e.g. a run's stats/train.pb")] = None,
+    schema: Annotated[str | None, typer.Option(help="a pinned schema (default: inferred and curated)")] = None,
+    config: Annotated[str | None, typer.Option(help="thresholds, JSON or YAML")] = None,
+) -> None:
+    """Validate an ingested span with TFDV: schema, skew and drift. Exits 3 on a blocking anomaly."""
+    from recloop.validation.run import validate as run
+
+    verdict = run(data, out, previous=previous, reference_stats=reference_stats, schema_path=schema,
+                  config_path=config)
+    table = Table(title=f"validation of {verdict['spans']['current']}")
+    for col in ("feature", "check", "measure", "distance", "threshold", "blocking", "compared"):
+        table.add_column(col)
+    for a in verdict["anomalies"]:
+        table.add_row(a["feature"], a["check"], a["measure"], "-" if a["distance"] is None else f"{a['distance']:.4f}",
+                      "-" if a["threshold"] is None else str(a["threshold"]), "yes" if a["blocking"] else "warn",
+                      a["spans"])
+    console.print(table)
+    blocking = [a for a in verdict["anomalies"] if a["blocking"]]
+    if blocking:
+        named = "; ".join(f"{a['feature']} ({a['check']}: {a['description'][:120]})" for a in blocking)
+        console.print(f"[bold red]blocking:[/] {len(blocking)} anomalies in {verdict['spans']['current']}: {named}. "
+                      f"Do not train on this data until each is explained: a serving bug is fixed, or a real "
+                      f"shift is accepted by updating the schema or thresholds. Details in {out}/anomalies.md.")
+        raise typer.Exit(3)
+    console.print(f"no blocking anomaly; {len(verdict['measurements'])} distances measured, in {out}/anomalies.json")
 
 
 if __name__ == "__main__":

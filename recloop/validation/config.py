@@ -1,0 +1,86 @@
+"""Validation thresholds: one file, sensible defaults from the feature spec, per-feature overrides.
+
+Categorical features are compared with the L-infinity (Chebyshev) distance and
+numeric ones with the Jensen-Shannon divergence: TFDV's L-infinity silently
+measures nothing on a numeric feature (STACK.md). Labels describe member
+behaviour, not the serving path, so their drift is warn-only by default.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from recloop.features.examples import LABEL_COLUMNS
+from recloop.features.spec import FEATURES
+
+# RATE_CHANGE: |rate now / rate before - 1| of a 0/1 label (JS divergence of a rare binary outcome is tiny
+# whatever happens to it; a change in the click rate is what on-call needs to see)
+Measure = Literal["L_INFTY", "JENSEN_SHANNON_DIVERGENCE", "RATE_CHANGE"]
+
+
+class FeatureRule(BaseModel):
+    """How one feature is compared. ``None`` thresholds switch a check off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    measure: Measure
+    skew: float | None = Field(default=None, gt=0)
+    drift: float | None = Field(default=None, gt=0)
+    warn_only: bool = False
+    max_null_share: float | None = Field(default=None, ge=0, le=1)  # nullable features only
+
+
+class ValidationConfig(BaseModel):
+    """Thresholds for every checked feature; build with ``load_config``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    categorical_threshold: float = Field(default=0.1, gt=0)
+    numeric_threshold: float = Field(default=0.1, gt=0)
+    rate_change_threshold: float = Field(default=0.15, gt=0)
+    max_null_share: float = Field(default=0.5, ge=0, le=1)
+    features: dict[str, FeatureRule] = {}
+
+    def rule(self, name: str) -> FeatureRule:
+        return self.features[name]
+
+
+def default_rules(config: ValidationConfig) -> dict[str, FeatureRule]:
+    """A rule per model feature and label, from the spec (overrides applied by ``load_config``)."""
+    rules = {}
+    for f in FEATURES:
+        categorical = f.kind == "categorical"
+        threshold = config.categorical_threshold if categorical else config.numeric_threshold
+        # position is fixed at serving; a day's traffic has one day_of_week, so only drift can compare it
+        no_skew = f.training_only or f.name == "day_of_week"
+        rules[f.name] = FeatureRule(measure="L_INFTY" if categorical else "JENSEN_SHANNON_DIVERGENCE",
+                                    skew=None if no_skew else threshold, drift=threshold,
+                                    max_null_share=config.max_null_share if f.nullable else None)
+    for label in LABEL_COLUMNS:
+        rules[label] = FeatureRule(measure="RATE_CHANGE", drift=config.rate_change_threshold, warn_only=True)
+    return rules
+
+
+def load_config(path: str | None = None) -> ValidationConfig:
+    """The thresholds: defaults, then a JSON or YAML file's top-level values and per-feature overrides.
+
+    Raises:
+      ValueError: naming the file and the field, for an unknown feature or a bad value.
+    """
+    raw: dict = {}
+    if path:
+        text = Path(path).read_text()
+        raw = json.loads(text) if path.endswith(".json") else (yaml.safe_load(text) or {})
+    overrides = raw.pop("features", {}) or {}
+    config = ValidationConfig.model_validate(raw)
+    rules = default_rules(config)
+    for name, override in overrides.items():
+        if name not in rules:
+            raise ValueError(f"{path}: features.{name} is not a checked feature; known: {', '.join(rules)}")
+        rules[name] = FeatureRule.model_validate(rules[name].model_dump() | override)
+    return config.model_copy(update={"features": rules})

@@ -1,0 +1,72 @@
+"""The reference schema: inferred by TFDV on a first run, then curated from the feature spec.
+
+The spec knows what inference cannot: the vocabulary of a categorical feature
+(so ``Android`` or ``boxing`` is out of domain), the expected range of a number
+(so durations in seconds are out of range), which features may be missing, and
+how each is compared across spans. The curated schema is written with the run
+and can be pinned with ``--schema`` from then on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
+
+from recloop.features.examples import LABEL_COLUMNS
+from recloop.features.spec import FEATURES
+from recloop.validation.config import FeatureRule, ValidationConfig
+
+
+def curated_schema(stats: statistics_pb2.DatasetFeatureStatisticsList, config: ValidationConfig) -> schema_pb2.Schema:
+    """TFDV's inferred schema for ``stats``, with domains, presence and comparators from the spec and config."""
+    schema = tfdv.infer_schema(stats)
+    del schema.string_domain[:]  # inferred vocabularies are whatever one week happened to contain
+    for f in FEATURES:
+        feature = tfdv.get_feature(schema, f.name)
+        feature.ClearField("domain_info")
+        if f.vocabulary:
+            feature.string_domain.value.extend(f.vocabulary)
+        elif f.value_range and f.dtype is int:
+            feature.int_domain.CopyFrom(schema_pb2.IntDomain(min=int(f.value_range[0]), max=int(f.value_range[1])))
+        elif f.value_range:
+            feature.float_domain.CopyFrom(schema_pb2.FloatDomain(min=f.value_range[0], max=f.value_range[1]))
+    schema.default_environment.extend(["TRAINING", "SERVING"])
+    for name in LABEL_COLUMNS:  # outcomes are logged after serving, never with the request
+        feature = tfdv.get_feature(schema, name)
+        feature.not_in_environment.append("SERVING")
+        feature.int_domain.CopyFrom(schema_pb2.IntDomain(min=0, max=1))
+    apply_rules(schema, config)
+    return schema
+
+
+def apply_rules(schema: schema_pb2.Schema, config: ValidationConfig) -> None:
+    """Sets presence limits and skew/drift comparators from the config (on a pinned schema too)."""
+    for name, rule in config.features.items():
+        feature = next((f for f in schema.feature if f.name == name), None)
+        if feature is None:
+            continue
+        if rule.max_null_share is not None:
+            feature.presence.min_fraction = 1.0 - rule.max_null_share
+        _comparator(feature.skew_comparator, rule, rule.skew)
+        _comparator(feature.drift_comparator, rule, rule.drift)
+
+
+def _comparator(comparator: schema_pb2.FeatureComparator, rule: FeatureRule, threshold: float | None) -> None:
+    comparator.Clear()
+    if threshold is None or rule.measure == "RATE_CHANGE":  # not a TFDV comparator: checks.py measures it
+        return
+    if rule.measure == "L_INFTY":
+        comparator.infinity_norm.threshold = threshold
+    else:
+        comparator.jensen_shannon_divergence.threshold = threshold
+
+
+def write(schema: schema_pb2.Schema, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tfdv.write_schema_text(schema, path)
+
+
+def read(path: str) -> schema_pb2.Schema:
+    return tfdv.load_schema_text(path)
