@@ -191,3 +191,60 @@ def request_line(rid: str, member: str, ts: str, items: list[str]) -> str:
 
 def event_line(rid: str, item: str, event: str, ts: str) -> str:
     return json.dumps({"request_id": rid, "item_id": item, "event": event, "ts": ts})
+
+
+# ---------------------------------------------------------------- real services
+
+
+def require_binary(name: str, why: str) -> str:
+    """The path of a program a test needs; skips with the reason locally, fails in CI (which installs it)."""
+    import os
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed ({why}); .ci/run installs it with apt-get"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory):
+    """A real Alertmanager on 127.0.0.1 with a throwaway config; yields its base URL."""
+    import subprocess
+    import time
+    import urllib.request
+
+    binary = require_binary("prometheus-alertmanager", "the alert delivery tests post to a real Alertmanager")
+    folder = tmp_path_factory.mktemp("alertmanager")
+    (folder / "alertmanager.yml").write_text("route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n")
+    port = free_port()
+    with open(folder / "log.txt", "w") as logfile:
+        proc = subprocess.Popen([binary, f"--config.file={folder / 'alertmanager.yml'}",
+                                 f"--storage.path={folder}", f"--web.listen-address=127.0.0.1:{port}",
+                                 "--cluster.listen-address="], stdout=subprocess.DEVNULL, stderr=logfile)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    raise RuntimeError(f"Alertmanager did not start: {(folder / 'log.txt').read_text()[-2000:]}")
+                time.sleep(0.2)
+        yield url
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -202,12 +202,18 @@ def validate(
         help="statistics the production model was trained on (skew), e.g. a run's stats/train.pb")] = None,
     schema: Annotated[str | None, typer.Option(help="a pinned schema (default: inferred and curated)")] = None,
     config: Annotated[str | None, typer.Option(help="thresholds, JSON or YAML")] = None,
+    alertmanager: Annotated[str | None, typer.Option(help="Alertmanager base URL for blocking anomalies")] = None,
+    state: Annotated[str | None, typer.Option(help="run-state folder: undelivered alerts wait there")] = None,
 ) -> None:
     """Validate an ingested span with TFDV: schema, skew and drift. Exits 3 on a blocking anomaly."""
     from recloop.validation.run import validate as run
 
     verdict = run(data, out, previous=previous, reference_stats=reference_stats, schema_path=schema,
-                  config_path=config)
+                  config_path=config, alertmanager=alertmanager, state_dir=state)
+    alerts = verdict["alerts"]
+    if alerts["error"] and (alerts["raised"] or alerts["resent"]):
+        console.print(f"[yellow]alerts not delivered[/] ({alerts['error']}): kept in {out}/alerts.jsonl"
+                      + (f" and {state}/undelivered.jsonl for the next run" if state else ""))
     table = Table(title=f"validation of {verdict['spans']['current']}")
     for col in ("feature", "check", "measure", "distance", "threshold", "blocking", "compared"):
         table.add_column(col)

@@ -12,12 +12,14 @@ import tensorflow_data_validation as tfdv
 from recloop.features import logs
 from recloop.validation import schema as schemas
 from recloop.validation import stats
+from recloop.validation.alerts import raise_alerts
 from recloop.validation.checks import check
 from recloop.validation.config import load_config
 
 
 def validate(data: str, out: str, previous: str | None = None, reference_stats: str | None = None,
-             schema_path: str | None = None, config_path: str | None = None) -> dict[str, Any]:
+             schema_path: str | None = None, config_path: str | None = None, alertmanager: str | None = None,
+             state_dir: str | None = None) -> dict[str, Any]:
     """Validates the ingest output ``data`` and writes the run folder ``out``.
 
     Args:
@@ -27,6 +29,8 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
       reference_stats: statistics the production model was trained on, for skew.
       schema_path: a pinned schema; by default the schema is inferred and curated from this span.
       config_path: thresholds (JSON or YAML).
+      alertmanager: where blocking anomalies are posted as alerts (they are always kept in ``alerts.jsonl``).
+      state_dir: the run-state folder: alerts not delivered are kept there and re-sent by the next run.
 
     Returns:
       The verdict (``anomalies.json``): ``blocking``, the anomalies and every distance measured.
@@ -66,6 +70,8 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
         "anomalies": [a.to_dict() for a in result.anomalies],
         "measurements": result.measurements,
     }
+    verdict["alerts"] = raise_alerts(verdict["anomalies"], out, run=f"{Path(out).name} {span}", url=alertmanager,
+                                     state_dir=state_dir)
     Path(out, "anomalies.json").write_text(json.dumps(verdict, indent=2, default=str) + "\n")
     Path(out, "anomalies.md").write_text(markdown(verdict))
     return verdict
