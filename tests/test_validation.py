@@ -129,3 +129,31 @@ def test_config_overrides_and_errors(tmp_path):
     path.write_text("features:\n  colour: {drift: 0.1}\n")
     with pytest.raises(ValueError, match="features.colour is not a checked feature"):
         load_config(str(path))
+
+
+def test_monitor_checks_one_day_of_serving_against_the_models_training_statistics(weeks, make_world, tmp_path):
+    runs, _ = weeks(23, 3, ("unit-bug@2",))
+    world = make_world(23, 3, ("unit-bug@2",))
+    reference = str(runs / "v1" / "stats" / "train.pb")
+    clean = CliRunner().invoke(app, ["monitor", "--logs", world.root, "--date", "2026-01-14",
+                                     "--reference-stats", reference, "--out", str(tmp_path / "m1")])
+    assert clean.exit_code == 0, clean.output
+    verdict = json.loads((tmp_path / "m1" / "anomalies.json").read_text())
+    assert verdict["spans"]["current"] == "serving 2026-01-14" and not verdict["blocking"]
+    assert {m["check"] for m in verdict["measurements"]} == {"skew"}
+    bugged = CliRunner().invoke(app, ["monitor", "--logs", world.root, "--date", "2026-01-21",
+                                      "--reference-stats", reference, "--out", str(tmp_path / "m2")])
+    assert bugged.exit_code == 3, bugged.output
+    verdict = json.loads((tmp_path / "m2" / "anomalies.json").read_text())
+    assert {a["feature"] for a in verdict["anomalies"] if a["blocking"]} == {"duration_min"}
+    assert {a["check"] for a in verdict["anomalies"]} == {"schema", "skew"}
+
+
+def test_anomalies_prints_what_on_call_needs(weeks):
+    runs, _ = weeks(23, 3, ("platform-rename@2",))
+    result = CliRunner().invoke(app, ["anomalies", str(runs / "v2")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "BLOCKING" in text and "platform" in text and "ENUM_TYPE" in text  # table cells wrap at 150 columns
+    assert "Android" in text and "model pushed in this run: no push recorded" in text
+    assert "runbook: docs/oncall.md" in text

@@ -11,20 +11,18 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import recloop  # noqa: F401  sets TF_USE_LEGACY_KERAS before anything imports TensorFlow
+from recloop.pipelines import validation_cli
+from recloop.pipelines.console import console
 
 app = typer.Typer(
     help="recloop: continuous training for recommender systems (logs -> Beam -> TFDV -> TFRS -> KServe).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
-if not console.is_terminal:  # logs and CI: do not squeeze the tables to 80 columns
-    console.width = 150
 
 
 def _date(value: str) -> dt.date:
@@ -193,44 +191,9 @@ def _print_ingest(s: dict[str, Any], out: str) -> None:
                   f"counts and parameters in {out}/summary.json")
 
 
-@app.command()
-def validate(
-    data: Annotated[str, typer.Option(help="an ingest output folder (summary.json, train/)")],
-    out: Annotated[str, typer.Option(help="run folder: stats/, schema.pbtxt, anomalies.json/.md/.pbtxt")],
-    previous: Annotated[str | None, typer.Option(help="the previous span's ingest output (drift)")] = None,
-    reference_stats: Annotated[str | None, typer.Option(
-        help="statistics the production model was trained on (skew), e.g. a run's stats/train.pb")] = None,
-    schema: Annotated[str | None, typer.Option(help="a pinned schema (default: inferred and curated)")] = None,
-    config: Annotated[str | None, typer.Option(help="thresholds, JSON or YAML")] = None,
-    alertmanager: Annotated[str | None, typer.Option(help="Alertmanager base URL for blocking anomalies")] = None,
-    state: Annotated[str | None, typer.Option(help="run-state folder: undelivered alerts wait there")] = None,
-) -> None:
-    """Validate an ingested span with TFDV: schema, skew and drift. Exits 3 on a blocking anomaly."""
-    from recloop.validation.run import validate as run
-
-    verdict = run(data, out, previous=previous, reference_stats=reference_stats, schema_path=schema,
-                  config_path=config, alertmanager=alertmanager, state_dir=state)
-    alerts = verdict["alerts"]
-    if alerts["error"] and (alerts["raised"] or alerts["resent"]):
-        console.print(f"[yellow]alerts not delivered[/] ({alerts['error']}): kept in {out}/alerts.jsonl"
-                      + (f" and {state}/undelivered.jsonl for the next run" if state else ""))
-    table = Table(title=f"validation of {verdict['spans']['current']}")
-    for col in ("feature", "check", "measure", "distance", "threshold", "blocking", "compared"):
-        table.add_column(col)
-    for a in verdict["anomalies"]:
-        table.add_row(a["feature"], a["check"], a["measure"], "-" if a["distance"] is None else f"{a['distance']:.4f}",
-                      "-" if a["threshold"] is None else str(a["threshold"]), "yes" if a["blocking"] else "warn",
-                      a["spans"])
-    console.print(table)
-    blocking = [a for a in verdict["anomalies"] if a["blocking"]]
-    if blocking:
-        named = "; ".join(f"{a['feature']} ({a['check']}: {a['description'][:120]})" for a in blocking)
-        console.print(f"[bold red]blocking:[/] {len(blocking)} anomalies in {verdict['spans']['current']}: {named}. "
-                      f"Do not train on this data until each is explained: a serving bug is fixed, or a real "
-                      f"shift is accepted by updating the schema or thresholds. Details in {out}/anomalies.md.")
-        raise typer.Exit(3)
-    console.print(f"no blocking anomaly; {len(verdict['measurements'])} distances measured, in {out}/anomalies.json")
-
+app.command()(validation_cli.validate)
+app.command()(validation_cli.monitor)
+app.command()(validation_cli.anomalies)
 
 if __name__ == "__main__":
     app()

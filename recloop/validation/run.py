@@ -1,4 +1,4 @@
-"""``validate``: one span's ingest output -> statistics, schema, anomalies and a verdict in a run folder."""
+"""``validate`` (one span's ingest output) and ``monitor`` (one day of serving logs) -> a run folder and a verdict."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from recloop.features import logs
 from recloop.validation import schema as schemas
 from recloop.validation import stats
 from recloop.validation.alerts import raise_alerts
-from recloop.validation.checks import check
-from recloop.validation.config import load_config
+from recloop.validation.checks import CheckResult, check
+from recloop.validation.config import ValidationConfig, load_config
 
 
 def validate(data: str, out: str, previous: str | None = None, reference_stats: str | None = None,
@@ -52,26 +52,59 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
     if reference_stats:
         reference = stats.read(reference_stats)
         spans["reference"] = reference.datasets[0].name or reference_stats
-    if schema_path:
-        schema = schemas.read(schema_path)
-        schemas.apply_rules(schema, config)
-    else:
-        schema = schemas.curated_schema(train, config)
+    schema = _schema(schema_path, config, train)
     result = check(schema, config, spans, current=train, previous=prev, reference=reference, serving=serving)
+    return _publish(out, result, schema, {"train": train, "serving": serving}, alertmanager, state_dir,
+                    {"data": data, "spans": spans, "schema": schema_path or f"{out}/schema.pbtxt (inferred and curated)",
+                     "serving_lines_skipped": skipped})
+
+
+def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema_path: str | None = None,
+            config_path: str | None = None, alertmanager: str | None = None, state_dir: str | None = None
+            ) -> dict[str, Any]:
+    """The daily skew check: one day of serving logs against the production model's training statistics.
+
+    Checks the day's features as served against the schema (serving environment:
+    no labels) and their distributions against ``reference_stats`` (skew), then
+    alerts like ``validate``. Cheap: it reads one day of request logs.
+
+    Returns:
+      The verdict, also written to ``<out>/anomalies.json``.
+    """
+    config = load_config(config_path)
+    reference = stats.read(reference_stats)
+    serving, skipped = stats.serving_statistics(logs_root, day, day, f"serving {day}")
+    spans = {"current": f"serving {day}", "serving": f"serving {day}",
+             "reference": reference.datasets[0].name or reference_stats}
+    schema = _schema(schema_path, config, reference)
+    result = check(schema, config, spans, current=serving, environment="SERVING", reference=reference,
+                   serving=serving)
+    return _publish(out, result, schema, {"serving": serving}, alertmanager, state_dir,
+                    {"logs": logs_root, "day": day.isoformat(), "spans": spans,
+                     "schema": schema_path or f"{out}/schema.pbtxt (curated from the reference)",
+                     "serving_lines_skipped": skipped})
+
+
+def _schema(path: str | None, config: ValidationConfig, inferred_from: stats.Statistics) -> Any:
+    if path:
+        schema = schemas.read(path)
+        schemas.apply_rules(schema, config)  # thresholds come from the config, the domains from the file
+        return schema
+    return schemas.curated_schema(inferred_from, config)
+
+
+def _publish(out: str, result: CheckResult, schema: Any, described: dict[str, stats.Statistics],
+             alertmanager: str | None, state_dir: str | None, facts: dict[str, Any]) -> dict[str, Any]:
+    """Writes the run folder, raises the alerts and returns the verdict."""
     Path(out).mkdir(parents=True, exist_ok=True)
-    stats.write(train, f"{out}/stats/train.pb")
-    stats.write(serving, f"{out}/stats/serving.pb")
+    for name, s in described.items():
+        stats.write(s, f"{out}/stats/{name}.pb")
     schemas.write(schema, f"{out}/schema.pbtxt")
     tfdv.write_anomalies_text(result.proto, f"{out}/anomalies.pbtxt")
-    verdict = {
-        "blocking": any(a.blocking for a in result.anomalies),
-        "data": data, "spans": spans, "schema": schema_path or f"{out}/schema.pbtxt (inferred and curated)",
-        "serving_lines_skipped": skipped,
-        "anomalies": [a.to_dict() for a in result.anomalies],
-        "measurements": result.measurements,
-    }
-    verdict["alerts"] = raise_alerts(verdict["anomalies"], out, run=f"{Path(out).name} {span}", url=alertmanager,
-                                     state_dir=state_dir)
+    verdict = {"blocking": any(a.blocking for a in result.anomalies), **facts,
+               "anomalies": [a.to_dict() for a in result.anomalies], "measurements": result.measurements}
+    verdict["alerts"] = raise_alerts(verdict["anomalies"], out, run=f"{Path(out).name} {facts['spans']['current']}",
+                                     url=alertmanager, state_dir=state_dir)
     Path(out, "anomalies.json").write_text(json.dumps(verdict, indent=2, default=str) + "\n")
     Path(out, "anomalies.md").write_text(markdown(verdict))
     return verdict

@@ -1,0 +1,108 @@
+"""``recloop validate``, ``monitor`` and ``anomalies``: the data checks and what on-call reads.
+
+Registered on the app in ``cli``; exit code 3 means a blocking anomaly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from recloop.pipelines.console import console
+
+BLOCKING_EXIT = 3
+Alertmanager = Annotated[str | None, typer.Option(help="Alertmanager base URL for blocking anomalies")]
+State = Annotated[str | None, typer.Option(help="run-state folder: undelivered alerts wait there for the next run")]
+Schema = Annotated[str | None, typer.Option(help="a pinned schema (default: inferred and curated)")]
+Config = Annotated[str | None, typer.Option(help="thresholds, JSON or YAML")]
+
+
+def validate(
+    data: Annotated[str, typer.Option(help="an ingest output folder (summary.json, train/)")],
+    out: Annotated[str, typer.Option(help="run folder: stats/, schema.pbtxt, anomalies.json/.md/.pbtxt, alerts")],
+    previous: Annotated[str | None, typer.Option(help="the previous span's ingest output (drift)")] = None,
+    reference_stats: Annotated[str | None, typer.Option(
+        help="statistics the production model was trained on (skew), e.g. a run's stats/train.pb")] = None,
+    schema: Schema = None,
+    config: Config = None,
+    alertmanager: Alertmanager = None,
+    state: State = None,
+) -> None:
+    """Validate an ingested span with TFDV: schema, skew and drift. Exits 3 on a blocking anomaly."""
+    from recloop.validation.run import validate as run
+
+    _report(run(data, out, previous=previous, reference_stats=reference_stats, schema_path=schema,
+                config_path=config, alertmanager=alertmanager, state_dir=state), out, state)
+
+
+def monitor(
+    logs: Annotated[str, typer.Option(help="logs root (requests/ partitioned by dt=)")],
+    date: Annotated[str, typer.Option(help="the day to check (YYYY-MM-DD), usually yesterday")],
+    reference_stats: Annotated[str, typer.Option(help="statistics the production model was trained on")],
+    out: Annotated[str, typer.Option(help="run folder")],
+    schema: Schema = None,
+    config: Config = None,
+    alertmanager: Alertmanager = None,
+    state: State = None,
+) -> None:
+    """The daily skew check: a day of serving logs vs the production model's training statistics."""
+    from recloop.validation.run import monitor as run
+
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        raise typer.BadParameter(f"expected a date YYYY-MM-DD, got {date!r}", param_hint="--date") from None
+    _report(run(logs, day, reference_stats, out, schema_path=schema, config_path=config,
+                alertmanager=alertmanager, state_dir=state), out, state)
+
+
+def anomalies(run_dir: Annotated[str, typer.Argument(help="a validate or monitor run folder")]) -> None:
+    """Print a run's anomalies for on-call: what moved, by how much, against what, and whether a model was pushed."""
+    verdict = json.loads(Path(run_dir, "anomalies.json").read_text())
+    pushed = Path(run_dir, "pushed.json")
+    push = json.loads(pushed.read_text()) if pushed.exists() else None
+    _table(verdict)
+    console.print(f"compared: {', '.join(f'{k} = {v}' for k, v in verdict['spans'].items())}")
+    console.print("model pushed in this run: " + (f"yes, {push.get('version')}" if push and push.get("pushed")
+                                                  else "no" if push else "no push recorded in this run folder"))
+    alerts = verdict.get("alerts") or {}
+    console.print(f"alerts: {alerts.get('raised', 0)} raised, delivered: {alerts.get('delivered')}"
+                  + (f" ({alerts['error']})" if alerts.get("error") else ""))
+    console.print("runbook: docs/oncall.md")
+
+
+def _table(verdict: dict[str, Any]) -> None:
+    table = Table(title=f"anomalies in {verdict['spans']['current']}: "
+                        f"{'BLOCKING' if verdict['blocking'] else 'no blocking anomaly'}")
+    for col in ("feature", "check", "measure", "distance", "threshold", "blocking", "compared", "top changed values"):
+        table.add_column(col)
+    for a in verdict["anomalies"]:
+        top = ", ".join(f"{t['value']} {t.get('share', t.get('now'))} (was {t.get('was', '-')})"
+                        for t in a["top_changed_values"][:3])
+        table.add_row(a["feature"], a["check"], a["measure"],
+                      "-" if a["distance"] is None else f"{a['distance']:.4f}",
+                      "-" if a["threshold"] is None else str(a["threshold"]), "yes" if a["blocking"] else "warn",
+                      a["spans"], top or a["description"][:80])
+    console.print(table)
+
+
+def _report(verdict: dict[str, Any], out: str, state: str | None) -> None:
+    _table(verdict)
+    alerts = verdict["alerts"]
+    if alerts["error"] and (alerts["raised"] or alerts["resent"]):
+        console.print(f"[yellow]alerts not delivered[/] ({alerts['error']}): kept in {out}/alerts.jsonl"
+                      + (f" and {state}/undelivered.jsonl for the next run" if state else ""))
+    blocking = [a for a in verdict["anomalies"] if a["blocking"]]
+    if blocking:
+        named = "; ".join(f"{a['feature']} ({a['check']}: {a['description'][:120]})" for a in blocking)
+        console.print(f"[bold red]blocking:[/] {len(blocking)} anomalies in {verdict['spans']['current']}: {named}. "
+                      "Do not train on or keep serving this data until each is explained: fix a serving bug, or "
+                      "accept a real shift by updating the schema or thresholds (docs/oncall.md). "
+                      f"Details: recloop anomalies {out}")
+        raise typer.Exit(BLOCKING_EXIT)
+    console.print(f"no blocking anomaly; {len(verdict['measurements'])} distances measured, in {out}/anomalies.json")
