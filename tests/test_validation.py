@@ -55,6 +55,10 @@ def test_four_clean_weeks_in_a_row_raise_no_blocking_anomaly(weeks, seed):
     assert len(verdicts) == 4
     assert [v["blocking"] for v in verdicts] == [False] * 4, [v["anomalies"] for v in verdicts]
     config = load_config()
+    for v in verdicts:
+        shares = v["catalog"]["mismatch_share"]
+        assert v["catalog"]["snapshot"] and shares["not_in_catalog"] == 0
+        assert all(shares[f] == 0 for f in ("category", "creator", "duration_min", "language", "release_date"))
     for v in verdicts[1:]:
         checked = {(m["feature"], m["check"]) for m in v["measurements"]}
         assert ("platform", "skew") in checked and ("duration_min", "drift") in checked
@@ -87,6 +91,9 @@ def test_each_injected_bug_blocks_the_first_run_that_sees_it(weeks, bug):
 def test_the_distance_checks_catch_the_numeric_and_renamed_bugs_too(weeks):
     _, (_, unit) = weeks(23, 3, ("unit-bug@2",))
     got = {(a["check"], a["measure"]): a for a in unit["anomalies"] if a["feature"] == "duration_min"}
+    catalog = got[("catalog", "MISMATCH_SHARE")]
+    assert catalog["distance"] == 1.0 and catalog["blocking"]
+    assert catalog["top_changed_values"][0]["now"] == 60 * catalog["top_changed_values"][0]["was"]
     assert got[("drift", "JENSEN_SHANNON_DIVERGENCE")]["distance"] > 0.5
     assert got[("skew", "JENSEN_SHANNON_DIVERGENCE")]["distance"] > 0.5
     _, (_, renamed) = weeks(23, 3, ("platform-rename@2",))

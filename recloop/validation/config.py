@@ -44,6 +44,7 @@ class ValidationConfig(BaseModel):
     numeric_threshold: float = Field(default=0.1, gt=0)
     rate_change_threshold: float = Field(default=0.15, gt=0)
     max_null_share: float = Field(default=0.5, ge=0, le=1)
+    max_catalog_mismatch_share: float = Field(default=0.01, ge=0, le=1)
     features: dict[str, FeatureRule] = {}
 
     def rule(self, name: str) -> FeatureRule:

@@ -13,6 +13,7 @@ from recloop.features import logs
 from recloop.validation import schema as schemas
 from recloop.validation import stats
 from recloop.validation.alerts import raise_alerts
+from recloop.validation.catalog import check_catalog, snapshot
 from recloop.validation.checks import CheckResult, check
 from recloop.validation.config import ValidationConfig, load_config
 
@@ -54,9 +55,15 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
         spans["reference"] = reference.datasets[0].name or reference_stats
     schema = _schema(schema_path, config, train)
     result = check(schema, config, spans, current=train, previous=prev, reference=reference, serving=serving)
+    catalog_path = snapshot(params["logs"], dt.date.fromisoformat(params["end"]))
+    catalog: dict[str, Any] = {"snapshot": catalog_path}
+    if catalog_path:
+        found, catalog["mismatch_share"] = check_catalog(f"{data}/items/items.jsonl.gz", catalog_path,
+                                                         config.max_catalog_mismatch_share, span)
+        result.anomalies.extend(found)
     return _publish(out, result, schema, {"train": train, "serving": serving}, alertmanager, state_dir,
                     {"data": data, "spans": spans, "schema": schema_path or f"{out}/schema.pbtxt (inferred and curated)",
-                     "serving_lines_skipped": skipped})
+                     "serving_lines_skipped": skipped, "catalog": catalog})
 
 
 def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema_path: str | None = None,
