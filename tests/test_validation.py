@@ -164,3 +164,34 @@ def test_anomalies_prints_what_on_call_needs(weeks):
     assert "BLOCKING" in text and "platform" in text and "ENUM_TYPE" in text  # table cells wrap at 150 columns
     assert "Android" in text and "model pushed in this run: no push recorded" in text
     assert "runbook: docs/oncall.md" in text
+
+
+def test_statistics_html_renders_offline_in_headless_chromium(weeks, tmp_path):
+    """The page has no scripts and loads nothing: the charts must be there in a real browser, offline."""
+    import subprocess
+
+    import numpy as np
+    from conftest import require_binary
+    from PIL import Image
+
+    chromium = require_binary("chromium", "the statistics page is checked in a real browser")
+    runs, _ = weeks(23, 3, ("unit-bug@2",))
+    page = runs / "v2" / "statistics.html"
+    text = page.read_text()
+    assert "<script" not in text and "http" not in text.replace("http://www.w3.org", "")
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-extensions", "--no-first-run",
+             "--proxy-server=127.0.0.1:9", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    assert dom.count("class=\"histogram\"") >= 18 and dom.count("class=\"bar\"") > 200
+    assert "duration_min" in dom and "blocking" in dom
+    shot = tmp_path / "page.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1400,1600", page.as_uri()], capture_output=True,
+                   timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+
+    def painted(rgb: tuple[int, int, int]) -> int:
+        return int((np.abs(pixels - np.array(rgb)).max(axis=2) < 12).sum())
+
+    blue, orange = painted((0x1F, 0x77, 0xB4)), painted((0xFF, 0x7F, 0x0E))
+    assert blue > 500 and orange > 500, (blue, orange)  # bars of the train and serving series were painted

@@ -16,6 +16,7 @@ from recloop.validation.alerts import raise_alerts
 from recloop.validation.catalog import check_catalog, snapshot
 from recloop.validation.checks import CheckResult, check
 from recloop.validation.config import ValidationConfig, load_config
+from recloop.validation.html import anomaly_table, statistics_html
 
 
 def validate(data: str, out: str, previous: str | None = None, reference_stats: str | None = None,
@@ -63,7 +64,7 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
         result.anomalies.extend(found)
     return _publish(out, result, schema, {"train": train, "serving": serving}, alertmanager, state_dir,
                     {"data": data, "spans": spans, "schema": schema_path or f"{out}/schema.pbtxt (inferred and curated)",
-                     "serving_lines_skipped": skipped, "catalog": catalog})
+                     "serving_lines_skipped": skipped, "catalog": catalog}, reference)
 
 
 def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema_path: str | None = None,
@@ -89,7 +90,7 @@ def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema
     return _publish(out, result, schema, {"serving": serving}, alertmanager, state_dir,
                     {"logs": logs_root, "day": day.isoformat(), "spans": spans,
                      "schema": schema_path or f"{out}/schema.pbtxt (curated from the reference)",
-                     "serving_lines_skipped": skipped})
+                     "serving_lines_skipped": skipped}, reference)
 
 
 def _schema(path: str | None, config: ValidationConfig, inferred_from: stats.Statistics) -> Any:
@@ -101,7 +102,8 @@ def _schema(path: str | None, config: ValidationConfig, inferred_from: stats.Sta
 
 
 def _publish(out: str, result: CheckResult, schema: Any, described: dict[str, stats.Statistics],
-             alertmanager: str | None, state_dir: str | None, facts: dict[str, Any]) -> dict[str, Any]:
+             alertmanager: str | None, state_dir: str | None, facts: dict[str, Any],
+             reference: stats.Statistics | None = None) -> dict[str, Any]:
     """Writes the run folder, raises the alerts and returns the verdict."""
     Path(out).mkdir(parents=True, exist_ok=True)
     for name, s in described.items():
@@ -114,6 +116,11 @@ def _publish(out: str, result: CheckResult, schema: Any, described: dict[str, st
                                      url=alertmanager, state_dir=state_dir)
     Path(out, "anomalies.json").write_text(json.dumps(verdict, indent=2, default=str) + "\n")
     Path(out, "anomalies.md").write_text(markdown(verdict))
+    Path(out, "anomalies.html").write_text(
+        f"<!doctype html><meta charset='utf-8'><title>anomalies</title>{anomaly_table(verdict['anomalies'])}")
+    Path(out, "statistics.html").write_text(statistics_html(
+        described | ({"reference": reference} if reference is not None else {}), verdict["anomalies"],
+        title=f"statistics: {facts['spans']['current']}"))
     return verdict
 
 

@@ -27,8 +27,8 @@ DESCRIBED = [f.name for f in FEATURES] + list(LABEL_COLUMNS)
 Statistics = statistics_pb2.DatasetFeatureStatisticsList
 
 
-def _statistics(batch: pa.RecordBatch, name: str) -> Statistics:
-    options = tfdv.StatsOptions(feature_allowlist=[c for c in DESCRIBED if c in batch.schema.names])
+def _statistics(batch: pa.RecordBatch, name: str, described: list[str] = DESCRIBED) -> Statistics:
+    options = tfdv.StatsOptions(feature_allowlist=[c for c in described if c in batch.schema.names])
     stats = stats_impl.generate_statistics_in_memory(batch, options)
     stats.datasets[0].name = name
     return stats
@@ -60,7 +60,8 @@ def serving_statistics(logs_root: str, start: dt.date, end: dt.date, name: str) 
                 skipped += 1
     if not columns.num_rows:
         raise ValueError(f"{logs_root}: no request logs from {start} to {end}")
-    return _statistics(columns.to_record_batch(), name), skipped
+    # served requests carry no outcomes: only the features are described
+    return _statistics(columns.to_record_batch(), name, [f.name for f in FEATURES]), skipped
 
 
 def write(stats: Statistics, path: str) -> None:
