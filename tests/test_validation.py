@@ -76,9 +76,10 @@ BUGS = {
 }
 
 
+@pytest.mark.parametrize("seed", [23, 24])
 @pytest.mark.parametrize("bug", list(BUGS))
-def test_each_injected_bug_blocks_the_first_run_that_sees_it(weeks, bug):
-    _, (before, first) = weeks(23, 3, (f"{bug}@2",))
+def test_each_injected_bug_blocks_the_first_run_that_sees_it(weeks, bug, seed):
+    _, (before, first) = weeks(seed, 3, (f"{bug}@2",))
     assert not before["blocking"]
     feature, measure = BUGS[bug]
     assert first["blocking"]
