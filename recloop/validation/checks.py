@@ -86,14 +86,14 @@ def check(schema: schema_pb2.Schema, config: ValidationConfig, spans: dict[str, 
                         top_changed_values=_changes(new, old, name)))
     if previous is not None:
         for row in _rate_changes(current, previous, config):
-            now, was = row.pop("now"), row.pop("was")
-            measurements.append(row | {"now": now, "was": was})
+            measurements.append(row)
             if row["distance"] > row["threshold"]:
                 anomalies.append(Anomaly(
-                    **row, blocking=not config.features[row["feature"]].warn_only,
+                    row["feature"], "drift", "RATE_CHANGE", row["distance"], row["threshold"],
+                    blocking=not config.features[row["feature"]].warn_only,
                     spans=f"{spans.get('current')} vs {spans.get('previous')}",
-                    description=f"positive rate {now:.4f}, was {was:.4f}",
-                    top_changed_values=[{"value": "positive rate", "now": now, "was": was}]))
+                    description=f"positive rate {row['now']:.4f}, was {row['was']:.4f}",
+                    top_changed_values=[{"value": "positive rate", "now": row["now"], "was": row["was"]}]))
     return CheckResult(anomalies, measurements, proto)
 
 
