@@ -122,8 +122,9 @@ def test_validate_cli_exits_3_on_a_blocking_anomaly_and_writes_the_run(weeks, tm
     assert "blocking:" in text and "duration_min" in text
     verdict = json.loads((out / "anomalies.json").read_text())
     assert verdict["blocking"] and verdict["schema"].endswith("v1/schema.pbtxt")
-    assert {"anomalies.json", "anomalies.md", "anomalies.pbtxt", "schema.pbtxt", "stats"} <= {
-        p.name for p in out.iterdir()}
+    assert {"anomalies.json", "anomalies.md", "anomalies.html", "anomalies.pbtxt", "statistics.html",
+            "schema.pbtxt", "stats", "alerts.jsonl"} <= {p.name for p in out.iterdir()}
+    assert sorted(p.name for p in (out / "stats").iterdir()) == ["eval.pb", "serving.pb", "train.pb"]
     assert "| duration_min | schema |" in (out / "anomalies.md").read_text()
 
 

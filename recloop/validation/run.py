@@ -41,6 +41,9 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
     summary = logs.read_json(f"{data}/summary.json")
     span = f"{summary['span']['start']}..{summary['span']['end']}"
     train = stats.example_statistics(f"{data}/train", f"train {span}")
+    described = {"train": train}
+    if any(Path(data, "eval").glob("*.tfrecord.gz")):
+        described["eval"] = stats.example_statistics(f"{data}/eval", f"eval {span}")  # described, not checked
     params = summary["parameters"]
     serving, skipped = stats.serving_statistics(params["logs"], dt.date.fromisoformat(params["start"]),
                                                 dt.date.fromisoformat(params["end"]), f"serving {span}")
@@ -62,7 +65,7 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
         found, catalog["mismatch_share"] = check_catalog(f"{data}/items/items.jsonl.gz", catalog_path,
                                                          config.max_catalog_mismatch_share, span)
         result.anomalies.extend(found)
-    return _publish(out, result, schema, {"train": train, "serving": serving}, alertmanager, state_dir,
+    return _publish(out, result, schema, described | {"serving": serving}, alertmanager, state_dir,
                     {"data": data, "spans": spans, "schema": schema_path or f"{out}/schema.pbtxt (inferred and curated)",
                      "serving_lines_skipped": skipped, "catalog": catalog}, reference)
 
