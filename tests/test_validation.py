@@ -197,3 +197,14 @@ def test_statistics_html_renders_offline_in_headless_chromium(weeks, tmp_path):
 
     blue, orange = painted((0x1F, 0x77, 0xB4)), painted((0xFF, 0x7F, 0x0E))
     assert blue > 500 and orange > 500, (blue, orange)  # bars of the train and serving series were painted
+
+
+def test_the_first_run_with_a_state_keeps_its_schema_as_version_1_and_later_runs_use_it(weeks, tmp_path):
+    runs, _ = weeks(21, 5)
+    state = tmp_path / "state"
+    first = validate(str(runs / "i1"), str(tmp_path / "r1"), state_dir=str(state))
+    assert first["schema"] == str(state / "schemas" / "v001.pbtxt") and not first["blocking"]
+    second = validate(str(runs / "i2"), str(tmp_path / "r2"), previous=str(runs / "i1"), state_dir=str(state))
+    assert second["schema"] == str(state / "schemas" / "v001.pbtxt")
+    assert sorted(p.name for p in (state / "schemas").iterdir()) == ["v001.pbtxt"]
+    assert (tmp_path / "r2" / "schema.pbtxt").read_text() == (state / "schemas" / "v001.pbtxt").read_text()

@@ -29,7 +29,8 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
       out: the run folder: ``stats/``, ``schema.pbtxt``, ``anomalies.pbtxt``, ``anomalies.json``, ``anomalies.md``.
       previous: the previous span's ingest output, for drift.
       reference_stats: statistics the production model was trained on, for skew.
-      schema_path: a pinned schema; by default the schema is inferred and curated from this span.
+      schema_path: a pinned schema; by default the newest version in ``state_dir``, else one inferred
+        and curated from this span (kept as the first version when there is a ``state_dir``).
       config_path: thresholds (JSON or YAML).
       alertmanager: where blocking anomalies are posted as alerts (they are always kept in ``alerts.jsonl``).
       state_dir: the run-state folder: alerts not delivered are kept there and re-sent by the next run.
@@ -57,6 +58,10 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
     if reference_stats:
         reference = stats.read(reference_stats)
         spans["reference"] = reference.datasets[0].name or reference_stats
+    if schema_path is None and state_dir:
+        schema_path = schemas.latest_version(state_dir)
+        if schema_path is None:  # the first run with this state: its curated schema becomes version 1
+            schema_path = schemas.save_version(schemas.curated_schema(train, config), state_dir)
     schema = _schema(schema_path, config, train)
     result = check(schema, config, spans, current=train, previous=prev, reference=reference, serving=serving)
     catalog_path = snapshot(params["logs"], dt.date.fromisoformat(params["end"]))
@@ -87,6 +92,8 @@ def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema
     serving, skipped = stats.serving_statistics(logs_root, day, day, f"serving {day}")
     spans = {"current": f"serving {day}", "serving": f"serving {day}",
              "reference": reference.datasets[0].name or reference_stats}
+    if schema_path is None and state_dir:
+        schema_path = schemas.latest_version(state_dir)  # the weekly runs' reference, when there is one
     schema = _schema(schema_path, config, reference)
     result = check(schema, config, spans, current=serving, environment="SERVING", reference=reference,
                    serving=serving)

@@ -1,5 +1,9 @@
 """The reference schema: inferred by TFDV on a first run, then curated from the feature spec.
 
+Versions live in the run-state folder (``schemas/v001.pbtxt``, ...): the first run
+with a state folder keeps its curated schema there, later runs validate against
+the newest version, and accepting a real shift means saving a new one.
+
 The spec knows what inference cannot: the vocabulary of a categorical feature
 (so ``Android`` or ``boxing`` is out of domain), the expected range of a number
 (so durations in seconds are out of range), which features may be missing, and
@@ -61,6 +65,21 @@ def _comparator(comparator: schema_pb2.FeatureComparator, rule: FeatureRule, thr
         comparator.infinity_norm.threshold = threshold
     else:
         comparator.jensen_shannon_divergence.threshold = threshold
+
+
+def latest_version(state_dir: str) -> str | None:
+    """The newest curated schema kept in a run-state folder (``schemas/vNNN.pbtxt``), or None."""
+    versions = sorted(Path(state_dir, "schemas").glob("v[0-9][0-9][0-9].pbtxt"))
+    return str(versions[-1]) if versions else None
+
+
+def save_version(schema: schema_pb2.Schema, state_dir: str) -> str:
+    """Keeps ``schema`` as the next version in the run state; earlier versions stay as they were."""
+    latest = latest_version(state_dir)
+    number = int(Path(latest).stem[1:]) + 1 if latest else 1
+    path = str(Path(state_dir, "schemas", f"v{number:03d}.pbtxt"))
+    write(schema, path)
+    return path
 
 
 def write(schema: schema_pb2.Schema, path: str) -> None:
