@@ -24,26 +24,49 @@ from recloop.features.records import RecordError, parse_request
 from recloop.features.spec import FEATURES
 
 DESCRIBED = [f.name for f in FEATURES] + list(LABEL_COLUMNS)
+BATCH = 50_000  # examples per batch fed to TFDV: bounds memory, large enough to keep TFDV's C++ busy
 Statistics = statistics_pb2.DatasetFeatureStatisticsList
 
 
-def _statistics(batch: pa.RecordBatch, name: str, described: list[str] = DESCRIBED) -> Statistics:
-    options = tfdv.StatsOptions(feature_allowlist=[c for c in described if c in batch.schema.names])
-    stats = stats_impl.generate_statistics_in_memory(batch, options)
-    stats.datasets[0].name = name
-    return stats
+class _Describer:
+    """TFDV's in-memory statistics generators fed batch by batch, so memory stays bounded by one batch."""
+
+    def __init__(self, name: str, described: list[str]):
+        self.name, self.described = name, described
+        self.options: tfdv.StatsOptions | None = None
+        self.generators: list = []
+        self.accumulators: list = []
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if self.options is None:
+            self.options = tfdv.StatsOptions(feature_allowlist=[c for c in self.described if c in batch.schema.names])
+            self.generators = stats_impl.get_generators(self.options, in_memory=True)
+            self.accumulators = [g.create_accumulator() for g in self.generators]
+        columns = [c for c in self.options.feature_allowlist]
+        batch = pa.RecordBatch.from_arrays([batch.column(batch.schema.get_field_index(c)) for c in columns], columns)
+        self.accumulators = [g.add_input(a, batch) for g, a in zip(self.generators, self.accumulators)]
+
+    def result(self) -> Statistics:
+        if self.options is None:
+            raise ValueError(f"{self.name}: nothing to describe")
+        stats = stats_impl.extract_statistics_output(self.accumulators, self.generators)
+        stats.datasets[0].name = self.name
+        return stats
 
 
-def example_statistics(folder: str, name: str) -> Statistics:
+def example_statistics(folder: str, name: str, batch_size: int = BATCH) -> Statistics:
     """Statistics of an ingest output folder (``train/``, ``eval/``: gzipped tf.Example TFRecords)."""
     files = sorted(str(p) for p in Path(folder).glob("*.tfrecord.gz"))
-    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")] if files else []
-    if not records:
+    if not files:
         raise ValueError(f"{folder}: no examples to describe")
-    return _statistics(example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(records), name)
+    describer, decoder = _Describer(name, DESCRIBED), example_coder.ExamplesToRecordBatchDecoder()
+    for records in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
+        describer.add(decoder.DecodeBatch(list(records.numpy())))
+    return describer.result()
 
 
-def serving_statistics(logs_root: str, start: dt.date, end: dt.date, name: str) -> tuple[Statistics, int]:
+def serving_statistics(logs_root: str, start: dt.date, end: dt.date, name: str,
+                       batch_size: int = BATCH) -> tuple[Statistics, int]:
     """Statistics of the features exactly as served from ``start`` to ``end`` (request logs).
 
     Lines that do not parse are left to ingest's dead letters; here they are counted.
@@ -51,6 +74,7 @@ def serving_statistics(logs_root: str, start: dt.date, end: dt.date, name: str) 
     Returns:
       The statistics and the number of request lines skipped.
     """
+    describer = _Describer(name, [f.name for f in FEATURES])  # served requests carry no outcomes
     columns, skipped = ExampleColumns(), 0
     for path in logs.partition_files(logs_root, "requests", start, end):
         for line in logs.read_lines(path):
@@ -58,10 +82,14 @@ def serving_statistics(logs_root: str, start: dt.date, end: dt.date, name: str) 
                 columns.add(parse_request(line))
             except RecordError:
                 skipped += 1
-    if not columns.num_rows:
+            if columns.num_rows >= batch_size:
+                describer.add(columns.to_record_batch())
+                columns = ExampleColumns()
+    if columns.num_rows:
+        describer.add(columns.to_record_batch())
+    if describer.options is None:
         raise ValueError(f"{logs_root}: no request logs from {start} to {end}")
-    # served requests carry no outcomes: only the features are described
-    return _statistics(columns.to_record_batch(), name, [f.name for f in FEATURES]), skipped
+    return describer.result(), skipped
 
 
 def write(stats: Statistics, path: str) -> None:
