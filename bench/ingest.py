@@ -64,9 +64,11 @@ def _days(start: dt.date, end: dt.date) -> list[str]:
     return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
-def _run(argv: list[str]) -> float:
+def _run(argv: list[str], ok: tuple[int, ...] = (0,)) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    code = subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    if code not in ok:
+        raise RuntimeError(f"exit {code}: {' '.join(argv[:3])} ... {' '.join(argv[-6:])}")
     return time.perf_counter() - t0
 
 
@@ -163,3 +165,4 @@ def section(r: dict[str, Any], table: Any) -> str:
         "",
         r["notes"],
     ])
+

@@ -3,6 +3,7 @@
 Usage:
     uv run python bench/run.py simulate      # run one benchmark (writes bench/results/simulate.json)
     uv run python bench/run.py ingest        # ingest throughput, linearity, reference join (~6 min)
+    uv run python bench/run.py validate      # validate a default-scale week (~3 min)
     uv run python bench/run.py report        # only regenerate bench/README.md from bench/results/
 
 Every result file holds the command that produced it, the date and the machine,
@@ -25,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import ingest  # bench/ingest.py (bench/ is on sys.path when this file runs as a script)
+import ingest  # bench/ingest.py and bench/validate.py (bench/ is on sys.path when this file runs as a script)
+import validate
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -119,7 +121,17 @@ def bench_ingest() -> Path:
                    "ingest process's own. Outputs: gzip level 1 TFRecords, one file per join bucket and output.")
 
 
-SECTIONS = {"simulate": _section_simulate, "ingest": lambda r: ingest.section(r, _table)}
+def bench_validate() -> Path:
+    """``recloop validate`` on default-scale weeks; see bench/validate.py."""
+    return _record("validate", "uv run python bench/run.py validate", validate.bench_validate(),
+                   "Process seconds include interpreter start and imports; statistics of train, eval and the "
+                   "served logs (parsed again from the request logs), the checks, both HTML pages and the alerts "
+                   "record. Week 1 infers and curates the schema; week 2 is checked against it (week 0 is the "
+                   "simulator's bootstrap week).")
+
+
+SECTIONS = {"simulate": _section_simulate, "ingest": lambda r: ingest.section(r, _table),
+            "validate": lambda r: validate.validate_section(r, _table)}
 
 
 def report() -> Path:
@@ -145,13 +157,15 @@ def report() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("benchmark", choices=["simulate", "ingest", "report"])
+    parser.add_argument("benchmark", choices=["simulate", "ingest", "validate", "report"])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     if args.benchmark == "simulate":
         print(f"wrote {bench_simulate(args.repeats)}", file=sys.stderr)
     elif args.benchmark == "ingest":
         print(f"wrote {bench_ingest()}", file=sys.stderr)
+    elif args.benchmark == "validate":
+        print(f"wrote {bench_validate()}", file=sys.stderr)
     print(f"wrote {report()}", file=sys.stderr)
     print(shlex.join(sys.argv), file=sys.stderr)
 
