@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from recloop.pipelines.console import console
+from recloop.validation.checks import ANOMALY_COLUMNS, anomaly_cells
 
 BLOCKING_EXIT = 3
 Alertmanager = Annotated[str | None, typer.Option(help="Alertmanager base URL for blocking anomalies")]
@@ -79,15 +80,10 @@ def anomalies(run_dir: Annotated[str, typer.Argument(help="a validate or monitor
 def _table(verdict: dict[str, Any]) -> None:
     table = Table(title=f"anomalies in {verdict['spans']['current']}: "
                         f"{'BLOCKING' if verdict['blocking'] else 'no blocking anomaly'}")
-    for col in ("feature", "check", "measure", "distance", "threshold", "blocking", "compared", "top changed values"):
+    for col in ANOMALY_COLUMNS:
         table.add_column(col)
     for a in verdict["anomalies"]:
-        top = ", ".join(f"{t['value']} {t.get('share', t.get('now'))} (was {t.get('was', '-')})"
-                        for t in a["top_changed_values"][:3])
-        table.add_row(a["feature"], a["check"], a["measure"],
-                      "-" if a["distance"] is None else f"{a['distance']:.4f}",
-                      "-" if a["threshold"] is None else str(a["threshold"]), "yes" if a["blocking"] else "warn",
-                      a["spans"], top or a["description"][:80])
+        table.add_row(*anomaly_cells(a))
     console.print(table)
 
 

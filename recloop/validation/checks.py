@@ -39,6 +39,20 @@ class Anomaly:
         return asdict(self)
 
 
+# The columns every anomaly table shows (Markdown, HTML, the terminal), and their cells.
+ANOMALY_COLUMNS = ("feature", "check", "measure", "distance", "threshold", "blocking", "compared",
+                   "top changed values")
+
+
+def anomaly_cells(a: dict[str, Any]) -> list[str]:
+    """One anomaly (as in ``anomalies.json``) as the cells of ``ANOMALY_COLUMNS``."""
+    top = ", ".join(f"{t['value']}: {t.get('share', t.get('now'))} (was {t.get('was', '-')})"
+                    for t in a["top_changed_values"][:3])
+    return [a["feature"], a["check"], a["measure"], "-" if a["distance"] is None else f"{a['distance']:.4f}",
+            "-" if a["threshold"] is None else str(a["threshold"]), "yes" if a["blocking"] else "warn",
+            a["spans"], top or a["description"][:160]]
+
+
 @dataclass
 class CheckResult:
     anomalies: list[Anomaly]  # over a threshold or against the schema

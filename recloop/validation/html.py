@@ -14,6 +14,8 @@ from typing import Any
 
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
+from recloop.validation.checks import ANOMALY_COLUMNS, anomaly_cells
+
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222}
@@ -47,16 +49,9 @@ def anomaly_table(anomalies: list[dict[str, Any]]) -> str:
     """The anomalies as an HTML table (also the Kubeflow UI's anomaly artifact)."""
     if not anomalies:
         return "<p>No anomaly.</p>"
-    rows = []
-    for a in anomalies:
-        distance = "-" if a["distance"] is None else f"{a['distance']:.4f}"
-        threshold = "-" if a["threshold"] is None else str(a["threshold"])
-        cells = [a["feature"], a["check"], a["measure"], distance, threshold, "yes" if a["blocking"] else "warn",
-                 a["spans"], a["description"][:160]]
-        rows.append(f"<tr class='{'blocking' if a['blocking'] else 'warn'}'>"
-                    + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    header = "".join(f"<th>{h}</th>" for h in ("feature", "check", "measure", "distance", "threshold", "blocking",
-                                                "compared", "what"))
+    rows = [f"<tr class='{'blocking' if a['blocking'] else 'warn'}'>"
+            + "".join(f"<td>{html.escape(c)}</td>" for c in anomaly_cells(a)) + "</tr>" for a in anomalies]
+    header = "".join(f"<th>{c}</th>" for c in ANOMALY_COLUMNS)
     return f"<h2>Anomalies</h2><table><tr>{header}</tr>{''.join(rows)}</table>"
 
 

@@ -14,7 +14,7 @@ from recloop.validation import schema as schemas
 from recloop.validation import stats
 from recloop.validation.alerts import raise_alerts
 from recloop.validation.catalog import check_catalog, snapshot
-from recloop.validation.checks import CheckResult, check
+from recloop.validation.checks import ANOMALY_COLUMNS, CheckResult, anomaly_cells, check
 from recloop.validation.config import ValidationConfig, load_config
 from recloop.validation.html import anomaly_table, statistics_html
 
@@ -138,12 +138,6 @@ def markdown(verdict: dict[str, Any]) -> str:
     """The anomaly table a person reads (Kubeflow UI, on-call)."""
     lines = [(f"**{'BLOCKING' if verdict['blocking'] else 'OK'}**: {len(verdict['anomalies'])} anomalies "
              f"({sum(a['blocking'] for a in verdict['anomalies'])} blocking) in {verdict['spans'].get('current')}."), "",
-             "| feature | check | measure | distance | threshold | blocking | compared | top changed values |",
-             "|---|---|---|---|---|---|---|---|"]
-    for a in verdict["anomalies"]:
-        top = ", ".join(f"{t['value']}: {t.get('share', t.get('now'))} (was {t.get('was', '-')})"
-                        for t in a["top_changed_values"][:3])
-        lines.append(f"| {a['feature']} | {a['check']} | {a['measure']} | {a['distance'] if a['distance'] is not None else '-'} "
-                     f"| {a['threshold'] if a['threshold'] is not None else '-'} | {'yes' if a['blocking'] else 'warn'} "
-                     f"| {a['spans']} | {top or a['description']} |")
+             "| " + " | ".join(ANOMALY_COLUMNS) + " |", "|" + "---|" * len(ANOMALY_COLUMNS)]
+    lines += ["| " + " | ".join(anomaly_cells(a)) + " |" for a in verdict["anomalies"]]
     return "\n".join(lines) + "\n"
