@@ -111,3 +111,14 @@ def features_for(*, tower: Tower | None = None, group: Group | None = None) -> t
     return tuple(
         f for f in FEATURES if (tower is None or tower in f.towers) and (group is None or f.group == group)
     )
+
+
+# What a model input holds when a nullable feature is left out: the trainer
+# fills examples with it and the server fills requests with it, so both feed the
+# exported models the same tensor for "missing".
+_MISSING: dict[type, str | int | float] = {str: "", int: -1, float: -1.0}
+
+
+def missing_value(dtype: type) -> str | int | float:
+    """The model-input value of a missing feature of this dtype (``""``, ``-1``, ``-1.0``)."""
+    return _MISSING[dtype]

@@ -1,0 +1,97 @@
+"""Fitting both models on training examples, with per-epoch progress and timings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from recloop.features.spec import LABELS
+from recloop.trainer.config import TrainConfig
+from recloop.trainer.data import Examples
+from recloop.trainer.ranking import FEATURES, RankingModel
+from recloop.trainer.retrieval import RetrievalModel, dataset, sampling_probability
+from recloop.trainer.towers import CANDIDATE, QUERY, Vocab, candidate_tower, fit_vocabs, query_tower
+
+OnEpoch = Callable[[str, int, int, dict[str, float]], None]  # model, epoch (1-based), epochs, logs
+ID_DROPOUT = 0.1  # share of ids trained as OOV, so new members/items get a learned vector
+
+
+@dataclass
+class Fitted:
+    """A trained model and what its training measured."""
+
+    model: tf.keras.Model
+    examples: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        return {"examples": self.examples, "epochs": len(self.history), "seconds": round(self.seconds, 2),
+                "examples_per_second": round(self.examples * len(self.history) / max(self.seconds, 1e-9), 1),
+                "history": self.history}
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same model: seeds Python, numpy and TF and makes TF ops deterministic."""
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def vocabularies(train: Examples, config: TrainConfig) -> dict[str, Vocab]:
+    """Lookups and bucket boundaries of every model input, from the training split."""
+    return fit_vocabs(train.columns, FEATURES, min_count=config.retrieval.min_count)
+
+
+def retrieval_positives(train: Examples, positive: str) -> Examples:
+    """The training examples whose ``label_<positive>`` is 1 (what the retrieval model learns from)."""
+    return train.take(train[f"label_{positive}"] == 1)
+
+
+def fit_retrieval(train: Examples, vocabs: Mapping[str, Vocab], config: TrainConfig,
+                  on_epoch: OnEpoch | None = None) -> Fitted:
+    """Trains the two towers on the positives of ``train``."""
+    rc = config.retrieval
+    positives = retrieval_positives(train, rc.positives)
+    if len(positives) < 2:
+        raise ValueError(f"retrieval needs at least 2 training positives ({rc.positives}), got {len(positives)}")
+    columns = positives.features((*QUERY, *CANDIDATE)) | {
+        "item_key": positives["item_id"], "sampling_probability": sampling_probability(positives["item_id"])}
+    model = RetrievalModel(query_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets),
+                           candidate_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets), rc)
+    model.compile(optimizer=tf.keras.optimizers.Adam(rc.learning_rate))
+    ds = dataset(columns, rc.batch_size, config.seed, id_dropout=ID_DROPOUT)
+    return _fit("retrieval", model, ds, len(positives), rc.epochs, on_epoch)
+
+
+def fit_ranking(train: Examples, vocabs: Mapping[str, Vocab], config: TrainConfig,
+                on_epoch: OnEpoch | None = None) -> Fitted:
+    """Trains the DCN ranker on every training impression."""
+    rk = config.ranking
+    features = train.features((*FEATURES, "position"))
+    labels = {label: train[f"label_{label}"].astype(np.float32)[:, None] for label in LABELS}
+    ds = tf.data.Dataset.from_tensor_slices((features, labels)).shuffle(len(train), seed=config.seed)
+    ds = ds.batch(rk.batch_size).prefetch(2)
+    model = RankingModel(vocabs, rk, config.retrieval.oov_buckets)
+    model.compile(optimizer=tf.keras.optimizers.Adam(rk.learning_rate))
+    return _fit("ranking", model, ds, len(train), rk.epochs, on_epoch)
+
+
+def _fit(name: str, model: tf.keras.Model, ds: tf.data.Dataset, examples: int, epochs: int,
+         on_epoch: OnEpoch | None) -> Fitted:
+    history: list[dict[str, float]] = []
+
+    class _Progress(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            row = {k: round(float(v), 5) for k, v in (logs or {}).items()}
+            history.append(row)
+            if on_epoch:
+                on_epoch(name, epoch + 1, epochs, row)
+
+    start = time.perf_counter()
+    model.fit(ds, epochs=epochs, verbose=0, callbacks=[_Progress()])
+    return Fitted(model=model, examples=examples, seconds=time.perf_counter() - start, history=history)

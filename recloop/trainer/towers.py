@@ -1,0 +1,109 @@
+"""Feature encoders and the two retrieval towers, preprocessing included.
+
+Lookups, bucket boundaries and normalisation are Keras preprocessing layers
+whose vocabularies and boundaries are computed from the training data here, so
+an exported tower takes raw features (strings, ints) and serving cannot
+transform them differently (DESIGN.md, "Lessons"). Ids not seen in training
+(a new member, an item released today) fall into OOV buckets; the training loop
+drops a share of ids to OOV on purpose, so those buckets learn "someone new"
+and new items are represented by their metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from recloop.features.spec import feature
+
+QUERY = ("member_id", "tenure_days", "country", "preferred_category", "hour_of_day", "day_of_week", "platform")
+CANDIDATE = ("item_id", "category", "creator", "duration_min", "language", "age_days")
+NUMERIC_BUCKETS = 10
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """What an encoder learned from the training data: a vocabulary or bucket boundaries."""
+
+    name: str
+    vocabulary: tuple[str, ...] | None = None
+    boundaries: tuple[float, ...] | None = None
+
+
+def fit_vocab(name: str, values: np.ndarray, min_count: int = 1) -> Vocab:
+    """Vocabulary (categorical) or quantile bucket boundaries (numeric) of one feature.
+
+    Categorical values seen fewer than ``min_count`` times are left to the OOV
+    buckets. Numeric features get a bucket of their own for missing (``-1``).
+    """
+    spec = feature(name)
+    if spec.kind == "categorical":
+        uniq, counts = np.unique(values, return_counts=True)
+        # an expected value keeps its slot even in a week without it
+        vocab = sorted(set(uniq[counts >= min_count].tolist()) | set(spec.vocabulary or ()))
+        return Vocab(name, vocabulary=tuple(v for v in vocab if v != ""))
+    present = values[values >= 0].astype(np.float64)
+    if name in ("hour_of_day", "day_of_week"):  # a slot per value
+        hi = int(spec.value_range[1]) if spec.value_range else int(present.max())
+        return Vocab(name, boundaries=tuple(float(b) + 0.5 for b in range(-1, hi)))
+    qs = np.unique(np.quantile(present, np.linspace(0, 1, NUMERIC_BUCKETS + 1)[1:-1])) if len(present) else []
+    return Vocab(name, boundaries=(-0.5, *(float(q) for q in qs)))
+
+
+def fit_vocabs(columns: Mapping[str, np.ndarray], names: Sequence[str], min_count: int = 1) -> dict[str, Vocab]:
+    return {n: fit_vocab(n, columns[n], min_count if n in ("member_id", "item_id") else 1) for n in names}
+
+
+def input_specs(names: Sequence[str]) -> dict[str, tf.TensorSpec]:
+    """The raw-feature signature of a tower: one 1-D tensor per feature."""
+    dtypes = {str: tf.string, int: tf.int64, float: tf.float32}
+    return {n: tf.TensorSpec([None], dtypes[feature(n).dtype], name=n) for n in names}
+
+
+def encoder(vocab: Vocab, dim: int, oov_buckets: int = 1) -> tf.keras.Sequential:
+    """Raw feature (1-D) -> embedding (batch, dim): lookup or bucketing, then an embedding table."""
+    if vocab.vocabulary is not None:
+        lookup = tf.keras.layers.StringLookup(vocabulary=list(vocab.vocabulary), num_oov_indices=oov_buckets,
+                                              mask_token=None, name=f"{vocab.name}_lookup")
+        size = len(vocab.vocabulary) + oov_buckets
+    else:
+        lookup = tf.keras.layers.Discretization(bin_boundaries=list(vocab.boundaries), name=f"{vocab.name}_buckets")
+        size = len(vocab.boundaries) + 1
+    return tf.keras.Sequential([lookup, tf.keras.layers.Embedding(size, dim, name=f"{vocab.name}_embedding")],
+                               name=f"{vocab.name}_encoder")
+
+
+class Tower(tf.keras.Model):
+    """Raw features -> L2-free embedding: encoders, concatenation, a ReLU layer, a linear output.
+
+    Args:
+      vocabs: one ``Vocab`` per input feature, in input order.
+      embedding_dim: output size (the dot-product space of retrieval).
+      hidden: size of the hidden layer.
+      oov_buckets: OOV buckets of the id lookups.
+    """
+
+    def __init__(self, vocabs: Sequence[Vocab], embedding_dim: int, hidden: int, oov_buckets: int = 1,
+                 name: str | None = None):
+        super().__init__(name=name)
+        self.names = [v.name for v in vocabs]
+        ids = ("member_id", "item_id")
+        self.encoders = {v.name: encoder(v, embedding_dim if v.name in ids else max(4, embedding_dim // 4),
+                                         oov_buckets if v.name in ids else 1) for v in vocabs}
+        self.hidden = tf.keras.layers.Dense(hidden, activation="relu")
+        self.out = tf.keras.layers.Dense(embedding_dim)
+
+    def call(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        x = tf.concat([self.encoders[n](features[n]) for n in self.names], axis=-1)
+        return self.out(self.hidden(x))
+
+
+def query_tower(vocabs: Mapping[str, Vocab], embedding_dim: int, hidden: int, oov_buckets: int) -> Tower:
+    return Tower([vocabs[n] for n in QUERY], embedding_dim, hidden, oov_buckets, name="query_tower")
+
+
+def candidate_tower(vocabs: Mapping[str, Vocab], embedding_dim: int, hidden: int, oov_buckets: int) -> Tower:
+    return Tower([vocabs[n] for n in CANDIDATE], embedding_dim, hidden, oov_buckets, name="candidate_tower")
