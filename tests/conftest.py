@@ -248,3 +248,34 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory):
         yield url
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- one ingested week, one trained model
+
+
+@pytest.fixture(scope="session")
+def tiny_ingest(clean_world: SimWorld, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Week 1 of the clean world (2026-01-12..18, the 18th is eval), ingested once per session."""
+    from recloop.ingest import IngestConfig, run
+
+    out = str(tmp_path_factory.mktemp("tiny-ingest") / "week1")
+    run(IngestConfig(logs=clean_world.root, start=clean_world.week_start(1),
+                     end=clean_world.week_start(1) + dt.timedelta(days=6), out=out))
+    return out
+
+
+TINY_TRAIN = ("--epochs", "3", "--seed", "0")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_ingest: str, clean_world: SimWorld, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One model trained on ``tiny_ingest`` through ``recloop train`` (with the oracle), shared by every test."""
+    from typer.testing import CliRunner
+
+    from recloop.pipelines.cli import app
+
+    out = str(tmp_path_factory.mktemp("tiny-model") / "export")
+    result = CliRunner().invoke(app, ["train", "--data", tiny_ingest, "--out", out, "--truth", clean_world.root,
+                                      *TINY_TRAIN])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out

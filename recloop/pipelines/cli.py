@@ -1,7 +1,7 @@
 """``recloop``: one command line for the whole loop.
 
 Each command parses its options, calls one library function and prints what it
-did. Later issues add train, evaluate, serve, push and demo.
+did. Later issues add evaluate, serve, push and demo.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import recloop  # noqa: F401  sets TF_USE_LEGACY_KERAS before anything imports TensorFlow
-from recloop.pipelines import validation_cli
+from recloop.pipelines import train_cli, validation_cli
 from recloop.pipelines.console import console
 
 app = typer.Typer(
@@ -194,6 +194,7 @@ def _print_ingest(s: dict[str, Any], out: str) -> None:
 app.command()(validation_cli.validate)
 app.command()(validation_cli.monitor)
 app.command()(validation_cli.anomalies)
+app.command()(train_cli.train)
 
 if __name__ == "__main__":
     app()

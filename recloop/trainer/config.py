@@ -37,6 +37,21 @@ class RetrievalConfig(_Strict):
     # log-Q: subtract log(sampling probability) from in-batch logits so popular
     # items are not pushed down for being frequent negatives
     log_q: bool = True
+    # also divide by the item's share of impressions: the model then learns what
+    # members click when shown an item, not what the logging policy chose to show
+    exposure_correction: bool = False
+    # inverse-propensity weights of positives, capped: clicks on explored slots
+    # (shown uniformly) then count for what members like, not what the logging
+    # policy chose to show; 1 = unweighted
+    ips_cap: Annotated[float, Field(ge=1.0)] = 1.0
+    # weight of a second, pointwise loss: sigmoid(a * q.c + b) against click /
+    # no click over every logged impression. The softmax over positives alone
+    # learns what the logging policy showed; impressions teach what is clicked
+    # once shown (0 = softmax only)
+    impression_loss_weight: Annotated[float, Field(ge=0.0)] = 0.0
+    impression_batch_size: Positive = 4096
+    temperature: Annotated[float, Field(gt=0.0)] | None = None  # softmax temperature (None = 1)
+    normalize: bool = False  # L2-normalise both towers' outputs (cosine scores)
     remove_accidental_hits: bool = True
     # weight of log(item popularity) added to the dot product at retrieval time,
     # baked into the exported towers (0 = the learned score alone)

@@ -101,9 +101,11 @@ class _IndexModule(tf.Module):
 
 
 def scann_parameters(items: int, k: int) -> dict[str, int]:
-    """Tree size for a catalog: ~sqrt(n) leaves, a third searched, exact re-scoring of 4k candidates."""
+    """Tree size for a catalog: ~sqrt(n) leaves, a third searched (and enough leaves to hold ~2k items,
+    so a small catalog still returns k), exact re-scoring of 4k candidates."""
     leaves = max(1, min(items, round(math.sqrt(items))))
-    return {"num_leaves": leaves, "num_leaves_to_search": max(1, math.ceil(leaves / 3)),
+    search = min(leaves, max(math.ceil(leaves / 3), math.ceil(2 * k * leaves / items)))
+    return {"num_leaves": leaves, "num_leaves_to_search": search,
             "num_reordering_candidates": min(items, 4 * k), "k": min(k, items)}
 
 

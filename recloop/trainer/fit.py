@@ -59,13 +59,35 @@ def fit_retrieval(train: Examples, vocabs: Mapping[str, Vocab], config: TrainCon
     positives = retrieval_positives(train, rc.positives)
     if len(positives) < 2:
         raise ValueError(f"retrieval needs at least 2 training positives ({rc.positives}), got {len(positives)}")
-    columns = positives.features((*QUERY, *CANDIDATE)) | {
-        "item_key": positives["item_id"], "sampling_probability": sampling_probability(positives["item_id"])}
-    model = RetrievalModel(query_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets),
-                           candidate_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets), rc)
+    q = sampling_probability(positives["item_id"])
+    if rc.exposure_correction:
+        q = q / exposure_share(train["item_id"], positives["item_id"])
+    columns = positives.features((*QUERY, *CANDIDATE)) | {"item_key": positives["item_id"], "sampling_probability": q,
+                                                          "weight": ips_weights(positives["propensity"], rc.ips_cap)}
+    model = RetrievalModel(query_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, rc.normalize),
+                           candidate_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, rc.normalize), rc)
     model.compile(optimizer=tf.keras.optimizers.Adam(rc.learning_rate))
     ds = dataset(columns, rc.batch_size, config.seed, id_dropout=ID_DROPOUT)
+    if rc.impression_loss_weight > 0:
+        # an epoch is one pass over the impressions; positives repeat as needed
+        impressions = dataset(train.features((*QUERY, *CANDIDATE, "position")) | {
+            "label": train[f"label_{rc.positives}"].astype(np.float32)[:, None]}, rc.impression_batch_size,
+            config.seed + 1, id_dropout=ID_DROPOUT)
+        ds = tf.data.Dataset.zip((ds.repeat(), impressions))
     return _fit("retrieval", model, ds, len(positives), rc.epochs, on_epoch)
+
+
+def ips_weights(propensity: np.ndarray, cap: float) -> np.ndarray:
+    """``min(1 / propensity, cap)``, scaled to mean 1 (so the learning rate means the same for any cap)."""
+    w = np.minimum(1.0 / np.maximum(propensity.astype(np.float64), 1e-12), cap)
+    return (w / w.mean()).astype(np.float32)
+
+
+def exposure_share(shown: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Each of ``items``' share of all impressions ``shown``."""
+    uniq, counts = np.unique(shown, return_counts=True)
+    index = np.searchsorted(uniq, items)
+    return (counts[index] / len(shown)).astype(np.float32)
 
 
 def fit_ranking(train: Examples, vocabs: Mapping[str, Vocab], config: TrainConfig,

@@ -15,12 +15,11 @@ from collections.abc import Mapping
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recloop.features.spec import LABELS, feature
+from recloop.features.spec import LABELS
 from recloop.trainer.config import RankingConfig
-from recloop.trainer.towers import CANDIDATE, QUERY, Vocab, encoder
+from recloop.trainer.towers import CANDIDATE, MAX_POSITION, QUERY, Vocab, encoder
 
 FEATURES = (*QUERY, *CANDIDATE)  # every model input but position
-MAX_POSITION = int(feature("position").value_range[1])
 
 
 class RankingModel(tfrs.Model):

@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recloop.trainer.config import RetrievalConfig
-from recloop.trainer.towers import CANDIDATE, QUERY, Tower
+from recloop.trainer.towers import CANDIDATE, MAX_POSITION, QUERY, Tower
 
 
 class RetrievalModel(tfrs.Model):
@@ -33,13 +33,35 @@ class RetrievalModel(tfrs.Model):
         self.query_tower = query
         self.candidate_tower = candidate
         self.config = config
-        self.task = tfrs.tasks.Retrieval(remove_accidental_hits=config.remove_accidental_hits)
+        self.task = tfrs.tasks.Retrieval(remove_accidental_hits=config.remove_accidental_hits,
+                                         temperature=config.temperature)
+        self.clicked = tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(
+            from_logits=True, reduction=tf.keras.losses.Reduction.SUM))
+        self.scale = tf.Variable(1.0, name="click_scale")
+        self.offset = tf.Variable(-2.0, name="click_offset")
+        # clicks once shown depend on the slot: a per-position term keeps that out of the towers
+        self.position_bias = tf.keras.layers.Embedding(MAX_POSITION + 2, 1, embeddings_initializer="zeros")
 
-    def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+    def compute_loss(self, inputs: Mapping[str, tf.Tensor] | tuple, training: bool = False) -> tf.Tensor:
+        features, impressions = inputs if isinstance(inputs, tuple) else (inputs, None)
+        loss = self._softmax_loss(features)
+        if impressions is not None:
+            q = self.query_tower({n: impressions[n] for n in QUERY})
+            c = self.candidate_tower({n: impressions[n] for n in CANDIDATE})
+            position = tf.clip_by_value(tf.cast(impressions["position"], tf.int32), 0, MAX_POSITION + 1)
+            logit = self.scale * tf.reduce_sum(q * c, axis=-1, keepdims=True) + self.offset + self.position_bias(
+                position)
+            # per positive of the softmax, as much weight as per impression here
+            share = tf.cast(tf.shape(q)[0], tf.float32) / tf.cast(tf.shape(features["item_id"])[0], tf.float32)
+            loss += self.config.impression_loss_weight / share * self.clicked(
+                labels=impressions["label"], predictions=logit)
+        return loss
+
+    def _softmax_loss(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         q = self.query_tower({n: features[n] for n in QUERY})
         c = self.candidate_tower({n: features[n] for n in CANDIDATE})
         return self.task(
-            q, c, compute_metrics=False, compute_batch_metrics=False,
+            q, c, compute_metrics=False, compute_batch_metrics=False, sample_weight=features["weight"],
             candidate_ids=features["item_key"] if self.config.remove_accidental_hits else None,
             candidate_sampling_probability=features["sampling_probability"] if self.config.log_q else None)
 

@@ -22,6 +22,7 @@ from recloop.features.spec import feature
 QUERY = ("member_id", "tenure_days", "country", "preferred_category", "hour_of_day", "day_of_week", "platform")
 CANDIDATE = ("item_id", "category", "creator", "duration_min", "language", "age_days")
 NUMERIC_BUCKETS = 10
+MAX_POSITION = int(feature("position").value_range[1])  # position terms have a slot per position up to this
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,10 @@ def input_specs(names: Sequence[str]) -> dict[str, tf.TensorSpec]:
 def encoder(vocab: Vocab, dim: int, oov_buckets: int = 1) -> tf.keras.Sequential:
     """Raw feature (1-D) -> embedding (batch, dim): lookup or bucketing, then an embedding table."""
     if vocab.vocabulary is not None:
-        lookup = tf.keras.layers.StringLookup(vocabulary=list(vocab.vocabulary), num_oov_indices=oov_buckets,
+        words = list(vocab.vocabulary) or ["<none seen>"]  # a lookup needs a word; every id then is OOV
+        lookup = tf.keras.layers.StringLookup(vocabulary=words, num_oov_indices=oov_buckets,
                                               mask_token=None, name=f"{vocab.name}_lookup")
-        size = len(vocab.vocabulary) + oov_buckets
+        size = len(words) + oov_buckets
     else:
         lookup = tf.keras.layers.Discretization(bin_boundaries=list(vocab.boundaries), name=f"{vocab.name}_buckets")
         size = len(vocab.boundaries) + 1
@@ -87,8 +89,9 @@ class Tower(tf.keras.Model):
     """
 
     def __init__(self, vocabs: Sequence[Vocab], embedding_dim: int, hidden: int, oov_buckets: int = 1,
-                 name: str | None = None):
+                 normalize: bool = False, name: str | None = None):
         super().__init__(name=name)
+        self.normalize = normalize
         self.names = [v.name for v in vocabs]
         ids = ("member_id", "item_id")
         self.encoders = {v.name: encoder(v, embedding_dim if v.name in ids else max(4, embedding_dim // 4),
@@ -98,12 +101,16 @@ class Tower(tf.keras.Model):
 
     def call(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         x = tf.concat([self.encoders[n](features[n]) for n in self.names], axis=-1)
-        return self.out(self.hidden(x))
+        y = self.out(self.hidden(x))
+        return tf.math.l2_normalize(y, axis=-1) if self.normalize else y
 
 
-def query_tower(vocabs: Mapping[str, Vocab], embedding_dim: int, hidden: int, oov_buckets: int) -> Tower:
-    return Tower([vocabs[n] for n in QUERY], embedding_dim, hidden, oov_buckets, name="query_tower")
+def query_tower(vocabs: Mapping[str, Vocab], embedding_dim: int, hidden: int, oov_buckets: int,
+                normalize: bool = False) -> Tower:
+    return Tower([vocabs[n] for n in QUERY], embedding_dim, hidden, oov_buckets, normalize, name="query_tower")
 
 
-def candidate_tower(vocabs: Mapping[str, Vocab], embedding_dim: int, hidden: int, oov_buckets: int) -> Tower:
-    return Tower([vocabs[n] for n in CANDIDATE], embedding_dim, hidden, oov_buckets, name="candidate_tower")
+def candidate_tower(vocabs: Mapping[str, Vocab], embedding_dim: int, hidden: int, oov_buckets: int,
+                    normalize: bool = False) -> Tower:
+    return Tower([vocabs[n] for n in CANDIDATE], embedding_dim, hidden, oov_buckets, normalize,
+                 name="candidate_tower")

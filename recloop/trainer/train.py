@@ -1,0 +1,186 @@
+"""One training run: data -> checks -> both models -> export -> offline evaluation -> model card.
+
+``run`` is what ``recloop train`` and the KFP train component call. The export
+is written to ``OUT.staging-<id>`` and moved to ``OUT`` only when every step and
+check passed, so a failed run never leaves a half export where a model is expected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import posixpath
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+import recloop
+from recloop.features.spec import FEATURES, LABELS
+from recloop.trainer import checks, evaluate, export, fit
+from recloop.trainer.config import TrainConfig
+from recloop.trainer.data import TrainingData, load
+from recloop.trainer.evaluate import RankingScorer, RetrievalScorer
+from recloop.trainer.ranking import FEATURES as RANKING_INPUTS
+from recloop.trainer.scorers import model_scorers, popularity, popularity_scorers
+from recloop.trainer.tables import write_tables
+from recloop.trainer.towers import CANDIDATE, MAX_POSITION, QUERY
+
+Scorers = tuple[RetrievalScorer, RankingScorer]
+# A scorer that needs the training data or the eval day (the simulator's oracle, built by the caller).
+ExtraScorers = Mapping[str, Callable[[TrainingData, dt.date], Scorers]]
+
+
+class TrainError(RuntimeError):
+    """A run that failed; its partial output is left in ``OUT.failed`` for inspection."""
+
+
+def model_version(data: TrainingData, config: TrainConfig) -> str:
+    """``v<span end>-<config hash>``: the same data and config give the same version."""
+    return f"v{data.span['end'].replace('-', '')}-{config.fingerprint()}"
+
+
+def eval_day(data: TrainingData) -> dt.date:
+    return dt.datetime.fromisoformat(data.span["eval_start"]).date()
+
+
+def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir: str | None = None,
+        extra_scorers: ExtraScorers | None = None, overwrite: bool = False,
+        progress: Callable[[str], None] = lambda line: None,
+        on_epoch: fit.OnEpoch | None = None) -> dict[str, Any]:
+    """Trains, exports and evaluates; returns the model card.
+
+    Args:
+      config: the training configuration.
+      data_dirs: ingest outputs (one per week); the newest ``config.window_weeks`` are used.
+      out: the export directory (local path).
+      validation_dir: a ``recloop validate`` output whose statistics and schema
+        go into the export (the serving skew reference).
+      extra_scorers: more scorers to evaluate next to the model and the
+        baseline, e.g. ``{"oracle": ...}`` in benchmarks.
+      overwrite: replace an existing export at ``out``.
+      progress: receives one line per step.
+      on_epoch: receives per-epoch training logs.
+
+    Raises:
+      FileExistsError: when ``out`` exists and ``overwrite`` is false.
+      data.DataError, checks.TrainingCheckError: bad data or a failed check.
+    """
+    if os.path.exists(out) and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    started = time.perf_counter()
+    progress(f"reading {len(data_dirs)} ingest output(s)")
+    data = load(data_dirs, config.window_weeks)
+    day = eval_day(data)
+    checks.check_inputs((*QUERY, *CANDIDATE, *RANKING_INPUTS, "position"))
+    checks.check_no_label_copies(data.train, (*RANKING_INPUTS, "position"))
+    for name, split in (("train", data.train), ("eval", data.eval)):
+        checks.check_unique_pairs(split, name)
+    checks.check_time_order(data.train, data.eval)
+    progress(f"data: {data.sizes()} span {data.span}")
+
+    fit.seed_everything(config.seed)
+    vocabs = fit.vocabularies(data.train, config)
+    retrieval = fit.fit_retrieval(data.train, vocabs, config, on_epoch)
+    ranking = fit.fit_ranking(data.train, vocabs, config, on_epoch)
+
+    staging = f"{out.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}"
+    try:
+        card = _export(config, data, day, retrieval, ranking, staging, validation_dir, extra_scorers, progress)
+        card["training_seconds"] = round(time.perf_counter() - started, 2)
+        _write_json(posixpath.join(staging, "model_card.json"), card)
+    except BaseException:
+        failed = f"{out.rstrip('/')}.failed"
+        shutil.rmtree(failed, ignore_errors=True)
+        if os.path.exists(staging):
+            shutil.move(staging, failed)
+        raise
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    shutil.move(staging, out)
+    progress(f"export written to {out} in {card['training_seconds']} s")
+    return card
+
+
+def _export(config: TrainConfig, data: TrainingData, day: dt.date, retrieval: fit.Fitted, ranking: fit.Fitted,
+            staging: str, validation_dir: str | None, extra_scorers: ExtraScorers | None,
+            progress: Callable[[str], None]) -> dict[str, Any]:
+    progress("exporting SavedModels")
+    export.save_tower(retrieval.model.query_tower, QUERY, posixpath.join(staging, "query_tower"))
+    export.save_tower(retrieval.model.candidate_tower, CANDIDATE, posixpath.join(staging, "candidate_tower"))
+    export.save_ranking(ranking.model, config.ranking.score_weights, config.ranking.serving_position,
+                        posixpath.join(staging, "ranking"))
+    index = export.build_index(staging, data.catalog, day, config.retrieval.candidates)
+    tables = write_tables(data.train, day, posixpath.join(staging, "tables"))
+    validation = _copy_validation(validation_dir, posixpath.join(staging, "validation"))
+
+    progress("evaluating on the eval split")
+    scorers: dict[str, Scorers] = {"model": model_scorers(staging, day),
+                                   "popularity": popularity_scorers(popularity(data.train, day))}
+    for name, make in (extra_scorers or {}).items():
+        scorers[name] = make(data, day)
+    positives = data.eval.take(data.eval[f"label_{config.retrieval.positives}"] == 1)
+    seen = evaluate.examination(data.train, MAX_POSITION)
+    results = {}
+    for name, (retrieve, rank) in scorers.items():
+        progress(f"evaluating {name}")
+        if name == "model":
+            checks.check_scores("ranking model", rank(data.eval.take(np.arange(min(len(data.eval), 50_000)))))
+        results[name] = {
+            "retrieval": evaluate.evaluate_retrieval(retrieve, data.train, positives, data.catalog, config.recall_ks,
+                                                     config.top_k, config.eval_max_queries),
+            "ranking": evaluate.evaluate_ranking(rank, data.train, data.eval, config.top_k, seen)}
+    metrics = evaluate.clean({"scorers": results, "examination": seen.tolist(), "ratios": headline_ratios(results, config)})
+    _write_json(posixpath.join(staging, "metrics.json"), metrics)
+    return {
+        "version": model_version(data, config),
+        "recloop_version": recloop.__version__,
+        "tensorflow_version": tf.__version__,
+        "data": {"sources": data.sources, "span": data.span, "weeks": len(data.sources), **data.sizes(),
+                 "positives": {h: int(data.train[f"label_{h}"].sum()) for h in LABELS},
+                 "eval_positives": {h: int(data.eval[f"label_{h}"].sum()) for h in LABELS}},
+        "features": {"query": list(QUERY), "candidate": list(CANDIDATE), "ranking": list(RANKING_INPUTS),
+                     "training_only": [f.name for f in FEATURES if f.training_only]},
+        "config": config.model_dump(mode="json"),
+        "training": {"retrieval": retrieval.record(), "ranking": ranking.record()},
+        "index": index, "tables": tables, "validation": validation,
+        "metrics": {name: {"retrieval": {view: r["retrieval"][view]["overall"] for view in ("logged", "explored")},
+                           "ranking": r["ranking"]["overall"]}
+                    for name, r in metrics["scorers"].items()} | {"ratios": metrics["ratios"]},
+    }
+
+
+def headline_ratios(results: Mapping[str, Any], config: TrainConfig) -> dict[str, dict[str, float]]:
+    """Each scorer over the popularity baseline on the figures the quality bar is stated in."""
+    k, n = max(config.recall_ks), config.top_k
+    paths = {f"retrieval_recall@{k}_{view}": ("retrieval", view, "overall", f"recall@{k}")
+             for view in ("explored", "logged")}
+    paths |= {f"ranking_ndcg@{n}{suffix}": ("ranking", "overall", f"ndcg@{n}{suffix}") for suffix in ("_debiased", "")}
+    paths["ranking_auc_click_explored"] = ("ranking", "overall", "auc_click_explored")
+    return {name: evaluate.ratios(results, path, "popularity") for name, path in paths.items()}
+
+
+def _copy_validation(source: str | None, target: str) -> dict[str, Any] | None:
+    """Copies the training statistics and schema of a validate run (the skew reference) into the export."""
+    if source is None:
+        return None
+    copied = []
+    for name in ("stats/train.pb", "stats/eval.pb", "schema.pbtxt"):
+        path = posixpath.join(source, name)
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.makedirs(posixpath.dirname(posixpath.join(target, name)))
+            tf.io.gfile.copy(path, posixpath.join(target, name), overwrite=True)
+            copied.append(name)
+    if not copied:
+        raise FileNotFoundError(f"{source}: no stats/train.pb or schema.pbtxt; is it a `recloop validate` output?")
+    return {"source": source, "files": copied}
+
+
+def _write_json(path: str, value: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=False)

@@ -1,0 +1,197 @@
+"""The trainer on tiny simulated data: real TFRS training, real SavedModels, real ScaNN.
+
+One model is trained per session (``tiny_model`` in conftest, through the CLI);
+these tests read its export, load it in a fresh process, rebuild its index and
+feed the correctness checks crafted bad inputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recloop.features.spec import LABELS
+from recloop.trainer import checks, export
+from recloop.trainer.config import ConfigError, load_config
+from recloop.trainer.data import DataError, Examples, catalog_columns, load, read_items
+
+
+def _json(path: Path | str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def test_the_export_holds_both_models_the_index_the_tables_and_a_model_card(tiny_model):
+    root = Path(tiny_model)
+    for folder in ("query_tower", "candidate_tower", "index", "ranking"):
+        assert (root / folder / "saved_model.pb").exists(), folder
+    card = _json(root / "model_card.json")
+    assert card["version"].startswith("v20260118-")
+    assert card["data"]["span"] == {"start": "2026-01-12", "end": "2026-01-18",
+                                    "eval_start": "2026-01-18T00:00:00+00:00"}
+    assert card["data"]["train_examples"] > 10_000 and card["data"]["eval_examples"] > 1_000
+    assert card["features"]["training_only"] == ["position"]
+    assert "position" not in card["features"]["ranking"]
+    assert card["config"]["retrieval"]["epochs"] == 3 and card["config"]["seed"] == 0
+    for model in ("retrieval", "ranking"):
+        assert len(card["training"][model]["history"]) == 3
+        assert card["training"][model]["examples_per_second"] > 0
+    assert card["index"]["items"] == card["data"]["catalog_items"]
+    assert card["tables"]["member_profiles"] > 0 and card["tables"]["popularity_contexts"] > 0
+    profiles_day = json.loads(__import__("gzip").decompress((root / "tables" / "profiles.json.gz").read_bytes()))
+    assert profiles_day["day"] == "2026-01-18"
+
+
+def test_metrics_cover_every_scorer_view_and_cohort_with_their_sizes(tiny_model):
+    m = _json(Path(tiny_model) / "metrics.json")
+    assert set(m["scorers"]) == {"model", "popularity", "oracle"}
+    for name, r in m["scorers"].items():
+        for view in ("logged", "explored"):
+            overall = r["retrieval"][view]["overall"]
+            assert overall["positives"] > 0, (name, view)
+            assert 0 <= overall["recall@10"] <= overall["recall@50"] <= overall["recall@100"] <= 1
+            cohorts = r["retrieval"][view]["cohorts"]
+            assert {"member=new", "member=active", "item=new", "item=established"} <= set(cohorts)
+            # a cohort always reports its size; an empty one has no figure instead of a made-up one
+            for c in cohorts.values():
+                assert c["positives"] > 0 or c["recall@100"] is None
+            assert cohorts["member=new"]["positives"] + cohorts["member=active"]["positives"] == overall["positives"]
+        ranking = r["ranking"]["overall"]
+        for head in LABELS:
+            assert 0 <= ranking[f"auc_{head}"] <= 1
+        assert 0 < ranking["ndcg@10"] <= 1 and 0 < ranking["ndcg@10_debiased"] <= 1
+        bias = r["retrieval"]["popularity_bias"]
+        assert 1 <= bias["items_for_50pct"] <= bias["items_for_90pct"] <= bias["distinct_items"]
+    # the oracle knows the hidden relevance: it must rank the logged impressions better than popularity
+    assert m["scorers"]["oracle"]["ranking"]["overall"]["auc_click"] > \
+        m["scorers"]["popularity"]["ranking"]["overall"]["auc_click"]
+    seen = m["examination"]
+    assert seen[0] == 1 and seen[9] < 0.8 and all(a >= b for a, b in itertools.pairwise(seen))
+    assert set(m["ratios"]["retrieval_recall@100_explored"]) == {"model", "oracle"}
+
+
+def test_exports_load_in_a_fresh_process_with_tensorflow_and_scann_only(tiny_model):
+    script = textwrap.dedent(f"""
+        import os, sys
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        import scann, tensorflow as tf
+        root = {tiny_model!r}
+        query = dict(member_id=["m0000001", "a-member-nobody-saw"], tenure_days=[30, -1], country=["US", ""],
+                     preferred_category=["yoga", ""], hour_of_day=[7, 21], day_of_week=[0, 6],
+                     platform=["ios", "a-new-platform"])
+        item = dict(item_id=["i000001", "i999999"], category=["yoga", "boxing"], creator=["c00001", "new"],
+                    duration_min=[20.0, 45.0], language=["en", "de"], age_days=[3, 0])
+        def tensors(d):
+            kinds = {{float: tf.float32, int: tf.int64, str: tf.string}}
+            return {{k: tf.constant(v, kinds[type(v[0])]) for k, v in d.items()}}
+        found = tf.saved_model.load(root + "/index").signatures["serving_default"](**tensors(query))
+        heads = tf.saved_model.load(root + "/ranking").signatures["serving_default"](**tensors(query | item))
+        q = tf.saved_model.load(root + "/query_tower").signatures["serving_default"](**tensors(query))
+        c = tf.saved_model.load(root + "/candidate_tower").signatures["serving_default"](**tensors(item))
+        assert not [m for m in sys.modules if m.startswith("recloop") or m.startswith("tensorflow_recommenders")]
+        print(found["item_ids"].shape, found["scores"].shape, q["embedding"].shape, c["embedding"].shape)
+        for k in ("click", "complete", "like", "score"):
+            v = heads[k].numpy()
+            assert v.shape == (2,) and ((v >= 0) & (v <= 1)).all(), (k, v)
+        print(sorted(set(found["item_ids"].numpy().ravel().tolist()))[:1])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    card = _json(Path(tiny_model) / "model_card.json")
+    k = card["index"]["k"]
+    assert f"(2, {k}) (2, {k}) (2, 32) (2, 32)" in out.stdout
+    assert "[b'i" in out.stdout
+
+
+def test_rebuilding_the_index_with_a_new_item_makes_it_retrievable(tiny_model, tiny_ingest, tmp_path):
+    import shutil
+
+    import tensorflow as tf
+
+    export_dir = tmp_path / "export"
+    shutil.copytree(tiny_model, export_dir)
+    items = read_items(tiny_ingest)
+    new = {"item_id": "i777777", "category": "yoga", "creator": items[0]["creator"], "duration_min": 10.0,
+           "language": "en", "release_date": "2026-01-19"}
+    day = dt.date(2026, 1, 19)
+    catalog = catalog_columns([*items, new])
+    query = {"member_id": ["m0000001"] * 24, "tenure_days": [100] * 24, "country": ["US"] * 24,
+             "preferred_category": ["yoga"] * 24, "hour_of_day": list(range(24)), "day_of_week": [0] * 24,
+             "platform": ["ios"] * 24}
+    index = tf.saved_model.load(str(export_dir / "index")).signatures["serving_default"]
+    before = index(**{k: tf.constant(np.array(v)) for k, v in query.items()})["item_ids"].numpy()
+    assert b"i777777" not in before
+
+    record = export.build_index(str(export_dir), catalog, day, k=len(catalog))
+    assert record["items"] == len(items) + 1 and record["day"] == "2026-01-19"
+    assert _json(export_dir / "index.json") == record
+    index = tf.saved_model.load(str(export_dir / "index")).signatures["serving_default"]
+    after = index(**{k: tf.constant(np.array(v)) for k, v in query.items()})
+    ids, scores = after["item_ids"].numpy(), after["scores"].numpy()
+    assert (ids == b"i777777").sum() == 24  # every query can reach it
+    # and the index scores it like the saved towers do: it was embedded from its metadata
+    q = tf.saved_model.load(str(export_dir / "query_tower")).signatures["serving_default"]
+    c = tf.saved_model.load(str(export_dir / "candidate_tower")).signatures["serving_default"]
+    features = export.candidate_features(catalog.take(np.array([len(catalog) - 1])), day)
+    exact = export.embed(q, {k: np.array(v) for k, v in query.items()}) @ export.embed(c, features).T
+    got = scores[ids == b"i777777"]
+    np.testing.assert_allclose(got, exact[:, 0], rtol=0.05, atol=0.05)
+
+
+def _rows(n: int = 200, seed: int = 0) -> Examples:
+    rng = np.random.default_rng(seed)
+    return Examples({
+        "request_id": np.array([f"r{i // 10}" for i in range(n)]), "item_id": np.array([f"i{i % 10}" for i in range(n)]),
+        "ts": np.repeat(np.arange(n // 10), 10).astype(np.int64) + 1000,
+        "position": np.tile(np.arange(10), n // 10).astype(np.int64),
+        **{f"label_{e}": (rng.random(n) < 0.2).astype(np.int64) for e in ("click", "start", "complete", "like")}})
+
+
+def test_the_correctness_checks_fire_on_crafted_bad_inputs():
+    rows = _rows()
+    with pytest.raises(checks.TrainingCheckError, match="'label_click' is a label"):
+        checks.check_inputs(["member_id", "label_click"])
+    with pytest.raises(checks.TrainingCheckError, match="'ts' is a label or logging column"):
+        checks.check_inputs(["ts"])
+    with pytest.raises(checks.TrainingCheckError, match="not in the feature spec"):
+        checks.check_inputs(["watched_seconds"])
+    leaky = Examples(rows.columns | {"position": rows["label_like"].copy()})
+    with pytest.raises(checks.TrainingCheckError, match="'position' equals 'label_like'"):
+        checks.check_no_label_copies(leaky, ["position"])
+    checks.check_no_label_copies(rows, ["position"])  # an honest position passes
+    with pytest.raises(checks.TrainingCheckError, match=r"20 \(request_id, item_id\) pairs.*\(r0, i0\)"):
+        checks.check_unique_pairs(Examples.concat([rows, rows.take(np.arange(20))]), "train")
+    later = Examples(rows.columns | {"ts": rows["ts"] + 10_000})
+    checks.check_time_order(rows, later)
+    with pytest.raises(checks.TrainingCheckError, match="not after the last training example"):
+        checks.check_time_order(later, rows)
+    with pytest.raises(checks.TrainingCheckError, match=r"ranking click: 1 scores outside \[0, 1\]"):
+        checks.check_scores("ranking", {"click": np.array([0.2, 1.5]), "score": np.array([0.1, 0.2])})
+
+
+def test_training_fails_loudly_on_overlapping_weeks_and_bad_folders(tiny_ingest, tmp_path):
+    with pytest.raises(DataError, match="same span"):
+        load([tiny_ingest, tiny_ingest])
+    with pytest.raises(DataError, match="no summary.json"):
+        load([str(tmp_path)])
+
+
+def test_config_files_and_overrides_are_validated(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("retrieval:\n  embedding_dim: 16\nranking:\n  cross: full\n")
+    cfg = load_config(path, retrieval__epochs=2, seed=None)
+    assert (cfg.retrieval.embedding_dim, cfg.retrieval.epochs, cfg.ranking.cross) == (16, 2, "full")
+    assert cfg.fingerprint() != load_config().fingerprint()
+    path.write_text("ranking:\n  score_weights: {click: 1.0}\n")
+    with pytest.raises(ConfigError, match="one weight per head"):
+        load_config(path)
+    path.write_text("retrieval:\n  embeding_dim: 16\n")
+    with pytest.raises(ConfigError, match=r"retrieval\.embeding_dim: Extra inputs"):
+        load_config(path)
