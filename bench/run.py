@@ -4,6 +4,7 @@ Usage:
     uv run python bench/run.py simulate      # run one benchmark (writes bench/results/simulate.json)
     uv run python bench/run.py ingest        # ingest throughput, linearity, reference join (~6 min)
     uv run python bench/run.py validate      # validate a default-scale week (~3 min)
+    uv run python bench/run.py train         # training quality vs baseline and oracle, time (~15 min)
     uv run python bench/run.py report        # only regenerate bench/README.md from bench/results/
 
 Every result file holds the command that produced it, the date and the machine,
@@ -26,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import ingest  # bench/ingest.py and bench/validate.py (bench/ is on sys.path when this file runs as a script)
+import ingest  # bench/*.py (bench/ is on sys.path when this file runs as a script)
+import train
 import validate
 
 HERE = Path(__file__).resolve().parent
@@ -130,8 +132,18 @@ def bench_validate() -> Path:
                    "simulator's bootstrap week).")
 
 
+def bench_train() -> Path:
+    """``recloop train`` quality and time on small worlds; see bench/train.py."""
+    return _record("train", "uv run python bench/run.py train", train.bench_train(),
+                   "Quality runs train on weeks 0-1 and the Monday of week 2 and evaluate on the rest of week 2 "
+                   "(default config: 12 retrieval and 3 ranking epochs). Week 0 is the bootstrap heuristic's first "
+                   "week. Process seconds include interpreter start, imports, export, index and evaluation of "
+                   "three scorers.")
+
+
 SECTIONS = {"simulate": _section_simulate, "ingest": lambda r: ingest.section(r, _table),
-            "validate": lambda r: validate.validate_section(r, _table)}
+            "validate": lambda r: validate.validate_section(r, _table),
+            "train": lambda r: train.train_section(r, _table)}
 
 
 def report() -> Path:
@@ -157,7 +169,7 @@ def report() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("benchmark", choices=["simulate", "ingest", "validate", "report"])
+    parser.add_argument("benchmark", choices=["simulate", "ingest", "validate", "train", "report"])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     if args.benchmark == "simulate":
@@ -166,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {bench_ingest()}", file=sys.stderr)
     elif args.benchmark == "validate":
         print(f"wrote {bench_validate()}", file=sys.stderr)
+    elif args.benchmark == "train":
+        print(f"wrote {bench_train()}", file=sys.stderr)
     print(f"wrote {report()}", file=sys.stderr)
     print(shlex.join(sys.argv), file=sys.stderr)
 

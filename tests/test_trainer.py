@@ -69,6 +69,10 @@ def test_metrics_cover_every_scorer_view_and_cohort_with_their_sizes(tiny_model)
         assert 0 < ranking["ndcg@10"] <= 1 and 0 < ranking["ndcg@10_debiased"] <= 1
         bias = r["retrieval"]["popularity_bias"]
         assert 1 <= bias["items_for_50pct"] <= bias["items_for_90pct"] <= bias["distinct_items"]
+    # ranking by the true click probability maximises the expected view: nothing may beat the oracle there
+    expected = {name: r["retrieval"]["expected"]["overall"]["recall@100"] for name, r in m["scorers"].items()}
+    assert expected["oracle"] >= max(expected["model"], expected["popularity"]) - 1e-9
+    assert 0 < expected["popularity"] < 1
     # the oracle knows the hidden relevance: it must rank the logged impressions better than popularity
     assert m["scorers"]["oracle"]["ranking"]["overall"]["auc_click"] > \
         m["scorers"]["popularity"]["ranking"]["overall"]["auc_click"]
@@ -195,3 +199,47 @@ def test_config_files_and_overrides_are_validated(tmp_path):
     path.write_text("retrieval:\n  embeding_dim: 16\n")
     with pytest.raises(ConfigError, match=r"retrieval\.embeding_dim: Extra inputs"):
         load_config(path)
+
+
+def test_the_same_seed_trains_the_same_model(tiny_ingest):
+    from recloop.trainer import fit
+
+    data = load([tiny_ingest])
+    config = load_config(retrieval__epochs=1, ranking__epochs=1)
+    weights = []
+    for _ in range(2):
+        fit.seed_everything(config.seed)
+        model = fit.fit_retrieval(data.train, fit.vocabularies(data.train, config), config).model
+        weights.append([w.numpy() for w in model.candidate_tower.weights])
+    assert len(weights[0]) > 4
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_cli_refuses_an_existing_export_and_reports_bad_data_without_a_traceback(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from recloop.pipelines.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--out", tiny_model])
+    assert result.exit_code == 1 and "exists; pass" in result.output
+    assert (Path(tiny_model) / "model_card.json").exists()
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "no summary.json" in result.output and not (tmp_path / "x").exists()
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "x"),
+                                      "--positives", "view"])
+    assert result.exit_code == 2 and "retrieval.positives" in result.output
+
+
+def test_validation_statistics_and_schema_are_copied_into_the_export(tmp_path):
+    from recloop.trainer.train import _copy_validation
+
+    run = tmp_path / "validate"
+    (run / "stats").mkdir(parents=True)
+    (run / "stats" / "train.pb").write_bytes(b"stats")
+    (run / "schema.pbtxt").write_text("feature {}")
+    record = _copy_validation(str(run), str(tmp_path / "export" / "validation"))
+    assert record == {"source": str(run), "files": ["stats/train.pb", "schema.pbtxt"]}
+    assert (tmp_path / "export" / "validation" / "stats" / "train.pb").read_bytes() == b"stats"
+    with pytest.raises(FileNotFoundError, match="recloop validate"):
+        _copy_validation(str(tmp_path / "empty"), str(tmp_path / "x"))

@@ -19,24 +19,25 @@ from recloop.pipelines.console import console
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
-def oracle_scorers(sim_dir: str):
-    """Scorers from the simulator's hidden relevance, for ``train.run(extra_scorers=...)``."""
+def oracle_scorers(sim_dir: str) -> tuple[Any, Any]:
+    """The simulator's hidden relevance as ``train.run``'s ``extra_scorers["oracle"]`` and ``truth``."""
+    import numpy as np
+
     from recloop.simulator.oracle import Oracle
 
     oracle = Oracle.load(sim_dir)
 
-    def make(_data: Any, _day: dt.date) -> tuple[Any, Any]:
-        def retrieval(queries: Any, catalog: Any) -> Any:
-            return oracle.catalog_scores(queries["member_id"], queries["hour_of_day"], queries["day_of_week"],
-                                         queries["platform"], queries["ts"] // 86_400 + EPOCH_ORDINAL,
-                                         catalog["item_id"])
+    def retrieval(queries: Any, catalog: Any) -> Any:
+        return oracle.catalog_scores(queries["member_id"], queries["hour_of_day"], queries["day_of_week"],
+                                     queries["platform"], queries["ts"] // 86_400 + EPOCH_ORDINAL, catalog["item_id"])
 
-        def ranking(rows: Any) -> dict[str, Any]:
-            return {"score": oracle.impression_relevance(rows["request_id"], rows["item_id"])}
+    def ranking(rows: Any) -> dict[str, Any]:
+        return {"score": oracle.impression_relevance(rows["request_id"], rows["item_id"])}
 
-        return retrieval, ranking
+    def truth(queries: Any, catalog: Any) -> Any:  # P(click) in the top slot, where examine(0) = 1
+        return 1.0 / (1.0 + np.exp(-retrieval(queries, catalog)))
 
-    return make
+    return (lambda _data, _day: (retrieval, ranking)), truth
 
 
 def train(
@@ -54,6 +55,7 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="replace an earlier export in --out")] = False,
 ) -> None:
     """Train the two-tower retrieval and DCN ranking models, export them and evaluate offline."""
+    from recloop.trainer.checks import TrainingCheckError
     from recloop.trainer.config import ConfigError, load_config
     from recloop.trainer.data import DataError
     from recloop.trainer.train import run
@@ -63,7 +65,10 @@ def train(
                           ranking__epochs=epochs, retrieval__positives=positives)
     except ConfigError as e:
         raise typer.BadParameter(str(e)) from None
-    extra = {"oracle": oracle_scorers(truth)} if truth else None
+    extra, true_clicks = None, None
+    if truth:
+        make, true_clicks = oracle_scorers(truth)
+        extra = {"oracle": make}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[logs]}"), TimeElapsedColumn(), console=console) as bar:
         tasks = {"retrieval": bar.add_task("retrieval", total=cfg.retrieval.epochs, logs=""),
@@ -74,10 +79,11 @@ def train(
             bar.update(tasks[model], completed=epoch, logs=shown)
 
         try:
-            card = run(cfg, data, out, validation_dir=validation, extra_scorers=extra, overwrite=overwrite,
+            card = run(cfg, data, out, validation_dir=validation, extra_scorers=extra, truth=true_clicks,
+                       overwrite=overwrite,
                        progress=console.log, on_epoch=on_epoch)
-        except (DataError, FileExistsError, FileNotFoundError) as e:
-            console.print(f"[red]error:[/red] {e}")
+        except (DataError, TrainingCheckError, FileExistsError, FileNotFoundError) as e:
+            console.print(f"[red]training failed:[/red] {e}")
             raise typer.Exit(1) from None
     _print_card(card, out)
 

@@ -53,9 +53,6 @@ class RetrievalConfig(_Strict):
     temperature: Annotated[float, Field(gt=0.0)] | None = None  # softmax temperature (None = 1)
     normalize: bool = False  # L2-normalise both towers' outputs (cosine scores)
     remove_accidental_hits: bool = True
-    # weight of log(item popularity) added to the dot product at retrieval time,
-    # baked into the exported towers (0 = the learned score alone)
-    popularity_weight: Annotated[float, Field(ge=0.0)] = 0.0
     # members/items seen fewer times than this share OOV buckets (hashed)
     min_count: Positive = 1
     oov_buckets: Positive = 50

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import posixpath
-from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -26,14 +25,12 @@ from recloop.trainer.towers import QUERY
 DAY_SECONDS = 86_400
 
 
-def model_scorers(export_dir: str, day: dt.date, item_bias: Mapping[str, float] | None = None,
-                  bias_weight: float = 0.0) -> tuple[RetrievalScorer, RankingScorer]:
+def model_scorers(export_dir: str, day: dt.date) -> tuple[RetrievalScorer, RankingScorer]:
     """Scorers over an export: exact dot products of the saved towers, and the saved ranker.
 
     Args:
       export_dir: a trainer export (``query_tower/``, ``candidate_tower/``, ``ranking/``).
       day: the day candidates are embedded for (item age).
-      item_bias: optional per-item term added with ``bias_weight`` (a popularity blend).
     """
     query = tf.saved_model.load(posixpath.join(export_dir, "query_tower")).signatures["serving_default"]
     candidate = tf.saved_model.load(posixpath.join(export_dir, "candidate_tower")).signatures["serving_default"]
@@ -42,17 +39,10 @@ def model_scorers(export_dir: str, day: dt.date, item_bias: Mapping[str, float] 
 
     def retrieval(queries: Examples, catalog: Examples) -> np.ndarray:
         key = id(catalog)
-        if key not in cache:
-            c = embed(candidate, candidate_features(catalog, day))
-            if item_bias is not None and bias_weight:
-                bias = np.array([item_bias.get(i, 0.0) for i in catalog["item_id"]], np.float32)
-                c = np.concatenate([c, bias[:, None]], axis=1)
+        if key not in cache:  # one catalog per evaluation: embed it once
             cache.clear()
-            cache[key] = c
-        q = embed(query, queries.features(QUERY))
-        if item_bias is not None and bias_weight:
-            q = np.concatenate([q, np.full((len(q), 1), bias_weight, np.float32)], axis=1)
-        return q @ cache[key].T
+            cache[key] = embed(candidate, candidate_features(catalog, day))
+        return embed(query, queries.features(QUERY)) @ cache[key].T
 
     def ranking(rows: Examples) -> dict[str, np.ndarray]:
         parts: dict[str, list[np.ndarray]] = {h: [] for h in (*LABELS, "score")}

@@ -50,7 +50,7 @@ def eval_day(data: TrainingData) -> dt.date:
 
 
 def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir: str | None = None,
-        extra_scorers: ExtraScorers | None = None, overwrite: bool = False,
+        extra_scorers: ExtraScorers | None = None, truth: RetrievalScorer | None = None, overwrite: bool = False,
         progress: Callable[[str], None] = lambda line: None,
         on_epoch: fit.OnEpoch | None = None) -> dict[str, Any]:
     """Trains, exports and evaluates; returns the model card.
@@ -91,7 +91,8 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
 
     staging = f"{out.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}"
     try:
-        card = _export(config, data, day, retrieval, ranking, staging, validation_dir, extra_scorers, progress)
+        card = _export(config, data, day, retrieval, ranking, staging, validation_dir, extra_scorers, truth,
+                       progress)
         card["training_seconds"] = round(time.perf_counter() - started, 2)
         _write_json(posixpath.join(staging, "model_card.json"), card)
     except BaseException:
@@ -109,7 +110,7 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
 
 def _export(config: TrainConfig, data: TrainingData, day: dt.date, retrieval: fit.Fitted, ranking: fit.Fitted,
             staging: str, validation_dir: str | None, extra_scorers: ExtraScorers | None,
-            progress: Callable[[str], None]) -> dict[str, Any]:
+            truth: RetrievalScorer | None, progress: Callable[[str], None]) -> dict[str, Any]:
     progress("exporting SavedModels")
     export.save_tower(retrieval.model.query_tower, QUERY, posixpath.join(staging, "query_tower"))
     export.save_tower(retrieval.model.candidate_tower, CANDIDATE, posixpath.join(staging, "candidate_tower"))
@@ -133,7 +134,7 @@ def _export(config: TrainConfig, data: TrainingData, day: dt.date, retrieval: fi
             checks.check_scores("ranking model", rank(data.eval.take(np.arange(min(len(data.eval), 50_000)))))
         results[name] = {
             "retrieval": evaluate.evaluate_retrieval(retrieve, data.train, positives, data.catalog, config.recall_ks,
-                                                     config.top_k, config.eval_max_queries),
+                                                     config.top_k, config.eval_max_queries, truth),
             "ranking": evaluate.evaluate_ranking(rank, data.train, data.eval, config.top_k, seen)}
     metrics = evaluate.clean({"scorers": results, "examination": seen.tolist(), "ratios": headline_ratios(results, config)})
     _write_json(posixpath.join(staging, "metrics.json"), metrics)
@@ -149,7 +150,8 @@ def _export(config: TrainConfig, data: TrainingData, day: dt.date, retrieval: fi
         "config": config.model_dump(mode="json"),
         "training": {"retrieval": retrieval.record(), "ranking": ranking.record()},
         "index": index, "tables": tables, "validation": validation,
-        "metrics": {name: {"retrieval": {view: r["retrieval"][view]["overall"] for view in ("logged", "explored")},
+        "metrics": {name: {"retrieval": {view: r["retrieval"][view]["overall"]
+                                         for view in ("logged", "explored", "expected") if view in r["retrieval"]},
                            "ranking": r["ranking"]["overall"]}
                     for name, r in metrics["scorers"].items()} | {"ratios": metrics["ratios"]},
     }

@@ -1,0 +1,129 @@
+"""The training benchmark: quality against the popularity baseline and the oracle, and training time.
+
+On `small` simulated worlds of seeds not used for tuning (tuning used seed 3),
+three weeks each: week 0 and 1 ingested as weekly runs are (the last day is
+eval), week 2 with six eval days (its Monday is training data), so the
+evaluation is a whole week after training and items released that week are
+new to the model. ``recloop train --truth`` evaluates the model, the
+popularity-in-context baseline and the simulator's oracle on the same examples.
+Variants: the default config, and log-Q correction off (the issue asks whether
+it helps). A plain weekly run (week 1 alone, one eval day) gives the training
+time of one small week.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ingest import _MEASURED, START, _run
+
+SEEDS = (1, 2)
+VARIANTS = {"default": [], "no log-Q": ["--config", "NO_LOGQ"]}
+
+
+def _ingest(logs: str, out: str, week: int, eval_days: int) -> None:
+    start = START + dt.timedelta(days=7 * week)
+    _run(["recloop", "ingest", "--logs", logs, "--start", start.isoformat(),
+          "--end", (start + dt.timedelta(days=6)).isoformat(), "--eval-days", str(eval_days), "--out", out])
+
+
+def _figures(metrics: dict[str, Any], card: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, r in metrics["scorers"].items():
+        ret, rank = r["retrieval"], r["ranking"]["overall"]
+        out[name] = {
+            "expected_recall@100": ret.get("expected", {}).get("overall", {}).get("recall@100"),
+            "explored_recall@100": ret["explored"]["overall"]["recall@100"],
+            "explored_recall@100_se": ret["explored"]["overall"]["recall@100_se"],
+            "explored_positives": ret["explored"]["overall"]["positives"],
+            "logged_recall@100": ret["logged"]["overall"]["recall@100"],
+            "logged_recall@100_new_items": ret["logged"]["cohorts"]["item=new"]["recall@100"],
+            "logged_recall@100_established_items": ret["logged"]["cohorts"]["item=established"]["recall@100"],
+            "logged_new_item_positives": ret["logged"]["cohorts"]["item=new"]["positives"],
+            "explored_recall@100_new_items": ret["explored"]["cohorts"]["item=new"]["recall@100"],
+            "explored_recall@100_new_members": ret["explored"]["cohorts"]["member=new"]["recall@100"],
+            "ndcg@10_debiased": rank["ndcg@10_debiased"], "ndcg@10_logged": rank["ndcg@10"],
+            "map@10_logged": rank["map@10"], "auc_click": rank["auc_click"],
+            "auc_click_explored": rank["auc_click_explored"], "auc_complete": rank["auc_complete"],
+            "auc_like": rank["auc_like"], **{f"top10_{k}": v for k, v in ret["popularity_bias"].items()}}
+    out["training"] = {m: {k: card["training"][m][k] for k in ("examples", "seconds", "examples_per_second")}
+                       for m in ("retrieval", "ranking")} | {"total_s": card["training_seconds"]}
+    out["data"] = {k: card["data"][k] for k in ("train_examples", "eval_examples", "catalog_items", "weeks")}
+    return out
+
+
+def bench_train() -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        no_logq = Path(tmp, "no-logq.yaml")
+        no_logq.write_text("retrieval:\n  log_q: false\n")
+        for seed in SEEDS:
+            logs = f"{tmp}/sim{seed}"
+            _run(["recloop", "simulate", "--out", logs, "--scale", "small", "--weeks", "3", "--seed", str(seed)])
+            for week, eval_days in ((0, 1), (1, 1), (2, 6)):
+                _ingest(logs, f"{tmp}/s{seed}w{week}", week, eval_days)
+            jobs = {name: ["--data", f"{tmp}/s{seed}w0", "--data", f"{tmp}/s{seed}w1", "--data", f"{tmp}/s{seed}w2",
+                           *[str(no_logq) if a == "NO_LOGQ" else a for a in extra]]
+                    for name, extra in VARIANTS.items()}
+            jobs["one week"] = ["--data", f"{tmp}/s{seed}w1"]
+            for name, args in jobs.items():
+                out, rss = f"{tmp}/m{seed}-{len(runs)}", f"{tmp}/m{seed}-{len(runs)}.rss"
+                wall = _run([sys.executable, "-c", _MEASURED, rss, "train", *args, "--out", out, "--truth", logs])
+                card = json.loads(Path(out, "model_card.json").read_text())
+                metrics = json.loads(Path(out, "metrics.json").read_text())
+                runs.append({"seed": seed, "variant": name, "process_s": round(wall, 1),
+                             "peak_rss_mib": round(int(Path(rss).read_text()) / 1024), **_figures(metrics, card)})
+                print(f"  seed {seed} {name}: {wall:.0f} s", file=sys.stderr)
+    return {"runs": runs}
+
+
+def _r(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def train_section(r: dict[str, Any], table: Any) -> str:
+    quality, timing = [], []
+    for run in r["figures"]["runs"]:
+        m, p, o = run["model"], run["popularity"], run["oracle"]
+        if run["variant"] == "one week":
+            timing.append([run["seed"], f"{run['data']['train_examples']:,}", run["training"]["retrieval"]["seconds"],
+                           f"{run['training']['retrieval']['examples_per_second']:,.0f}",
+                           run["training"]["ranking"]["seconds"],
+                           f"{run['training']['ranking']['examples_per_second']:,.0f}", run["training"]["total_s"],
+                           run["process_s"], run["peak_rss_mib"]])
+            continue
+        for name, s in (("model", m), ("popularity", p), ("oracle", o)):
+            if name != "model" and run["variant"] != "default":
+                continue
+            ratio = (f" ({s['expected_recall@100'] / p['expected_recall@100']:.2f}x)"
+                     if name != "popularity" and p["expected_recall@100"] else "")
+            quality.append([run["seed"], run["variant"] if name == "model" else "", name,
+                            _r(s["expected_recall@100"]) + ratio,
+                            f"{_r(s['explored_recall@100'])} ± {_r(s['explored_recall@100_se'])}",
+                            _r(s["logged_recall@100"]),
+                            f"{_r(s['logged_recall@100_new_items'])} / {_r(s['logged_recall@100_established_items'])}",
+                            _r(s["ndcg@10_debiased"]), _r(s["ndcg@10_logged"]), _r(s["auc_click"]),
+                            _r(s["auc_click_explored"]), f"{s['top10_items_for_50pct']}/{s['top10_items_for_90pct']}",
+                            _r(s["top10_coverage"], 2)])
+    return "\n".join([
+        "## Training: quality vs the popularity baseline and the oracle, and time", "",
+        ("Retrieval recall@100 over the whole catalog in three views: *expected* (the share of each eval "
+        "request's expected clicks, from the simulator's true click probabilities, that the top 100 holds: "
+        "what a model would get if items were shown at random; noise-free), *explored* (clicks in slots the "
+        "logging policy explored uniformly: the same quantity estimated from logs, ± one standard error) and "
+        "*logged* (all eval clicks: rewards imitating the logging policy, i.e. the popularity heuristic). "
+        "New/established: logged recall@100 of items absent from / present in the training data. Ranking: "
+        "NDCG@10 of each request's logged impressions with clicks weighted by inverse examination "
+        "probability (debiased) and plain (logged), AUC of click over all / explored impressions. Bias: "
+        "distinct items making up 50%/90% of the top-10 lists, and catalog coverage."), "",
+        table(["seed", "variant", "scorer", "recall@100 expected", "explored", "logged", "new / established",
+               "NDCG@10 debiased", "NDCG@10 logged", "AUC click", "AUC click explored", "top-10 50%/90%",
+               "coverage"], quality), "",
+        "Training time of one `small` week (week 1 alone, its last day as eval), both models, 2 cores:", "",
+        table(["seed", "train examples", "retrieval s", "retrieval ex/s", "ranking s", "ranking ex/s",
+               "train.run s", "process s", "peak RSS MiB"], timing), "", r["notes"]])
