@@ -89,18 +89,22 @@ def train(
 
 
 def _print_card(card: dict[str, Any], out: str) -> None:
+    scorers = {name: m for name, m in card["metrics"].items() if name != "ratios"}
+    expected = any("expected" in m["retrieval"] for m in scorers.values())
     table = Table(title=f"{card['version']}: offline evaluation on {card['data']['eval_examples']:,} eval examples")
-    for column in ("scorer", "recall@100 explored", "recall@100 logged", "NDCG@10 debiased", "NDCG@10 logged",
-                   "AUC click", "AUC click explored"):
+    columns = ["scorer", *(["recall@100 expected"] if expected else []), "recall@100 explored (± se)",
+               "recall@100 logged", "NDCG@10 debiased", "NDCG@10 logged", "AUC click", "AUC click explored"]
+    for column in columns:
         table.add_column(column, justify="right" if column != "scorer" else "left")
-    for name, m in card["metrics"].items():
-        if name == "ratios":
-            continue
+    for name, m in scorers.items():
         r, k = m["retrieval"], m["ranking"]
-        table.add_row(name, *(_fmt(v) for v in (r["explored"]["recall@100"], r["logged"]["recall@100"],
-                                                k["ndcg@10_debiased"], k["ndcg@10"], k["auc_click"],
-                                                k["auc_click_explored"])))
+        explored = f"{_fmt(r['explored']['recall@100'])} ± {_fmt(r['explored']['recall@100_se'])}"
+        table.add_row(name, *([_fmt(r["expected"]["recall@100"])] if expected else []), explored,
+                      *(_fmt(v) for v in (r["logged"]["recall@100"], k["ndcg@10_debiased"], k["ndcg@10"],
+                                          k["auc_click"], k["auc_click_explored"])))
     console.print(table)
+    console.print("logged: all eval feedback, biased toward what the logging policy showed; explored: clicks in "
+                  "slots shown at random (unbiased, few); expected: true click probabilities (--truth).")
     t = card["training"]
     console.print(f"retrieval {t['retrieval']['seconds']} s ({t['retrieval']['examples_per_second']:,} examples/s), "
                   f"ranking {t['ranking']['seconds']} s ({t['ranking']['examples_per_second']:,} examples/s); "
