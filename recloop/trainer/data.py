@@ -11,17 +11,16 @@ training data, so evaluation is always later in time than training.
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import json
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import numpy as np
 import tensorflow as tf
 
+from recloop.features import logs
 from recloop.features.examples import COLUMNS
 from recloop.features.spec import missing_value
 
@@ -106,10 +105,8 @@ def read_examples(folder: str) -> Examples:
 
 def read_summary(folder: str) -> dict[str, Any]:
     """The ingest ``summary.json`` of an output folder."""
-    path = posixpath.join(folder, "summary.json")
     try:
-        with fsspec.open(path, "rt") as f:
-            summary = json.load(f)
+        summary = logs.read_json(posixpath.join(folder, "summary.json"))
     except FileNotFoundError:
         raise DataError(f"{folder}: no summary.json; is this a finished `recloop ingest` output?") from None
     if summary.get("status") != "ok":
@@ -119,9 +116,7 @@ def read_summary(folder: str) -> dict[str, Any]:
 
 def read_items(folder: str) -> list[dict[str, Any]]:
     """The item summaries ingest wrote (``items/items.jsonl.gz``): metadata as last served."""
-    path = posixpath.join(folder, "items", "items.jsonl.gz")
-    with fsspec.open(path, "rb") as raw, gzip.open(raw, "rt") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in logs.read_lines(posixpath.join(folder, "items", "items.jsonl.gz"))]
 
 
 def catalog_columns(items: Sequence[dict[str, Any]]) -> Examples:

@@ -18,7 +18,6 @@ today, without retraining.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import posixpath
 import shutil
@@ -28,6 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
+from recloop.features import logs
 from recloop.features.spec import LABELS
 from recloop.trainer.data import Examples
 from recloop.trainer.ranking import FEATURES, RankingModel, combined
@@ -146,6 +146,5 @@ def build_index(export_dir: str, catalog: Examples, day: dt.date, k: int, out: s
         shutil.rmtree(out)
     shutil.move(staging, out)
     record = {"day": day.isoformat(), "items": len(catalog), "embedding_dim": int(embeddings.shape[1]), **params}
-    with open(posixpath.join(posixpath.dirname(out.rstrip("/")), "index.json"), "w") as f:
-        json.dump(record, f, indent=2)
+    logs.write_json(posixpath.join(posixpath.dirname(out.rstrip("/")), "index.json"), record)
     return record

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import posixpath
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -55,11 +56,24 @@ def model_scorers(export_dir: str, day: dt.date) -> tuple[RetrievalScorer, Ranki
     return retrieval, ranking
 
 
+def click_weights(train: Examples, day: dt.date, half_life_days: float = 7.0) -> np.ndarray:
+    """Each example's click, decayed from its request time to the start of ``day`` (0 without a click)."""
+    end = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
+    return decay_weights(train["label_click"], (end - train["ts"]) / DAY_SECONDS, half_life_days)
+
+
 def popularity(train: Examples, day: dt.date, half_life_days: float = 7.0) -> PopularInContext:
     """The popularity-in-context table of the training clicks, decayed to ``day``."""
-    end = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
-    weights = decay_weights(train["label_click"], (end - train["ts"]) / DAY_SECONDS, half_life_days)
-    return PopularInContext.fit(train["item_id"], train["hour_of_day"], train["platform"], weights)
+    return PopularInContext.fit(train["item_id"], train["hour_of_day"], train["platform"],
+                                click_weights(train, day, half_life_days))
+
+
+def _contexts(rows: Examples) -> Iterator[tuple[int, str, np.ndarray]]:
+    """``(hour, platform, mask)`` of each distinct request context among ``rows``."""
+    keys = np.char.add(np.char.add(rows["hour_of_day"].astype(str), "|"), rows["platform"])
+    for key in np.unique(keys):
+        hour, platform = key.split("|", 1)
+        yield int(hour), platform, keys == key
 
 
 def popularity_scorers(table: PopularInContext) -> tuple[RetrievalScorer, RankingScorer]:
@@ -68,19 +82,14 @@ def popularity_scorers(table: PopularInContext) -> tuple[RetrievalScorer, Rankin
     def retrieval(queries: Examples, catalog: Examples) -> np.ndarray:
         items = catalog["item_id"].tolist()
         out = np.zeros((len(queries), len(items)))
-        context = np.char.add(np.char.add(queries["hour_of_day"].astype(str), "|"), queries["platform"])
-        for key in np.unique(context):
-            hour, platform = key.split("|", 1)
-            out[context == key] = table.scores(int(hour), platform, items)
+        for hour, platform, m in _contexts(queries):
+            out[m] = table.scores(hour, platform, items)
         return out
 
     def ranking(rows: Examples) -> dict[str, np.ndarray]:
         scores = np.zeros(len(rows))
-        context = np.char.add(np.char.add(rows["hour_of_day"].astype(str), "|"), rows["platform"])
-        for key in np.unique(context):
-            hour, platform = key.split("|", 1)
-            m = context == key
-            scores[m] = table.scores(int(hour), platform, rows["item_id"][m].tolist())
+        for hour, platform, m in _contexts(rows):
+            scores[m] = table.scores(hour, platform, rows["item_id"][m].tolist())
         return {"score": scores}
 
     return retrieval, ranking

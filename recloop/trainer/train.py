@@ -8,7 +8,6 @@ check passed, so a failed run never leaves a half export where a model is expect
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import posixpath
 import shutil
@@ -21,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 import recloop
+from recloop.features import logs
 from recloop.features.spec import FEATURES, LABELS
 from recloop.trainer import checks, evaluate, export, fit
 from recloop.trainer.config import TrainConfig
@@ -94,7 +94,7 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
         card = _export(config, data, day, retrieval, ranking, staging, validation_dir, extra_scorers, truth,
                        progress)
         card["training_seconds"] = round(time.perf_counter() - started, 2)
-        _write_json(posixpath.join(staging, "model_card.json"), card)
+        logs.write_json(posixpath.join(staging, "model_card.json"), card)
     except BaseException:
         failed = f"{out.rstrip('/')}.failed"
         shutil.rmtree(failed, ignore_errors=True)
@@ -137,7 +137,7 @@ def _export(config: TrainConfig, data: TrainingData, day: dt.date, retrieval: fi
                                                      config.top_k, config.eval_max_queries, truth),
             "ranking": evaluate.evaluate_ranking(rank, data.train, data.eval, config.top_k, seen)}
     metrics = evaluate.clean({"scorers": results, "examination": seen.tolist(), "ratios": headline_ratios(results, config)})
-    _write_json(posixpath.join(staging, "metrics.json"), metrics)
+    logs.write_json(posixpath.join(staging, "metrics.json"), metrics)
     return {
         "version": model_version(data, config),
         "recloop_version": recloop.__version__,
@@ -182,7 +182,3 @@ def _copy_validation(source: str | None, target: str) -> dict[str, Any] | None:
         raise FileNotFoundError(f"{source}: no stats/train.pb or schema.pbtxt; is it a `recloop validate` output?")
     return {"source": source, "files": copied}
 
-
-def _write_json(path: str, value: Any) -> None:
-    with open(path, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=False)
