@@ -1,0 +1,128 @@
+"""Rows: ranked candidates -> rows by filters, with epsilon exploration and exact propensities.
+
+The last step of the funnel (retrieval -> ranking -> rows). Each row keeps the
+ranked candidates its filter admits, best combined score first; the slots are
+then filled row by row with ``baselines.epsilon_greedy``, so no item appears
+twice on the page and every impression carries the probability it had in its
+slot (what off-policy estimates divide by). Rows and filters are one config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from recloop.baselines import MemberProfile, epsilon_greedy
+
+Filter = Literal["usual", "quick", "new", "popular"]
+QUICK_MINUTES = 20.0
+NEW_DAYS = 7
+
+
+class RowSpec(BaseModel):
+    """One row: its name (logged as ``row``) and the filter its items pass."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    filter: Filter
+
+
+class RowsConfig(BaseModel):
+    """The rows of a page, in order, and the share of slots explored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rows: tuple[RowSpec, ...] = (RowSpec(name="for_your_usual", filter="usual"),
+                                 RowSpec(name="quick", filter="quick"),
+                                 RowSpec(name="something_new", filter="new"),
+                                 RowSpec(name="popular_now", filter="popular"))
+    epsilon: float = Field(0.1, ge=0.0, le=1.0)
+    popular_top: int = Field(50, gt=0)  # "popular now" = among the context's most popular this many
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The ranked pool of one request: metadata, scores and heads, aligned (pool order is arbitrary)."""
+
+    item_id: np.ndarray
+    category: np.ndarray
+    creator: np.ndarray
+    duration_min: np.ndarray
+    release_day: np.ndarray  # date ordinal
+    score: np.ndarray  # combined ranking score in [0, 1]
+    heads: Mapping[str, np.ndarray]
+    popularity: np.ndarray  # popularity in the request's context (0 = never clicked)
+
+
+@dataclass(frozen=True)
+class Impression:
+    """One filled slot."""
+
+    row: str
+    position: int
+    index: int  # into the candidate pool
+    propensity: float
+    explored: bool
+
+
+def admitted(spec: RowSpec, pool: Candidates, profile: MemberProfile | None, preferred: str | None, day: int,
+             popular_top: int) -> np.ndarray:
+    """Boolean mask of the pool items a row's filter admits.
+
+    ``usual``: the member's usual category or creator (the declared category for a
+    member without clicks); ``quick``: at most 20 minutes; ``new``: released in the
+    last 7 days or a category the member has not tried; ``popular``: among the
+    context's ``popular_top`` most popular items that anyone clicked.
+    """
+    if spec.filter == "usual":
+        if profile is not None:
+            return (pool.category == profile.usual_category) | (pool.creator == profile.usual_creator)
+        return pool.category == preferred if preferred else np.zeros(len(pool.item_id), dtype=bool)
+    if spec.filter == "quick":
+        return pool.duration_min <= QUICK_MINUTES
+    if spec.filter == "new":
+        tried = sorted(profile.categories_tried) if profile is not None else []
+        return ((day - pool.release_day) <= NEW_DAYS) | ~np.isin(pool.category, tried)
+    top = np.argsort(-pool.popularity, kind="stable")[:popular_top]
+    mask = np.zeros(len(pool.item_id), dtype=bool)
+    mask[top[pool.popularity[top] > 0]] = True
+    return mask
+
+
+def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | None, preferred: str | None,
+         day: int, rng: np.random.Generator, rows: Sequence[str] | None = None) -> list[Impression]:
+    """Fills ``k`` slots per row; rows that admit fewer than ``k`` items are explored uniformly.
+
+    Args:
+      pool: the ranked candidates of the request.
+      k: items per row.
+      profile, preferred: the member's usual (None without clicks) and declared category.
+      day: the request's date ordinal.
+      rng: the request's random stream (seeded per request, so a page can be replayed).
+      rows: names of the rows asked for (all configured rows when None).
+
+    Raises:
+      ValueError: naming an unknown row, or when the pool is smaller than the page.
+    """
+    specs = list(config.rows)
+    if rows is not None:
+        known = {s.name: s for s in specs}
+        unknown = [r for r in rows if r not in known]
+        if unknown:
+            raise ValueError(f"unknown row {unknown[0]!r}; configured rows: {list(known)}")
+        specs = [known[r] for r in rows]
+    by_score = np.argsort(-pool.score, kind="stable")
+    rankings: list[list[int]] = []
+    names: list[str] = []
+    for spec in specs:
+        mask = admitted(spec, pool, profile, preferred, day, config.popular_top)
+        ranking = [int(i) for i in by_score if mask[i]]
+        rankings += [ranking] * k
+        names += [spec.name] * k
+    u = rng.random((2, len(rankings)))
+    slots = epsilon_greedy(rankings, len(pool.item_id), config.epsilon, u[0], u[1])
+    return [Impression(row=name, position=i, index=s.item, propensity=s.propensity, explored=s.explored)
+            for i, (name, s) in enumerate(zip(names, slots, strict=True))]
