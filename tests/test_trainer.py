@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recloop.features.catalog import candidate_inputs, embed, read_items
 from recloop.features.spec import LABELS
 from recloop.trainer import checks, export
 from recloop.trainer.config import ConfigError, load_config
-from recloop.trainer.data import DataError, Examples, catalog_columns, load, read_items
+from recloop.trainer.data import DataError, Examples, catalog_columns, load
 
 
 def _json(path: Path | str) -> dict:
@@ -121,7 +122,7 @@ def test_rebuilding_the_index_with_a_new_item_makes_it_retrievable(tiny_model, t
 
     export_dir = tmp_path / "export"
     shutil.copytree(tiny_model, export_dir)
-    items = read_items(tiny_ingest)
+    items = read_items(f"{tiny_ingest}/items/items.jsonl.gz")
     new = {"item_id": "i777777", "category": "yoga", "creator": items[0]["creator"], "duration_min": 10.0,
            "language": "en", "release_date": "2026-01-19"}
     day = dt.date(2026, 1, 19)
@@ -143,8 +144,8 @@ def test_rebuilding_the_index_with_a_new_item_makes_it_retrievable(tiny_model, t
     # and the index scores it like the saved towers do: it was embedded from its metadata
     q = tf.saved_model.load(str(export_dir / "query_tower")).signatures["serving_default"]
     c = tf.saved_model.load(str(export_dir / "candidate_tower")).signatures["serving_default"]
-    features = export.candidate_features(catalog.take(np.array([len(catalog) - 1])), day)
-    exact = export.embed(q, {k: np.array(v) for k, v in query.items()}) @ export.embed(c, features).T
+    features = candidate_inputs(catalog.take(np.array([len(catalog) - 1])).columns, day)
+    exact = embed(q, {k: np.array(v) for k, v in query.items()}) @ embed(c, features).T
     got = scores[ids == b"i777777"]
     np.testing.assert_allclose(got, exact[:, 0], rtol=0.05, atol=0.05)
 

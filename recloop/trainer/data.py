@@ -10,8 +10,6 @@ training data, so evaluation is always later in time than training.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,12 +19,12 @@ import numpy as np
 import tensorflow as tf
 
 from recloop.features import logs
+from recloop.features.catalog import item_columns, read_items
 from recloop.features.examples import COLUMNS
 from recloop.features.spec import missing_value
 
 _TF = {str: tf.string, int: tf.int64, float: tf.float32}
 _PARSE = {name: tf.io.FixedLenFeature([], _TF[kind], default_value=missing_value(kind)) for name, kind in COLUMNS.items()}
-ITEM_COLUMNS = ("item_id", "category", "creator", "duration_min", "language")
 
 
 class DataError(ValueError):
@@ -66,7 +64,7 @@ class TrainingData:
 
     train: Examples
     eval: Examples
-    catalog: Examples  # ITEM_COLUMNS + release_day (date ordinal), newest metadata per item
+    catalog: Examples  # features.catalog.item_columns, newest metadata per item
     sources: list[str]
     span: dict[str, str]  # start, end, eval_start of the data used
     weeks: list[dict[str, Any]] = field(default_factory=list)
@@ -114,30 +112,16 @@ def read_summary(folder: str) -> dict[str, Any]:
     return summary
 
 
-def read_items(folder: str) -> list[dict[str, Any]]:
-    """The item summaries ingest wrote (``items/items.jsonl.gz``): metadata as last served."""
-    return [json.loads(line) for line in logs.read_lines(posixpath.join(folder, "items", "items.jsonl.gz"))]
-
-
 def catalog_columns(items: Sequence[dict[str, Any]]) -> Examples:
-    """Catalog rows (item feed or item summaries) as columns with ``release_day`` ordinals.
+    """Catalog rows (item feed or item summaries) as ``Examples`` (``features.catalog.item_columns``).
 
     Raises:
       DataError: naming the item and the missing field.
     """
-    cols: dict[str, list[Any]] = {name: [] for name in (*ITEM_COLUMNS, "release_day")}
-    for item in items:
-        try:
-            for name in ITEM_COLUMNS:
-                cols[name].append(item[name])
-            cols["release_day"].append(dt.date.fromisoformat(item["release_date"]).toordinal())
-        except (KeyError, ValueError) as e:
-            raise DataError(f"catalog item {item.get('item_id')!r}: bad or missing field {e}") from None
-    return Examples({
-        "item_id": np.array(cols["item_id"], dtype=str), "category": np.array(cols["category"], dtype=str),
-        "creator": np.array(cols["creator"], dtype=str), "language": np.array(cols["language"], dtype=str),
-        "duration_min": np.array(cols["duration_min"], dtype=np.float32),
-        "release_day": np.array(cols["release_day"], dtype=np.int64)})
+    try:
+        return Examples(item_columns(items))
+    except ValueError as e:
+        raise DataError(str(e)) from None
 
 
 def load(folders: Sequence[str], window_weeks: int = 4) -> TrainingData:
@@ -164,7 +148,7 @@ def load(folders: Sequence[str], window_weeks: int = 4) -> TrainingData:
                             "ingest with --eval-days >= 1 and a span with traffic")
     items: dict[str, dict[str, Any]] = {}
     for _, f in weeks:  # oldest first, so the newest metadata wins
-        items.update((item["item_id"], item) for item in read_items(f))
+        items.update((item["item_id"], item) for item in read_items(posixpath.join(f, "items", "items.jsonl.gz")))
     span = {"start": weeks[0][0]["start"], "end": newest_span["end"], "eval_start": newest_span["eval_start"]}
     return TrainingData(train=train, eval=evaluation, catalog=catalog_columns(list(items.values())),
                         sources=[f for _, f in weeks], span=span, weeks=[s for s, _ in weeks])

@@ -24,14 +24,14 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 
-import numpy as np
 import tensorflow as tf
 
 from recloop.features import logs
+from recloop.features.catalog import candidate_inputs, embed
 from recloop.features.spec import LABELS
 from recloop.trainer.data import Examples
 from recloop.trainer.ranking import FEATURES, RankingModel, combined
-from recloop.trainer.towers import CANDIDATE, QUERY, Tower, input_specs
+from recloop.trainer.towers import QUERY, Tower, input_specs
 
 SAVE_OPTIONS = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
 
@@ -69,21 +69,6 @@ def save_ranking(model: RankingModel, score_weights: Mapping[str, float], positi
     """Saves the ranker with a signature from raw features (position fixed) to head probabilities and score."""
     module = _RankingModule(model, score_weights, position)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-
-
-def candidate_features(catalog: Examples, day: dt.date) -> dict[str, np.ndarray]:
-    """The candidate tower's inputs for catalog rows on ``day`` (age in days, 0 before release)."""
-    age = np.maximum(day.toordinal() - catalog["release_day"], 0).astype(np.int64)
-    return {n: catalog[n] for n in CANDIDATE if n != "age_days"} | {"age_days": age}
-
-
-def embed(signature: tf.types.experimental.ConcreteFunction, features: Mapping[str, np.ndarray],
-          batch: int = 8192) -> np.ndarray:
-    """Runs a saved tower signature over numpy columns in batches -> (n, dim) float32."""
-    n = len(next(iter(features.values())))
-    parts = [signature(**{k: tf.constant(v[i : i + batch]) for k, v in features.items()})["embedding"].numpy()
-             for i in range(0, n, batch)]
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 class _IndexModule(tf.Module):
@@ -133,7 +118,7 @@ def build_index(export_dir: str, catalog: Examples, day: dt.date, k: int, out: s
         raise ValueError("cannot build a retrieval index over an empty catalog")
     candidate = tf.saved_model.load(posixpath.join(export_dir, "candidate_tower"))
     query = tf.saved_model.load(posixpath.join(export_dir, "query_tower"))
-    embeddings = embed(candidate.signatures["serving_default"], candidate_features(catalog, day))
+    embeddings = embed(candidate.signatures["serving_default"], candidate_inputs(catalog.columns, day))
     params = scann_parameters(len(catalog), k)
     layer = ScaNN(k=params["k"], num_leaves=params["num_leaves"], num_leaves_to_search=params["num_leaves_to_search"],
                   num_reordering_candidates=params["num_reordering_candidates"])

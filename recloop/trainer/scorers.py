@@ -16,10 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from recloop.baselines import PopularInContext, decay_weights
+from recloop.features.catalog import candidate_inputs, embed
 from recloop.features.spec import LABELS
 from recloop.trainer.data import Examples
 from recloop.trainer.evaluate import RankingScorer, RetrievalScorer
-from recloop.trainer.export import candidate_features, embed
 from recloop.trainer.ranking import FEATURES
 from recloop.trainer.towers import QUERY
 
@@ -42,7 +42,7 @@ def model_scorers(export_dir: str, day: dt.date) -> tuple[RetrievalScorer, Ranki
         key = id(catalog)
         if key not in cache:  # one catalog per evaluation: embed it once
             cache.clear()
-            cache[key] = embed(candidate, candidate_features(catalog, day))
+            cache[key] = embed(candidate, candidate_inputs(catalog.columns, day))
         return embed(query, queries.features(QUERY)) @ cache[key].T
 
     def ranking(rows: Examples) -> dict[str, np.ndarray]:

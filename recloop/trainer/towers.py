@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from recloop.features.catalog import CANDIDATE_INPUTS, QUERY_INPUTS
 from recloop.features.spec import feature
 
-QUERY = ("member_id", "tenure_days", "country", "preferred_category", "hour_of_day", "day_of_week", "platform")
-CANDIDATE = ("item_id", "category", "creator", "duration_min", "language", "age_days")
+QUERY = QUERY_INPUTS  # the spec's query-tower features, in spec order
+CANDIDATE = CANDIDATE_INPUTS
 NUMERIC_BUCKETS = 10
 MAX_POSITION = int(feature("position").value_range[1])  # position terms have a slot per position up to this
 

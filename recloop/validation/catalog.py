@@ -8,26 +8,13 @@ cache), which the model would learn from.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
-
-import fsspec
 
 from recloop.features import logs
 from recloop.validation.checks import Anomaly
 
 FIELDS = ("category", "creator", "duration_min", "language", "release_date")
-
-
-def snapshot(logs_root: str, day: dt.date) -> str | None:
-    """The latest ``catalog/dt=`` snapshot on or before ``day``, or None."""
-    fs, base = fsspec.core.url_to_fs(f"{logs_root.rstrip('/')}/catalog")
-    if not fs.isdir(base):
-        return None
-    dates = sorted(d for d in (logs.partition_date(p + "/x") for p in fs.ls(base, detail=False)
-                               if p.rstrip("/").split("/")[-1].startswith("dt=")) if d <= day)
-    return f"{logs_root.rstrip('/')}/catalog/dt={dates[-1].isoformat()}/items.jsonl.gz" if dates else None
 
 
 def check_catalog(served_path: str, catalog_path: str, max_mismatch_share: float, span: str) -> tuple[

@@ -10,10 +10,11 @@ from typing import Any
 import tensorflow_data_validation as tfdv
 
 from recloop.features import logs
+from recloop.features.catalog import snapshot
 from recloop.validation import schema as schemas
 from recloop.validation import stats
 from recloop.validation.alerts import raise_alerts
-from recloop.validation.catalog import check_catalog, snapshot
+from recloop.validation.catalog import check_catalog
 from recloop.validation.checks import ANOMALY_COLUMNS, CheckResult, anomaly_cells, check
 from recloop.validation.config import ValidationConfig, load_config
 from recloop.validation.html import anomaly_table, statistics_html
