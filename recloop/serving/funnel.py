@@ -1,0 +1,170 @@
+"""The funnel of one model version: retrieval -> ranking -> rows, batched over a request's instances.
+
+A ``Version`` is a registry version loaded for serving: the saved query tower
+and ranker (TensorFlow signatures), the current catalog embedded once with the
+saved candidate tower (items released after training included: no retraining),
+and the serving tables. ``recommend`` makes one query-tower call and one ranker
+call per batch of instances, whatever their number; retrieval is an exact dot
+product over the catalog (numpy; at 10k items it costs less than an
+approximate index lookup) plus the context's most popular items, so the
+"popular now" row always has material.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recloop.baselines import MemberProfile, PopularInContext, context_key
+from recloop.features import logs
+from recloop.features.catalog import QUERY_INPUTS, candidate_inputs, embed
+from recloop.features.spec import LABELS, feature, missing_value
+from recloop.serving.registry import read_card
+from recloop.serving.rows import Candidates, Impression, RowsConfig, fill
+
+MEMBER_FIELDS = ("tenure_days", "country", "preferred_category")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One instance of a request, already validated: member, context and the page asked for."""
+
+    request_id: str
+    member_id: str
+    member: Mapping[str, Any]  # MEMBER_FIELDS; a missing one is None
+    hour_of_day: int
+    day_of_week: int
+    platform: str
+    day: int  # date ordinal of the request
+    k: int = 10
+    rows: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """What one instance gets: its impressions (row, position, item, score, heads, propensity)."""
+
+    query: Query
+    impressions: list[Impression]
+    pool: Candidates
+
+
+@dataclass
+class Version:
+    """A model version loaded for serving over a catalog."""
+
+    version: str
+    query_tower: Any
+    ranker: Any
+    catalog: dict[str, np.ndarray]
+    item_vectors: np.ndarray
+    popularity: PopularInContext
+    profiles: dict[str, MemberProfile]
+    candidates: int
+    _popular: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    def popular_scores(self, hour: int, platform: str) -> np.ndarray:
+        """Popularity of every catalog item in a context (computed once per context)."""
+        key = context_key(hour, platform)
+        if key not in self._popular:
+            self._popular[key] = self.popularity.scores(hour, platform, self.catalog["item_id"].tolist())
+        return self._popular[key]
+
+
+def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.date) -> Version:
+    """Loads a trainer export (a registry version) and embeds ``catalog`` for ``day``.
+
+    Raises:
+      OSError, ValueError: from TensorFlow or the tables when the version is broken;
+        the server treats any exception here as "this version failed to load".
+    """
+    import scann  # noqa: F401  (the export's index needs the ScaNN ops registered; harmless otherwise)
+    import tensorflow as tf
+
+    def signature(name: str) -> Any:
+        return tf.saved_model.load(posixpath.join(version_dir, name)).signatures["serving_default"]
+
+    card = read_card(version_dir)
+    tables = posixpath.join(version_dir, "tables")
+    popular = logs.read_json(posixpath.join(tables, "popularity.json"))["contexts"]
+    members = logs.read_json(posixpath.join(tables, "profiles.json.gz"))["members"]
+    profiles = {m: MemberProfile(usual_category=p["usual_category"], usual_creator=p["usual_creator"],
+                                 categories_tried=frozenset(p["categories_tried"]),
+                                 recent_items=tuple(p["recent_items"])) for m, p in members.items()}
+    vectors = embed(signature("candidate_tower"), candidate_inputs(catalog, day))
+    return Version(version=card["version"], query_tower=signature("query_tower"), ranker=signature("ranking"),
+                   catalog=dict(catalog), item_vectors=vectors, popularity=PopularInContext.from_dict(popular),
+                   profiles=profiles, candidates=int(card["config"]["retrieval"]["candidates"]))
+
+
+def query_inputs(queries: Sequence[Query]) -> dict[str, np.ndarray]:
+    """The query tower's raw inputs; a missing member feature becomes ``missing_value``."""
+    cols: dict[str, list[Any]] = {n: [] for n in QUERY_INPUTS}
+    for q in queries:
+        cols["member_id"].append(q.member_id)
+        for name in MEMBER_FIELDS:
+            value = q.member.get(name)
+            cols[name].append(missing_value(feature(name).dtype) if value is None else value)
+        cols["hour_of_day"].append(q.hour_of_day)
+        cols["day_of_week"].append(q.day_of_week)
+        cols["platform"].append(q.platform)
+    kinds = {str: str, int: np.int64, float: np.float32}
+    return {n: np.array(v, dtype=kinds[feature(n).dtype]) for n, v in cols.items()}
+
+
+def retrieve(version: Version, queries: Sequence[Query], popular_top: int) -> list[np.ndarray]:
+    """Per query, catalog indices of its pool: the best ``candidates`` by dot product and the context's
+    ``popular_top`` most popular items."""
+    q = embed(version.query_tower, query_inputs(queries))
+    scores = q @ version.item_vectors.T
+    n = min(version.candidates, scores.shape[1])
+    best = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else np.tile(
+        np.arange(scores.shape[1]), (len(queries), 1))
+    pools = []
+    for i, query in enumerate(queries):
+        popular = version.popular_scores(query.hour_of_day, query.platform)
+        top = np.argsort(-popular, kind="stable")[:popular_top]
+        pools.append(np.union1d(best[i], top[popular[top] > 0]))
+    return pools
+
+
+def rank(version: Version, queries: Sequence[Query], pools: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Head probabilities and combined score of every pool item, in one ranker call for all queries."""
+    import tensorflow as tf
+
+    q = query_inputs(queries)
+    sizes = [len(p) for p in pools]
+    index = np.concatenate(pools)
+    rows = np.repeat(np.arange(len(queries)), sizes)
+    days = np.repeat(np.array([query.day for query in queries]), sizes)
+    items = {n: version.catalog[n][index] for n in ("item_id", "category", "creator", "duration_min", "language")}
+    items["age_days"] = np.maximum(days - version.catalog["release_day"][index], 0).astype(np.int64)
+    inputs = {n: v[rows] for n, v in q.items()} | items
+    out = version.ranker(**{k: tf.constant(v) for k, v in inputs.items()})
+    parts = {k: np.split(v.numpy(), np.cumsum(sizes)[:-1]) for k, v in out.items()}
+    return [{k: parts[k][i] for k in parts} for i in range(len(pools))]
+
+
+def recommend(version: Version, queries: Sequence[Query], config: RowsConfig) -> list[Page]:
+    """Pages for a batch of instances: retrieval, ranking and rows, with the random stream of each
+    request seeded by its request id (so a logged page can be replayed)."""
+    pools = retrieve(version, queries, config.popular_top)
+    scored = rank(version, queries, pools)
+    pages = []
+    for query, pool_index, s in zip(queries, pools, scored, strict=True):
+        cat = version.catalog
+        popular = version.popular_scores(query.hour_of_day, query.platform)[pool_index]
+        pool = Candidates(item_id=cat["item_id"][pool_index], category=cat["category"][pool_index],
+                          creator=cat["creator"][pool_index], duration_min=cat["duration_min"][pool_index],
+                          release_day=cat["release_day"][pool_index], score=s["score"],
+                          heads={h: s[h] for h in LABELS}, popularity=popular)
+        rng = np.random.default_rng(list(query.request_id.encode("utf-8")))
+        impressions = fill(pool, config, query.k, version.profiles.get(query.member_id),
+                           query.member.get("preferred_category"), query.day, rng, query.rows)
+        pages.append(Page(query=query, impressions=impressions, pool=pool))
+    return pages
