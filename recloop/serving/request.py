@@ -1,0 +1,83 @@
+"""Predict requests: the V1 ``instances`` payload checked against the log contract, or a clear 400.
+
+An instance is ``{"member_id", "member": {tenure_days, country, preferred_category},
+"context": {hour_of_day, day_of_week, platform}, "rows": [...], "k": 10}``; member
+and context use the contract's own record types, so what the server accepts is
+exactly what it can log. Only structurally invalid requests are refused: an
+unseen platform or category is served as out-of-vocabulary (DESIGN.md, "Serving").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Annotated, Any, NotRequired
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
+
+from recloop.features.records import Context, NonEmpty
+from recloop.serving.funnel import Query
+
+MAX_INSTANCES = 64
+MAX_K = 20
+
+
+class InvalidRequest(ValueError):
+    """A request the server refuses (HTTP 400); the message names the field and what was expected."""
+
+
+@with_config(ConfigDict(strict=True, extra="forbid"))
+class Member(TypedDict):
+    """Static member features; each may be left out or null (a missing value)."""
+
+    tenure_days: NotRequired[Annotated[int, Field(ge=0)] | None]
+    country: NotRequired[str | None]
+    preferred_category: NotRequired[str | None]
+
+
+@with_config(ConfigDict(strict=True, extra="forbid"))
+class Instance(TypedDict):
+    member_id: NonEmpty
+    member: NotRequired[Member]
+    context: Context
+    rows: NotRequired[Annotated[list[NonEmpty], Field(min_length=1)]]
+    k: NotRequired[Annotated[int, Field(ge=1, le=MAX_K)]]
+
+
+_INSTANCES = TypeAdapter(Annotated[list[Instance], Field(min_length=1, max_length=MAX_INSTANCES)])
+
+
+def parse(payload: Any, request_ids: Sequence[str], now: dt.datetime, rows: Sequence[str]) -> list[Query]:
+    """The queries of a V1 predict payload.
+
+    Args:
+      payload: the decoded JSON body.
+      request_ids: one fresh id per instance (the caller's: server-unique).
+      now: the request time (the server's clock), for the request day.
+      rows: the configured row names (a request may ask for a subset).
+
+    Raises:
+      InvalidRequest: naming the first wrong field, what was expected and what was received.
+    """
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise InvalidRequest('expected a JSON object {"instances": [...]}, got '
+                             f"{type(payload).__name__}{'' if not isinstance(payload, dict) else ' without instances'}")
+    try:
+        instances = _INSTANCES.validate_python(payload["instances"])
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = "instances" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        got = f", got {first['input']!r}" if first["type"] != "missing" else ""
+        raise InvalidRequest(f"{where}: {first['msg']}{got}") from None
+    queries = []
+    for i, (instance, request_id) in enumerate(zip(instances, request_ids, strict=False)):
+        unknown = [r for r in instance.get("rows", []) if r not in rows]
+        if unknown:
+            raise InvalidRequest(f"instances[{i}].rows: unknown row {unknown[0]!r}; expected some of {list(rows)}")
+        context = instance["context"]
+        queries.append(Query(request_id=request_id, member_id=instance["member_id"],
+                             member=dict(instance.get("member", {})), hour_of_day=context["hour_of_day"],
+                             day_of_week=context["day_of_week"], platform=context["platform"],
+                             day=now.date().toordinal(), k=instance.get("k", 10), rows=instance.get("rows")))
+    return queries
