@@ -30,6 +30,11 @@ def test_a_valid_payload_becomes_queries_with_defaults():
     assert (r.k, r.rows, r.platform, r.hour_of_day) == (4, ["quick"], "a-new-platform", 0)  # unseen platform: served
 
 
+def test_each_instance_needs_its_own_request_id():
+    with pytest.raises(ValueError, match="2 instances but only 1 request ids"):
+        parse({"instances": [_instance(), _instance()]}, ["r0"], NOW, ROWS)
+
+
 @pytest.mark.parametrize(("payload", "message"), [
     ([1, 2], 'expected a JSON object {"instances": [...]}, got list'),
     ({"inputs": []}, "got dict without instances"),

@@ -28,6 +28,7 @@ from recloop.serving.registry import read_card
 from recloop.serving.rows import Candidates, Impression, RowsConfig, fill
 
 MEMBER_FIELDS = ("tenure_days", "country", "preferred_category")
+MAX_CONTEXTS = 256
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class Version:
         """Popularity of every catalog item in a context (computed once per context)."""
         key = context_key(hour, platform)
         if key not in self._popular:
+            if len(self._popular) >= MAX_CONTEXTS:  # clients can send any platform string: bound the cache
+                self._popular.clear()
             self._popular[key] = self.popularity.scores(hour, platform, self.catalog["item_id"].tolist())
         return self._popular[key]
 
@@ -83,7 +86,6 @@ def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.da
       OSError, ValueError: from TensorFlow or the tables when the version is broken;
         the server treats any exception here as "this version failed to load".
     """
-    import scann  # noqa: F401  (the export's index needs the ScaNN ops registered; harmless otherwise)
     import tensorflow as tf
 
     def signature(name: str) -> Any:

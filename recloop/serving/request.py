@@ -70,8 +70,10 @@ def parse(payload: Any, request_ids: Sequence[str], now: dt.datetime, rows: Sequ
         where = "instances" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
         got = f", got {first['input']!r}" if first["type"] != "missing" else ""
         raise InvalidRequest(f"{where}: {first['msg']}{got}") from None
+    if len(request_ids) < len(instances):
+        raise ValueError(f"{len(instances)} instances but only {len(request_ids)} request ids")
     queries = []
-    for i, (instance, request_id) in enumerate(zip(instances, request_ids, strict=False)):
+    for i, (instance, request_id) in enumerate(zip(instances, request_ids[: len(instances)], strict=True)):
         unknown = [r for r in instance.get("rows", []) if r not in rows]
         if unknown:
             raise InvalidRequest(f"instances[{i}].rows: unknown row {unknown[0]!r}; expected some of {list(rows)}")
