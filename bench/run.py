@@ -114,31 +114,28 @@ def _section_simulate(r: dict) -> str:
     ])
 
 
-def bench_ingest() -> Path:
-    """Ingest throughput (small, default), linearity (1x/2x/4x), plain-Python reference; see bench/ingest.py."""
-    figures = ingest.bench_ingest()
-    return _record("ingest", "uv run python bench/run.py ingest", figures,
-                   "Job seconds are `summary.json`'s `wall_seconds` (plan, Beam pipeline build and run, "
-                   "reconciliation, publish); process seconds add interpreter start and imports. Peak RSS is the "
-                   "ingest process's own. Outputs: gzip level 1 TFRecords, one file per join bucket and output.")
+# benchmarks that live in their own module: (measure, notes for the README)
+MODULES = {
+    "ingest": (ingest.bench_ingest,
+               ("Job seconds are `summary.json`'s `wall_seconds` (plan, Beam pipeline build and run, reconciliation, "
+               "publish); process seconds add interpreter start and imports. Peak RSS is the ingest process's own. "
+               "Outputs: gzip level 1 TFRecords, one file per join bucket and output.")),
+    "validate": (validate.bench_validate,
+                 ("Process seconds include interpreter start and imports; statistics of train, eval and the served "
+                 "logs (parsed again from the request logs), the checks, both HTML pages and the alerts record. "
+                 "Week 1 infers and curates the schema; week 2 is checked against it (week 0 is the simulator's "
+                 "bootstrap week).")),
+    "train": (train.bench_train,
+              ("Quality runs train on weeks 0-1 and the Monday of week 2 and evaluate on the rest of week 2 (default "
+              "config: 12 retrieval and 3 ranking epochs). Week 0 is the bootstrap heuristic's first week. Process "
+              "seconds include interpreter start, imports, export, index and evaluation of three scorers.")),
+}
 
 
-def bench_validate() -> Path:
-    """``recloop validate`` on default-scale weeks; see bench/validate.py."""
-    return _record("validate", "uv run python bench/run.py validate", validate.bench_validate(),
-                   "Process seconds include interpreter start and imports; statistics of train, eval and the "
-                   "served logs (parsed again from the request logs), the checks, both HTML pages and the alerts "
-                   "record. Week 1 infers and curates the schema; week 2 is checked against it (week 0 is the "
-                   "simulator's bootstrap week).")
-
-
-def bench_train() -> Path:
-    """``recloop train`` quality and time on small worlds; see bench/train.py."""
-    return _record("train", "uv run python bench/run.py train", train.bench_train(),
-                   "Quality runs train on weeks 0-1 and the Monday of week 2 and evaluate on the rest of week 2 "
-                   "(default config: 12 retrieval and 3 ranking epochs). Week 0 is the bootstrap heuristic's first "
-                   "week. Process seconds include interpreter start, imports, export, index and evaluation of "
-                   "three scorers.")
+def bench_module(name: str) -> Path:
+    """Runs one of ``MODULES`` (see bench/<name>.py) and records its figures."""
+    measure, notes = MODULES[name]
+    return _record(name, f"uv run python bench/run.py {name}", measure(), notes)
 
 
 SECTIONS = {"simulate": _section_simulate, "ingest": lambda r: ingest.section(r, _table),
@@ -169,17 +166,13 @@ def report() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("benchmark", choices=["simulate", "ingest", "validate", "train", "report"])
+    parser.add_argument("benchmark", choices=["simulate", *MODULES, "report"])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     if args.benchmark == "simulate":
         print(f"wrote {bench_simulate(args.repeats)}", file=sys.stderr)
-    elif args.benchmark == "ingest":
-        print(f"wrote {bench_ingest()}", file=sys.stderr)
-    elif args.benchmark == "validate":
-        print(f"wrote {bench_validate()}", file=sys.stderr)
-    elif args.benchmark == "train":
-        print(f"wrote {bench_train()}", file=sys.stderr)
+    elif args.benchmark in MODULES:
+        print(f"wrote {bench_module(args.benchmark)}", file=sys.stderr)
     print(f"wrote {report()}", file=sys.stderr)
     print(shlex.join(sys.argv), file=sys.stderr)
 
