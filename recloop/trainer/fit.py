@@ -96,8 +96,7 @@ def fit_ranking(train: Examples, vocabs: Mapping[str, Vocab], config: TrainConfi
     rk = config.ranking
     features = train.features((*FEATURES, "position"))
     labels = {label: train[f"label_{label}"].astype(np.float32)[:, None] for label in LABELS}
-    ds = tf.data.Dataset.from_tensor_slices((features, labels)).shuffle(len(train), seed=config.seed)
-    ds = ds.batch(rk.batch_size).prefetch(2)
+    ds = dataset((features, labels), rk.batch_size, config.seed, id_dropout=ID_DROPOUT)
     model = RankingModel(vocabs, rk, config.retrieval.oov_buckets)
     model.compile(optimizer=tf.keras.optimizers.Adam(rk.learning_rate))
     return _fit("ranking", model, ds, len(train), rk.epochs, on_epoch)

@@ -11,6 +11,7 @@ RecSys 2019), and accidental hits (the same item as a negative) are removed.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -72,11 +73,16 @@ def sampling_probability(item_ids: np.ndarray) -> np.ndarray:
     return (counts[inverse] / len(item_ids)).astype(np.float32)
 
 
-def dataset(columns: Mapping[str, np.ndarray], batch_size: int, seed: int, id_dropout: float = 0.0,
+def dataset(columns: Mapping[str, np.ndarray] | tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+            batch_size: int, seed: int, id_dropout: float = 0.0,
             shuffle: bool = True) -> tf.data.Dataset:
-    """A shuffled, batched dataset of feature dicts; ``id_dropout`` of member/item ids become OOV ("")."""
-    n = len(next(iter(columns.values())))
-    ds = tf.data.Dataset.from_tensor_slices(dict(columns))
+    """A shuffled, batched dataset of feature dicts; ``id_dropout`` of member/item ids become OOV.
+
+    ``dataset`` also takes ``(features, labels)`` pairs (the ranker's); ids are dropped in the features.
+    """
+    features = columns[0] if isinstance(columns, tuple) else columns
+    n = len(next(iter(features.values())))
+    ds = tf.data.Dataset.from_tensor_slices(columns if isinstance(columns, tuple) else dict(columns))
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=False)
@@ -85,15 +91,17 @@ def dataset(columns: Mapping[str, np.ndarray], batch_size: int, seed: int, id_dr
     return ds.prefetch(2)
 
 
-def _dropper(rate: float, seed: int) -> Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]:
+def _dropper(rate: float, seed: int) -> Callable[..., Any]:
     gen = tf.random.Generator.from_seed(seed)
 
-    def drop(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    def drop(batch: dict[str, tf.Tensor], *labels: Any) -> Any:
         out = dict(batch)
         for name in ("member_id", "item_id"):
             if name in out:
                 hit = gen.uniform(tf.shape(out[name])) < rate
-                out[name] = tf.where(hit, tf.constant(""), out[name])
-        return out
+                # an unseen string hashes to one of the OOV buckets, as a new id does at serving:
+                # every bucket is trained, not only the one "" falls in
+                out[name] = tf.where(hit, tf.strings.join([out[name], "#new"]), out[name])
+        return (out, *labels) if labels else out
 
     return drop
