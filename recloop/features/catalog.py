@@ -59,9 +59,13 @@ def item_columns(items: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     return {name: np.array(values, dtype=_DTYPES.get(name, str)) for name, values in cols.items()}
 
 
-def candidate_inputs(items: Mapping[str, np.ndarray], day: dt.date) -> dict[str, np.ndarray]:
-    """The candidate tower's inputs for item columns on ``day`` (age in days, 0 before release)."""
-    age = np.maximum(day.toordinal() - items["release_day"], 0).astype(np.int64)
+def candidate_inputs(items: Mapping[str, np.ndarray], day: dt.date | np.ndarray) -> dict[str, np.ndarray]:
+    """The candidate tower's inputs for item columns on ``day`` (age in days, 0 before release).
+
+    ``day`` is one date, or one date ordinal per item row (items shown on different days).
+    """
+    ordinal = day.toordinal() if isinstance(day, dt.date) else day
+    age = np.maximum(ordinal - items["release_day"], 0).astype(np.int64)
     return {n: items[n] for n in CANDIDATE_INPUTS if n != "age_days"} | {"age_days": age}
 
 

@@ -119,10 +119,11 @@ def query_inputs(queries: Sequence[Query]) -> dict[str, np.ndarray]:
     return {n: np.array(v, dtype=kinds[feature(n).dtype]) for n, v in cols.items()}
 
 
-def retrieve(version: Version, queries: Sequence[Query], popular_top: int) -> list[np.ndarray]:
+def retrieve(version: Version, queries: Sequence[Query], inputs: Mapping[str, np.ndarray],
+             popular_top: int) -> list[np.ndarray]:
     """Per query, catalog indices of its pool: the best ``candidates`` by dot product and the context's
     ``popular_top`` most popular items."""
-    q = embed(version.query_tower, query_inputs(queries))
+    q = embed(version.query_tower, inputs)
     scores = q @ version.item_vectors.T
     n = min(version.candidates, scores.shape[1])
     best = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else np.tile(
@@ -135,19 +136,18 @@ def retrieve(version: Version, queries: Sequence[Query], popular_top: int) -> li
     return pools
 
 
-def rank(version: Version, queries: Sequence[Query], pools: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+def rank(version: Version, queries: Sequence[Query], inputs: Mapping[str, np.ndarray],
+         pools: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Head probabilities and combined score of every pool item, in one ranker call for all queries."""
     import tensorflow as tf
 
-    q = query_inputs(queries)
     sizes = [len(p) for p in pools]
     index = np.concatenate(pools)
     rows = np.repeat(np.arange(len(queries)), sizes)
     days = np.repeat(np.array([query.day for query in queries]), sizes)
-    items = {n: version.catalog[n][index] for n in ("item_id", "category", "creator", "duration_min", "language")}
-    items["age_days"] = np.maximum(days - version.catalog["release_day"][index], 0).astype(np.int64)
-    inputs = {n: v[rows] for n, v in q.items()} | items
-    out = version.ranker(**{k: tf.constant(v) for k, v in inputs.items()})
+    items = candidate_inputs({n: v[index] for n, v in version.catalog.items()}, days)
+    pairs = {n: v[rows] for n, v in inputs.items()} | items
+    out = version.ranker(**{k: tf.constant(v) for k, v in pairs.items()})
     parts = {k: np.split(v.numpy(), np.cumsum(sizes)[:-1]) for k, v in out.items()}
     return [{k: parts[k][i] for k in parts} for i in range(len(pools))]
 
@@ -155,8 +155,9 @@ def rank(version: Version, queries: Sequence[Query], pools: Sequence[np.ndarray]
 def recommend(version: Version, queries: Sequence[Query], config: RowsConfig) -> list[Page]:
     """Pages for a batch of instances: retrieval, ranking and rows, with the random stream of each
     request seeded by its request id (so a logged page can be replayed)."""
-    pools = retrieve(version, queries, config.popular_top)
-    scored = rank(version, queries, pools)
+    inputs = query_inputs(queries)
+    pools = retrieve(version, queries, inputs, config.popular_top)
+    scored = rank(version, queries, inputs, pools)
     pages = []
     for query, pool_index, s in zip(queries, pools, scored, strict=True):
         cat = version.catalog

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -67,7 +67,6 @@ class TrainingData:
     catalog: Examples  # features.catalog.item_columns, newest metadata per item
     sources: list[str]
     span: dict[str, str]  # start, end, eval_start of the data used
-    weeks: list[dict[str, Any]] = field(default_factory=list)
 
     def sizes(self) -> dict[str, int]:
         return {"train_examples": len(self.train), "eval_examples": len(self.eval), "catalog_items": len(self.catalog),
@@ -151,7 +150,7 @@ def load(folders: Sequence[str], window_weeks: int = 4) -> TrainingData:
         items.update((item["item_id"], item) for item in read_items(posixpath.join(f, "items", "items.jsonl.gz")))
     span = {"start": weeks[0][0]["start"], "end": newest_span["end"], "eval_start": newest_span["eval_start"]}
     return TrainingData(train=train, eval=evaluation, catalog=catalog_columns(list(items.values())),
-                        sources=[f for _, f in weeks], span=span, weeks=[s for s, _ in weeks])
+                        sources=[f for _, f in weeks], span=span)
 
 
 

@@ -110,15 +110,15 @@ def evaluate_retrieval(scorer: RetrievalScorer, train: Examples, positives: Exam
         hi = min(lo + CHUNK, len(queries))
         chunk = queries.take(np.arange(lo, hi))
         scores = np.asarray(scorer(chunk, catalog), dtype=np.float64)
+        # ties in a ranked list are broken by catalog order: the bias figures need one list
+        order = np.argsort(-scores, axis=1, kind="stable")
+        top[lo:hi] = order[:, : top.shape[1]]
         if truth is not None:
             p = np.asarray(truth(chunk, catalog), dtype=np.float64)
-            order = np.argsort(-scores, axis=1, kind="stable")
             for k in ks:
                 expected[k][lo:hi] = np.take_along_axis(p, order[:, :k], axis=1).sum(axis=1) / p.sum(axis=1)
         rows = np.flatnonzero((inverse >= lo) & (inverse < hi))
         greater[rows], ties[rows] = metrics.positive_ranks(scores[inverse[rows] - lo], target[rows])
-        # ties in a top list are broken by catalog order: the bias figures need one list
-        top[lo:hi] = np.argsort(-scores, axis=1, kind="stable")[:, : top.shape[1]]
     result: dict[str, Any] = {}
     groups = cohorts(train, positives)
     for view, mask in (("logged", np.ones(len(positives), dtype=bool)), ("explored", explored(positives))):
