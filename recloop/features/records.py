@@ -207,3 +207,12 @@ def format_ts(ts: dt.datetime) -> str:
     if ts.tzinfo is None:
         raise ValueError(f"timestamp {ts!r} has no time zone; the log contract needs UTC")
     return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(value: Any) -> dt.datetime:
+    """Parses the contract's RFC 3339 timestamp (with an explicit offset) to an aware UTC datetime.
+
+    Raises:
+      ValueError: saying what was expected.
+    """
+    return _rfc3339(value).astimezone(dt.UTC)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import posixpath
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,17 +57,12 @@ class Page:
 
 
 @dataclass
-class Version:
-    """A model version loaded for serving over a catalog."""
+class Heuristic:
+    """The serving tables over a catalog: what every page needs, and what the fallback serves alone."""
 
-    version: str
-    query_tower: Any
-    ranker: Any
     catalog: dict[str, np.ndarray]
-    item_vectors: np.ndarray
     popularity: PopularInContext
     profiles: dict[str, MemberProfile]
-    candidates: int
     _popular: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
     def popular_scores(self, hour: int, platform: str) -> np.ndarray:
@@ -77,6 +73,40 @@ class Version:
                 self._popular.clear()
             self._popular[key] = self.popularity.scores(hour, platform, self.catalog["item_id"].tolist())
         return self._popular[key]
+
+
+@dataclass
+class Version:
+    """A model version loaded for serving over a catalog."""
+
+    version: str
+    query_tower: Any
+    ranker: Any
+    item_vectors: np.ndarray
+    candidates: int
+    tables: Heuristic
+
+    @property
+    def catalog(self) -> dict[str, np.ndarray]:
+        return self.tables.catalog
+
+    @property
+    def profiles(self) -> dict[str, MemberProfile]:
+        return self.tables.profiles
+
+    def popular_scores(self, hour: int, platform: str) -> np.ndarray:
+        return self.tables.popular_scores(hour, platform)
+
+
+def load_tables(version_dir: str, catalog: Mapping[str, np.ndarray]) -> Heuristic:
+    """A version's serving tables (popularity in context, member profiles) over ``catalog``."""
+    tables = posixpath.join(version_dir, "tables")
+    popular = logs.read_json(posixpath.join(tables, "popularity.json"))["contexts"]
+    members = logs.read_json(posixpath.join(tables, "profiles.json.gz"))["members"]
+    profiles = {m: MemberProfile(usual_category=p["usual_category"], usual_creator=p["usual_creator"],
+                                 categories_tried=frozenset(p["categories_tried"]),
+                                 recent_items=tuple(p["recent_items"])) for m, p in members.items()}
+    return Heuristic(catalog=dict(catalog), popularity=PopularInContext.from_dict(popular), profiles=profiles)
 
 
 def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.date) -> Version:
@@ -92,16 +122,10 @@ def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.da
         return tf.saved_model.load(posixpath.join(version_dir, name)).signatures["serving_default"]
 
     card = read_card(version_dir)
-    tables = posixpath.join(version_dir, "tables")
-    popular = logs.read_json(posixpath.join(tables, "popularity.json"))["contexts"]
-    members = logs.read_json(posixpath.join(tables, "profiles.json.gz"))["members"]
-    profiles = {m: MemberProfile(usual_category=p["usual_category"], usual_creator=p["usual_creator"],
-                                 categories_tried=frozenset(p["categories_tried"]),
-                                 recent_items=tuple(p["recent_items"])) for m, p in members.items()}
-    vectors = embed(signature("candidate_tower"), candidate_inputs(catalog, day))
+    tables = load_tables(version_dir, catalog)
+    vectors = embed(signature("candidate_tower"), candidate_inputs(tables.catalog, day))
     return Version(version=card["version"], query_tower=signature("query_tower"), ranker=signature("ranking"),
-                   catalog=dict(catalog), item_vectors=vectors, popularity=PopularInContext.from_dict(popular),
-                   profiles=profiles, candidates=int(card["config"]["retrieval"]["candidates"]))
+                   item_vectors=vectors, candidates=int(card["config"]["retrieval"]["candidates"]), tables=tables)
 
 
 def query_inputs(queries: Sequence[Query]) -> dict[str, np.ndarray]:
@@ -125,14 +149,18 @@ def retrieve(version: Version, queries: Sequence[Query], inputs: Mapping[str, np
     ``popular_top`` most popular items."""
     q = embed(version.query_tower, inputs)
     scores = q @ version.item_vectors.T
+    # the feed lists a week's releases up front: an item is served only from its release day on
+    unreleased = version.catalog["release_day"][None, :] > np.array([query.day for query in queries])[:, None]
+    scores[unreleased] = -np.inf
     n = min(version.candidates, scores.shape[1])
     best = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else np.tile(
         np.arange(scores.shape[1]), (len(queries), 1))
     pools = []
     for i, query in enumerate(queries):
-        popular = version.popular_scores(query.hour_of_day, query.platform)
+        popular = np.where(unreleased[i], 0.0, version.popular_scores(query.hour_of_day, query.platform))
         top = np.argsort(-popular, kind="stable")[:popular_top]
-        pools.append(np.union1d(best[i], top[popular[top] > 0]))
+        pool = np.union1d(best[i], top[popular[top] > 0])
+        pools.append(pool[~unreleased[i, pool]])
     return pools
 
 
@@ -152,12 +180,22 @@ def rank(version: Version, queries: Sequence[Query], inputs: Mapping[str, np.nda
     return [{k: parts[k][i] for k in parts} for i in range(len(pools))]
 
 
-def recommend(version: Version, queries: Sequence[Query], config: RowsConfig) -> list[Page]:
+Timer = Callable[[str, float], None]
+
+
+def recommend(version: Version, queries: Sequence[Query], config: RowsConfig, timer: Timer | None = None
+              ) -> list[Page]:
     """Pages for a batch of instances: retrieval, ranking and rows, with the random stream of each
-    request seeded by its request id (so a logged page can be replayed)."""
+    request seeded by its request id (so a logged page can be replayed).
+
+    ``timer(stage, seconds)`` is told how long each stage took for the whole batch.
+    """
+    clock = _Stages(timer)
     inputs = query_inputs(queries)
     pools = retrieve(version, queries, inputs, config.popular_top)
+    clock("retrieval")
     scored = rank(version, queries, inputs, pools)
+    clock("ranking")
     pages = []
     for query, pool_index, s in zip(queries, pools, scored, strict=True):
         cat = version.catalog
@@ -165,9 +203,48 @@ def recommend(version: Version, queries: Sequence[Query], config: RowsConfig) ->
         pool = Candidates(item_id=cat["item_id"][pool_index], category=cat["category"][pool_index],
                           creator=cat["creator"][pool_index], duration_min=cat["duration_min"][pool_index],
                           release_day=cat["release_day"][pool_index], score=s["score"],
-                          heads={h: s[h] for h in LABELS}, popularity=popular)
-        rng = np.random.default_rng(list(query.request_id.encode("utf-8")))
-        impressions = fill(pool, config, query.k, version.profiles.get(query.member_id),
-                           query.member.get("preferred_category"), query.day, rng, query.rows)
-        pages.append(Page(query=query, impressions=impressions, pool=pool))
+                          heads={h: s[h] for h in LABELS}, popularity=popular, index=pool_index)
+        pages.append(_page(query, pool, version.tables, config))
+    clock("rows")
     return pages
+
+
+def heuristic_pages(tables: Heuristic, queries: Sequence[Query], config: RowsConfig, pool_size: int = 500
+                    ) -> list[Page]:
+    """The fallback: pages from the popular-in-context heuristic alone (no model), newest items first among
+    equally popular ones, so a registry with no model yet still serves something sensible.
+
+    The score is the item's popularity relative to the context's most popular item, in [0, 1]; no heads.
+    """
+    cat = tables.catalog
+    pages = []
+    for query in queries:
+        released = np.flatnonzero(cat["release_day"] <= query.day)
+        popular = tables.popular_scores(query.hour_of_day, query.platform)[released]
+        order = np.lexsort((-cat["release_day"][released], -popular))[:pool_size]
+        index, popular = released[order], popular[order]
+        score = popular / popular[0] if len(popular) and popular[0] > 0 else np.zeros(len(index))
+        pool = Candidates(item_id=cat["item_id"][index], category=cat["category"][index],
+                          creator=cat["creator"][index], duration_min=cat["duration_min"][index],
+                          release_day=cat["release_day"][index], score=score, heads={}, popularity=popular,
+                          index=index)
+        pages.append(_page(query, pool, tables, config))
+    return pages
+
+
+def _page(query: Query, pool: Candidates, tables: Heuristic, config: RowsConfig) -> Page:
+    rng = np.random.default_rng(list(query.request_id.encode("utf-8")))
+    impressions = fill(pool, config, query.k, tables.profiles.get(query.member_id),
+                       query.member.get("preferred_category"), query.day, rng, query.rows)
+    return Page(query=query, impressions=impressions, pool=pool)
+
+
+class _Stages:
+    def __init__(self, timer: Timer | None):
+        self.timer, self.t = timer, time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.timer is not None:
+            self.timer(stage, now - self.t)
+        self.t = now

@@ -55,6 +55,7 @@ class Candidates:
     score: np.ndarray  # combined ranking score in [0, 1]
     heads: Mapping[str, np.ndarray]
     popularity: np.ndarray  # popularity in the request's context (0 = never clicked)
+    index: np.ndarray | None = None  # catalog row of each pool item, for the caller
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,124 @@
+"""``recloop serve`` and ``recloop infra-validate``: the model server and its pre-push check."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+
+from recloop.pipelines.console import console
+
+
+def serve(
+    catalog: Annotated[str, typer.Option(help="the item feed: a folder with catalog/dt=YYYY-MM-DD/ (the "
+                                              "simulator's output), or one items .jsonl[.gz] file")],
+    logs: Annotated[str, typer.Option(help="where served requests are logged (any fsspec URI): "
+                                           "<logs>/requests/dt=YYYY-MM-DD/<host>-w<worker>-HH.jsonl")],
+    registry: Annotated[str | None, typer.Option(help="model registry URI: serve its CURRENT version and "
+                                                      "hot-reload when the pointer moves")] = None,
+    model: Annotated[str | None, typer.Option(help="serve this one version folder instead (KServe: "
+                                                   "/mnt/models)")] = None,
+    host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 exposes the server to the network")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="server processes sharing the port (each loads the "
+                                                     "model, logs to its own files, has its own /metrics)")] = 1,
+    simulated_clock: Annotated[bool, typer.Option(
+        help="take each request's time from its x-recloop-time header (the simulator drives the clock)")] = False,
+    start_time: Annotated[str | None, typer.Option(
+        help="with --simulated-clock: the time before the first request (RFC 3339; default: midnight of "
+             "the newest catalog snapshot)")] = None,
+    epsilon: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="share of slots explored")] = None,
+    poll_s: Annotated[float, typer.Option(min=0.1, help="seconds between registry/catalog checks")] = 2.0,
+    log_queue: Annotated[int, typer.Option(min=1, help="request log queue bound (records)")] = 10_000,
+    worker_index: Annotated[int, typer.Option(hidden=True)] = 0,
+) -> None:
+    """Serve recommendations with kserve's ModelServer (V1: POST /v1/models/recommender:predict)."""
+    if (registry is None) == (model is None):
+        raise typer.BadParameter("give exactly one of --registry (hot reload) or --model (one version)",
+                                 param_hint="--registry/--model")
+    if workers > 1:
+        _run_workers(workers)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from recloop.features.records import parse_ts
+    from recloop.serving.requestlog import RequestLog
+    from recloop.serving.rows import RowsConfig
+    from recloop.serving.server import serve as run
+    from recloop.serving.service import Clock, ServeSettings, Service
+
+    rows = RowsConfig() if epsilon is None else RowsConfig(epsilon=epsilon)
+    settings = ServeSettings(registry=registry, model=model, catalog=catalog, rows=rows, poll_s=poll_s)
+    start = None
+    if simulated_clock:
+        try:
+            start = parse_ts(start_time) if start_time else _newest_snapshot(catalog)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--start-time") from None
+    clock = Clock(simulated=simulated_clock, start=start)
+    name = os.environ.get("POD_NAME") or socket.gethostname()
+    log = RequestLog(logs, name, worker=worker_index, max_queue=log_queue)
+    console.print(f"serving on http://{host}:{port}/v1/models/recommender:predict (metrics on /metrics), "
+                  f"logging to {logs}")
+    run(Service(settings, clock, log), host=host, port=port, reuse_port=workers > 1 or worker_index > 0)
+
+
+def _newest_snapshot(catalog: str) -> dt.datetime:
+    from recloop.features.catalog import snapshot
+
+    path = snapshot(catalog, dt.date.max)
+    if path is None:
+        raise ValueError(f"no catalog/dt=YYYY-MM-DD/ snapshot under {catalog}")
+    day = dt.date.fromisoformat(path.split("dt=")[-1].split("/")[0])
+    return dt.datetime.combine(day, dt.time(), dt.UTC)
+
+
+def _run_workers(workers: int) -> None:
+    """Starts ``workers`` copies of this command on one SO_REUSEPORT port and forwards SIGTERM/SIGINT."""
+    args = [a for a in sys.argv[1:]]
+    children = []
+    for i in range(workers):
+        cmd = [sys.executable, "-m", "recloop.pipelines.cli", *args, "--workers", "1", "--worker-index", str(i + 1)]
+        children.append(subprocess.Popen(cmd))
+
+    def forward(sig: int, _frame: object) -> None:
+        for child in children:
+            child.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    if any(codes):
+        raise typer.Exit(max(codes))
+
+
+def infra_validate(
+    model: Annotated[str, typer.Option(help="the candidate version folder (a trainer export)")],
+    out: Annotated[str, typer.Option(help="folder for infra_blessing.json")],
+    data: Annotated[str | None, typer.Option(help="ingest output with the eval split the canned requests "
+                                                  "come from (default: the model's newest training source)")
+                    ] = None,
+    catalog: Annotated[str | None, typer.Option(help="item feed (default: the ingest output's item summaries)")
+                       ] = None,
+    requests: Annotated[int, typer.Option(min=1, help="canned requests to send")] = 200,
+    p99_ms: Annotated[float, typer.Option(help="latency budget: p99 of the canned requests")] = 250.0,
+    startup_s: Annotated[float, typer.Option(help="time allowed to start, load and warm")] = 120.0,
+) -> None:
+    """Start the real server with a candidate on 127.0.0.1, send canned requests, write infra_blessing.json."""
+    from recloop.serving.infra import validate
+
+    blessing = validate(model, out, data=data, catalog=catalog, requests=requests, p99_ms=p99_ms,
+                        startup_s=startup_s, progress=lambda s: console.print(s))
+    verdict = "[green]passed[/green]" if blessing["passed"] else "[red]failed[/red]"
+    console.print(f"infra validation {verdict}: {blessing['reason'] or 'every answer valid'}")
+    console.print(json.dumps(blessing["latency_ms"]))
+    if not blessing["passed"]:
+        raise typer.Exit(1)

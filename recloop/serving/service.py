@@ -1,0 +1,329 @@
+"""What the server serves, and how it changes: the production version, fallbacks, hot reload, the request log.
+
+``Service`` holds one immutable ``Served`` (a loaded version, or the heuristic
+fallback and why) over one catalog. A background thread watches the registry
+pointer and the item feed; a new version (or a new catalog snapshot) is loaded
+and warmed beside the one serving, checked, and swapped in by one reference
+assignment, so a batch in flight finishes on the object it started with. A
+version that fails to load or warm is rejected (and not retried until the
+pointer moves) and the old one keeps serving; with nothing to keep, the
+heuristic serves and ``fallback`` says why. ``serve`` never raises for a
+model's fault: a model error at request time falls back for that batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from recloop.baselines import PopularInContext
+from recloop.features.catalog import item_columns, read_items, snapshot
+from recloop.features.records import format_ts, parse_ts
+from recloop.features.spec import CATEGORIES, COUNTRIES, LABELS, PLATFORMS
+from recloop.serving import metrics
+from recloop.serving.funnel import (
+    Heuristic,
+    Page,
+    Query,
+    Version,
+    heuristic_pages,
+    load_tables,
+    load_version,
+    recommend,
+)
+from recloop.serving.registry import Registry
+from recloop.serving.request import InvalidRequest
+from recloop.serving.rows import RowsConfig
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_VERSION = "heuristic-fallback"  # model_version of pages served without a model
+TIME_HEADER = "x-recloop-time"
+_KNOWN = {"platform": frozenset(PLATFORMS), "country": frozenset(COUNTRIES),
+          "preferred_category": frozenset(CATEGORIES)}
+
+
+class ServeSettings(BaseModel):
+    """What ``recloop serve`` is told."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    registry: str | None = None  # watch this registry's pointer ...
+    model: str | None = None  # ... or serve this one version (KServe mounts it at /mnt/models)
+    catalog: str  # the item feed: a root with catalog/dt=YYYY-MM-DD/ folders, or one items file
+    rows: RowsConfig = RowsConfig()
+    poll_s: float = Field(2.0, gt=0)
+    fallback_pool: int = Field(500, gt=0)
+
+
+class Clock:
+    """The server's notion of now: the wall clock, or (``simulated``) the time each request carries
+    in the ``x-recloop-time`` header, which the simulator sets (DESIGN.md, "Time")."""
+
+    def __init__(self, simulated: bool = False, start: dt.datetime | None = None):
+        self.simulated = simulated
+        self._latest = start or dt.datetime.now(dt.UTC)
+
+    def request_time(self, headers: Mapping[str, str] | None) -> dt.datetime:
+        """The time of a request.
+
+        Raises:
+          InvalidRequest: on a simulated clock, when the header is missing or not an RFC 3339 time.
+        """
+        if not self.simulated:
+            return dt.datetime.now(dt.UTC)
+        value = (headers or {}).get(TIME_HEADER)
+        try:
+            now = parse_ts(value)
+        except ValueError as e:
+            raise InvalidRequest(f"header {TIME_HEADER}: this server runs on a simulated clock and needs the "
+                                 f"request time ({e}), got {value!r}") from None
+        self._latest = max(self._latest, now)
+        return now
+
+    def now(self) -> dt.datetime:
+        """The latest time seen (simulated) or the wall clock."""
+        return self._latest if self.simulated else dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What answers requests right now. ``version`` None: the heuristic serves, ``reason`` says why."""
+
+    version: Version | None
+    tables: Heuristic
+    catalog_path: str
+    version_dir: str | None
+    reason: str | None
+    release_date: np.ndarray  # ISO date of every catalog item, for the log
+
+    @property
+    def name(self) -> str:
+        return self.version.version if self.version else FALLBACK_VERSION
+
+
+class CatalogMissing(RuntimeError):
+    """No item feed for the server's day."""
+
+
+class Service:
+    """The serving state and the request path, without HTTP (the kserve model wraps it)."""
+
+    def __init__(self, settings: ServeSettings, clock: Clock | None = None, log: Any = None):
+        self.settings = settings
+        self.clock = clock or Clock()
+        self.log = log  # a RequestLog, or None to log nothing
+        self.registry = Registry(settings.registry) if settings.registry else None
+        self.rejected: dict[tuple[str | None, str], str] = {}
+        self.served: Served | None = None
+        self._load_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # --- what to serve -------------------------------------------------------------------------------
+
+    def wanted(self) -> tuple[str | None, str]:
+        """The version directory (None: nothing pushed yet) and catalog file the server should serve.
+
+        Raises:
+          CatalogMissing: when there is no item feed for the current day.
+          RegistryError: when the pointer cannot be read.
+        """
+        day = self.clock.now().date()
+        path = self.settings.catalog
+        if not path.endswith((".jsonl", ".jsonl.gz")):
+            found = snapshot(path, day)
+            if found is None:
+                raise CatalogMissing(f"no item feed under {path}/catalog/ on or before {day} "
+                                     "(expected catalog/dt=YYYY-MM-DD/items.jsonl.gz)")
+            path = found
+        if self.settings.model:
+            return self.settings.model, path
+        assert self.registry is not None
+        return self.registry.current(), path
+
+    def refresh(self) -> bool:
+        """Loads and swaps in what ``wanted`` names if it changed; True when something new now serves.
+
+        A candidate that fails to load or to warm is remembered as rejected and the current one keeps
+        serving (the fallback, if nothing was ever loaded).
+        """
+        with self._load_lock:
+            version_dir, catalog_path = self.wanted()
+            current = self.served
+            if current is not None and (current.version_dir, current.catalog_path) == (version_dir, catalog_path) \
+                    and (current.version is not None or version_dir is None):
+                return False
+            if (version_dir, catalog_path) in self.rejected:
+                return False
+            started = time.perf_counter()
+            catalog = item_columns(read_items(catalog_path))
+            release = np.array([dt.date.fromordinal(int(d)).isoformat() for d in catalog["release_day"]])
+            if version_dir is None:
+                served = Served(None, Heuristic(catalog, PopularInContext({}), {}), catalog_path, None, "no_model",
+                                release)
+            else:
+                try:
+                    version = load_version(version_dir, catalog, self.clock.now().date())
+                    self._warm(version)
+                    served = Served(version, version.tables, catalog_path, version_dir, None, release)
+                except Exception as e:  # noqa: BLE001 - a broken version of any kind is rejected, never served
+                    self.rejected[(version_dir, catalog_path)] = f"{type(e).__name__}: {e}"
+                    metrics.SWAPS.labels(outcome="rejected").inc()
+                    logger.error("rejected %s with catalog %s: %s", version_dir, catalog_path, e)
+                    if current is not None and current.version is not None:
+                        return False
+                    served = Served(None, self._fallback_tables(version_dir, catalog, current), catalog_path,
+                                    version_dir, "model_load_failed", release)
+            self._swap(served, time.perf_counter() - started)
+            return True
+
+    def _fallback_tables(self, version_dir: str, catalog: dict[str, np.ndarray], current: Served | None
+                         ) -> Heuristic:
+        try:  # a version whose model is broken may still have good tables
+            return load_tables(version_dir, catalog)
+        except Exception:  # noqa: BLE001 - then the tables of what served before
+            if current is not None:
+                return Heuristic(catalog, current.tables.popularity, current.tables.profiles)
+            return Heuristic(catalog, PopularInContext({}), {})
+
+    def _warm(self, version: Version) -> None:
+        """Runs the funnel once on a canned batch (traces the TF functions) and checks what comes out.
+
+        Raises:
+          ValueError: when a page is not a valid answer (scores outside [0, 1], an item twice, ...).
+        """
+        day = self.clock.now()
+        queries = [Query(request_id=f"warm-{i}", member_id=member, member={}, hour_of_day=h, day_of_week=day.weekday(),
+                         platform=p, day=day.date().toordinal())
+                   for i, (member, h, p) in enumerate([("warm-unknown", 8, "ios"), ("warm-unknown", 20, "web")])]
+        for page in recommend(version, queries, self.settings.rows):
+            check_page(page)
+
+    def _swap(self, served: Served, seconds: float) -> None:
+        previous = self.served
+        self.served = served  # one reference assignment: in-flight batches keep the object they started with
+        metrics.SWAPS.labels(outcome="loaded").inc()
+        metrics.set_model(served.name, previous.name if previous and previous.name != served.name else None)
+        metrics.CATALOG_ITEMS.set(len(served.tables.catalog["item_id"]))
+        logger.info("serving %s (%s) over %s, %d items, loaded in %.1f s", served.name,
+                    served.reason or "model", served.catalog_path, len(served.tables.catalog["item_id"]), seconds)
+
+    def start(self) -> None:
+        """Loads what to serve now, then watches for changes every ``poll_s`` seconds in the background."""
+        self.refresh()
+        self._watcher = threading.Thread(target=self._watch, name="recloop-reload", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings.poll_s):
+            try:
+                self.refresh()
+            except Exception:  # a registry or feed that cannot be read now may be readable at the next poll
+                logger.exception("reload check failed; still serving %s", self.served.name if self.served else None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=30)
+
+    # --- the request path ----------------------------------------------------------------------------
+
+    def serve(self, queries: Sequence[Query], now: Sequence[dt.datetime]) -> list[dict[str, Any]]:
+        """The response of each query (one per instance), logged as request records.
+
+        ``now`` is the request time of each query. Never raises for a model's fault: a model error
+        serves the batch from the fallback, with ``fallback: "model_error"``.
+        """
+        served = self.served
+        if served is None:
+            raise RuntimeError("the service was not started")
+        for q in queries:
+            for name in ("platform", "country", "preferred_category"):
+                value = q.platform if name == "platform" else q.member.get(name)
+                if value is not None and value not in _KNOWN[name]:
+                    metrics.OOV.labels(field=name).inc()
+        metrics.BATCH.observe(len(queries))
+        reason: str | None = served.reason
+        pages: list[Page] | None = None
+        if served.version is not None:
+            try:
+                pages = recommend(served.version, queries, self.settings.rows,
+                                  lambda stage, s: metrics.STAGE.labels(stage=stage).observe(s))
+                for page in pages:
+                    check_page(page)
+            except Exception:
+                logger.exception("model %s failed on a batch of %d; serving the fallback", served.name, len(queries))
+                pages, reason = None, "model_error"
+        if pages is None:
+            pages = heuristic_pages(served.tables, queries, self.settings.rows, self.settings.fallback_pool)
+        version = served.name if reason is None else FALLBACK_VERSION
+        out = []
+        for page, ts in zip(pages, now, strict=True):
+            page_reason = reason
+            if page_reason is None and page.query.member_id not in served.tables.profiles:
+                page_reason = "unknown_member"  # served by the model from context and declared features only
+            metrics.INSTANCES.labels(served_by="model" if reason is None else "fallback").inc()
+            if page_reason is not None:
+                metrics.FALLBACKS.labels(reason=page_reason).inc()
+            out.append(response(page, version, page_reason))
+            if self.log is not None:
+                self.log.put(log_line(page, version, ts, served), ts)
+        return out
+
+
+def check_page(page: Page) -> None:
+    """Raises ValueError unless a page is a valid answer: scores and heads in [0, 1], propensities in
+    (0, 1], no item twice."""
+    pool = page.pool
+    index = [i.index for i in page.impressions]
+    if len(set(index)) != len(index):
+        raise ValueError(f"request {page.query.request_id}: an item appears twice on the page")
+    for name, values in {"score": pool.score, **pool.heads}.items():
+        v = np.asarray(values)[index]
+        if not np.isfinite(v).all() or (v < 0).any() or (v > 1).any():
+            raise ValueError(f"request {page.query.request_id}: {name} outside [0, 1]: {v.tolist()}")
+    if any(not 0 < i.propensity <= 1 for i in page.impressions):
+        raise ValueError(f"request {page.query.request_id}: a propensity outside (0, 1]")
+
+
+def response(page: Page, version: str, fallback: str | None) -> dict[str, Any]:
+    """One instance's answer: rows of ``{item_id, score, propensity, heads}`` in page order."""
+    pool = page.pool
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for imp in page.impressions:
+        i = imp.index
+        heads = {h: float(pool.heads[h][i]) for h in LABELS} if pool.heads else None
+        rows.setdefault(imp.row, []).append({"item_id": str(pool.item_id[i]), "score": float(pool.score[i]),
+                                             "propensity": imp.propensity, "heads": heads})
+    return {"request_id": page.query.request_id, "model_version": version, "fallback": fallback,
+            "rows": [{"name": name, "items": items} for name, items in rows.items()]}
+
+
+def log_line(page: Page, version: str, ts: dt.datetime, served: Served) -> str:
+    """The request record of a served page (the log contract), as one JSON line: the member and context
+    exactly as received, every impression with the item metadata as served."""
+    q, pool, cat = page.query, page.pool, served.tables.catalog
+    impressions = []
+    for imp in page.impressions:
+        row = int(pool.index[imp.index])
+        impressions.append({
+            "item_id": str(cat["item_id"][row]), "position": imp.position, "row": imp.row,
+            "score": float(pool.score[imp.index]), "propensity": imp.propensity,
+            "item": {"category": str(cat["category"][row]), "creator": str(cat["creator"][row]),
+                     "duration_min": float(cat["duration_min"][row]), "language": str(cat["language"][row]),
+                     "release_date": str(served.release_date[row]), "age_days": q.day - int(cat["release_day"][row])}})
+    record = {"request_id": q.request_id, "ts": format_ts(ts), "model_version": version,
+              "member": {"member_id": q.member_id, **q.member},
+              "context": {"hour_of_day": q.hour_of_day, "day_of_week": q.day_of_week, "platform": q.platform},
+              "impressions": impressions}
+    return orjson.dumps(record).decode("utf-8")

@@ -1,0 +1,294 @@
+"""Tests of recloop.serving.requestlog: hourly files, bounded queue, tail repair, remote upload, errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from recloop.features.logs import partition_files
+from recloop.serving.requestlog import RequestLog, repair_tail, safe_name
+
+UTC = dt.UTC
+
+
+def at(day: int, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(2026, 1, day, hour, minute, tzinfo=UTC)
+
+
+def hour_file(root: Path | str, day: int, hour: int, prefix: str = "h1-w0") -> str:
+    return f"{root}/requests/dt=2026-01-{day:02d}/{prefix}-{hour:02d}.jsonl"
+
+
+def final_uri(path: str) -> str:
+    """The URI fsspec names a remote path by (``memory://x/..`` reads back as ``memory:///x/..``)."""
+    fs, base = fsspec.core.url_to_fs(path)
+    return fs.unstrip_protocol(base)
+
+
+def read(path: str) -> str:
+    with fsspec.open(path, "rt", encoding="utf-8", newline="") as f:
+        return f.read()
+
+
+class BlockedLog(RequestLog):
+    """A writer whose writes wait until the test releases them."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def _append(self, fd: int, data: bytes) -> int:
+        self.entered.set()
+        assert self.release.wait(5), "the test never released the writer"
+        return super()._append(fd, data)
+
+
+class PausedLog(RequestLog):
+    """A writer that starts reading the queue only once the test says ``go``: the puts before form one batch."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.go = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def _run(self) -> None:
+        assert self.go.wait(5), "the test never started the writer"
+        super()._run()
+
+
+@pytest.fixture
+def memory_root() -> Iterator[str]:
+    root = f"memory://rl-{uuid.uuid4().hex}"
+    yield root
+    fs, base = fsspec.core.url_to_fs(root)
+    if fs.exists(base):
+        fs.rm(base, recursive=True)
+
+
+def test_lines_land_in_their_date_and_hour_files_whole_and_in_order(tmp_path: Path) -> None:
+    plus2 = dt.timezone(dt.timedelta(hours=2))
+    puts = [('{"r":1}', at(5, 10, 1)), ('{"r":2}', at(5, 11, 0)), ('{"r":3}', at(5, 10, 59)),
+            ('{"r":"café"}', at(6, 0, 0)), ('{"r":5}', dt.datetime(2026, 1, 5, 13, 30, tzinfo=plus2))]
+    log = RequestLog(str(tmp_path), "h1")
+    try:
+        assert all(log.put(line, ts) for line, ts in puts)
+        log.flush()
+        assert (log.written, log.dropped, log.depth) == (5, 0, 0)
+        assert log.files == [hour_file(tmp_path, 5, 10), hour_file(tmp_path, 5, 11), hour_file(tmp_path, 6, 0)]
+    finally:
+        log.close()
+    assert read(hour_file(tmp_path, 5, 10)) == '{"r":1}\n{"r":3}\n'
+    assert read(hour_file(tmp_path, 5, 11)) == '{"r":2}\n{"r":5}\n'  # 13:30+02:00 is 11:30 UTC
+    assert read(hour_file(tmp_path, 6, 0)) == '{"r":"café"}\n'
+    assert partition_files(str(tmp_path), "requests", dt.date(2026, 1, 5), dt.date(2026, 1, 6)) == log.files
+
+
+def test_full_queue_refuses_and_counts_then_writes_everything_accepted(tmp_path: Path) -> None:
+    log = BlockedLog(str(tmp_path), "h1", max_queue=5, flush_interval_s=60)
+    try:
+        assert log.put("first", at(5, 10))
+        assert log.entered.wait(2)  # the writer holds "first", the queue is empty again
+        accepted = [log.put(f"line{i}", at(5, 10)) for i in range(10)]
+        assert accepted == [True] * 5 + [False] * 5
+        assert (log.dropped, log.depth, log.written) == (5, 6, 0)
+        with pytest.raises(TimeoutError, match="6 records"):
+            log.flush(timeout_s=0.05)
+    finally:
+        log.release.set()
+    log.flush()
+    assert (log.written, log.dropped, log.depth) == (6, 5, 0)
+    assert log.written + log.dropped == 11
+    log.close()
+    assert read(hour_file(tmp_path, 5, 10)).splitlines() == ["first"] + [f"line{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize(("before", "after", "cut"), [
+    ('{"a":1}\n{"b":', '{"a":1}\n', 5),
+    ('{"b":', "", 5),
+    ('{"a":1}\n', '{"a":1}\n', 0),
+])
+def test_a_partial_last_line_is_cut_before_appending(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                     before: str, after: str, cut: int) -> None:
+    path = hour_file(tmp_path, 5, 10)
+    os.makedirs(os.path.dirname(path))
+    Path(path).write_text(before)
+    with caplog.at_level(logging.WARNING, logger="recloop.serving.requestlog"):
+        log = RequestLog(str(tmp_path), "h1")
+        log.put('{"c":3}', at(5, 10, 30))
+        log.flush()
+        log.close()
+    assert read(path) == after + '{"c":3}\n'
+    assert log.repaired_bytes == cut
+    assert (path in caplog.text) == (cut > 0)
+
+
+def test_repair_tail_finds_a_newline_far_back(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"a":1}\n' + b"x" * 70_000)
+    assert repair_tail(str(path)) == 70_000
+    assert path.read_bytes() == b'{"a":1}\n'
+
+
+def test_short_writes_are_completed(tmp_path: Path) -> None:
+    class ShortLog(RequestLog):
+        def _append(self, fd: int, data: bytes) -> int:
+            return super()._append(fd, data[:3])
+
+    log = ShortLog(str(tmp_path), "h1")
+    for i in range(3):
+        log.put(f'{{"n":{i}}}', at(5, 10))
+    log.close()
+    assert read(hour_file(tmp_path, 5, 10)) == '{"n":0}\n{"n":1}\n{"n":2}\n'
+    assert log.written == 3
+
+
+def test_a_write_failing_midway_counts_whole_lines_and_repairs_the_tail(tmp_path: Path) -> None:
+    class FailingLog(PausedLog):
+        fail = True
+
+        def _append(self, fd: int, data: bytes) -> int:
+            if not self.fail:
+                return super()._append(fd, data)
+            if data.startswith(b"aaaa"):
+                return super()._append(fd, data[:7])  # "aaaa\nbb": one whole line, then a fragment
+            raise OSError(28, "No space left on device")
+
+    log = FailingLog(str(tmp_path), "h1")
+    for line in ("aaaa", "bbbb", "cccc"):
+        log.put(line, at(5, 10))
+    log.go.set()
+    log.flush()
+    assert (log.written, log.dropped) == (1, 2)
+    log.fail = False
+    log.put("dddd", at(5, 10))
+    log.close()
+    assert read(hour_file(tmp_path, 5, 10)) == "aaaa\ndddd\n"
+    assert log.repaired_bytes == 2
+
+
+def test_a_partial_tail_in_the_buffer_is_cut_before_upload(memory_root: str) -> None:
+    class FailingLog(PausedLog):
+        def _append(self, fd: int, data: bytes) -> int:
+            if data.startswith(b"aaaa"):
+                return super()._append(fd, data[:7])  # "aaaa\nbb", then the disk fills up
+            raise OSError(28, "No space left on device")
+
+    log = FailingLog(memory_root, "h1")
+    for line in ("aaaa", "bbbb"):
+        log.put(line, at(5, 10))
+    log.go.set()
+    log.close()
+    assert read(hour_file(memory_root, 5, 10)) == "aaaa\n"
+    assert (log.written, log.dropped, log.repaired_bytes) == (1, 1, 2)
+
+
+def test_remote_files_upload_when_their_hour_is_over_and_at_close(tmp_path: Path, memory_root: str) -> None:
+    buffer = tmp_path / "buffer"
+    log = RequestLog(memory_root, "h1", buffer_dir=str(buffer))
+    fs, _ = fsspec.core.url_to_fs(memory_root)
+    try:
+        log.put("a", at(5, 10, 1))
+        log.put("b", at(5, 10, 2))
+        log.flush()
+        assert not fs.exists(hour_file(memory_root, 5, 10))
+        assert Path(hour_file(buffer, 5, 10)).read_text() == "a\nb\n"
+        log.put("c", at(5, 11, 0))
+        log.flush()
+        assert read(hour_file(memory_root, 5, 10)) == "a\nb\n"
+        assert not Path(hour_file(buffer, 5, 10)).exists()
+        assert not fs.exists(hour_file(memory_root, 5, 11))
+        assert log.files == [final_uri(hour_file(memory_root, 5, 10))]
+    finally:
+        log.close()
+    assert read(hour_file(memory_root, 5, 11)) == "c\n"
+    assert log.files == [final_uri(hour_file(memory_root, 5, h)) for h in (10, 11)]
+    assert list(buffer.rglob("*.jsonl")) == []
+    assert log.written == 3
+
+
+def test_a_restart_in_the_same_hour_uploads_beside_the_first_file(memory_root: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # the default buffers, to check they are removed
+    for run in range(3):
+        log = RequestLog(memory_root, "h1")
+        log.put(f"run{run}", at(5, 10))
+        log.close()
+    first = hour_file(memory_root, 5, 10)
+    assert [read(p) for p in (first, first[:-6] + "-1.jsonl", first[:-6] + "-2.jsonl")] == ["run0\n", "run1\n",
+                                                                                             "run2\n"]
+    assert log.files == [final_uri(first[:-6] + "-2.jsonl")]
+    assert list(tmp_path.glob("recloop-log-*")) == []
+
+
+def test_a_failing_write_drops_its_records_and_the_writer_goes_on(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    blocked = tmp_path / "requests" / "dt=2026-01-05"
+    blocked.parent.mkdir()
+    blocked.write_text("not a folder")
+    log = PausedLog(str(tmp_path), "h1")
+    with caplog.at_level(logging.ERROR, logger="recloop.serving.requestlog"):
+        log.put("lost1", at(5, 10))
+        log.put("kept1", at(6, 10))
+        log.put("lost2", at(5, 10))
+        log.go.set()
+        log.flush()
+    assert (log.written, log.dropped, log.depth) == (1, 2, 0)
+    assert "lost 2 records" in caplog.text
+    log.put("kept2", at(6, 11))
+    log.flush()
+    log.close()
+    assert log.written == 2
+    assert read(hour_file(tmp_path, 6, 10)) + read(hour_file(tmp_path, 6, 11)) == "kept1\nkept2\n"
+
+
+def test_a_root_under_a_regular_file_drops_everything_and_close_returns(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    log = RequestLog(str(tmp_path / "afile"), "h1")
+    for hour in (10, 11):
+        log.put("x", at(5, hour))
+    log.close(timeout_s=5)
+    assert (log.written, log.dropped, log.files) == (0, 2, [])
+
+
+def test_put_after_close_is_refused_and_counted(tmp_path: Path) -> None:
+    log = RequestLog(str(tmp_path), "h1")
+    log.put("a", at(5, 10))
+    log.close()
+    log.close()  # idempotent
+    assert log.put("b", at(5, 10)) is False
+    assert (log.written, log.dropped) == (1, 1)
+    log.flush(timeout_s=0.1)  # nothing pending: returns at once
+    assert read(hour_file(tmp_path, 5, 10)) == "a\n"
+
+
+@pytest.mark.parametrize(("host", "safe"), [
+    ("pod/a b", "pod_a_b"),
+    ("svc:8080/ü", "svc_8080__"),
+    ("ok.host-1_x", "ok.host-1_x"),
+])
+def test_host_names_become_safe_file_names(tmp_path: Path, host: str, safe: str) -> None:
+    assert safe_name(host) == safe
+    log = RequestLog(str(tmp_path), host, worker=3)
+    log.put("a", at(5, 10))
+    log.close()
+    assert log.files == [hour_file(tmp_path, 5, 10, prefix=f"{safe}-w3")]
+    assert read(log.files[0]) == "a\n"
+
+
+def test_bad_arguments_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_queue must be >= 1, got 0"):
+        RequestLog(str(tmp_path), "h1", max_queue=0)
+    with pytest.raises(ValueError, match="host must be non-empty"):
+        RequestLog(str(tmp_path), "")
+    log = RequestLog(str(tmp_path), "h1")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        log.put("a", dt.datetime(2026, 1, 5, 10))
+    log.close()
+    assert (log.written, log.dropped) == (0, 0)
