@@ -279,3 +279,115 @@ def tiny_model(tiny_ingest: str, clean_world: SimWorld, tmp_path_factory: pytest
                                       *TINY_TRAIN])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return out
+
+
+SERVE_DAY = dt.datetime(2026, 1, 19, 8, 0, tzinfo=dt.UTC)  # the Monday after tiny_ingest's week
+
+
+@dataclass
+class ServerProcess:
+    """A real ``recloop serve`` subprocess on 127.0.0.1 (simulated clock), for the serving tests."""
+
+    proc: Any
+    port: int
+    logs: str
+    output: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/models/recommender:predict"
+
+    def predict(self, instances: list[dict[str, Any]], ts: dt.datetime = SERVE_DAY, **kw: Any) -> Any:
+        import httpx
+
+        return httpx.post(self.url, json={"instances": instances}, timeout=30,
+                          headers={"x-recloop-time": ts.strftime("%Y-%m-%dT%H:%M:%SZ")}, **kw)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of /metrics (0.0 when absent)."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return sample.value
+        return 0.0
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server exited ({self.proc.returncode}):\n{self.output.read_text()[-3000:]}")
+            if condition():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.output.read_text()[-3000:]}")
+
+    def stop(self) -> int:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def start_server(tmp_path_factory: pytest.TempPathFactory):
+    """Starts ``recloop serve`` subprocesses (args after the defaults); all are stopped at the end."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    started: list[ServerProcess] = []
+
+    def start(*args: str, catalog: str | None = None) -> ServerProcess:
+        folder = tmp_path_factory.mktemp("server")
+        port = free_port()
+        output = folder / "output.txt"
+        cmd = [sys.executable, "-m", "recloop.pipelines.cli", "serve", "--logs", str(folder / "logs"),
+               "--port", str(port), "--simulated-clock", "--start-time", "2026-01-19T00:00:00Z",
+               "--poll-s", "0.2", *(["--catalog", catalog] if catalog else []), *args]
+        with open(output, "wb") as f:
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        server = ServerProcess(proc, port, str(folder / "logs"), output)
+        started.append(server)
+
+        def answers() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/v1/models/recommender", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        server.wait_for(answers, "the server to answer", timeout=120)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def copy_version(export: str, registry: str, suffix: str = "", break_part: str | None = None) -> str:
+    """Copies a trainer export into ``registry/versions/`` (as push will), optionally under another version
+    name and with one SavedModel (``ranking``, ``query_tower``...) overwritten with garbage; returns the name."""
+    import shutil
+
+    card = read_json(f"{export}/model_card.json")
+    version = card["version"] + suffix
+    target = Path(registry) / "versions" / version
+    shutil.copytree(export, target)
+    card["version"] = version
+    (target / "model_card.json").write_text(json.dumps(card))
+    if break_part:
+        (target / break_part / "saved_model.pb").write_bytes(b"not a SavedModel")
+    return version

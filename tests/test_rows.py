@@ -89,12 +89,13 @@ def test_logged_propensities_match_how_often_items_are_shown():
     assert logged[best_quick] == pytest.approx(0.7 + 0.3 / 20)
 
 
-def test_bad_rows_and_small_pools_are_named():
+def test_bad_rows_are_named_and_small_pools_fill_what_they_can():
     with pytest.raises(ValueError, match="unknown row 'trending'"):
         fill(_pool(), RowsConfig(), k=2, profile=None, preferred=None, day=DAY, rng=np.random.default_rng(0),
              rows=["trending"])
-    with pytest.raises(ValueError, match="pool of 5 items cannot fill 8 slots"):
-        fill(_pool(5), RowsConfig(), k=2, profile=None, preferred=None, day=DAY, rng=np.random.default_rng(0))
+    short = fill(_pool(5), RowsConfig(), k=2, profile=None, preferred=None, day=DAY, rng=np.random.default_rng(0))
+    assert [s.row for s in short] == ["for_your_usual"] * 2 + ["quick"] * 2 + ["something_new"]
+    assert sorted(s.index for s in short) == list(range(5))
     page = fill(_pool(), RowsConfig(epsilon=0.0), k=2, profile=None, preferred=None, day=DAY,
                 rng=np.random.default_rng(0), rows=["popular_now"])
     assert len(page) == 2

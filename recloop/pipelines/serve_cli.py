@@ -53,7 +53,7 @@ def serve(
     from recloop.serving.requestlog import RequestLog
     from recloop.serving.rows import RowsConfig
     from recloop.serving.server import serve as run
-    from recloop.serving.service import Clock, ServeSettings, Service
+    from recloop.serving.service import CatalogMissing, Clock, ServeSettings, Service
 
     rows = RowsConfig() if epsilon is None else RowsConfig(epsilon=epsilon)
     settings = ServeSettings(registry=registry, model=model, catalog=catalog, rows=rows, poll_s=poll_s)
@@ -68,7 +68,11 @@ def serve(
     log = RequestLog(logs, name, worker=worker_index, max_queue=log_queue)
     console.print(f"serving on http://{host}:{port}/v1/models/recommender:predict (metrics on /metrics), "
                   f"logging to {logs}")
-    run(Service(settings, clock, log), host=host, port=port, reuse_port=workers > 1 or worker_index > 0)
+    try:
+        run(Service(settings, clock, log), host=host, port=port, reuse_port=worker_index > 0)
+    except (CatalogMissing, OSError, ValueError) as e:  # before serving: no feed, port taken, bad feed
+        console.print(f"[red]cannot serve:[/red] {e}")
+        raise typer.Exit(2) from None
 
 
 def _newest_snapshot(catalog: str) -> dt.datetime:

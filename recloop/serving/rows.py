@@ -95,7 +95,8 @@ def admitted(spec: RowSpec, pool: Candidates, profile: MemberProfile | None, pre
 
 def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | None, preferred: str | None,
          day: int, rng: np.random.Generator, rows: Sequence[str] | None = None) -> list[Impression]:
-    """Fills ``k`` slots per row; rows that admit fewer than ``k`` items are explored uniformly.
+    """Fills ``k`` slots per row; rows that admit fewer than ``k`` items are explored uniformly, and a
+    pool smaller than the page fills as many slots as it has items.
 
     Args:
       pool: the ranked candidates of the request.
@@ -106,7 +107,7 @@ def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | 
       rows: names of the rows asked for (all configured rows when None).
 
     Raises:
-      ValueError: naming an unknown row, or when the pool is smaller than the page.
+      ValueError: naming an unknown row.
     """
     specs = list(config.rows)
     if rows is not None:
@@ -123,6 +124,7 @@ def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | 
         ranking = [int(i) for i in by_score if mask[i]]
         rankings += [ranking] * k
         names += [spec.name] * k
+    del rankings[len(pool.item_id):], names[len(pool.item_id):]  # a tiny catalog: the last rows come up short
     u = rng.random((2, len(rankings)))
     slots = epsilon_greedy(rankings, len(pool.item_id), config.epsilon, u[0], u[1])
     return [Impression(row=name, position=i, index=s.item, propensity=s.propensity, explored=s.explored)

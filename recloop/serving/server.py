@@ -181,6 +181,16 @@ def make_model(service: Service) -> Any:
     return Recommender()
 
 
+async def _invalid_input(_request: Any, exc: Exception) -> Any:
+    """kserve's 400, with its JSON decoding message made plain."""
+    from fastapi.responses import ORJSONResponse
+
+    message = str(getattr(exc, "reason", exc))
+    if message.startswith("Unrecognized request format: "):
+        message = "the body is not valid JSON: " + message.removeprefix("Unrecognized request format: ")
+    return ORJSONResponse(status_code=400, content={"error": message})
+
+
 def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket; ``reuse_port`` lets several worker processes share one port (the kernel
     spreads connections over them)."""
@@ -200,6 +210,7 @@ def serve(service: Service, host: str = "127.0.0.1", port: int = 8080, reuse_por
     """Starts the service (first load, reload watch) and runs kserve's ModelServer until SIGTERM/SIGINT."""
     sock = bind(host, port, reuse_port)
     from kserve import ModelServer
+    from kserve.errors import InvalidInput
     from kserve.model_server import app
     from kserve.protocol.rest.server import RESTServer
 
@@ -217,6 +228,7 @@ def serve(service: Service, host: str = "127.0.0.1", port: int = 8080, reuse_por
 
             async def run() -> None:
                 rest.create_application()
+                app.add_exception_handler(InvalidInput, _invalid_input)  # after kserve's own, to replace it
                 await rest._server.serve(sockets=[sock])
 
             self.servers.append(run())

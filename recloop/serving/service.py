@@ -40,7 +40,7 @@ from recloop.serving.funnel import (
     load_version,
     recommend,
 )
-from recloop.serving.registry import Registry
+from recloop.serving.registry import Registry, RegistryError
 from recloop.serving.request import InvalidRequest
 from recloop.serving.rows import RowsConfig
 
@@ -136,7 +136,6 @@ class Service:
 
         Raises:
           CatalogMissing: when there is no item feed for the current day.
-          RegistryError: when the pointer cannot be read.
         """
         day = self.clock.now().date()
         path = self.settings.catalog
@@ -149,7 +148,12 @@ class Service:
         if self.settings.model:
             return self.settings.model, path
         assert self.registry is not None
-        return self.registry.current(), path
+        try:
+            pointer = self.registry.pointer()
+        except RegistryError as e:  # keep serving what serves; with nothing yet, the fallback
+            logger.error("%s; still serving %s", e, self.served.name if self.served else FALLBACK_VERSION)
+            return (self.served.version_dir if self.served else None), path
+        return (self.registry.version_dir(pointer.version) if pointer else None), path
 
     def refresh(self) -> bool:
         """Loads and swaps in what ``wanted`` names if it changed; True when something new now serves.
