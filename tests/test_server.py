@@ -52,7 +52,7 @@ def profiles(tiny_model) -> dict[str, dict]:
 
 
 def test_a_known_member_gets_rows_that_obey_their_filters(server, registry, catalog, profiles):
-    member = sorted(profiles)[0]
+    member = min(profiles)
     profile = profiles[member]
     r = server.predict([instance(member, k=5), instance(member, k=3, platform="web")])
     assert r.status_code == 200, r.text

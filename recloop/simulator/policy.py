@@ -2,8 +2,8 @@
 
 ``HeuristicPolicy`` is the bootstrap: the heuristics of ``baselines`` (popular in
 context, the member's usual) with epsilon exploration, refitted each week on the
-logs so far. Later a served model plugs in through the same ``Policy`` protocol,
-and the closed loop logs what it chose.
+logs so far. A served model plugs in through the same ``Policy`` protocol
+(``served.ServedPolicy``), and the closed loop logs what it chose.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ class Slates:
     propensity: np.ndarray
     explored: np.ndarray
     model_version: list[str]
+    # a served policy's: the server's request id and fallback reason (None: the model served) per request
+    request_id: list[str] | None = None
+    fallback: list[str | None] | None = None
 
 
 @dataclass
@@ -74,7 +77,13 @@ class Feedback:
 
 
 class Policy(Protocol):
-    """Chooses slates for a week of requests and learns from what was logged."""
+    """Chooses slates for a week of requests and learns from what was logged.
+
+    ``logs_requests``: the policy (a model server) logs the request records itself and its slates
+    carry its request ids; the simulator then writes only the events, under those ids.
+    """
+
+    logs_requests: bool
 
     def recommend(self, requests: Requests, world: World, week: int, rng: np.random.Generator) -> Slates: ...
 
@@ -90,6 +99,7 @@ class HeuristicPolicy:
     """
 
     version = "heuristic-v1"
+    logs_requests = False  # the simulator writes its request records
 
     def __init__(self, epsilon: float = 0.1, rows: tuple[tuple[str, int], ...] = (("popular_now", 5),
                  ("for_your_usual", 5)), window_days: int = 28, half_life_days: float = 7.0):

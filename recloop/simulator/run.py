@@ -2,9 +2,11 @@
 
 ``Simulation.run_week`` is one week of the platform; ``simulate`` runs several with
 the bootstrap policy and is what ``recloop simulate`` calls. The closed loop
-(later) calls ``run_week`` with a served model as the policy. Output layout:
+calls ``run_week`` with a served model as the policy (``ServedPolicy``), which
+logs the request records itself: the simulator then writes no ``requests/`` and
+its events carry the server's request ids. Output layout:
 
-    <out>/requests/dt=YYYY-MM-DD/part-WWWWW.jsonl.gz   what the server logged
+    <out>/requests/dt=YYYY-MM-DD/part-WWWWW.jsonl.gz   what the server logged (bootstrap policy only)
     <out>/events/dt=YYYY-MM-DD/part-WWWWW.jsonl.gz     what clients logged
     <out>/catalog/dt=<week start>/items.jsonl.gz       the item feed for that week
     <out>/truth/...                                    hidden relevance, corruptions: never for training
@@ -13,6 +15,7 @@ the bootstrap policy and is what ``recloop simulate`` calls. The closed loop
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import posixpath
 import time
@@ -86,18 +89,36 @@ class Simulation:
 
     def run_week(self, week: int, policy: Policy, progress: Callable[[str], None] = lambda s: None
                  ) -> dict[str, Any]:
-        """Simulates week ``week`` (weeks run in order from 0) under ``policy``; returns its counts."""
+        """Simulates week ``week`` (weeks run in order from 0) under ``policy``; returns its counts.
+
+        With a policy that logs its requests (``policy.logs_requests``, a model server), the request
+        records are the server's: the simulator writes only events (and truth) under the server's
+        request ids, corruption hits event lines only, and the ``unit-bug`` goes into the week's item
+        feed, which the server serves and logs.
+
+        Raises:
+          SimulationConfigError: when such a policy's slates lack one server request id per request.
+        """
         t0 = time.perf_counter()
         world = self.world
         world.advance(week, new_category=active(self.drifts, "new-category", week))
         first = world.week_start(week)
         self.clock.advance_to(dt.datetime.combine(first, dt.time(), dt.UTC))
-        self._write_catalog(week)
+        unit = SECONDS_PER_MINUTE if active(self.drifts, "unit-bug", week) else 1.0
+        served = policy.logs_requests
+        self._write_catalog(week, unit if served else 1.0)  # before recommend: the server reads this feed
         progress("traffic")
         v = visits(world, week)
         requests = self.serve(v, week)
         progress("policy")
         slates = policy.recommend(requests, world, week, stream(self.seed, POLICY, week))
+        if served:
+            if slates.request_id is None or len(slates.request_id) != len(requests):
+                got = None if slates.request_id is None else len(slates.request_id)
+                raise SimulationConfigError(f"policy {type(policy).__name__} logs its requests but returned "
+                                            f"{got} request ids for {len(requests)} requests")
+            # events and truth under the server's ids, so they join the request log it wrote
+            requests = dataclasses.replace(requests, request_id=list(slates.request_id))
         progress("behaviour")
         n, k = slates.item.shape
         position = np.tile(np.arange(k), n)
@@ -109,26 +130,27 @@ class Simulation:
         u = stream(self.seed, BEHAVIOUR, week).random((n * k, behaviour.N_UNIFORMS))
         outcome = behaviour.respond(parts, position, world.items.duration[item], u)
         progress("logs")
-        unit = SECONDS_PER_MINUTE if active(self.drifts, "unit-bug", week) else 1.0
-        req_lines = request_lines(requests, slates, ItemJson(world), np.full(n, unit))
+        req_lines = {} if served else request_lines(requests, slates, ItemJson(world), np.full(n, unit))
         ev_lines = event_lines(requests, slates, outcome)
         corrupted = self._write_logs(week, req_lines, ev_lines)
         self._write_truth(week, requests, slates, parts, outcome)
         policy.observe(self._feedback(requests, slates, outcome))
         last = dt.datetime.combine(first + dt.timedelta(days=7), dt.time(), dt.UTC)
         self.clock.advance_to(last)
-        summary = self._summary(week, requests, slates, outcome, corrupted, time.perf_counter() - t0)
+        summary = self._summary(week, requests, slates, outcome, corrupted, time.perf_counter() - t0,
+                                logged_requests=not served)
         self.weeks.append(summary)
         self._write_manifest()
         return summary
 
-    def _write_catalog(self, week: int) -> None:
+    def _write_catalog(self, week: int, unit: float = 1.0) -> None:
+        """Writes the week's item feed; ``unit`` scales its durations (the unit bug, as a server would see it)."""
         it = self.world.items
         last = self.world.week_start(week).toordinal() + 6
         idx = np.flatnonzero(it.release <= last)
         lines = (
             f'{{"item_id":"{item_id(i)}","category":"{ALL_CATEGORIES[it.category[i]]}",'
-            f'"creator":"{creator_id(it.creator[i])}","duration_min":{float(it.duration[i])!r},'
+            f'"creator":"{creator_id(it.creator[i])}","duration_min":{float(it.duration[i]) * unit!r},'
             f'"language":"{LANGUAGES[it.language[i]]}","release_date":"{dt.date.fromordinal(int(it.release[i]))}"}}'
             for i in idx)
         logs.write_lines(f"{self.out}/catalog/dt={self.world.week_start(week)}/items.jsonl.gz", lines)
@@ -182,15 +204,17 @@ class Simulation:
             click=outcome.click.astype(int).tolist())
 
     def _summary(self, week: int, requests: Requests, slates: Slates, outcome: behaviour.Outcome,
-                 corrupted: list[dict[str, str]], seconds: float) -> dict[str, Any]:
+                 corrupted: list[dict[str, str]], seconds: float, logged_requests: bool = True) -> dict[str, Any]:
+        """The week's counts. ``corrupt_share`` is corrupt lines over the lines the simulator wrote:
+        requests and events, or events only when the policy logged the requests."""
         w = self.world
         first = w.week_start(week)
         day0 = first.toordinal()
         n_imp = slates.item.size
         events = {e: int(getattr(outcome, e).sum()) for e in EVENT_TYPES}
-        written_lines = len(requests) + sum(events.values())
+        written_lines = len(requests) * logged_requests + sum(events.values())
         kinds = corrupt.count_kinds(corrupted)
-        return {
+        summary = {
             "week": week,
             "start": str(first),
             "end": str(first + dt.timedelta(days=6)),
@@ -210,6 +234,9 @@ class Simulation:
             "policy": sorted(set(slates.model_version)),
             "seconds": round(seconds, 3),
         }
+        if slates.fallback is not None:  # a served policy: pages the server's fallback answered, by reason
+            summary["fallbacks"] = dict(sorted(Counter(f for f in slates.fallback if f is not None).items()))
+        return summary
 
     def write_world(self) -> None:
         """Writes every hidden parameter to ``truth/world.npz``, for oracle metrics only."""
