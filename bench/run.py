@@ -5,6 +5,7 @@ Usage:
     uv run python bench/run.py ingest        # ingest throughput, linearity, reference join (~6 min)
     uv run python bench/run.py validate      # validate a default-scale week (~3 min)
     uv run python bench/run.py train         # training quality vs baseline and oracle, time (~15 min)
+    uv run python bench/run.py serving       # the server under hey at 1, 8, 32 clients, 10k items (~4 min)
     uv run python bench/run.py report        # only regenerate bench/README.md from bench/results/
 
 Every result file holds the command that produced it, the date and the machine,
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import ingest  # bench/*.py (bench/ is on sys.path when this file runs as a script)
+import serving
 import train
 import validate
 
@@ -125,6 +127,11 @@ MODULES = {
                  "logs (parsed again from the request logs), the checks, both HTML pages and the alerts record. "
                  "Week 1 infers and curates the schema; week 2 is checked against it (week 0 is the simulator's "
                  "bootstrap week).")),
+    "serving": (serving.bench_serving,
+                ("Request: one instance, a member with history, k=10 in each of the 4 rows (40 items, ~7 kB of "
+                 "JSON). hey keeps each client's connection open. In-process = `Service.serve` in the benchmark "
+                 "process before the server starts (same model, feed and request). The server batches the "
+                 "instances of concurrent requests into one funnel call; `instances per batch` is its mean.")),
     "train": (train.bench_train,
               ("Quality runs train on weeks 0-1 and the Monday of week 2 and evaluate on the rest of week 2 (default "
               "config: 12 retrieval and 3 ranking epochs). Week 0 is the bootstrap heuristic's first week. Process "
@@ -140,7 +147,8 @@ def bench_module(name: str) -> Path:
 
 SECTIONS = {"simulate": _section_simulate, "ingest": lambda r: ingest.section(r, _table),
             "validate": lambda r: validate.validate_section(r, _table),
-            "train": lambda r: train.train_section(r, _table)}
+            "train": lambda r: train.train_section(r, _table),
+            "serving": lambda r: serving.serving_section(r, _table)}
 
 
 def report() -> Path:

@@ -214,7 +214,7 @@ class Simulation:
         events = {e: int(getattr(outcome, e).sum()) for e in EVENT_TYPES}
         written_lines = len(requests) * logged_requests + sum(events.values())
         kinds = corrupt.count_kinds(corrupted)
-        summary = {
+        summary: dict[str, Any] = {
             "week": week,
             "start": str(first),
             "end": str(first + dt.timedelta(days=6)),

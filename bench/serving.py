@@ -1,0 +1,234 @@
+"""The serving benchmark: the real server on 127.0.0.1 over a 10k-item catalog, driven by ``hey``.
+
+A model is trained on a `small` simulated week (2,000 items; 2 epochs: latency
+does not depend on quality), then served over the item feed of a `default`
+world (10,000 items: the 8,000 the model never saw are embedded from their
+metadata by the candidate tower, as new releases are). The same request (a
+member with history, 4 rows x 10 items) is timed in-process (``Service.serve``:
+retrieval over 10k items, ranking of the pool, rows, the response) and end to
+end through kserve at concurrency 1, 8 and 32, each run bounded in requests
+and time; the server's /metrics give log drops, batch sizes and stage times.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ingest import START, _run
+
+CONCURRENCY = ((1, 1000), (8, 4000), (32, 4000))  # (clients, requests)
+IN_PROCESS = 500
+
+
+def _percentiles(ms: np.ndarray) -> dict[str, float]:
+    return {f"p{p}": round(float(np.percentile(ms, p)), 2) for p in (50, 95, 99)}
+
+
+def _metrics(port: int) -> dict[str, float]:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{port}/metrics").text):
+        for s in family.samples:
+            if s.name.startswith("recloop_"):
+                key = s.name + "".join(f"[{v}]" for v in s.labels.values())
+                out[key] = s.value
+    return out
+
+
+def _delta(after: dict[str, float], before: dict[str, float], key: str) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def _feed_10k(out: str) -> str:
+    """The item feed of a default-scale world's first week (10,000 items)."""
+    from recloop.simulator.run import Simulation
+
+    sim = Simulation(out=out, start=START, scale="default", seed=1)
+    sim.world.advance(0, new_category=False)
+    sim._write_catalog(0)  # the feed only: no traffic needed
+    return out
+
+
+def _body(model: str, logs: str) -> dict[str, Any]:
+    """A request of the small world: a member the model knows, with its logged context."""
+    from recloop.features.logs import read_json, read_lines
+
+    profiles = read_json(f"{model}/tables/profiles.json.gz")["members"]
+    for path in sorted(Path(logs, "requests").rglob("*.jsonl.gz")):
+        for line in read_lines(str(path)):
+            r = json.loads(line)
+            if r["member"]["member_id"] in profiles:
+                member = {k: v for k, v in r["member"].items() if k != "member_id"}
+                return {"instances": [{"member_id": r["member"]["member_id"], "member": member,
+                                       "context": r["context"], "k": 10}]}
+    raise RuntimeError("no request of a known member in the logs")
+
+
+def _in_process(model: str, feed: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``Service.serve`` for the benchmark request, one at a time, in this process."""
+    from recloop.serving.request import parse
+    from recloop.serving.service import Clock, ServeSettings, Service
+
+    service = Service(ServeSettings(model=model, catalog=feed), Clock())
+    service.refresh()
+    now = dt.datetime.now(dt.UTC)
+    rows = [r.name for r in service.settings.rows.rows]
+    times, stages = [], {"retrieval": [], "ranking": [], "rows": []}
+    from recloop.serving import funnel
+
+    for i in range(IN_PROCESS + 50):
+        queries = parse(body, [f"bench-{i}"], now, rows)
+        t0 = time.perf_counter()
+        out = service.serve(queries, [now])
+        t = time.perf_counter() - t0
+        if i >= 50:  # the first calls trace TensorFlow functions
+            times.append(t * 1000)
+        assert out[0]["fallback"] is None, out[0]["fallback"]
+    # stage split of one more batch of the same request
+    timer = lambda stage, s: stages[stage].append(s * 1000)  # noqa: E731
+    for i in range(200):
+        funnel.recommend(service.served.version, parse(body, [f"s-{i}"], now, rows), service.settings.rows, timer)
+    return {"requests": IN_PROCESS, "ms": _percentiles(np.array(times)),
+            "stages_p50_ms": {k: round(float(np.median(v)), 3) for k, v in stages.items()},
+            "catalog_items": int(len(service.served.tables.catalog["item_id"])),
+            "pool_size": int(service.served.version.candidates)}
+
+
+def _hey(url: str, body: str, clients: int, requests: int) -> dict[str, Any]:
+    hey = shutil.which("hey")
+    if hey is None:
+        raise RuntimeError("hey is not installed (apt-get install hey)")
+    # bounded in requests (-n) and time (10 s per request, 300 s per run; hey's -z would override -n)
+    cmd = [hey, "-n", str(requests), "-c", str(clients), "-t", "10", "-m", "POST", "-T", "application/json",
+           "-D", body, "-o", "csv", url]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout
+    wall = time.perf_counter() - t0
+    rows = [line.split(",") for line in out.splitlines()[1:] if line]
+    ms = np.array([float(r[0]) * 1000 for r in rows])
+    status = [r[6] for r in rows]
+    return {"clients": clients, "requests": len(rows), "errors": sum(s != "200" for s in status),
+            "wall_s": round(wall, 2), "throughput_rps": round(len(rows) / wall, 1), "ms": _percentiles(ms)}
+
+
+def bench_serving() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        logs, ingest, model = f"{tmp}/sim", f"{tmp}/ingest", f"{tmp}/model"
+        _run(["recloop", "simulate", "--out", logs, "--scale", "small", "--weeks", "2", "--seed", "1"])
+        week1 = START + dt.timedelta(days=7)
+        _run(["recloop", "ingest", "--logs", logs, "--start", str(week1), "--end",
+              str(week1 + dt.timedelta(days=6)), "--out", ingest])
+        _run(["recloop", "train", "--data", ingest, "--out", model, "--epochs", "2", "--seed", "0"])
+        feed = _feed_10k(f"{tmp}/feed")
+        body = _body(model, logs)
+        body_path = f"{tmp}/body.json"
+        Path(body_path).write_text(json.dumps(body))
+        print("  in-process", file=sys.stderr)
+        in_process = _in_process(model, feed, body)
+
+        port = _free_port()
+        server_out = open(f"{tmp}/server.txt", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen([sys.executable, "-m", "recloop.pipelines.cli", "serve", "--model", model,
+                                 "--catalog", feed, "--logs", f"{tmp}/served", "--port", str(port)],
+                                stdout=server_out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}/v1/models/recommender:predict"
+        try:
+            _wait(url, body, proc)
+            _hey(url, body_path, 4, 300)  # warm the HTTP path
+            runs = []
+            for clients, requests in CONCURRENCY:
+                before = _metrics(port)
+                run = _hey(url, body_path, clients, requests)
+                time.sleep(0.5)  # let the log writer drain before reading its counters
+                after = _metrics(port)
+                batches = _delta(after, before, "recloop_batch_instances_count")
+                run |= {
+                    "log_dropped": _delta(after, before, "recloop_log_dropped_total"),
+                    "log_written": _delta(after, before, "recloop_log_written_total"),
+                    "fallbacks": sum(_delta(after, before, k) for k in after if k.startswith("recloop_fallbacks_total")),
+                    "mean_batch": round(_delta(after, before, "recloop_batch_instances_sum") / max(batches, 1), 2),
+                    "server_ms_mean": round(1000 * _delta(after, before, "recloop_request_seconds_sum")
+                                            / max(_delta(after, before, "recloop_request_seconds_count"), 1), 2),
+                    "ratio_p50_to_in_process": round(run["ms"]["p50"] / in_process["ms"]["p50"], 2)}
+                runs.append(run)
+                print(f"  c={clients}: p50 {run['ms']['p50']} ms, {run['throughput_rps']} rps", file=sys.stderr)
+            rss = _peak_rss_mib(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            server_out.close()
+        written = sum(1 for f in Path(tmp, "served").rglob("*.jsonl") for _ in open(f))  # noqa: SIM115
+    sent = sum(r["requests"] for r in runs) + 300 + 1
+    return {"in_process": in_process, "runs": runs, "server_peak_rss_mib": rss,
+            "log_lines_on_disk": written, "requests_answered": sent, "cores": os.cpu_count()}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, body: dict[str, Any], proc: subprocess.Popen) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            r = httpx.post(url, json=body, timeout=30)
+            if r.status_code == 200:
+                assert r.json()["predictions"][0]["fallback"] is None
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the server did not answer within 180 s")
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def serving_section(r: dict[str, Any], table: Any) -> str:
+    f = r["figures"]
+    ip = f["in_process"]
+    rows = [[run["clients"], f"{run['requests']:,}", run["errors"], run["throughput_rps"], run["ms"]["p50"],
+             run["ms"]["p95"], run["ms"]["p99"], run["ratio_p50_to_in_process"], run["mean_batch"],
+             run["server_ms_mean"], int(run["log_dropped"])] for run in f["runs"]]
+    return "\n".join([
+        "## Serving: the real server under load (10k-item catalog, loopback)",
+        "",
+        (f"In-process compute of one request (retrieval over {ip['catalog_items']:,} items, ranking of the pool of "
+         f"{ip['pool_size']} retrieved + popular items, 4 rows x 10, the response): p50 **{ip['ms']['p50']} ms**, "
+         f"p95 {ip['ms']['p95']} ms, p99 {ip['ms']['p99']} ms over {ip['requests']} requests; stage p50s "
+         + ", ".join(f"{k} {v} ms" for k, v in ip["stages_p50_ms"].items()) + "."),
+        "",
+        table(["clients", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "p50 / in-process",
+               "instances per batch", "server mean ms", "log drops"], rows),
+        "",
+        (f"Log lines on disk after the server stopped: {f['log_lines_on_disk']:,} for "
+         f"{f['requests_answered']:,} answered requests. Server peak RSS {f['server_peak_rss_mib']} MiB. "
+         f"{f['cores']} cores: the load tool and the server share them."),
+        "",
+        r["notes"],
+    ])
