@@ -63,15 +63,24 @@ class Heuristic:
     catalog: dict[str, np.ndarray]
     popularity: PopularInContext
     profiles: dict[str, MemberProfile]
-    _popular: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    _popular: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def popular_scores(self, hour: int, platform: str) -> np.ndarray:
         """Popularity of every catalog item in a context (computed once per context)."""
+        return self._context(hour, platform)[0]
+
+    def popular_order(self, hour: int, platform: str) -> np.ndarray:
+        """Catalog rows of the items anyone clicked in a context, most popular first (ties: catalog order)."""
+        return self._context(hour, platform)[1]
+
+    def _context(self, hour: int, platform: str) -> tuple[np.ndarray, np.ndarray]:
         key = context_key(hour, platform)
         if key not in self._popular:
             if len(self._popular) >= MAX_CONTEXTS:  # clients can send any platform string: bound the cache
                 self._popular.clear()
-            self._popular[key] = self.popularity.scores(hour, platform, self.catalog["item_id"].tolist())
+            scores = self.popularity.scores(hour, platform, self.catalog["item_id"].tolist())
+            order = np.argsort(-scores, kind="stable")
+            self._popular[key] = (scores, order[scores[order] > 0])
         return self._popular[key]
 
 
@@ -85,6 +94,8 @@ class Version:
     item_vectors: np.ndarray
     candidates: int
     tables: Heuristic
+    encoded: dict[str, np.ndarray] = field(default_factory=dict)  # catalog, strings as UTF-8 bytes (for TF)
+    release_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # catalog rows by release
 
     @property
     def catalog(self) -> dict[str, np.ndarray]:
@@ -125,7 +136,14 @@ def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.da
     tables = load_tables(version_dir, catalog)
     vectors = embed(signature("candidate_tower"), candidate_inputs(tables.catalog, day))
     return Version(version=card["version"], query_tower=signature("query_tower"), ranker=signature("ranking"),
-                   item_vectors=vectors, candidates=int(card["config"]["retrieval"]["candidates"]), tables=tables)
+                   item_vectors=vectors, candidates=int(card["config"]["retrieval"]["candidates"]), tables=tables,
+                   encoded={n: _encoded(v) for n, v in tables.catalog.items()},
+                   release_order=np.argsort(tables.catalog["release_day"], kind="stable"))
+
+
+def _encoded(values: np.ndarray) -> np.ndarray:
+    # fixed-width bytes go into a tf string tensor in one copy; numpy unicode is encoded element by element
+    return np.char.encode(values, "utf-8") if values.dtype.kind == "U" else values
 
 
 def query_inputs(queries: Sequence[Query]) -> dict[str, np.ndarray]:
@@ -140,7 +158,7 @@ def query_inputs(queries: Sequence[Query]) -> dict[str, np.ndarray]:
         cols["day_of_week"].append(q.day_of_week)
         cols["platform"].append(q.platform)
     kinds = {str: str, int: np.int64, float: np.float32}
-    return {n: np.array(v, dtype=kinds[feature(n).dtype]) for n, v in cols.items()}
+    return {n: _encoded(np.array(v, dtype=kinds[feature(n).dtype])) for n, v in cols.items()}
 
 
 def retrieve(version: Version, queries: Sequence[Query], inputs: Mapping[str, np.ndarray],
@@ -150,17 +168,19 @@ def retrieve(version: Version, queries: Sequence[Query], inputs: Mapping[str, np
     q = embed(version.query_tower, inputs)
     scores = q @ version.item_vectors.T
     # the feed lists a week's releases up front: an item is served only from its release day on
-    unreleased = version.catalog["release_day"][None, :] > np.array([query.day for query in queries])[:, None]
-    scores[unreleased] = -np.inf
+    release = version.catalog["release_day"]
+    released_upto = np.searchsorted(release[version.release_order], [query.day for query in queries], side="right")
+    for i, upto in enumerate(released_upto):
+        scores[i, version.release_order[upto:]] = -np.inf
     n = min(version.candidates, scores.shape[1])
     best = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else np.tile(
         np.arange(scores.shape[1]), (len(queries), 1))
     pools = []
     for i, query in enumerate(queries):
-        popular = np.where(unreleased[i], 0.0, version.popular_scores(query.hour_of_day, query.platform))
-        top = np.argsort(-popular, kind="stable")[:popular_top]
-        pool = np.union1d(best[i], top[popular[top] > 0])
-        pools.append(pool[~unreleased[i, pool]])
+        order = version.tables.popular_order(query.hour_of_day, query.platform)
+        top = order[release[order] <= query.day][:popular_top]
+        pool = np.union1d(best[i], top)
+        pools.append(pool[release[pool] <= query.day])
     return pools
 
 
@@ -173,7 +193,7 @@ def rank(version: Version, queries: Sequence[Query], inputs: Mapping[str, np.nda
     index = np.concatenate(pools)
     rows = np.repeat(np.arange(len(queries)), sizes)
     days = np.repeat(np.array([query.day for query in queries]), sizes)
-    items = candidate_inputs({n: v[index] for n, v in version.catalog.items()}, days)
+    items = candidate_inputs({n: v[index] for n, v in version.encoded.items()}, days)
     pairs = {n: v[rows] for n, v in inputs.items()} | items
     out = version.ranker(**{k: tf.constant(v) for k, v in pairs.items()})
     parts = {k: np.split(v.numpy(), np.cumsum(sizes)[:-1]) for k, v in out.items()}

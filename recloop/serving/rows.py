@@ -121,7 +121,7 @@ def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | 
     names: list[str] = []
     for spec in specs:
         mask = admitted(spec, pool, profile, preferred, day, config.popular_top)
-        ranking = [int(i) for i in by_score if mask[i]]
+        ranking = by_score[mask[by_score]].tolist()
         rankings += [ranking] * k
         names += [spec.name] * k
     del rankings[len(pool.item_id):], names[len(pool.item_id):]  # a tiny catalog: the last rows come up short

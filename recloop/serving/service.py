@@ -302,13 +302,16 @@ def check_page(page: Page) -> None:
 
 def response(page: Page, version: str, fallback: str | None) -> dict[str, Any]:
     """One instance's answer: rows of ``{item_id, score, propensity, heads}`` in page order."""
-    pool = page.pool
+    pool, imps = page.pool, page.impressions
+    index = [imp.index for imp in imps]
+    ids, scores = pool.item_id[index].tolist(), pool.score[index].tolist()  # one conversion per column
+    heads = ([dict(zip(LABELS, values, strict=True)) for values in zip(*(pool.heads[h][index].tolist()
+                                                                          for h in LABELS), strict=True)]
+             if pool.heads else [None] * len(imps))
     rows: dict[str, list[dict[str, Any]]] = {}
-    for imp in page.impressions:
-        i = imp.index
-        heads = {h: float(pool.heads[h][i]) for h in LABELS} if pool.heads else None
-        rows.setdefault(imp.row, []).append({"item_id": str(pool.item_id[i]), "score": float(pool.score[i]),
-                                             "propensity": imp.propensity, "heads": heads})
+    for imp, item_id, score, head in zip(imps, ids, scores, heads, strict=True):
+        rows.setdefault(imp.row, []).append({"item_id": item_id, "score": score, "propensity": imp.propensity,
+                                             "heads": head})
     return {"request_id": page.query.request_id, "model_version": version, "fallback": fallback,
             "rows": [{"name": name, "items": items} for name, items in rows.items()]}
 
@@ -317,15 +320,18 @@ def log_line(page: Page, version: str, ts: dt.datetime, served: Served) -> str:
     """The request record of a served page (the log contract), as one JSON line: the member and context
     exactly as received, every impression with the item metadata as served."""
     q, pool, cat = page.query, page.pool, served.tables.catalog
-    impressions = []
-    for imp in page.impressions:
-        row = int(pool.index[imp.index])
-        impressions.append({
-            "item_id": str(cat["item_id"][row]), "position": imp.position, "row": imp.row,
-            "score": float(pool.score[imp.index]), "propensity": imp.propensity,
-            "item": {"category": str(cat["category"][row]), "creator": str(cat["creator"][row]),
-                     "duration_min": float(cat["duration_min"][row]), "language": str(cat["language"][row]),
-                     "release_date": str(served.release_date[row]), "age_days": q.day - int(cat["release_day"][row])}})
+    assert pool.index is not None
+    rows = pool.index[[imp.index for imp in page.impressions]]
+    columns = zip(cat["item_id"][rows].tolist(), pool.score[[imp.index for imp in page.impressions]].tolist(),
+                  cat["category"][rows].tolist(), cat["creator"][rows].tolist(), cat["duration_min"][rows].tolist(),
+                  cat["language"][rows].tolist(), served.release_date[rows].tolist(),
+                  (q.day - cat["release_day"][rows]).tolist(), strict=True)
+    impressions = [
+        {"item_id": item_id, "position": imp.position, "row": imp.row, "score": score, "propensity": imp.propensity,
+         "item": {"category": category, "creator": creator, "duration_min": duration, "language": language,
+                  "release_date": release, "age_days": age}}
+        for imp, (item_id, score, category, creator, duration, language, release, age)
+        in zip(page.impressions, columns, strict=True)]
     record = {"request_id": q.request_id, "ts": format_ts(ts), "model_version": version,
               "member": {"member_id": q.member_id, **q.member},
               "context": {"hour_of_day": q.hour_of_day, "day_of_week": q.day_of_week, "platform": q.platform},
