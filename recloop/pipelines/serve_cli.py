@@ -87,7 +87,7 @@ def _newest_snapshot(catalog: str) -> dt.datetime:
 
 def _run_workers(workers: int) -> None:
     """Starts ``workers`` copies of this command on one SO_REUSEPORT port and forwards SIGTERM/SIGINT."""
-    args = [a for a in sys.argv[1:]]
+    args = sys.argv[1:]
     children = []
     for i in range(workers):
         cmd = [sys.executable, "-m", "recloop.pipelines.cli", *args, "--workers", "1", "--worker-index", str(i + 1)]
