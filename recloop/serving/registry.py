@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import posixpath
 import uuid
+from collections.abc import Callable
 
 import fsspec
 from pydantic import BaseModel, ConfigDict
@@ -41,6 +42,10 @@ class RegistryError(RuntimeError):
 
 class SwitchRefused(RegistryError):
     """The pointer moved since the caller read it (compare-and-swap failed)."""
+
+
+class PushRefused(RegistryError):
+    """A candidate without a passing blessing and infra blessing (push needs ``force`` then)."""
 
 
 class Pointer(BaseModel):
@@ -133,12 +138,106 @@ class Registry:
         self._write(self._path(CURRENT), data)  # last: the switch itself
         return pointer
 
+    def push(self, model_dir: str, at: dt.datetime, blessing: str | None = None, infra_blessing: str | None = None,
+             force: bool = False, note: str = "", progress: Callable[[str], None] = lambda step: None) -> Pointer:
+        """Copies a trainer export into ``versions/<version>/`` and points production at it.
+
+        The gate's ``blessing.json`` must say ``blessed`` and name the production version it was measured
+        against (``baseline_version``, None on a first push): the pointer is switched only if it still names
+        that version (compare-and-swap). ``infra_blessing.json`` must say ``passed``. Both are copied into
+        the version. Files are copied with ``model_card.json`` last, so a push killed at any step leaves a
+        version that is not complete (ignored, and cleaned by the next push of it) and the old pointer.
+
+        Args:
+          blessing, infra_blessing: the files (default: ``blessing.json``, ``infra_blessing.json`` in ``model_dir``).
+          force: push without passing blessings and whatever production is now; recorded in history.
+          progress: told each step (``copy <file>``, ``card``, ``switch``).
+
+        Raises:
+          PushRefused: a blessing missing or not passing, without ``force``.
+          SwitchRefused: production moved since the blessing was measured.
+          RegistryError: the version exists, complete, with different contents (versions are immutable).
+        """
+        card = read_card(model_dir)
+        version = card["version"]
+        files = {"blessing.json": blessing or posixpath.join(model_dir, "blessing.json"),
+                 "infra_blessing.json": infra_blessing or posixpath.join(model_dir, "infra_blessing.json")}
+        found = {name: _read_optional(path) for name, path in files.items()}
+        problems = []
+        if not (found["blessing.json"] or {}).get("blessed"):
+            problems.append(f"{files['blessing.json']}: " + ("missing" if found["blessing.json"] is None
+                                                              else "not blessed"))
+        if not (found["infra_blessing.json"] or {}).get("passed"):
+            problems.append(f"{files['infra_blessing.json']}: " + ("missing" if found["infra_blessing.json"] is None
+                                                                    else "infra validation did not pass"))
+        if problems and not force:
+            raise PushRefused(f"will not push {version}: " + "; ".join(problems) + " (--force pushes anyway, "
+                              "recorded in the history)")
+        now = self.pointer()
+        expected = now.version if now else None
+        if not force:
+            expected = (found["blessing.json"] or {}).get("baseline_version")
+            if expected != (now.version if now else None):
+                raise SwitchRefused(f"{version} was evaluated against {expected!r}, but production is now "
+                                    f"{now.version if now else None!r}: re-run the gate against it")
+        if version in self.versions():
+            if read_card(self.version_dir(version)) != card:
+                raise RegistryError(f"{self.version_dir(version)} exists with another model card: versions are "
+                                    "immutable; train again for a new version")
+        else:
+            self._copy_version(model_dir, version, {n: p for n, p in files.items() if found[n] is not None}, progress)
+        progress("switch")
+        reason = "force-push" if force and problems else "push"
+        note = "; ".join(filter(None, [note, *(f"forced past: {p}" for p in problems if force)]))
+        return self.switch(version, expected, reason, at, note)
+
+    def _copy_version(self, model_dir: str, version: str, extra: dict[str, str],
+                      progress: Callable[[str], None]) -> None:
+        """Copies the export and the ``extra`` files (name -> path), the model card last."""
+        src_fs, src_root = fsspec.core.url_to_fs(model_dir)
+        target = self._path("versions", version)
+        if self.fs.exists(target):  # an earlier push died before its model card: start over
+            self.fs.rm(target, recursive=True)
+        files = [(src_fs, p, posixpath.relpath(p, src_root)) for p in sorted(src_fs.find(src_root))
+                 if posixpath.relpath(p, src_root) not in (CARD, *extra)]
+        files += [(*fsspec.core.url_to_fs(path), name) for name, path in extra.items()]
+        for fs, path, rel in files:
+            progress(f"copy {rel}")
+            self._put(fs, path, posixpath.join(target, rel))
+        progress("card")
+        self._put(src_fs, posixpath.join(src_root, CARD), posixpath.join(target, CARD))  # last: now complete
+
+    def _put(self, src_fs: fsspec.AbstractFileSystem, src: str, dst: str) -> None:
+        self.fs.makedirs(posixpath.dirname(dst), exist_ok=True)
+        with src_fs.open(src, "rb") as fin, self.fs.open(dst, "wb") as fout:
+            while chunk := fin.read(1 << 22):
+                fout.write(chunk)
+
+    def rollback(self, at: dt.datetime, to: str | None = None, note: str = "") -> Pointer:
+        """Points production back at ``to`` (default: the version before the current one).
+
+        Raises:
+          RegistryError: nothing to roll back to, or ``to`` is not a complete version.
+        """
+        now = self.pointer()
+        if now is None:
+            raise RegistryError(f"{self.uri}: nothing was pushed; there is nothing to roll back")
+        target = to or now.previous
+        if target is None:
+            raise RegistryError(f"{self.uri}: {now.version} is the first version pushed; nothing before it")
+        return self.switch(target, now.version, "rollback", at, note)
+
     def _write(self, path: str, data: bytes) -> None:
         self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         with self.fs.open(tmp, "wb") as f:
             f.write(data)
         self.fs.mv(tmp, path)
+
+
+def _read_optional(path: str) -> dict | None:
+    fs, local = fsspec.core.url_to_fs(path)
+    return logs.read_json(path) if fs.exists(local) else None
 
 
 def read_card(version_dir: str) -> dict:
