@@ -180,7 +180,7 @@ class Registry:
             if expected != (now.version if now else None):
                 raise SwitchRefused(f"{version} was evaluated against {expected!r}, but production is now "
                                     f"{now.version if now else None!r}: re-run the gate against it")
-        if version in self.versions():
+        if self.fs.exists(self._path("versions", version, CARD)):  # complete already: pushed before
             if read_card(self.version_dir(version)) != card:
                 raise RegistryError(f"{self.version_dir(version)} exists with another model card: versions are "
                                     "immutable; train again for a new version")
