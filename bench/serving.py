@@ -129,6 +129,8 @@ def _hey(url: str, body: str, clients: int, requests: int) -> dict[str, Any]:
 
 
 def bench_serving() -> dict[str, Any]:
+    from recloop.serving.infra import free_port
+
     with tempfile.TemporaryDirectory() as tmp:
         logs, ingest, model = f"{tmp}/sim", f"{tmp}/ingest", f"{tmp}/model"
         _run(["recloop", "simulate", "--out", logs, "--scale", "small", "--weeks", "2", "--seed", "1"])
@@ -143,7 +145,7 @@ def bench_serving() -> dict[str, Any]:
         print("  in-process", file=sys.stderr)
         in_process = _in_process(model, feed, body)
 
-        port = _free_port()
+        port = free_port()
         server_out = open(f"{tmp}/server.txt", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen([sys.executable, "-m", "recloop.pipelines.cli", "serve", "--model", model,
                                  "--catalog", feed, "--logs", f"{tmp}/served", "--port", str(port)],
@@ -178,14 +180,6 @@ def bench_serving() -> dict[str, Any]:
     sent = sum(r["requests"] for r in runs) + 300 + 1
     return {"in_process": in_process, "runs": runs, "server_peak_rss_mib": rss,
             "log_lines_on_disk": written, "requests_answered": sent, "cores": os.cpu_count()}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(url: str, body: dict[str, Any], proc: subprocess.Popen) -> None:

@@ -25,6 +25,7 @@ import pytest
 
 from recloop.features.logs import partition_date, partition_files, read_json, read_lines
 from recloop.features.records import EventRecord, RequestRecord, parse_event, parse_request
+from recloop.serving.infra import free_port
 from recloop.simulator import parse_drift, simulate
 
 START = dt.date(2026, 1, 5)  # a Monday
@@ -208,14 +209,6 @@ def require_binary(name: str, why: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -121,7 +121,7 @@ def validate(model: str, out: str, data: str | None = None, catalog: str | None 
         items = set(item_columns(read_items(catalog))["item_id"].tolist())
         canned = canned_requests(data, requests)
         rows = [r.name for r in RowsConfig().rows]
-        port = _free_port()
+        port = free_port()
         cmd = [sys.executable, "-m", "recloop.pipelines.cli", "serve", "--model", model, "--catalog", catalog,
                "--logs", os.path.join(work, "logs"), "--port", str(port), "--simulated-clock",
                "--start-time", format_ts(canned[0][0]), "--poll-s", "3600"]
@@ -177,7 +177,8 @@ class _Failed(Exception):
     pass
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the server binds it a moment later)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
