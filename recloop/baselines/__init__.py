@@ -5,7 +5,7 @@ the server's fallback (DESIGN.md, "Layout"), so all three mean the same thing by
 "popular" and "usual".
 """
 
-from recloop.baselines.explore import Slot, epsilon_greedy
+from recloop.baselines.explore import Slot, epsilon_greedy, slot_probability
 from recloop.baselines.popularity import PopularInContext, context_key, daypart
 from recloop.baselines.usual import MemberProfile, MemberUsual, decay_weights
 
@@ -18,4 +18,5 @@ __all__ = [
     "daypart",
     "decay_weights",
     "epsilon_greedy",
+    "slot_probability",
 ]

@@ -13,7 +13,7 @@ which is what per-position off-policy estimators (IPS, SNIPS) divide by.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 
@@ -78,3 +78,19 @@ def epsilon_greedy(
         taken.add(item)
         bisect.insort(shown, item)
     return slots
+
+
+def slot_probability(ranking: Sequence[int], taken: Collection[int], item: int | None, pool_size: int,
+                     epsilon: float) -> float:
+    """The probability that ``epsilon_greedy`` puts ``item`` in a slot, given the items ``taken`` above it.
+
+    The same rule as ``epsilon_greedy``: ``(1 - epsilon) * [item is the greedy choice] + epsilon / |pool left|``
+    (a slot whose ranking is used up explores with probability one). An item outside the pool (``None``) or
+    already taken has probability zero. This is what an off-policy estimate needs from a target policy
+    for each logged slot.
+    """
+    if item is None or item in taken:
+        return 0.0
+    greedy = next((i for i in ranking if i not in taken), None)
+    eps = 1.0 if greedy is None else epsilon
+    return eps / (pool_size - len(taken)) + (1.0 - eps) * (item == greedy)

@@ -211,22 +211,29 @@ def recommend(version: Version, queries: Sequence[Query], config: RowsConfig, ti
     ``timer(stage, seconds)`` is told how long each stage took for the whole batch.
     """
     clock = _Stages(timer)
+    pools = candidates(version, queries, config, clock)
+    pages = [_page(query, pool, version.tables, config) for query, pool in zip(queries, pools, strict=True)]
+    clock("rows")
+    return pages
+
+
+def candidates(version: Version, queries: Sequence[Query], config: RowsConfig,
+               clock: Callable[[str], None] = lambda stage: None) -> list[Candidates]:
+    """The ranked pool of every query: retrieval, then ranking (``clock`` is told after each)."""
     inputs = query_inputs(queries)
     pools = retrieve(version, queries, inputs, config.popular_top)
     clock("retrieval")
     scored = rank(version, queries, inputs, pools)
     clock("ranking")
-    pages = []
+    out = []
+    cat = version.catalog
     for query, pool_index, s in zip(queries, pools, scored, strict=True):
-        cat = version.catalog
         popular = version.popular_scores(query.hour_of_day, query.platform)[pool_index]
-        pool = Candidates(item_id=cat["item_id"][pool_index], category=cat["category"][pool_index],
-                          creator=cat["creator"][pool_index], duration_min=cat["duration_min"][pool_index],
-                          release_day=cat["release_day"][pool_index], score=s["score"],
-                          heads={h: s[h] for h in LABELS}, popularity=popular, index=pool_index)
-        pages.append(_page(query, pool, version.tables, config))
-    clock("rows")
-    return pages
+        out.append(Candidates(item_id=cat["item_id"][pool_index], category=cat["category"][pool_index],
+                              creator=cat["creator"][pool_index], duration_min=cat["duration_min"][pool_index],
+                              release_day=cat["release_day"][pool_index], score=s["score"],
+                              heads={h: s[h] for h in LABELS}, popularity=popular, index=pool_index))
+    return out
 
 
 def heuristic_pages(tables: Heuristic, queries: Sequence[Query], config: RowsConfig, pool_size: int = 500

@@ -93,18 +93,12 @@ def admitted(spec: RowSpec, pool: Candidates, profile: MemberProfile | None, pre
     return mask
 
 
-def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | None, preferred: str | None,
-         day: int, rng: np.random.Generator, rows: Sequence[str] | None = None) -> list[Impression]:
-    """Fills ``k`` slots per row; rows that admit fewer than ``k`` items are explored uniformly, and a
-    pool smaller than the page fills as many slots as it has items.
+def slot_rankings(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | None,
+                  preferred: str | None, day: int, rows: Sequence[str] | None = None
+                  ) -> tuple[list[list[int]], list[str]]:
+    """Per slot of the page, the ranking its row's filter admits (pool indices, best first) and the row name.
 
-    Args:
-      pool: the ranked candidates of the request.
-      k: items per row.
-      profile, preferred: the member's usual (None without clicks) and declared category.
-      day: the request's date ordinal.
-      rng: the request's random stream (seeded per request, so a page can be replayed).
-      rows: names of the rows asked for (all configured rows when None).
+    A pool smaller than the page gives as many slots as it has items.
 
     Raises:
       ValueError: naming an unknown row.
@@ -125,6 +119,26 @@ def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | 
         rankings += [ranking] * k
         names += [spec.name] * k
     del rankings[len(pool.item_id):], names[len(pool.item_id):]  # a tiny catalog: the last rows come up short
+    return rankings, names
+
+
+def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | None, preferred: str | None,
+         day: int, rng: np.random.Generator, rows: Sequence[str] | None = None) -> list[Impression]:
+    """Fills ``k`` slots per row; rows that admit fewer than ``k`` items are explored uniformly, and a
+    pool smaller than the page fills as many slots as it has items.
+
+    Args:
+      pool: the ranked candidates of the request.
+      k: items per row.
+      profile, preferred: the member's usual (None without clicks) and declared category.
+      day: the request's date ordinal.
+      rng: the request's random stream (seeded per request, so a page can be replayed).
+      rows: names of the rows asked for (all configured rows when None).
+
+    Raises:
+      ValueError: naming an unknown row.
+    """
+    rankings, names = slot_rankings(pool, config, k, profile, preferred, day, rows)
     u = rng.random((2, len(rankings)))
     slots = epsilon_greedy(rankings, len(pool.item_id), config.epsilon, u[0], u[1])
     return [Impression(row=name, position=i, index=s.item, propensity=s.propensity, explored=s.explored)

@@ -1,0 +1,90 @@
+"""``recloop evaluate``: the evaluation gate, candidate against the production model of a registry.
+
+The library (``trainer.gate``) takes paths; this command resolves the production
+version through the registry reader and gives the gate serving's replay for the
+off-policy estimate.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from recloop.pipelines.console import console
+
+
+def evaluate(
+    candidate: Annotated[str, typer.Option(help="the candidate: a trainer export folder")],
+    data: Annotated[list[str], typer.Option(help="the ingest output(s) the candidate was trained on; repeatable")],
+    registry: Annotated[str, typer.Option(help="registry URI: its production version is the baseline")],
+    out: Annotated[str, typer.Option(help="output folder: blessing.json, summary.md")],
+    config: Annotated[str | None, typer.Option(help="gate config, YAML or JSON (thresholds, off-policy)")] = None,
+    catalog: Annotated[str | None, typer.Option(
+        help="the item feed the server served (a root with catalog/dt=...), for the off-policy replay; "
+             "default: the newest --data's item summaries (an approximation of the pool)")] = None,
+) -> None:
+    """Evaluate a candidate against production; write blessing.json (blessed or not: both are normal outcomes)."""
+    import posixpath
+
+    from recloop.serving.registry import Registry, RegistryError, local_copy
+    from recloop.serving.replay import target_probabilities
+    from recloop.serving.rows import RowsConfig
+    from recloop.trainer.data import DataError, read_summary
+    from recloop.trainer.gate import GateConfigError, load_gate_config, run
+
+    try:
+        cfg = load_gate_config(config)
+    except GateConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--config") from None
+    try:
+        newest = max(data, key=lambda folder: read_summary(folder)["span"]["start"])
+    except DataError as e:
+        raise typer.BadParameter(str(e), param_hint="--data") from None
+    feed = catalog or posixpath.join(newest, "items", "items.jsonl.gz")
+    try:
+        pointer = Registry(registry).pointer()
+        production = Registry(registry).current()
+    except RegistryError as e:
+        console.print(f"[red]cannot read the registry:[/red] {e}")
+        raise typer.Exit(2) from None
+
+    def replay(version_dir: str, impressions: Any) -> tuple[Any, dict[str, Any]]:
+        with console.status("replaying the candidate on the logged requests") as status:
+            r = target_probabilities(version_dir, impressions, feed, RowsConfig(epsilon=cfg.offpolicy.epsilon),
+                                     progress=lambda done, total: status.update(f"replay {done:,}/{total:,} requests"))
+        return r.probability, {"requests": r.requests, "outside_pool": r.outside_pool, "feeds": list(r.feeds),
+                               "catalog_is_served_feed": catalog is not None}
+
+    with tempfile.TemporaryDirectory(prefix="recloop-gate-") as cache:
+        try:
+            local = local_copy(production, cache) if production else None
+            blessing = run(candidate, local, data, out, cfg, replay=replay,
+                           baseline_version=pointer.version if pointer else None, progress=console.log)
+        except (DataError, FileNotFoundError) as e:
+            console.print(f"[red]cannot evaluate:[/red] {e}")
+            raise typer.Exit(2) from None
+    _print(blessing, out)
+
+
+def _print(blessing: dict[str, Any], out: str) -> None:
+    table = Table(title="gate checks")
+    for column in ("verdict", "check", "slice", "candidate", "reference", "threshold", "note"):
+        table.add_column(column)
+    colour = {"pass": "green", "fail": "red", "skipped": "dim"}
+    for c in blessing["checks"]:
+        def f(v: Any) -> str:
+            return "–" if v is None else f"{v:.4f}"
+        table.add_row(f"[{colour[c['verdict']]}]{c['verdict']}[/]", f"{c['metric']} {c['rule']}", c["slice"],
+                      f(c["value"]), f(c["reference"]), f(c["threshold"]), c["note"])
+    console.print(table)
+    est = blessing["offpolicy"].get("estimate")
+    if est:
+        console.print(f"off-policy: candidate click rate {est['snips']:.4f} (SNIPS, {est['snips_ci'][0]:.4f}.."
+                      f"{est['snips_ci'][1]:.4f}, ESS {est['ess']:.0f}) vs logged {est['logged_rate']:.4f}")
+    verdict = "[green]BLESSED[/green]" if blessing["blessed"] else "[yellow]NOT BLESSED[/yellow]"
+    against = blessing["production_version"] or "nothing (first run)"
+    console.print(f"{verdict}: {blessing['candidate_version']} against {against}; "
+                  f"{out}/blessing.json, {out}/summary.md")

@@ -1,0 +1,379 @@
+"""The evaluation gate: is the candidate good enough, and no worse than the model in production?
+
+``run`` evaluates the candidate, the production model (when there is one) and
+the popularity baseline on the same eval split with the same code
+(``evaluate.py``: what the trainer reports), then ``judge`` applies the
+configured checks and ``run`` writes ``blessing.json`` and a Markdown summary.
+
+Kinds of check (``GateConfig.thresholds``; each names a metric and a slice):
+
+- ``min``: an absolute floor (AUC(click) >= 0.55);
+- ``min_vs_popularity``: at least this multiple of the popularity baseline on
+  the same split, a floor that holds whatever the catalog size;
+- ``max_drop``: not worse than production by more than this, in the metric's
+  units; skipped on the first run, when nothing is in production;
+- ``offpolicy``: the candidate's estimated online click rate (SNIPS,
+  ``offpolicy.py``) not below the logged rate by more than a share, used only
+  when the effective sample size is large enough.
+
+A slice with less support (positives, impressions, requests with a click) than
+a check's ``min_support`` skips that check and says so. A metric that was not
+measured fails its check: a gate never passes by not looking. Not blessed is a
+normal outcome, written like a blessing; only unusable inputs raise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import posixpath
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recloop.features import logs
+from recloop.trainer import evaluate, offpolicy
+from recloop.trainer.config import TrainConfig
+from recloop.trainer.data import DataError, Examples, load
+from recloop.trainer.scorers import model_scorers, popularity, popularity_scorers
+from recloop.trainer.towers import MAX_POSITION
+
+# (version dir, eval impressions) -> (the version's probability of each logged item in its logged slot, facts)
+Replay = Callable[[str, Mapping[str, np.ndarray]], tuple[np.ndarray, dict[str, Any]]]
+Verdict = Literal["pass", "fail", "skipped"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Threshold(_Strict):
+    """One metric on one slice, with any of the three bounds."""
+
+    metric: str  # recall@K, recall@K_explored, auc_<head>[_explored], ndcg@N[_debiased], map@N
+    slice: str = "overall"  # overall, member=new|active, item=new|established, platform=<p>
+    min: float | None = None
+    min_vs_popularity: Annotated[float, Field(gt=0)] | None = None
+    max_drop: Annotated[float, Field(ge=0)] | None = None
+    min_support: Annotated[int, Field(ge=0)] = 0
+
+
+class OffPolicyConfig(_Strict):
+    enabled: bool = True
+    epsilon: Annotated[float, Field(ge=0, le=1)] = 0.1  # the serving exploration share the candidate would run with
+    min_ess: Annotated[float, Field(ge=1)] = 1000.0
+    # sum(w) / n is 1 in expectation; far from 1, the logs rarely hold what the candidate would show (its
+    # greedy picks were almost never explored) and the Kish ESS overstates what the figure is worth
+    max_mean_weight_error: Annotated[float, Field(gt=0)] = 0.25
+    max_relative_drop: Annotated[float, Field(ge=0, le=1)] = 0.05
+    max_requests: Annotated[int, Field(gt=0)] = 20_000  # eval requests replayed (a stable sample)
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+
+
+DEFAULT_THRESHOLDS = (
+    Threshold(metric="auc_click", min=0.55, max_drop=0.01, min_support=1000),
+    Threshold(metric="recall@100_explored", min_vs_popularity=1.0, max_drop=0.01, min_support=200),
+    Threshold(metric="ndcg@10_debiased", min_vs_popularity=1.0, max_drop=0.01, min_support=200),
+    *(Threshold(metric=m, slice=s, max_drop=0.02, min_support=n)
+      for s in ("member=new", "item=new") for m, n in (("auc_click", 1000), ("recall@100_explored", 200))),
+)
+
+
+class GateConfig(_Strict):
+    """The gate's checks; ``recloop evaluate --config`` reads it from YAML or JSON."""
+
+    thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
+    offpolicy: OffPolicyConfig = OffPolicyConfig()
+
+
+class GateConfigError(ValueError):
+    """A gate config file that cannot be read; the message names the file and the field."""
+
+
+def load_gate_config(path: str | Path | None) -> GateConfig:
+    """Reads a YAML/JSON gate config (None: the defaults).
+
+    Raises:
+      GateConfigError: naming the file and each invalid field.
+    """
+    if path is None:
+        return GateConfig()
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return GateConfig.model_validate(data)
+    except yaml.YAMLError as e:
+        raise GateConfigError(f"{path}: not valid YAML/JSON: {e}") from None
+    except ValidationError as e:
+        fields = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise GateConfigError(f"{path}: invalid gate config: {fields}") from None
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+def flat_metrics(result: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """One scorer's evaluation (``retrieval`` + ``ranking``) as ``{slice: {metric: value}}``.
+
+    Every metric ``m`` comes with ``m:support``, the count its value rests on (positives for recall,
+    impressions for AUC, requests with a click for NDCG/MAP); recall also with ``m:se``.
+    """
+    out: dict[str, dict[str, float | None]] = {}
+    retrieval, ranking = result["retrieval"], result["ranking"]
+    for view, suffix in (("logged", ""), ("explored", "_explored")):
+        for slice_, values in [("overall", retrieval[view]["overall"]), *retrieval[view]["cohorts"].items()]:
+            row = out.setdefault(slice_, {})
+            for key, value in values.items():
+                if key.startswith("recall@") and not key.endswith("_se"):
+                    row[f"{key}{suffix}"] = value
+                    row[f"{key}{suffix}:se"] = values.get(f"{key}_se")
+                    row[f"{key}{suffix}:support"] = values["positives"]
+    for slice_, values in [("overall", ranking["overall"]), *ranking["cohorts"].items()]:
+        row = out.setdefault(slice_, {})
+        for key, value in values.items():
+            if key in ("impressions", "explored_impressions", "requests_with_click"):
+                continue
+            row[key] = value
+            count = ("requests_with_click" if not key.startswith("auc_") else
+                     "explored_impressions" if key.endswith("_explored") else "impressions")
+            row[f"{key}:support"] = values[count]
+    return out
+
+
+# ------------------------------------------------------------------------------------------- judging
+
+def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
+          production: Mapping[str, Mapping[str, Any]] | None, baseline: Mapping[str, Mapping[str, Any]] | None,
+          estimate: Mapping[str, Any] | None = None) -> tuple[bool, list[dict[str, Any]]]:
+    """Applies every configured check; returns (blessed, checks).
+
+    Args:
+      candidate, production, baseline: ``flat_metrics`` of the candidate, the production model (None on
+        the first run) and the popularity baseline.
+      estimate: the candidate's off-policy estimate (``OffPolicyEstimate.to_dict``), None when unavailable.
+
+    Blessed when no check failed and at least one check on the candidate alone passed.
+    """
+    checks: list[dict[str, Any]] = []
+    for t in config.thresholds:
+        got = candidate.get(t.slice, {})
+        value, support = _number(got.get(t.metric)), got.get(f"{t.metric}:support")
+        base = {"metric": t.metric, "slice": t.slice, "value": value, "support": support}
+        bounds: list[tuple[str, float | None, float | None, str]] = []  # kind, reference, threshold, note
+        if t.min is not None:
+            bounds.append(("min", None, t.min, f">= {t.min:g}"))
+        if t.min_vs_popularity is not None:
+            ref = _number((baseline or {}).get(t.slice, {}).get(t.metric))
+            bounds.append(("min_vs_popularity", ref, None if ref is None else t.min_vs_popularity * ref,
+                           f">= {t.min_vs_popularity:g} x popularity"))
+        if t.max_drop is not None:
+            ref = None if production is None else _number(production.get(t.slice, {}).get(t.metric))
+            bounds.append(("max_drop", ref, None if ref is None else ref - t.max_drop,
+                           f">= production - {t.max_drop:g}"))
+        for kind, ref, threshold, rule in bounds:
+            check = base | {"kind": kind, "reference": ref, "threshold": threshold, "rule": rule}
+            if kind == "max_drop" and production is None:
+                checks.append(check | {"verdict": "skipped", "note": "first run: no production model"})
+            elif support is not None and support < t.min_support:
+                checks.append(check | {"verdict": "skipped",
+                                       "note": f"support {support} < min_support {t.min_support}"})
+            elif value is None or threshold is None:
+                what = "the candidate's value" if value is None else (
+                    "production's value" if kind == "max_drop" else "the baseline's value")
+                checks.append(check | {"verdict": "fail", "note": f"not measured: {what} is missing or undefined"})
+            else:
+                checks.append(check | {"verdict": "pass" if value >= threshold - 1e-12 else "fail",
+                                       "note": _margin(value, threshold)})
+    checks.append(_offpolicy_check(config.offpolicy, estimate))
+    failed = any(c["verdict"] == "fail" for c in checks)
+    passed_alone = any(c["verdict"] == "pass" and c["kind"] in ("min", "min_vs_popularity") for c in checks)
+    return (not failed and passed_alone), checks
+
+
+def _offpolicy_check(config: OffPolicyConfig, estimate: Mapping[str, Any] | None) -> dict[str, Any]:
+    check: dict[str, Any] = {"kind": "offpolicy", "metric": "snips_click_rate", "slice": "overall",
+                             "rule": f">= logged rate x (1 - {config.max_relative_drop:g}), when ESS >= "
+                                     f"{config.min_ess:g} and mean weight ~ 1"}
+    if not config.enabled or estimate is None:
+        reason = "disabled" if not config.enabled else "no estimate (see offpolicy.reason)"
+        return check | {"value": None, "reference": None, "threshold": None, "support": None,
+                        "verdict": "skipped", "note": reason}
+    value, ref, ess = _number(estimate.get("snips")), estimate["logged_rate"], estimate["ess"]
+    threshold = ref * (1 - config.max_relative_drop)
+    check |= {"value": value, "reference": ref, "threshold": threshold, "support": ess}
+    if ess < config.min_ess:
+        return check | {"verdict": "skipped", "note": f"effective sample size {ess:.0f} < min_ess {config.min_ess:g}"}
+    if abs(estimate["mean_weight"] - 1) > config.max_mean_weight_error:
+        return check | {"verdict": "skipped", "note": f"mean weight {estimate['mean_weight']:.3f} is not within "
+                                                      f"{config.max_mean_weight_error:g} of 1: the logs rarely show "
+                                                      "what the candidate would show"}
+    if value is None:
+        return check | {"verdict": "fail", "note": "not measured: the estimate is undefined"}
+    return check | {"verdict": "pass" if value >= threshold else "fail", "note": _margin(value, threshold)}
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _margin(value: float, threshold: float) -> str:
+    return f"{value - threshold:+.4f} vs the threshold"
+
+
+# ------------------------------------------------------------------------------------------- the run
+
+def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: str, config: GateConfig,
+        replay: Replay | None = None, baseline_version: str | None = None,
+        progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Evaluates ``candidate`` against ``production`` on the eval split and writes ``OUT/blessing.json``
+    and ``OUT/summary.md``; returns the blessing.
+
+    Args:
+      candidate, production: trainer exports (local paths); production None on the first run.
+      data_dirs: the ingest outputs the candidate was trained on (its eval split is the gate's).
+      replay: the off-policy estimate's target side (``serving.replay``); None: no estimate.
+      baseline_version: the registry version ``production`` is; recorded for push's compare-and-swap.
+
+    Raises:
+      DataError: the data's span is not the one the candidate was trained and held out on.
+    """
+    card = logs.read_json(posixpath.join(candidate, "model_card.json"))
+    train_config = TrainConfig.model_validate(card["config"])
+    data = load(data_dirs, train_config.window_weeks)
+    if data.span != card["data"]["span"]:
+        raise DataError(f"the data spans {data.span}, but {card['version']} was trained with span "
+                        f"{card['data']['span']}: the gate evaluates on the eval split the candidate held out; "
+                        "pass the same --data as to train")
+    day = dt.datetime.fromisoformat(data.span["eval_start"]).date()
+    notes = []
+    production_card = None
+    if production is not None:
+        production_card = logs.read_json(posixpath.join(production, "model_card.json"))
+        if production_card["data"]["span"]["eval_start"] > data.span["eval_start"]:
+            notes.append(f"production ({production_card['version']}) was trained on data up to "
+                         f"{production_card['data']['span']['eval_start']}, after this eval split starts "
+                         f"({data.span['eval_start']}): the comparison favours it")
+    scorers = {"candidate": model_scorers(candidate, day), "popularity": popularity_scorers(popularity(data.train, day))}
+    if production is not None:
+        scorers["production"] = model_scorers(production, day)
+    positives = data.eval.take(data.eval[f"label_{train_config.retrieval.positives}"] == 1)
+    seen = evaluate.examination(data.train, MAX_POSITION)
+    results: dict[str, Any] = {}
+    for name, (retrieve, rank) in scorers.items():
+        progress(f"evaluating {name}")
+        results[name] = evaluate.clean({
+            "retrieval": evaluate.evaluate_retrieval(retrieve, data.train, positives, data.catalog,
+                                                     train_config.recall_ks, train_config.top_k,
+                                                     train_config.eval_max_queries),
+            "ranking": evaluate.evaluate_ranking(rank, data.train, data.eval, train_config.top_k, seen)})
+    flat = {name: flat_metrics(r) for name, r in results.items()}
+
+    estimate, offpolicy_info = None, {"reason": "disabled"} if not config.offpolicy.enabled else {}
+    if config.offpolicy.enabled:
+        if replay is None:
+            offpolicy_info = {"reason": "no replay given (the library was called without serving's replay)"}
+        else:
+            progress("off-policy estimate: replaying the candidate on the logged requests")
+            estimate, offpolicy_info = _estimate(candidate, data.eval, config.offpolicy, replay)
+
+    blessed, checks = judge(config, flat["candidate"], flat.get("production"), flat["popularity"], estimate)
+    blessing = {
+        "blessed": blessed,
+        "candidate_version": card["version"],
+        "baseline_version": baseline_version,
+        "first_run": production is None,
+        "production_version": production_card["version"] if production_card else None,
+        "data": {"sources": data.sources, "span": data.span, **data.sizes(),
+                 "eval_requests": len(np.unique(data.eval["request_id"])),
+                 "logging_versions": _counts(data.eval["model_version"])},
+        "config": config.model_dump(mode="json"),
+        "checks": checks,
+        "failed": [_name(c) for c in checks if c["verdict"] == "fail"],
+        "metrics": {name: f["overall"] for name, f in flat.items()},
+        "slices": flat,
+        "offpolicy": {"estimate": estimate, **offpolicy_info},
+        "notes": notes,
+    }
+    blessing["summary_markdown"] = summary(blessing)
+    logs.write_json(posixpath.join(out, "blessing.json"), blessing)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(out, "summary.md").write_text(blessing["summary_markdown"])
+    return blessing
+
+
+def _estimate(candidate: str, rows: Examples, config: OffPolicyConfig, replay: Replay
+              ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    keep = evaluate._sample(rows["request_id"], config.max_requests)
+    rows = rows.take(keep)
+    try:
+        target, facts = replay(candidate, rows.columns)
+    except ValueError as e:  # a page the candidate cannot answer: the gate says why instead of failing
+        return None, {"reason": f"replay failed: {e}"}
+    est = offpolicy.estimate(rows["label_click"], rows["propensity"], target, rows["request_id"],
+                             confidence=config.confidence)
+    return est.to_dict(), {"replay": facts, "requests_sampled": len(np.unique(rows["request_id"]))}
+
+
+def _counts(values: np.ndarray) -> dict[str, int]:
+    names, counts = np.unique(values, return_counts=True)
+    return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
+
+
+def _name(check: Mapping[str, Any]) -> str:
+    return f"{check['kind']}:{check['metric']}[{check['slice']}]"
+
+
+# ------------------------------------------------------------------------------------------- summary
+
+_MARK = {"pass": "✅ pass", "fail": "❌ fail", "skipped": "➖ skipped"}
+
+
+def summary(blessing: Mapping[str, Any]) -> str:
+    """The Markdown a person reads in the Kubeflow UI: the verdict, every check, the headline metrics."""
+    b = blessing
+    verdict = "**BLESSED**" if b["blessed"] else "**NOT BLESSED**"
+    against = (f"production `{b['production_version']}`" if b["production_version"]
+               else "no production model (first run: absolute checks only)")
+    lines = [f"# Evaluation gate: {verdict}", "",
+             (f"Candidate `{b['candidate_version']}` against {against}, on the eval split from "
+             f"{b['data']['span']['eval_start']} ({b['data']['eval_examples']:,} impressions, "
+             f"{b['data']['eval_requests']:,} requests)."), ""]
+    if b["failed"]:
+        lines += ["Failed: " + ", ".join(f"`{f}`" for f in b["failed"]), ""]
+    lines += [f"> {n}" for n in b["notes"]]
+    lines += ["## Checks", "", "| verdict | check | slice | candidate | reference | threshold | support | note |",
+              "|---|---|---|---|---|---|---|---|"]
+    for c in b["checks"]:
+        lines.append(f"| {_MARK[c['verdict']]} | {c['metric']} {c['rule']} | {c['slice']} | {_fmt(c['value'])} | "
+                     f"{_fmt(c['reference'])} | {_fmt(c['threshold'])} | {_fmt(c['support'])} | {c['note']} |")
+    names = [n for n in ("candidate", "production", "popularity") if n in b["metrics"]]
+    keys = [k for k in b["metrics"]["candidate"] if ":" not in k]
+    lines += ["", "## Metrics (overall)", "", "| metric | " + " | ".join(names) + " |",
+              "|---|" + "---|" * len(names)]
+    lines += [f"| {k} | " + " | ".join(_fmt(b["metrics"][n].get(k)) for n in names) + " |" for k in keys]
+    est = b["offpolicy"].get("estimate")
+    lines += ["", "## Off-policy estimate (per-position SNIPS)", ""]
+    if est:
+        lo, hi = est["snips_ci"]
+        llo, lhi = est["logged_ci"]
+        lines += [(f"- candidate click rate (SNIPS): **{est['snips']:.4f}** [{lo:.4f}, {hi:.4f}]; IPS "
+                  f"{est['ips']:.4f}"),
+                  f"- logging policy's observed click rate: {est['logged_rate']:.4f} [{llo:.4f}, {lhi:.4f}]",
+                  (f"- effective sample size {est['ess']:.0f} of {est['impressions']:,} impressions; mean weight "
+                  f"{est['mean_weight']:.3f}, max weight {est['max_weight']:.1f}")]
+    else:
+        lines.append(f"- not available: {b['offpolicy'].get('reason')}")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
