@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import recloop  # noqa: F401  sets TF_USE_LEGACY_KERAS before anything imports TensorFlow
-from recloop.pipelines import registry_cli, serve_cli, train_cli, validation_cli
+from recloop.pipelines import gate_cli, registry_cli, serve_cli, train_cli, validation_cli
 from recloop.pipelines.console import console
 
 app = typer.Typer(
@@ -195,11 +195,13 @@ app.command()(validation_cli.validate)
 app.command()(validation_cli.monitor)
 app.command()(validation_cli.anomalies)
 app.command()(train_cli.train)
+app.command()(gate_cli.evaluate)
 app.command()(serve_cli.serve)
 app.command(name="infra-validate")(serve_cli.infra_validate)
 app.command()(registry_cli.push)
 app.command()(registry_cli.models)
 app.command()(registry_cli.rollback)
+app.command()(registry_cli.promote)
 
 if __name__ == "__main__":
     app()
