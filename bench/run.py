@@ -6,6 +6,7 @@ Usage:
     uv run python bench/run.py validate      # validate a default-scale week (~3 min)
     uv run python bench/run.py train         # training quality vs baseline and oracle, time (~15 min)
     uv run python bench/run.py serving       # the server under hey at 1, 8, 32 clients, 10k items (~4 min)
+    uv run python bench/run.py offpolicy     # the gate's off-policy estimate vs the simulator's truth (~10 min)
     uv run python bench/run.py report        # only regenerate bench/README.md from bench/results/
 
 Every result file holds the command that produced it, the date and the machine,
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import ingest  # bench/*.py (bench/ is on sys.path when this file runs as a script)
+import offpolicy
 import serving
 import train
 import validate
@@ -136,6 +138,7 @@ MODULES = {
               ("Quality runs train on weeks 0-1 and the Monday of week 2 and evaluate on the rest of week 2 (default "
               "config: 12 retrieval and 3 ranking epochs). Week 0 is the bootstrap heuristic's first week. Process "
               "seconds include interpreter start, imports, export, index and evaluation of three scorers.")),
+    "offpolicy": (offpolicy.bench_offpolicy, offpolicy.NOTES),
 }
 
 
@@ -148,7 +151,8 @@ def bench_module(name: str) -> Path:
 SECTIONS = {"simulate": _section_simulate, "ingest": lambda r: ingest.section(r, _table),
             "validate": lambda r: validate.validate_section(r, _table),
             "train": lambda r: train.train_section(r, _table),
-            "serving": lambda r: serving.serving_section(r, _table)}
+            "serving": lambda r: serving.serving_section(r, _table),
+            "offpolicy": lambda r: offpolicy.offpolicy_section(r, _table)}
 
 
 def report() -> Path:

@@ -1,0 +1,331 @@
+"""The off-policy benchmark: the gate's estimate of a candidate's click rate next to the simulator's true value.
+
+One seed, two worlds that share every random stream (traffic, members, clicks):
+
+  * World A: week 0 under the bootstrap heuristic; model P (production) is trained on it and serves
+    week 1 through a real ``recloop serve`` (simulated clock, epsilon E). Candidate C is trained on
+    week 1; ``recloop evaluate`` (P in the registry) estimates C's click rate on week 1's eval day
+    from P's logs (per-position IPS/SNIPS through ``serving.replay``). P is also replayed on its own
+    logs: every weight should be 1, the sanity check that the replay reproduces the server.
+  * World B: the same seed and week 0, but week 1 served by C (same epsilon and page). The same
+    members visit at the same times, so C's true click rate on that day is measured on the same
+    requests: expected (mean of the truth's click probabilities) and realised (clicks / impressions).
+
+Both worlds get the week-1 item feed before their server starts from a twin simulation of the same
+seed (the simulator is deterministic), as tests/test_served_policy.py does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ingest import START
+
+SCALE, SEED, K, EPSILONS = "small", 3, 3, (0.1, 0.2)
+WEEK1 = START + dt.timedelta(days=7)
+EVAL_DAY = WEEK1 + dt.timedelta(days=6)  # ingest's default --eval-days 1: the week's last day
+WINDOW_S = 24 * 3600  # ingest's default attribution window
+NOTES = ("IPS/SNIPS are the gate's (`recloop evaluate`, P in the registry, `offpolicy.epsilon` = the serving "
+         "epsilon); P's row replays P on its own logs through the same code. True expected = mean of the "
+         "simulator's click probabilities over the impressions the policy served that day (world A for P, "
+         "world B for C); realised = clicked impressions (24-h window) / impressions, interval by request. "
+         "Models: default training config, seed 0; week 0 is the bootstrap heuristic's. The estimator is "
+         "per-position and conditions on the logged items above each slot, which biases it upward when P and "
+         "C disagree (recloop/trainer/offpolicy.py); 'covered' compares the truth with the 95% interval. "
+         "The replay embeds the catalog for the request's day, the server once, for the day it loaded the "
+         "feed (the week's first): item age enters the candidate tower, so from the second day on the "
+         "replayed pools differ from the served ones. Runs are not bit-identical: the server's request ids, "
+         "which seed its exploration, are random.")
+
+
+def _cli(log: Path, *args: str) -> float:
+    """Runs ``recloop ARGS`` (its output to ``log``); returns its wall seconds."""
+    t0 = time.perf_counter()
+    with open(log, "wb") as out:
+        code = subprocess.run([sys.executable, "-m", "recloop.pipelines.cli", *args], stdout=out,
+                              stderr=subprocess.STDOUT, check=False).returncode
+    if code != 0:
+        raise RuntimeError(f"recloop {args[0]} exited {code}:\n{log.read_text()[-3000:]}")
+    return round(time.perf_counter() - t0, 1)
+
+
+def _ready(port: int) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/v1/models/recommender", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def _server(tmp: Path, model: str, world: str, epsilon: float):
+    """``recloop serve --model`` on a free loopback port, simulated clock from week 1's Monday."""
+    from recloop.serving.infra import free_port
+
+    port, output = free_port(), tmp / f"server-{Path(world).name}.txt"
+    with open(output, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "recloop.pipelines.cli", "serve", "--model", model,
+                                 "--catalog", world, "--logs", world, "--port", str(port), "--simulated-clock",
+                                 "--start-time", f"{WEEK1}T00:00:00Z", "--epsilon", str(epsilon)],
+                                stdout=f, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not _ready(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start:\n{output.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1/models/recommender:predict"
+    finally:
+        proc.send_signal(signal.SIGTERM)  # flushes the request log
+        proc.wait(timeout=60)
+
+
+def _served_world(tmp: Path, name: str, twin: str, model: str, epsilon: float) -> dict[str, Any]:
+    """Week 0 under the heuristic, week 1 served by ``model``; returns the week-1 summary and timings."""
+    from recloop.simulator import Simulation
+    from recloop.simulator.policy import HeuristicPolicy
+    from recloop.simulator.served import ServedPolicy
+
+    world = str(tmp / name)
+    sim = Simulation(out=world, start=START, scale=SCALE, seed=SEED)
+    sim.run_week(0, HeuristicPolicy())
+    shutil.copytree(f"{twin}/catalog/dt={WEEK1}", f"{world}/catalog/dt={WEEK1}")
+    t0 = time.perf_counter()
+    with _server(tmp, model, world, epsilon) as url:
+        started = time.perf_counter() - t0
+        policy = ServedPolicy(url, k=K)
+        summary = sim.run_week(1, policy)
+    served = time.perf_counter() - t0 - started
+    return {"world": world, "summary": summary, "server_start_s": round(started, 1), "serve_s": round(served, 1),
+            "requests_per_s": round(summary["requests"] / policy.week_stats[1].seconds, 1)}
+
+
+def _server_requests(world: str, day: dt.date) -> list[dict[str, Any]]:
+    """The request records the server logged for ``day`` (not the simulator's week-0 ``part-`` files)."""
+    from recloop.features.logs import read_lines
+
+    files = sorted(p for p in Path(world, "requests", f"dt={day}").glob("*.jsonl*") if not p.name.startswith("part-"))
+    return [json.loads(line) for p in files for line in read_lines(str(p))]
+
+
+def _truth(world: str, day: dt.date) -> dict[str, Any]:
+    """The served policy's click rate on ``day``: expected (truth's p_click) and realised (clicks in the window)."""
+    import pyarrow.parquet as pq
+
+    from recloop.features.logs import read_lines
+    from recloop.trainer import offpolicy
+
+    requests = {r["request_id"]: dt.datetime.fromisoformat(r["ts"]).timestamp() for r in _server_requests(world, day)}
+    table = pq.read_table(f"{world}/truth/impressions/week-00001.parquet").to_pydict()
+    keep = np.isin(np.array(table["request_id"]), list(requests))
+    rid = np.array(table["request_id"])[keep]
+    items = np.array(table["item_id"])[keep]
+    clicked = set()
+    for d in (day, day + dt.timedelta(days=1)):
+        for p in sorted(Path(world, "events", f"dt={d}").glob("*.jsonl*")):
+            for e in map(json.loads, read_lines(str(p))):
+                delay = dt.datetime.fromisoformat(e["ts"]).timestamp() - requests.get(e["request_id"], -1e18)
+                if e["event"] == "click" and 0 <= delay <= WINDOW_S:
+                    clicked.add((e["request_id"], e["item_id"]))
+    clicks = np.array([(r, i) in clicked for r, i in zip(rid, items, strict=True)], dtype=float)
+    ones = np.ones(len(clicks))
+    realised = offpolicy.estimate(clicks, ones, ones, rid)
+    return {"expected": float(np.array(table["p_click"])[keep].mean()), "realised": realised.logged_rate,
+            "realised_ci": list(realised.logged_ci), "impressions": int(keep.sum()), "requests": len(requests)}
+
+
+def _traffic(a: str, b: str) -> dict[str, Any]:
+    """Week 1's requests and members per day in both worlds, and whether the eval day's requests are the same."""
+    days, same = [], {}
+    for i in range(7):
+        day = WEEK1 + dt.timedelta(days=i)
+        ra, rb = _server_requests(a, day), _server_requests(b, day)
+        days.append({"day": str(day), "requests_a": len(ra), "requests_b": len(rb),
+                     "members_a": len({r["member"]["member_id"] for r in ra}),
+                     "members_b": len({r["member"]["member_id"] for r in rb})})
+        key = lambda rs: sorted((r["ts"], json.dumps(r["member"], sort_keys=True),
+                                 json.dumps(r["context"], sort_keys=True)) for r in rs)
+        same[str(day)] = key(ra) == key(rb)
+    return {"days": days, "same_requests_by_day": same, "same_traffic": all(same.values())}
+
+
+def _replay(version: str, ingest: str, world: str, epsilon: float, load_day: dt.date | None = None
+            ) -> tuple[dict[str, Any], np.ndarray, Any]:
+    """The gate's estimate for ``version`` on ``ingest``'s eval split, computed as ``gate._estimate`` does,
+    with the per-impression target probabilities and the rows they belong to.
+
+    ``load_day`` (a diagnostic): embed the catalog for that day, as a server that loaded the feed then did,
+    instead of the replay's own choice (the first request day of the feed).
+    """
+    from unittest import mock
+
+    from recloop.serving import replay
+    from recloop.serving.rows import RowsConfig
+    from recloop.trainer import evaluate, offpolicy
+    from recloop.trainer.data import load
+    from recloop.trainer.gate import OffPolicyConfig
+
+    config = OffPolicyConfig(epsilon=epsilon)
+    rows = load([ingest], 1).eval
+    rows = rows.take(evaluate._sample(rows["request_id"], config.max_requests))
+    loader = replay.load_version if load_day is None else (
+        lambda v, catalog, day, load=replay.load_version: load(v, catalog, load_day))
+    with mock.patch.object(replay, "load_version", loader):
+        r = replay.target_probabilities(version, rows.columns, world, RowsConfig(epsilon=epsilon))
+    est = offpolicy.estimate(rows["label_click"], rows["propensity"], r.probability, rows["request_id"],
+                             confidence=config.confidence)
+    return est.to_dict() | {"outside_pool": r.outside_pool}, r.probability, rows
+
+
+def _reproduces(pi: np.ndarray, mu: np.ndarray) -> dict[str, float]:
+    """How far a replay of the logging version is from the logged propensities (stored as float32 by ingest)."""
+    return {"mismatch_share": float((np.abs(pi - mu) > 1e-9).mean()),
+            "float32_mismatch_share": float((pi.astype(np.float32) != mu.astype(np.float32)).mean()),
+            "over_0.01_share": float((np.abs(pi - mu) > 0.01).mean()), "max_abs_diff": float(np.abs(pi - mu).max())}
+
+
+def _support(pi: np.ndarray, mu: np.ndarray, epsilon: float) -> dict[str, float]:
+    """What the candidate's estimate rests on: impressions P explored that C would have shown greedily
+    ("hits", weight ~ (1 - eps) / mu), against the hits expected if C's greedy item were always in P's pool
+    (an explored slot shows it with probability mu / eps = 1 / the items left)."""
+    greedy = mu > 0.5
+    hits = ~greedy & (pi > 0.5)
+    expected = float((mu[~greedy] / epsilon).sum())
+    return {"greedy_slots_share": float(greedy.mean()), "c_greedy_on_p_greedy_slots": float((pi[greedy] > 0.5).mean()),
+            "c_zero_on_logged": float((pi == 0).mean()), "hits": int(hits.sum()),
+            "hits_expected_if_in_p_pool": round(expected * float((pi[greedy] <= 0.5).mean()), 1),
+            "hit_weight_share": float((pi / mu)[hits].sum() / (pi / mu).sum())}
+
+
+def _row(policy: str, est: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
+    covered = lambda ci: ci[0] is not None and ci[0] <= truth["expected"] <= ci[1]
+    return {"policy": policy, "ips": est["ips"], "ips_ci": est["ips_ci"], "snips": est["snips"],
+            "snips_ci": est["snips_ci"], "ess": est["ess"], "mean_weight": est["mean_weight"],
+            "true_expected": truth["expected"], "realised": truth["realised"], "realised_ci": truth["realised_ci"],
+            "ips_covers": covered(est["ips_ci"]), "snips_covers": covered(est["snips_ci"]),
+            "snips_error": est["snips"] / truth["expected"] - 1}
+
+
+def _epsilon(tmp: Path, twin: str, production: str, registry: str, eps: float) -> dict[str, Any]:
+    """One epsilon: world A served by P, C trained and gated on it, world B served by C, the truth."""
+    print(f"  epsilon {eps}: world A served by P", file=sys.stderr)
+    t: dict[str, float] = {}
+    a = _served_world(tmp, f"A-{eps}", twin, production, eps)
+    ingest1, candidate, gate = str(tmp / f"ingest1-{eps}"), str(tmp / f"C-{eps}"), tmp / f"gate-{eps}"
+    t["ingest_week1"] = _cli(tmp / "i1.txt", "ingest", "--logs", a["world"], "--start", str(WEEK1), "--end",
+                             str(EVAL_DAY), "--out", ingest1)
+    t["train_C"] = _cli(tmp / "trainC.txt", "train", "--data", ingest1, "--out", candidate, "--seed", "0")
+    Path(f"{gate}.json").write_text(json.dumps({"offpolicy": {"epsilon": eps}}))
+    t["gate"] = _cli(tmp / "gate.txt", "evaluate", "--candidate", candidate, "--data", ingest1, "--registry",
+                     registry, "--out", str(gate), "--catalog", a["world"], "--config", f"{gate}.json")
+    blessing = json.loads((gate / "blessing.json").read_text())
+    gate_est = blessing["offpolicy"]["estimate"]
+    print(f"  epsilon {eps}: replays", file=sys.stderr)
+    t0 = time.perf_counter()
+    mine, pi_c, rows = _replay(candidate, ingest1, a["world"], eps)
+    self_est, pi_p, _ = _replay(production, ingest1, a["world"], eps)
+    at_load, pi_load, _ = _replay(production, ingest1, a["world"], eps, load_day=WEEK1)
+    t["replays"] = round(time.perf_counter() - t0, 1)
+    mu = rows["propensity"]
+    print(f"  epsilon {eps}: world B served by C", file=sys.stderr)
+    b = _served_world(tmp, f"B-{eps}", twin, candidate, eps)
+    truth_p, truth_c = _truth(a["world"], EVAL_DAY), _truth(b["world"], EVAL_DAY)
+    truth_p["logged_rate_gate"] = gate_est["logged_rate"]  # the same clicks, counted by ingest
+    check = next(c for c in blessing["checks"] if c["kind"] == "offpolicy")
+    return {
+        "epsilon": eps,
+        "table": [_row("P (production, replayed on its own logs)", self_est, truth_p),
+                  _row("C (candidate, the gate's estimate)", gate_est, truth_c)],
+        "gate": {"blessed": blessing["blessed"], "estimate": gate_est,
+                 "failed": [{k: c[k] for k in ("kind", "metric", "slice", "value", "reference", "threshold")}
+                            for c in blessing["checks"] if c["verdict"] == "fail"],
+                 "replay": blessing["offpolicy"]["replay"], "offpolicy_check": {k: check[k] for k in ("verdict", "note")},
+                 "in_process_replay_matches": all(bool(np.isclose(mine[k], gate_est[k], rtol=1e-9))
+                                                  for k in ("ips", "snips", "ess")),
+                 "candidate": blessing["candidate_version"], "production": blessing["production_version"]},
+        "self_replay": self_est | _reproduces(pi_p, mu),
+        "self_replay_server_load_day": {"load_day": str(WEEK1), **_reproduces(pi_load, mu),
+                                        **{k: at_load[k] for k in ("ips", "snips", "mean_weight", "ess")}},
+        "agreement": _support(pi_c, mu, eps),
+        "truth": {"P_world_A": truth_p, "C_world_B": truth_c},
+        "traffic": _traffic(a["world"], b["world"]),
+        "worlds": {w: {k: x["summary"].get(k) for k in ("requests", "impressions", "click_rate", "explored_share",
+                                                         "fallbacks")}
+                   | {k: x[k] for k in ("server_start_s", "serve_s", "requests_per_s")} for w, x in (("A", a), ("B", b))},
+        "eval_split": {"impressions": len(rows), "requests": len(np.unique(rows["request_id"])),
+                       "logging_versions": dict(Counter(rows["model_version"].tolist()))},
+        "timings_s": t | {"serve_A": a["serve_s"], "serve_B": b["serve_s"]},
+    }
+
+
+def bench_offpolicy() -> dict[str, Any]:
+    from recloop.simulator import simulate
+
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        twin, registry, production = str(tmp / "twin"), str(tmp / "registry"), str(tmp / "P")
+        simulate(twin, weeks=2, start=START, scale=SCALE, seed=SEED)
+        timings["ingest_week0"] = _cli(tmp / "ingest0.txt", "ingest", "--logs", twin, "--start", str(START), "--end",
+                                       str(START + dt.timedelta(days=6)), "--out", str(tmp / "ingest0"))
+        timings["train_P"] = _cli(tmp / "trainP.txt", "train", "--data", str(tmp / "ingest0"), "--out", production,
+                                  "--seed", "0")
+        _cli(tmp / "push.txt", "push", "--model", production, "--registry", registry, "--force",
+             "--note", "bench/offpolicy: production")
+        runs = [_epsilon(tmp, twin, production, registry, eps) for eps in EPSILONS]
+    timings["total"] = round(time.perf_counter() - t_all, 1)
+    return {"scale": SCALE, "seed": SEED, "page": {"rows": 4, "k": K}, "epsilons": list(EPSILONS),
+            "week0_policy": "bootstrap heuristic, epsilon 0.1", "eval_day": str(EVAL_DAY), "runs": runs,
+            "timings_s": timings}
+
+
+def offpolicy_section(r: dict[str, Any], table: Any) -> str:
+    f = r["figures"]
+    ci = lambda v, c: f"{v:.4f} [{c[0]:.4f}, {c[1]:.4f}]" if c[0] is not None else f"{v:.4f}"
+    out = ["## Off-policy estimate vs the simulator's truth", "",
+           (f"`{f['scale']}` scale, seed {f['seed']}, page {f['page']['rows']} rows x {f['page']['k']}; week 0 under the "
+            f"{f['week0_policy']}; estimates on week 1's eval day ({f['eval_day']}). Whole run "
+            f"{f['timings_s']['total']} s."), ""]
+    for run in f["runs"]:
+        rows = [[x["policy"], ci(x["ips"], x["ips_ci"]), ci(x["snips"], x["snips_ci"]), f"{x['ess']:,.1f}",
+                 f"{x['mean_weight']:.3f}", f"{x['true_expected']:.4f}", ci(x["realised"], x["realised_ci"]),
+                 f"IPS {'yes' if x['ips_covers'] else 'no'}, SNIPS {'yes' if x['snips_covers'] else 'no'}",
+                 f"{x['snips_error']:+.1%}"] for x in run["table"]]
+        sr, sl, ag = run["self_replay"], run["self_replay_server_load_day"], run["agreement"]
+        check, ev, t = run["gate"]["offpolicy_check"], run["eval_split"], run["traffic"]
+        out += [f"### epsilon {run['epsilon']}", "",
+                table(["policy", "IPS [95% CI]", "SNIPS [95% CI]", "ESS", "mean weight", "true expected",
+                       "realised [95% CI]", "truth covered?", "SNIPS vs truth"], rows), "",
+                (f"Eval split: {ev['impressions']:,} impressions, {ev['requests']:,} requests, logged by P. Gate: "
+                 f"off-policy check {check['verdict']} ({check['note']}); blessed: {run['gate']['blessed']}"
+                 + "".join(f"; failed {c['kind']} {c['metric']} [{c['slice']}]: {c['value']:.4f} vs production "
+                           f"{c['reference']:.4f} (threshold {c['threshold']:.4f})" for c in run["gate"]["failed"]
+                           if c["value"] is not None and c["reference"] is not None) + ". "
+                 f"Week-1 traffic of A and B identical request by request: {t['same_traffic']}."), "",
+                (f"P replayed on its own logs: {sr['mismatch_share']:.1%} of impressions with |pi - mu| > 1e-9, "
+                 f"{sr['float32_mismatch_share']:.1%} still different after float32 rounding (ingest stores mu as "
+                 f"float32), {sr['over_0.01_share']:.1%} off by more than 0.01 (max {sr['max_abs_diff']:.3f}), "
+                 f"{sr['outside_pool']} logged items outside the replayed pool. Embedding the catalog for the day the "
+                 f"server loaded it ({sl['load_day']}) instead: {sl['float32_mismatch_share']:.1%} after float32 "
+                 f"rounding (max {sl['max_abs_diff']:.1e}), mean weight {sl['mean_weight']:.6f}."), "",
+                (f"C against P's logs: C's greedy item is P's in {ag['c_greedy_on_p_greedy_slots']:.1%} of P's "
+                 f"greedy slots; {ag['c_zero_on_logged']:.1%} of logged items are outside C's pool (pi = 0). The "
+                 f"estimate rests on {ag['hits']} explored impressions that C would have shown greedily "
+                 f"(~{ag['hits_expected_if_in_p_pool']} expected if C's greedy items were always in P's pool), "
+                 f"which carry {ag['hit_weight_share']:.0%} of the weight."), ""]
+    out.append(r["notes"])
+    return "\n".join(out)
