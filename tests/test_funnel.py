@@ -33,7 +33,7 @@ def _query(request_id: str, member_id: str = "m0000001", platform: str = "ios", 
 
 def test_a_page_has_every_row_scored_with_heads_and_propensities(version, tiny_model):
     assert version.version == read_card(tiny_model)["version"]
-    assert version.item_vectors.shape == (len(version.catalog["item_id"]), 32)
+    assert version.item_vectors(DAY.toordinal()).shape == (len(version.catalog["item_id"]), 32)
     member = next(iter(version.profiles))  # a member with clicks: "for your usual" uses the profile
     [page] = recommend(version, [_query("r-1", member)], RowsConfig())
     assert [i.row for i in page.impressions] == ["for_your_usual"] * 3 + ["quick"] * 3 + ["something_new"] * 3 + \
@@ -68,7 +68,7 @@ def test_batching_and_replay_give_the_same_pages(version):
 
 def test_an_item_released_after_training_is_embedded_and_retrieved(version):
     new = int(np.flatnonzero(version.catalog["item_id"] == "i900000")[0])
-    assert np.abs(version.item_vectors[new]).sum() > 0  # from its metadata: its id was never trained
+    assert np.abs(version.item_vectors(DAY.toordinal())[new]).sum() > 0  # from its metadata: its id was never trained
     [page] = recommend(version, [_query("r-new")], RowsConfig(epsilon=0.0))
     assert "i900000" in page.pool.item_id
     assert len(page.pool.item_id) >= version.candidates  # the retrieval pool, plus popular items

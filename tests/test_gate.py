@@ -155,7 +155,9 @@ def _pages_as_impressions(pages: list) -> dict[str, np.ndarray]:
 
 
 def test_replaying_the_serving_version_reproduces_every_logged_propensity(tiny_model, clean_world):
-    version = load_version(tiny_model, item_columns(read_items(snapshot(clean_world.root, DAY))), DAY)
+    # loaded days before the requests, as a server that started with the week: item ages are the request day's
+    version = load_version(tiny_model, item_columns(read_items(snapshot(clean_world.root, DAY))),
+                           DAY - dt.timedelta(days=5))
     members = [*list(version.profiles)[:40], "m-unknown-1"]
     queries = [Query(request_id=f"r-{i}", member_id=m,
                      member={"tenure_days": 30 + i, "country": "US", "preferred_category": "yoga"},

@@ -86,20 +86,34 @@ class Heuristic:
 
 @dataclass
 class Version:
-    """A model version loaded for serving over a catalog."""
+    """A model version loaded for serving over a catalog.
+
+    Item age is a candidate-tower input, so the catalog is embedded per request day (the first request
+    of a day pays for it): a page depends only on the version, the feed, the request's day and id,
+    never on when the server loaded them, so a logged page can be replayed exactly (``replay``).
+    """
 
     version: str
     query_tower: Any
     ranker: Any
-    item_vectors: np.ndarray
+    candidate_tower: Any
     candidates: int
     tables: Heuristic
     encoded: dict[str, np.ndarray] = field(default_factory=dict)  # catalog, strings as UTF-8 bytes (for TF)
     release_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # catalog rows by release
+    _vectors: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def catalog(self) -> dict[str, np.ndarray]:
         return self.tables.catalog
+
+    def item_vectors(self, day: int) -> np.ndarray:
+        """The catalog embedded for a day (date ordinal); the last few days are kept."""
+        if day not in self._vectors:
+            if len(self._vectors) >= 3:  # a simulated clock can go back and forth around midnight
+                self._vectors.pop(min(self._vectors))
+            self._vectors[day] = embed(self.candidate_tower, candidate_inputs(self.catalog, day))
+        return self._vectors[day]
 
     @property
     def profiles(self) -> dict[str, MemberProfile]:
@@ -121,7 +135,8 @@ def load_tables(version_dir: str, catalog: Mapping[str, np.ndarray]) -> Heuristi
 
 
 def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.date) -> Version:
-    """Loads a trainer export (a registry version) and embeds ``catalog`` for ``day``.
+    """Loads a trainer export (a registry version) over ``catalog`` and embeds it for ``day`` (other days
+    are embedded when a request of that day comes).
 
     Raises:
       OSError, ValueError: from TensorFlow or the tables when the version is broken;
@@ -134,11 +149,13 @@ def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.da
 
     card = read_card(version_dir)
     tables = load_tables(version_dir, catalog)
-    vectors = embed(signature("candidate_tower"), candidate_inputs(tables.catalog, day))
-    return Version(version=card["version"], query_tower=signature("query_tower"), ranker=signature("ranking"),
-                   item_vectors=vectors, candidates=int(card["config"]["retrieval"]["candidates"]), tables=tables,
-                   encoded={n: _encoded(v) for n, v in tables.catalog.items()},
-                   release_order=np.argsort(tables.catalog["release_day"], kind="stable"))
+    version = Version(version=card["version"], query_tower=signature("query_tower"), ranker=signature("ranking"),
+                      candidate_tower=signature("candidate_tower"),
+                      candidates=int(card["config"]["retrieval"]["candidates"]), tables=tables,
+                      encoded={n: _encoded(v) for n, v in tables.catalog.items()},
+                      release_order=np.argsort(tables.catalog["release_day"], kind="stable"))
+    version.item_vectors(day.toordinal())  # embedded now, so a broken candidate tower fails the load
+    return version
 
 
 def _encoded(values: np.ndarray) -> np.ndarray:
@@ -166,7 +183,11 @@ def retrieve(version: Version, queries: Sequence[Query], inputs: Mapping[str, np
     """Per query, catalog indices of its pool: the best ``candidates`` by dot product and the context's
     ``popular_top`` most popular items."""
     q = embed(version.query_tower, inputs)
-    scores = q @ version.item_vectors.T
+    days = np.array([query.day for query in queries])
+    scores = np.empty((len(queries), len(version.catalog["item_id"])), dtype=np.float32)
+    for day in np.unique(days):
+        rows = days == day
+        scores[rows] = q[rows] @ version.item_vectors(int(day)).T
     # the feed lists a week's releases up front: an item is served only from its release day on
     release = version.catalog["release_day"]
     released_upto = np.searchsorted(release[version.release_order], [query.day for query in queries], side="right")

@@ -74,12 +74,16 @@ class OffPolicyConfig(_Strict):
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
 
 
+# Explored slots are uniform over the logging request's pool, not the catalog: when a model logged the
+# span, explored positives all lie in its own retrieved candidates, so explored recall favours the model
+# in production. Recall is therefore checked against the popularity baseline (a floor) but not against
+# production; the re-ranking metrics (AUC, debiased NDCG over the logged impressions) carry the comparison.
 DEFAULT_THRESHOLDS = (
     Threshold(metric="auc_click", min=0.55, max_drop=0.01, min_support=1000),
-    Threshold(metric="recall@100_explored", min_vs_popularity=1.0, max_drop=0.01, min_support=200),
     Threshold(metric="ndcg@10_debiased", min_vs_popularity=1.0, max_drop=0.01, min_support=200),
+    Threshold(metric="recall@100_explored", min_vs_popularity=0.8, min_support=200),
     *(Threshold(metric=m, slice=s, max_drop=0.02, min_support=n)
-      for s in ("member=new", "item=new") for m, n in (("auc_click", 1000), ("recall@100_explored", 200))),
+      for s in ("member=new", "item=new") for m, n in (("auc_click", 1000), ("ndcg@10_debiased", 200))),
 )
 
 
