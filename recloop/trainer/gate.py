@@ -304,8 +304,8 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
         "notes": notes,
     }
     blessing["summary_markdown"] = summary(blessing)
-    logs.write_json(posixpath.join(out, "blessing.json"), blessing)
     Path(out).mkdir(parents=True, exist_ok=True)
+    logs.write_json(posixpath.join(out, "blessing.json"), blessing)
     Path(out, "summary.md").write_text(blessing["summary_markdown"])
     return blessing
 
