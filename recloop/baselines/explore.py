@@ -72,8 +72,7 @@ def epsilon_greedy(
                     break
         else:
             item = greedy
-        eps = 1.0 if greedy is None else epsilon
-        p = eps / left + (1.0 - eps) * (item == greedy)
+        p = slot_probability(rankings[k], taken, item, pool_size, epsilon)  # one formula for serving and replay
         slots.append(Slot(item=item, propensity=p, explored=explore))
         taken.add(item)
         bisect.insort(shown, item)

@@ -74,9 +74,10 @@ def _print(blessing: dict[str, Any], out: str) -> None:
     for column in ("verdict", "check", "slice", "candidate", "reference", "threshold", "note"):
         table.add_column(column)
     colour = {"pass": "green", "fail": "red", "skipped": "dim"}
+    def f(v: Any) -> str:
+        return "–" if v is None else f"{v:.4f}"
+
     for c in blessing["checks"]:
-        def f(v: Any) -> str:
-            return "–" if v is None else f"{v:.4f}"
         table.add_row(f"[{colour[c['verdict']]}]{c['verdict']}[/]", f"{c['metric']} {c['rule']}", c["slice"],
                       f(c["value"]), f(c["reference"]), f(c["threshold"]), c["note"])
     console.print(table)
