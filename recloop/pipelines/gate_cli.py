@@ -45,8 +45,9 @@ def evaluate(
         raise typer.BadParameter(str(e), param_hint="--data") from None
     feed = catalog or posixpath.join(newest, "items", "items.jsonl.gz")
     try:
-        pointer = Registry(registry).pointer()
-        production = Registry(registry).current()
+        reg = Registry(registry)
+        pointer = reg.pointer()  # read once: the version evaluated is the baseline push compares against
+        production = reg.pointed_dir(pointer) if pointer else None
     except RegistryError as e:
         console.print(f"[red]cannot read the registry:[/red] {e}")
         raise typer.Exit(2) from None
@@ -74,6 +75,7 @@ def _print(blessing: dict[str, Any], out: str) -> None:
     for column in ("verdict", "check", "slice", "candidate", "reference", "threshold", "note"):
         table.add_column(column)
     colour = {"pass": "green", "fail": "red", "skipped": "dim"}
+
     def f(v: Any) -> str:
         return "–" if v is None else f"{v:.4f}"
 

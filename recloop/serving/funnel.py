@@ -190,7 +190,7 @@ def retrieve(version: Version, queries: Sequence[Query], inputs: Mapping[str, np
         scores[rows] = q[rows] @ version.item_vectors(int(day)).T
     # the feed lists a week's releases up front: an item is served only from its release day on
     release = version.catalog["release_day"]
-    released_upto = np.searchsorted(release[version.release_order], [query.day for query in queries], side="right")
+    released_upto = np.searchsorted(release[version.release_order], days, side="right")
     for i, upto in enumerate(released_upto):
         scores[i, version.release_order[upto:]] = -np.inf
     n = min(version.candidates, scores.shape[1])

@@ -103,8 +103,14 @@ class Registry:
           RegistryError: when the pointer names a version that is missing or incomplete.
         """
         pointer = self.pointer()
-        if pointer is None:
-            return None
+        return None if pointer is None else self.pointed_dir(pointer)
+
+    def pointed_dir(self, pointer: Pointer) -> str:
+        """The URI of the version a pointer names (read the pointer once, then this: both name one version).
+
+        Raises:
+          RegistryError: when that version is missing or incomplete.
+        """
         if not self.fs.exists(self._path("versions", pointer.version, CARD)):
             raise RegistryError(f"{self.uri}/{CURRENT} names version {pointer.version!r}, which has no "
                                 f"{CARD} under versions/: incomplete or deleted")
