@@ -22,13 +22,15 @@ from recloop.validation.html import anomaly_table, statistics_html
 
 def validate(data: str, out: str, previous: str | None = None, reference_stats: str | None = None,
              schema_path: str | None = None, config_path: str | None = None, alertmanager: str | None = None,
-             state_dir: str | None = None) -> dict[str, Any]:
+             state_dir: str | None = None, previous_stats: str | None = None) -> dict[str, Any]:
     """Validates the ingest output ``data`` and writes the run folder ``out``.
 
     Args:
       data: an ingest output (``summary.json``, ``train/``); its summary names the logs and span.
       out: the run folder: ``stats/``, ``schema.pbtxt``, ``anomalies.pbtxt``, ``anomalies.json``, ``anomalies.md``.
       previous: the previous span's ingest output, for drift.
+      previous_stats: or the previous span's training statistics (a ``stats/train.pb``), e.g. kept in the
+        pipeline's run state, for drift.
       reference_stats: statistics the production model was trained on, for skew.
       schema_path: a pinned schema; by default the newest version in ``state_dir``, else one inferred
         and curated from this span (kept as the first version when there is a ``state_dir``).
@@ -55,6 +57,9 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
         p = logs.read_json(f"{previous}/summary.json")["span"]
         spans["previous"] = f"train {p['start']}..{p['end']}"
         prev = stats.example_statistics(f"{previous}/train", spans["previous"])
+    elif previous_stats:
+        prev = stats.read(previous_stats)
+        spans["previous"] = prev.datasets[0].name or previous_stats
     reference = None
     if reference_stats:
         reference = stats.read(reference_stats)

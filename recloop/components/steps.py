@@ -1,0 +1,256 @@
+"""The weekly run's steps as plain functions over paths: what each KFP component (and CLI command) calls.
+
+A step joins the library packages for one pipeline task (TFX's executor, without
+KFP): it reads the run state (the previous span's statistics, undelivered alerts,
+the schema versions) and the registry (the production version: skew reference and
+gate baseline), calls the library, and writes one output folder. Nothing here
+imports KFP, so every step runs and is tested without it; ``weekly`` wraps them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import posixpath
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+PREVIOUS_STATS = "previous/train.pb"  # in the run state: the newest accepted span's training statistics
+PREVIOUS_SPAN = "previous/span.json"
+UNRESOLVED = "{{$"  # a KFP placeholder the local runner left as text
+
+
+class StepError(RuntimeError):
+    """A step cannot run with what it was given (the message names the input and what was expected)."""
+
+
+class BlockingAnomalies(StepError):
+    """Validation found blocking anomalies: the run must stop before training (DESIGN.md, "The weekly pipeline")."""
+
+
+def span(start: str, end: str, scheduled_time: str = "", days: int = 7) -> tuple[dt.date, dt.date]:
+    """The span to ingest: ``start``..``end`` when given, else the ``days`` days before the scheduled time.
+
+    A recurring run passes KFP's scheduled time (``dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER``), so a
+    run scheduled on Monday 03:00 ingests Monday..Sunday of the week before.
+
+    Raises:
+      StepError: naming the parameter, when a date does not parse or nothing says which span.
+    """
+    def date(name: str, value: str) -> dt.date:
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise StepError(f"{name}: expected a date YYYY-MM-DD, got {value!r}") from None
+
+    if start or end:
+        if not (start and end):
+            raise StepError(f"start and end go together, got start={start!r} end={end!r}")
+        return date("start", start), date("end", end)
+    if not scheduled_time or scheduled_time.startswith(UNRESOLVED):
+        raise StepError("no span: pass start and end (YYYY-MM-DD); only a scheduled KFP run derives the span "
+                        f"from its scheduled time (got {scheduled_time!r})")
+    try:
+        when = dt.datetime.fromisoformat(scheduled_time)
+    except ValueError:
+        raise StepError(f"scheduled_time: expected an RFC 3339 time, got {scheduled_time!r}") from None
+    last = when.astimezone(dt.UTC).date() - dt.timedelta(days=1)
+    return last - dt.timedelta(days=days - 1), last
+
+
+def ingest(logs: str, first: dt.date, last: dt.date, out: str, sample_users: float = 1.0,
+           sample_data: float = 1.0, max_dead_letter_share: float = 0.01, beam_args: Sequence[str] = ()
+           ) -> dict[str, Any]:
+    """Runs the Beam ingest of one span into ``out``; returns its summary (``summary.json``)."""
+    from recloop.ingest import IngestConfig, run
+
+    config = IngestConfig(logs=logs, start=first, end=last, out=out, sample_users=sample_users,
+                          sample_data=sample_data, max_dead_letter_share=max_dead_letter_share, overwrite=True)
+    return run(config, beam_args=list(beam_args) or ["--runner", "DirectRunner"])
+
+
+def production(registry: str) -> tuple[str | None, str | None]:
+    """The production version's name and directory URI in ``registry`` (Nones before the first push)."""
+    from recloop.serving.registry import Registry
+
+    reg = Registry(registry)
+    pointer = reg.pointer()
+    return (pointer.version, reg.pointed_dir(pointer)) if pointer else (None, None)
+
+
+def validate(data: str, out: str, run_state: str, registry: str, alertmanager: str = "",
+             config: str = "") -> dict[str, Any]:
+    """Validates an ingested span against the run state's previous span (drift) and the production
+    model's training statistics (skew); returns the verdict (``anomalies.json``).
+
+    The run state keeps the newest span that was not blocked: a bad week is never the drift reference
+    of the next one, so the week after an incident is compared with the last good week.
+    """
+    from recloop.validation.run import validate as run
+
+    fs, state = fsspec.core.url_to_fs(run_state)
+    fs.makedirs(state, exist_ok=True)
+    previous = posixpath.join(state, PREVIOUS_STATS)
+    with tempfile.TemporaryDirectory(prefix="recloop-validate-") as tmp:
+        local_previous = None
+        if fs.exists(previous):
+            local_previous = f"{tmp}/previous.pb"
+            fs.get(previous, local_previous)
+        reference = None
+        _, version_dir = production(registry)
+        if version_dir is not None:
+            vfs, vpath = fsspec.core.url_to_fs(posixpath.join(version_dir, "stats", "train.pb"))
+            if vfs.exists(vpath):
+                reference = f"{tmp}/reference.pb"
+                vfs.get(vpath, reference)
+        verdict = run(data, out, previous_stats=local_previous, reference_stats=reference, config_path=config or None,
+                      alertmanager=alertmanager or None, state_dir=_local_state(run_state))
+    if not verdict["blocking"]:
+        fs.makedirs(posixpath.dirname(previous), exist_ok=True)
+        fs.put(f"{out}/stats/train.pb", previous)
+        with fs.open(posixpath.join(state, PREVIOUS_SPAN), "w") as f:
+            json.dump({"span": verdict["spans"]["current"], "data": data}, f)
+    return verdict
+
+
+def monitor(logs: str, day: dt.date, out: str, registry: str, run_state: str, alertmanager: str = "",
+            config: str = "") -> dict[str, Any]:
+    """The daily skew check of one day of serving logs against the production model's training statistics.
+
+    Raises:
+      StepError: nothing is in production yet, or its version has no training statistics.
+    """
+    from recloop.validation.run import monitor as run
+
+    version, version_dir = production(registry)
+    if version_dir is None:
+        raise StepError(f"{registry}: nothing in production yet, so no training statistics to compare with")
+    vfs, vpath = fsspec.core.url_to_fs(posixpath.join(version_dir, "stats", "train.pb"))
+    if not vfs.exists(vpath):
+        raise StepError(f"production version {version} has no stats/train.pb (trained without validation?)")
+    with tempfile.TemporaryDirectory(prefix="recloop-monitor-") as tmp:
+        vfs.get(vpath, f"{tmp}/reference.pb")
+        return run(logs, day, f"{tmp}/reference.pb", out, config_path=config or None,
+                   alertmanager=alertmanager or None, state_dir=_local_state(run_state))
+
+
+def _local_state(run_state: str) -> str:
+    """Validation keeps schema versions and undelivered alerts in a local folder (object stores: not yet)."""
+    protocol = fsspec.core.split_protocol(run_state)[0]
+    if protocol not in (None, "file", "local"):
+        raise StepError(f"run_state: validation keeps alerts and schemas in a local or mounted folder, got "
+                        f"{run_state!r}; mount the bucket (e.g. gcsfuse) and pass its path")
+    return fsspec.core.url_to_fs(run_state)[1]
+
+
+def check(validation: str) -> dict[str, Any]:
+    """Reads a validation folder's verdict; raises ``BlockingAnomalies`` naming each blocking anomaly."""
+    path = Path(validation, "anomalies.json")
+    if not path.exists():
+        raise StepError(f"{path}: missing; is {validation} a validate output?")
+    verdict = json.loads(path.read_text())
+    blocking = [a for a in verdict["anomalies"] if a["blocking"]]
+    if blocking:
+        named = "; ".join(f"{a['feature']} ({a['check']}: {a['description'][:160]})" for a in blocking)
+        raise BlockingAnomalies(f"{len(blocking)} blocking anomalies in {verdict['spans']['current']}: {named}. "
+                                f"Not training on this data; alerts: {verdict['alerts']}. See docs/oncall.md")
+    return verdict
+
+
+def train(data: str, validation: str, out: str, config: str = "", epochs: int = 0, seed: int | None = None,
+          progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Trains and exports both models on one ingested span; returns the model card."""
+    from recloop.trainer.config import load_config
+    from recloop.trainer.train import run
+
+    cfg = load_config(config or None, seed=seed, retrieval__epochs=epochs or None, ranking__epochs=epochs or None)
+    return run(cfg, [data], out, validation_dir=validation, overwrite=True, progress=progress)
+
+
+def evaluate(candidate: str, data: Sequence[str], registry: str, out: str, config: str = "",
+             catalog: str = "", progress: Callable[[str], None] = print,
+             on_replay: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Gates ``candidate`` against the registry's production version; returns the blessing (``blessing.json``).
+
+    The production pointer is read once: the version evaluated is the ``baseline_version`` push compares
+    against. ``catalog`` is the served item feed (a root with ``catalog/dt=...``) for the off-policy replay;
+    without it the newest data's item summaries approximate the pool.
+    """
+    from recloop.serving.registry import local_copy
+    from recloop.serving.replay import target_probabilities
+    from recloop.serving.rows import RowsConfig
+    from recloop.trainer.data import read_summary
+    from recloop.trainer.gate import load_gate_config, run
+
+    cfg = load_gate_config(config or None)
+    newest = max(data, key=lambda folder: read_summary(folder)["span"]["start"])
+    feed = catalog or posixpath.join(newest, "items", "items.jsonl.gz")
+    version, version_dir = production(registry)
+
+    def replay(version_dir: str, impressions: Any) -> tuple[Any, dict[str, Any]]:
+        r = target_probabilities(version_dir, impressions, feed, RowsConfig(epsilon=cfg.offpolicy.epsilon),
+                                 progress=on_replay or (lambda done, total: None))
+        return r.probability, {"requests": r.requests, "outside_pool": r.outside_pool, "feeds": list(r.feeds),
+                               "catalog_is_served_feed": bool(catalog)}
+
+    with tempfile.TemporaryDirectory(prefix="recloop-gate-") as cache:
+        local = local_copy(version_dir, cache) if version_dir else None
+        return run(candidate, local, data, out, cfg, replay=replay, baseline_version=version, progress=progress)
+
+
+def infra_validate(model: str, blessing: str, data: str, out: str, catalog: str = "", requests: int = 200,
+                   p99_ms: float = 250.0, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Starts the real server with the candidate and sends canned requests; skipped for an unblessed
+    candidate (nothing would be pushed). Returns the infra blessing (``infra_blessing.json``)."""
+    from recloop.serving.infra import validate
+
+    gate = json.loads(Path(blessing, "blessing.json").read_text())
+    if not gate["blessed"]:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        result = {"passed": False, "skipped": True, "reason": "skipped: the candidate is not blessed",
+                  "model": model, "version": gate["candidate_version"]}
+        Path(out, "infra_blessing.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+    feed = _feed(catalog, data)
+    return validate(model, out, data=data, catalog=feed, requests=requests, p99_ms=p99_ms, progress=progress)
+
+
+def _feed(catalog: str, data: str) -> str | None:
+    """The item feed of the span's last day under ``catalog`` (a feed root), or None for the data's items."""
+    if not catalog:
+        return None
+    from recloop.features.catalog import snapshot
+    from recloop.trainer.data import read_summary
+
+    end = dt.date.fromisoformat(read_summary(data)["span"]["end"])
+    return snapshot(catalog, end) or catalog
+
+
+def push(model: str, blessing: str, infra_blessing: str, registry: str, out: str, note: str = "",
+         progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Pushes a blessed, infra-validated candidate (compare-and-swap); records ``pushed`` 0/1 and why in
+    ``out/pushed.json`` and returns it. Not blessed is a normal outcome: nothing moves, the run succeeds."""
+    from recloop.serving.registry import Registry, RegistryError
+
+    gate = json.loads(Path(blessing, "blessing.json").read_text())
+    infra = json.loads(Path(infra_blessing, "infra_blessing.json").read_text())
+    record: dict[str, Any] = {"pushed": False, "version": gate["candidate_version"], "registry": registry,
+                              "production_before": gate["baseline_version"], "reason": None}
+    if not gate["blessed"]:
+        record["reason"] = f"not blessed: failed {', '.join(gate['failed']) or 'no passing threshold'}"
+    elif not infra["passed"]:
+        record["reason"] = f"infra validation failed: {infra['reason']}"
+    else:
+        try:
+            pointer = Registry(registry).push(model, dt.datetime.now(dt.UTC), f"{blessing}/blessing.json",
+                                              f"{infra_blessing}/infra_blessing.json", note=note, progress=progress)
+            record.update(pushed=True, reason=pointer.reason, production_after=pointer.version)
+        except RegistryError as e:  # production moved since the gate, or a broken registry: say so, stop
+            raise StepError(f"push of {gate['candidate_version']} refused: {e}") from e
+    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(out, "pushed.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record

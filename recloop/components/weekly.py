@@ -1,0 +1,120 @@
+"""The weekly run's KFP v2 components: each turns artifacts into paths, calls one step, and publishes what the
+Kubeflow UI shows (Metrics, Markdown, HTML).
+
+Lightweight Python components are hermetic: imports live in the body, which runs
+in recloop's own image on a cluster (``IMAGE``, the repository's Dockerfile) and
+in the current environment under ``kfp.local``. The logic is in ``steps``.
+"""
+
+import os
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+# the image built from the repository's Dockerfile; `recloop compile --image` writes another into the IR
+IMAGE = os.environ.get("RECLOOP_IMAGE", "ghcr.io/recloop/recloop:0.1.0")
+component = dsl.component(base_image=IMAGE, install_kfp_package=False)  # the image has kfp, from uv.lock
+
+
+@component
+def ingest(logs: str, start: str, end: str, scheduled_time: str, sample_users: float, sample_data: float,
+           max_dead_letter_share: float, beam_args: list, examples: Output[Dataset], metrics: Output[Metrics],
+           summary: Output[Markdown]):
+    """Beam: one span of request logs and events -> labelled examples, dead letters, reconciled counts."""
+    import time
+
+    from recloop.components import publish, steps
+
+    t0 = time.perf_counter()
+    first, last = steps.span(start, end, scheduled_time)
+    s = steps.ingest(logs, first, last, examples.path, sample_users, sample_data, max_dead_letter_share, beam_args)
+    publish.ingest(s, examples, metrics, summary, time.perf_counter() - t0)
+
+
+@component
+def validate(examples: Input[Dataset], run_state: str, registry: str, alertmanager_url: str, config: str,
+             validation: Output[Artifact], statistics: Output[HTML], anomalies: Output[HTML],
+             anomaly_table: Output[Markdown], metrics: Output[Metrics]):
+    """TFDV: statistics, schema, skew vs production, drift vs the previous span, alerts. Always succeeds."""
+    import time
+
+    from recloop.components import publish, steps
+
+    t0 = time.perf_counter()
+    verdict = steps.validate(examples.path, validation.path, run_state, registry, alertmanager_url, config)
+    publish.validation(verdict, validation, statistics, anomalies, anomaly_table, metrics, time.perf_counter() - t0)
+
+
+@component
+def check(validation: Input[Artifact]) -> str:
+    """Fails the run on a blocking anomaly (after validate published it and alerted); else says OK."""
+    from recloop.components import steps
+
+    verdict = steps.check(validation.path)
+    return f"no blocking anomaly in {verdict['spans']['current']} ({len(verdict['anomalies'])} non-blocking)"
+
+
+@component
+def train(examples: Input[Dataset], validation: Input[Artifact], config: str, epochs: int, seed: int,
+          model: Output[Model], metrics: Output[Metrics], card: Output[Markdown]):
+    """TFRS two-tower retrieval + DCN ranking, exported with the serving tables and the skew reference."""
+    from recloop.components import publish, steps
+
+    model_card = steps.train(examples.path, validation.path, model.path, config, epochs, seed)
+    publish.training(model_card, model, metrics, card)
+
+
+@component
+def evaluate(model: Input[Model], examples: Input[Dataset], registry: str, config: str, catalog: str,
+             blessing: Output[Artifact], summary: Output[Markdown], plots: Output[HTML], metrics: Output[Metrics]):
+    """The gate: candidate vs production vs popularity on the held-out day; writes the blessing (data)."""
+    import time
+
+    from recloop.components import publish, steps
+
+    t0 = time.perf_counter()
+    result = steps.evaluate(model.path, [examples.path], registry, blessing.path, config, catalog)
+    publish.blessing(result, blessing, summary, plots, metrics, time.perf_counter() - t0)
+
+
+@component
+def infra_validate(model: Input[Model], blessing: Input[Artifact], examples: Input[Dataset], catalog: str,
+                   requests: int, p99_ms: float, infra_blessing: Output[Artifact], metrics: Output[Metrics]):
+    """The real server loads the candidate on 127.0.0.1 and answers canned requests (skipped if not blessed)."""
+    import time
+
+    from recloop.components import publish, steps
+
+    t0 = time.perf_counter()
+    result = steps.infra_validate(model.path, blessing.path, examples.path, infra_blessing.path, catalog, requests,
+                                  p99_ms)
+    publish.infra(result, infra_blessing, metrics, time.perf_counter() - t0)
+
+
+@component
+def push(model: Input[Model], blessing: Input[Artifact], infra_blessing: Input[Artifact], registry: str,
+         pushed: Output[Artifact], summary: Output[Markdown], metrics: Output[Metrics]) -> str:
+    """Pushes a blessed, infra-validated candidate; records pushed 0/1. Returns the version now in production."""
+    import time
+
+    from recloop.components import publish, steps
+
+    t0 = time.perf_counter()
+    record = steps.push(model.path, blessing.path, infra_blessing.path, registry, pushed.path)
+    publish.push(record, pushed, summary, metrics, time.perf_counter() - t0)
+    return record.get("production_after") or record["production_before"] or ""
+
+
+@component
+def monitor(logs: str, day: str, scheduled_time: str, registry: str, run_state: str, alertmanager_url: str,
+            config: str, validation: Output[Artifact], statistics: Output[HTML], anomalies: Output[HTML],
+            anomaly_table: Output[Markdown], metrics: Output[Metrics]):
+    """The daily skew check: one day of serving logs vs the production model's training statistics."""
+    import time
+
+    from recloop.components import publish, steps
+
+    t0 = time.perf_counter()
+    _, last = steps.span(day, day, scheduled_time, days=1)
+    verdict = steps.monitor(logs, last, validation.path, registry, run_state, alertmanager_url, config)
+    publish.validation(verdict, validation, statistics, anomalies, anomaly_table, metrics, time.perf_counter() - t0)
