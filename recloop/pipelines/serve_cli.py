@@ -37,6 +37,10 @@ def serve(
         help="with --simulated-clock: the time before the first request (RFC 3339; default: midnight of "
              "the newest catalog snapshot)")] = None,
     epsilon: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="share of slots explored")] = None,
+    holdout: Annotated[float, typer.Option(min=0.0, help="share of members (0 <= h < 1, fixed by a hash of the "
+                                                          "member id) always served by the heuristic, as an "
+                                                          "online control group (model_version heuristic-holdout)")
+                       ] = 0.0,
     poll_s: Annotated[float, typer.Option(min=0.1, help="seconds between registry/catalog checks")] = 2.0,
     log_queue: Annotated[int, typer.Option(min=1, help="request log queue bound (records)")] = 10_000,
     worker_index: Annotated[int, typer.Option(hidden=True)] = 0,
@@ -55,8 +59,11 @@ def serve(
     from recloop.serving.server import serve as run
     from recloop.serving.service import CatalogMissing, Clock, ServeSettings, Service
 
+    if holdout >= 1.0:
+        raise typer.BadParameter(f"the holdout is a share of members below 1, got {holdout}", param_hint="--holdout")
     rows = RowsConfig() if epsilon is None else RowsConfig(epsilon=epsilon)
-    settings = ServeSettings(registry=registry, model=model, catalog=catalog, rows=rows, poll_s=poll_s)
+    settings = ServeSettings(registry=registry, model=model, catalog=catalog, rows=rows, poll_s=poll_s,
+                             holdout=holdout)
     start = None
     if simulated_clock:
         try:

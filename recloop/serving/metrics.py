@@ -17,7 +17,8 @@ BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02,
 
 REQUESTS = Counter("recloop_requests", "Predict requests by outcome (ok, fallback, bad_request, error)",
                    ["outcome"])
-INSTANCES = Counter("recloop_instances", "Instances (pages) served, by the model or a fallback", ["served_by"])
+INSTANCES = Counter("recloop_instances", "Instances (pages) served, by the model, a fallback or the holdout "
+                    "(members always served by the heuristic)", ["served_by"])
 LATENCY = Histogram("recloop_request_seconds", "Predict request latency inside the server (parse to response)",
                     buckets=BUCKETS)
 STAGE = Histogram("recloop_stage_seconds", "Latency of one funnel stage for one batch", ["stage"], buckets=BUCKETS)

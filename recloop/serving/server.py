@@ -174,7 +174,8 @@ def make_model(service: Service) -> Any:
             except Exception:
                 metrics.REQUESTS.labels(outcome="error").inc()
                 raise
-            metrics.REQUESTS.labels(outcome="fallback" if any(r["fallback"] for r in out) else "ok").inc()
+            fell_back = any(r["fallback"] not in (None, "holdout") for r in out)  # the holdout is no failure
+            metrics.REQUESTS.labels(outcome="fallback" if fell_back else "ok").inc()
             metrics.LATENCY.observe(time.perf_counter() - started)
             return {"predictions": out}
 

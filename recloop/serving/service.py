@@ -8,12 +8,15 @@ assignment, so a batch in flight finishes on the object it started with. A
 version that fails to load or warm is rejected (and not retried until the
 pointer moves) and the old one keeps serving; with nothing to keep, the
 heuristic serves and ``fallback`` says why. ``serve`` never raises for a
-model's fault: a model error at request time falls back for that batch.
+model's fault: a model error at request time falls back for that batch. A fixed
+share of members (``holdout``) is always served by the heuristic, as an online
+control group measured in the same weeks as the model.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import threading
 import time
@@ -47,6 +50,8 @@ from recloop.serving.rows import RowsConfig
 logger = logging.getLogger(__name__)
 
 FALLBACK_VERSION = "heuristic-fallback"  # model_version of pages served without a model
+HOLDOUT_VERSION = "heuristic-holdout"  # model_version of the holdout's pages (simulator.served keeps a copy)
+HOLDOUT_KEY = b"recloop-holdout"  # fixed: the same members stay held out across restarts and versions
 TIME_HEADER = "x-recloop-time"
 _KNOWN = {"platform": frozenset(PLATFORMS), "country": frozenset(COUNTRIES),
           "preferred_category": frozenset(CATEGORIES)}
@@ -63,6 +68,18 @@ class ServeSettings(BaseModel):
     rows: RowsConfig = RowsConfig()
     poll_s: float = Field(2.0, gt=0)
     fallback_pool: int = Field(500, gt=0)
+    holdout: float = Field(0.0, ge=0.0, lt=1.0)  # share of members always served by the heuristic
+
+
+def holdout_draw(member_id: str) -> float:
+    """A member's fixed uniform draw in [0, 1): a keyed hash of the id, the same in every process."""
+    digest = hashlib.blake2b(member_id.encode("utf-8"), digest_size=8, key=HOLDOUT_KEY).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def in_holdout(member_id: str, share: float) -> bool:
+    """Whether a member belongs to the online holdout of ``share`` (0 <= share < 1) of all members."""
+    return share > 0 and holdout_draw(member_id) < share
 
 
 class Clock:
@@ -246,7 +263,8 @@ class Service:
         """The response of each query (one per instance), logged as request records.
 
         ``now`` is the request time of each query. Never raises for a model's fault: a model error
-        serves the batch from the fallback, with ``fallback: "model_error"``.
+        serves the batch from the fallback, with ``fallback: "model_error"``. Members of the holdout get
+        the fallback's pages, labelled ``fallback: "holdout"`` and ``HOLDOUT_VERSION``, with or without a model.
         """
         served = self.served
         if served is None:
@@ -257,31 +275,39 @@ class Service:
                 if value is not None and value not in _KNOWN[name]:
                     metrics.OOV.labels(field=name).inc()
         metrics.BATCH.observe(len(queries))
+        held = [in_holdout(q.member_id, self.settings.holdout) for q in queries]
+        rest = [q for q, h in zip(queries, held, strict=True) if not h]
         reason: str | None = served.reason
         pages: list[Page] | None = None
-        if served.version is not None:
+        if served.version is not None and rest:
             try:
-                pages = recommend(served.version, queries, self.settings.rows,
+                pages = recommend(served.version, rest, self.settings.rows,
                                   lambda stage, s: metrics.STAGE.labels(stage=stage).observe(s))
                 for page in pages:
                     check_page(page)
             except Exception:
-                logger.exception("model %s failed on a batch of %d; serving the fallback", served.name, len(queries))
+                logger.exception("model %s failed on a batch of %d; serving the fallback", served.name, len(rest))
                 pages, reason = None, "model_error"
         if pages is None:
-            pages = heuristic_pages(served.tables, queries, self.settings.rows, self.settings.fallback_pool)
+            pages = heuristic_pages(served.tables, rest, self.settings.rows, self.settings.fallback_pool)
+        # the holdout gets exactly the fallback's pages, whatever the model does
+        control = iter(heuristic_pages(served.tables, [q for q, h in zip(queries, held, strict=True) if h],
+                                       self.settings.rows, self.settings.fallback_pool))
+        treated = iter(pages)
         version = served.name if reason is None else FALLBACK_VERSION
         out = []
-        for page, ts in zip(pages, now, strict=True):
-            page_reason = reason
+        for h, ts in zip(held, now, strict=True):  # answers in the order of the queries
+            page, page_version, page_reason = (next(control), HOLDOUT_VERSION, "holdout") if h else \
+                (next(treated), version, reason)
             if page_reason is None and page.query.member_id not in served.tables.profiles:
                 page_reason = "unknown_member"  # served by the model from context and declared features only
-            metrics.INSTANCES.labels(served_by="model" if reason is None else "fallback").inc()
-            if page_reason is not None:
+            served_by = "holdout" if h else "model" if reason is None else "fallback"
+            metrics.INSTANCES.labels(served_by=served_by).inc()
+            if page_reason is not None and not h:  # the holdout is a choice, not a failure: INSTANCES counts it
                 metrics.FALLBACKS.labels(reason=page_reason).inc()
-            out.append(response(page, version, page_reason))
+            out.append(response(page, page_version, page_reason))
             if self.log is not None:
-                self.log.put(log_line(page, version, ts, served), ts)
+                self.log.put(log_line(page, page_version, ts, served), ts)
         return out
 
 
