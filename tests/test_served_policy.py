@@ -1,7 +1,8 @@
 """Tests of recloop.simulator.served: the simulator shown what a real ``recloop serve`` answers.
 
-One server (empty registry: its heuristic fallback serves, so it starts fast) and
-one simulated week, shared by the module. The arrangement:
+One server (empty registry: its heuristic fallback serves, so it starts fast; with
+an online holdout of ``HOLDOUT`` of the members) and one simulated week, shared by
+the module. The arrangement:
 
   * The simulation starts on 2026-01-19, the server's start time: its clock only
     moves forward, and the requests carry their own times from there.
@@ -35,7 +36,9 @@ from conftest import ServerProcess, free_port, read_catalog, read_events, read_r
 
 from recloop.features.logs import read_lines
 from recloop.features.records import parse_request
-from recloop.simulator import Simulation, SimulationConfigError, parse_drift, simulate
+from recloop.serving import service
+from recloop.serving.service import in_holdout
+from recloop.simulator import Simulation, SimulationConfigError, parse_drift, served, simulate
 from recloop.simulator.policy import HeuristicPolicy, Requests, Slates
 from recloop.simulator.served import ServedPolicy, ServedPolicyError
 from recloop.simulator.world import World
@@ -44,6 +47,7 @@ SERVED_START = dt.date(2026, 1, 19)  # a Monday, the start time start_server giv
 SEED = 5
 K = 3
 ROWS = 4
+HOLDOUT = 0.2
 
 
 @dataclass
@@ -71,7 +75,8 @@ def served_week(start_server, tmp_path_factory: pytest.TempPathFactory) -> Serve
     simulate(str(twin), weeks=1, start=SERVED_START, scale="tiny", seed=SEED)
     shutil.copytree(twin / "catalog", out / "catalog")
     registry.mkdir()
-    server = start_server("--registry", str(registry), "--logs", str(out), catalog=str(out))
+    server = start_server("--registry", str(registry), "--logs", str(out), "--holdout", str(HOLDOUT),
+                          catalog=str(out))
     sim = Simulation(out=str(out), start=SERVED_START, scale="tiny", seed=SEED)
     policy = ServedPolicy(server.url, k=K)
     summary = sim.run_week(0, policy)
@@ -109,7 +114,8 @@ def test_the_server_logged_each_simulated_request_once_as_sent(served_week: Serv
         record = logged[request_id]
         assert (record["ts"], record["member"], record["context"]) == \
             (simulated["ts"], simulated["member"], simulated["context"]), request_id
-        assert record["model_version"] == "heuristic-fallback"
+        held = in_holdout(record["member"]["member_id"], HOLDOUT)
+        assert record["model_version"] == ("heuristic-holdout" if held else "heuristic-fallback")
         # the slates are the page the server logged, slot by slot
         assert [(im["item_id"], im["position"], im["propensity"] < 0.5) for im in record["impressions"]] == \
             shown[request_id]
@@ -134,11 +140,40 @@ def test_the_week_summary_reconciles(served_week: ServedWeek) -> None:
     s, n = served_week.summary, served_week.summary["requests"]
     assert s["impressions"] == n * ROWS * K
     assert s["events"] == {kind: sum(e["event"] == kind for e in read_events(served_week.root)) for kind in s["events"]}
-    assert s["policy"] == ["heuristic-fallback"] and s["fallbacks"] == {"no_model": n}
+    held = held_requests(served_week)
+    assert s["policy"] == ["heuristic-fallback", "heuristic-holdout"]
+    assert s["fallbacks"] == {"holdout": held, "no_model": n - held}
     assert s["corrupt_lines"] == 0 and s["corrupt_share"] == 0.0
     assert served_week.policy.stats.as_dict()["requests"] == n
-    assert served_week.policy.stats.fallbacks == {"no_model": n} and served_week.policy.week_stats[0].seconds > 0
+    assert served_week.policy.stats.fallbacks == s["fallbacks"] and served_week.policy.week_stats[0].seconds > 0
     assert 0 < s["explored_share"] < 0.5
+
+
+def held_requests(week: ServedWeek) -> int:
+    """Requests of the week whose member the server holds out (by the server's own rule)."""
+    return sum(in_holdout(r["member"]["member_id"], HOLDOUT) for r in read_requests(week.root))
+
+
+def test_the_holdout_is_its_own_group_with_its_share_of_members(served_week: ServedWeek) -> None:
+    s, n = served_week.summary, served_week.summary["requests"]
+    groups = s["by_policy"]
+    assert list(groups) == ["fallback", "holdout"]  # no model pushed: the fallback serves the rest
+    held = held_requests(served_week)
+    assert groups["holdout"]["requests"] == held and groups["fallback"]["requests"] == n - held
+    assert sum(g["impressions"] for g in groups.values()) == s["impressions"]
+    assert sum(g["clicks"] for g in groups.values()) == s["events"]["click"]
+    members = {r["member"]["member_id"] for r in read_requests(served_week.root)}
+    member_share = sum(in_holdout(m, HOLDOUT) for m in members) / len(members)
+    # ~200 active members: 3 binomial standard errors (0.085) around the holdout; requests follow activity
+    assert abs(member_share - HOLDOUT) < 0.085, member_share
+    assert 0.5 * HOLDOUT < held / n < 1.5 * HOLDOUT, held / n
+    for g in groups.values():
+        low, high = g["click_rate_ci95"]
+        assert low <= g["click_rate"] <= high and 0 < g["expected_click_rate"] < s["oracle_click_rate"]
+
+
+def test_the_simulator_knows_the_server_versions_by_the_same_strings() -> None:
+    assert (served.HOLDOUT_VERSION, served.FALLBACK_VERSION) == (service.HOLDOUT_VERSION, service.FALLBACK_VERSION)
 
 
 def test_ingest_reads_the_server_requests_with_the_simulator_events(served_week: ServedWeek,

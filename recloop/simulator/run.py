@@ -10,7 +10,7 @@ its events carry the server's request ids. Output layout:
     <out>/events/dt=YYYY-MM-DD/part-WWWWW.jsonl.gz     what clients logged
     <out>/catalog/dt=<week start>/items.jsonl.gz       the item feed for that week
     <out>/truth/...                                    hidden relevance, corruptions: never for training
-    <out>/simulation.json                              parameters and per-week counts
+    <out>/simulation.json                              parameters, per-week counts and click rates
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from recloop.features import logs
 from recloop.features.records import EVENT_TYPES
 from recloop.features.spec import CATEGORIES, COUNTRIES, LANGUAGES, PLATFORMS
-from recloop.simulator import behaviour, corrupt
+from recloop.simulator import behaviour, corrupt, outcomes
 from recloop.simulator.clock import SimClock
 from recloop.simulator.drift import NULL_SURGE_SHARE, RENAMED_PLATFORM, SECONDS_PER_MINUTE, Drift, active
 from recloop.simulator.logwriter import ItemJson, event_lines, request_lines
@@ -137,8 +137,9 @@ class Simulation:
         policy.observe(self._feedback(requests, slates, outcome))
         last = dt.datetime.combine(first + dt.timedelta(days=7), dt.time(), dt.UTC)
         self.clock.advance_to(last)
+        oracle = outcomes.oracle_click_rate(world, v, k, stream(self.seed, outcomes.ORACLE_STREAM, week), shift)
         summary = self._summary(week, requests, slates, outcome, corrupted, time.perf_counter() - t0,
-                                logged_requests=not served)
+                                logged_requests=not served, oracle_click_rate=oracle)
         self.weeks.append(summary)
         self._write_manifest()
         return summary
@@ -204,9 +205,12 @@ class Simulation:
             click=outcome.click.astype(int).tolist())
 
     def _summary(self, week: int, requests: Requests, slates: Slates, outcome: behaviour.Outcome,
-                 corrupted: list[dict[str, str]], seconds: float, logged_requests: bool = True) -> dict[str, Any]:
+                 corrupted: list[dict[str, str]], seconds: float, logged_requests: bool = True,
+                 oracle_click_rate: float | None = None) -> dict[str, Any]:
         """The week's counts. ``corrupt_share`` is corrupt lines over the lines the simulator wrote:
-        requests and events, or events only when the policy logged the requests."""
+        requests and events, or events only when the policy logged the requests. ``by_policy``: click
+        rates per group of pages (model, holdout, fallback, heuristic; ``outcomes.by_policy``), beside
+        ``oracle_click_rate``, the best expected rate on this week's requests."""
         w = self.world
         first = w.week_start(week)
         day0 = first.toordinal()
@@ -227,6 +231,9 @@ class Simulation:
             "explored_share": float(slates.explored.mean()),
             "events": events,
             "click_rate": events["click"] / n_imp,
+            "by_policy": outcomes.by_policy(slates.model_version, outcome.click.reshape(slates.item.shape),
+                                            outcome.p_click.reshape(slates.item.shape)),
+            "oracle_click_rate": oracle_click_rate,
             "corrupt_lines": sum(kinds.values()),
             "corrupt_by_kind": kinds,
             "corrupt_share": sum(kinds.values()) / max(1, written_lines + kinds.get("duplicate_event", 0)),
