@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import recloop  # noqa: F401  sets TF_USE_LEGACY_KERAS before anything imports TensorFlow
-from recloop.pipelines import gate_cli, registry_cli, serve_cli, train_cli, validation_cli
+from recloop.pipelines import gate_cli, registry_cli, run_cli, serve_cli, train_cli, validation_cli
 from recloop.pipelines.console import console
 
 app = typer.Typer(
@@ -202,6 +202,7 @@ app.command()(registry_cli.push)
 app.command()(registry_cli.models)
 app.command()(registry_cli.rollback)
 app.command()(registry_cli.promote)
+app.command()(run_cli.run)
 
 if __name__ == "__main__":
     app()

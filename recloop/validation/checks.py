@@ -95,7 +95,7 @@ def check(schema: schema_pb2.Schema, config: ValidationConfig, spans: dict[str, 
                 measurements.append(row)
                 if m.value > m.threshold:
                     anomalies.append(Anomaly(
-                        **row, blocking=not (rule and rule.warn_only), spans=compared,
+                        **row, blocking=not (rule and (rule.warn_only or rule.distance_warn_only)), spans=compared,
                         description=f"{row['measure']} {m.value:.4f} is above {m.threshold}",
                         top_changed_values=_changes(new, old, name)))
     if previous is not None:

@@ -32,6 +32,7 @@ class FeatureRule(BaseModel):
     skew: float | None = Field(default=None, gt=0)
     drift: float | None = Field(default=None, gt=0)
     warn_only: bool = False
+    distance_warn_only: bool = False  # skew/drift distances warn; schema anomalies still block
     max_null_share: float | None = Field(default=None, ge=0, le=1)  # nullable features only
 
 
@@ -59,8 +60,12 @@ def default_rules(config: ValidationConfig) -> dict[str, FeatureRule]:
         threshold = config.categorical_threshold if categorical else config.numeric_threshold
         # position is fixed at serving; a day's traffic has one day_of_week, so only drift can compare it
         no_skew = f.training_only or f.name == "day_of_week"
+        # which items were shown is the serving policy's choice: a new model moves the category mix of
+        # impressions legitimately, so those distances warn; a renamed or unknown value still blocks
+        # (schema domain), and a unit bug in a number still blocks (numeric distances stay blocking)
+        chosen = categorical and f.group == "item"
         rules[f.name] = FeatureRule(measure="L_INFTY" if categorical else "JENSEN_SHANNON_DIVERGENCE",
-                                    skew=None if no_skew else threshold, drift=threshold,
+                                    skew=None if no_skew else threshold, drift=threshold, distance_warn_only=chosen,
                                     max_null_share=config.max_null_share if f.nullable else None)
     for label in LABEL_COLUMNS:
         rules[label] = FeatureRule(measure="RATE_CHANGE", drift=config.rate_change_threshold, warn_only=True)
