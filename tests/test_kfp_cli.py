@@ -1,0 +1,352 @@
+"""recloop compile, submit and schedule: the IR KFP's compiler writes, and the exact calls to a stand-in KFP API."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import recloop  # noqa: F401  (first: sets the Keras switch before anything imports TensorFlow)
+
+# isort: split
+import kfp
+import kfp_server_api as api
+import pytest
+import typer
+import yaml
+from google.protobuf import json_format
+from kfp import components, dsl
+from kfp.client.client import RunPipelineResult, _extract_pipeline_yaml
+from typer.testing import CliRunner
+
+from recloop.components import weekly as steps
+from recloop.pipelines import kfp_cli, kfp_spec, weekly
+
+HOST = "http://kfp.example:8080"
+PARAMETERS = {"logs": "gs://b/logs", "registry": "gs://b/registry", "run_state": "gs://b/run-state",
+              "alertmanager_url": "http://alertmanager.monitoring:9093"}
+SPEC = {"name": "recloop-weekly", "experiment": "recloop", "cron": "0 3 * * 1", "max_concurrency": 1,
+        "catchup": False, "service_account": "recloop-pipeline", "parameters": PARAMETERS}
+MANIFEST = Path(__file__).resolve().parents[1] / "manifests" / "recurring-run.yaml"
+
+
+class MockKfpClient:
+    """Stands in for ``kfp.Client`` and the KFP API server behind it, which cannot run here.
+
+    The methods recloop calls, with kfp.Client's parameter names and defaults (checked against kfp below). It
+    reads a package as kfp.Client does (kfp's own ``_extract_pipeline_yaml``: YAML into the PipelineSpec proto,
+    which refuses a malformed IR), refuses what the API server refuses (unknown or missing parameters, a
+    concurrency outside 1-10, anything but one trigger), keeps experiments and recurring runs, and records every
+    call with all its arguments and the IR as sent (the package is a temporary file, gone after the command).
+    """
+
+    def __init__(self, *experiments: str, fail: Exception | None = None):
+        self.experiments = {name: api.V2beta1Experiment(experiment_id=f"exp-{name}", display_name=name)
+                            for name in experiments}
+        self.recurring: dict[str, api.V2beta1RecurringRun] = {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.connected: list[tuple[str, str | None]] = []
+        self.fail = fail
+
+    def connect(self, host: str, namespace: str | None) -> MockKfpClient:
+        self.connected.append((host, namespace))
+        return self
+
+    def _call(self, method: str, arguments: dict[str, Any], package: str | None = None) -> None:
+        arguments = {k: v for k, v in arguments.items() if k != "self"}
+        if package is not None:
+            ir = json_format.MessageToDict(_extract_pipeline_yaml(package).pipeline_spec)
+            declared = ir["root"]["inputDefinitions"]["parameters"]
+            given = set(arguments.get("arguments") or arguments.get("params") or {})
+            assert given <= set(declared), given - set(declared)
+            assert {k for k, v in declared.items() if not v.get("isOptional")} <= given
+            arguments["ir"] = ir
+        self.calls.append((method, arguments))
+        if self.fail is not None:
+            raise self.fail
+
+    def get_experiment(self, experiment_id=None, experiment_name=None, namespace=None):
+        self._call("get_experiment", locals())
+        if experiment_name not in self.experiments:
+            raise ValueError(f"No experiment is found with name {experiment_name}.")  # as kfp.Client says it
+        return self.experiments[experiment_name]
+
+    def create_experiment(self, name, description=None, namespace=None):
+        self._call("create_experiment", locals())
+        self.experiments[name] = api.V2beta1Experiment(experiment_id=f"exp-{name}", display_name=name,
+                                                       namespace=namespace)
+        return self.experiments[name]
+
+    def create_run_from_pipeline_package(self, pipeline_file, arguments=None, run_name=None, experiment_name=None,
+                                         namespace=None, pipeline_root=None, enable_caching=None, cache_key=None,
+                                         service_account=None, experiment_id=None):
+        self._call("create_run_from_pipeline_package", locals(), pipeline_file)
+        name = experiment_name or "Default"  # kfp.Client gets or creates the experiment by name
+        experiment = self.experiments.setdefault(name, api.V2beta1Experiment(experiment_id=f"exp-{name}"))
+        run = api.V2beta1Run(run_id=f"run-{len(self.calls)}", display_name=run_name,
+                             experiment_id=experiment.experiment_id)
+        return RunPipelineResult(self, run)
+
+    def create_recurring_run(self, experiment_id, job_name, description=None, start_time=None, end_time=None,
+                             interval_second=None, cron_expression=None, max_concurrency=1, no_catchup=None,
+                             params=None, pipeline_package_path=None, pipeline_id=None, version_id=None,
+                             enabled=True, pipeline_root=None, enable_caching=None, cache_key=None,
+                             service_account=None):
+        self._call("create_recurring_run", locals(), pipeline_package_path)
+        assert (interval_second is None) != (cron_expression is None) and 1 <= max_concurrency <= 10
+        run = api.V2beta1RecurringRun(recurring_run_id=f"rr-{len(self.calls)}", display_name=job_name,
+                                      experiment_id=experiment_id)
+        self.recurring[run.recurring_run_id] = run
+        return run
+
+    def list_recurring_runs(self, page_token="", page_size=10, sort_by="", experiment_id=None, namespace=None,
+                            filter=None):
+        self._call("list_recurring_runs", locals())
+        (predicate,) = json.loads(filter)["predicates"]
+        assert (predicate["operation"], predicate["key"]) == ("EQUALS", "display_name")
+        found = [r for r in self.recurring.values()
+                 if r.experiment_id == experiment_id and r.display_name == predicate["stringValue"]]
+        return api.V2beta1ListRecurringRunsResponse(recurring_runs=found or None, total_size=len(found))
+
+    def delete_recurring_run(self, recurring_run_id):
+        self._call("delete_recurring_run", locals())
+        del self.recurring[recurring_run_id]
+        return {}
+
+    def methods(self) -> list[str]:
+        return [method for method, _ in self.calls]
+
+
+@pytest.mark.parametrize("method", ["get_experiment", "create_experiment", "create_run_from_pipeline_package",
+                                    "create_recurring_run", "list_recurring_runs", "delete_recurring_run"])
+def test_the_mock_takes_exactly_the_parameters_kfp_client_takes(method):
+    ours, theirs = (inspect.signature(getattr(c, method)).parameters.values() for c in (MockKfpClient, kfp.Client))
+    assert [(p.name, p.default) for p in ours] == [(p.name, p.default) for p in theirs]
+
+
+def test_kfp_client_connects_to_the_host_and_namespace_without_a_warning():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client = kfp_cli.kfp_client("http://127.0.0.1:9", "team-a")  # a namespace: no request at construction
+    assert isinstance(client, kfp.Client) and client.get_user_namespace() == "team-a"
+    assert client._existing_config.host == "http://127.0.0.1:9" and caught == []
+
+
+@pytest.fixture
+def kfp_api(monkeypatch: pytest.MonkeyPatch) -> Any:
+    def serve(mock: MockKfpClient) -> MockKfpClient:
+        monkeypatch.setattr(kfp_cli, "kfp_client", mock.connect)
+        return mock
+    return serve
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    app = typer.Typer()
+    for command in (kfp_cli.compile, kfp_cli.submit, kfp_cli.schedule):
+        app.command()(command)
+    result = CliRunner().invoke(app, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, re.sub(r"\s+", " ", re.sub(r"[│╭╮╰╯─]", " ", result.output)).strip()
+
+
+# -- cron -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("cron", "kfp_form"), [
+    ("0 3 * * 1", "0 0 3 * * 1"), ("  0  3 * *   1 ", "0 0 3 * * 1"), ("0 0 3 * * 1", "0 0 3 * * 1"),
+    ("*/15 * * * *", "0 */15 * * * *"), ("0 3 * * MON", "0 0 3 * * MON"), ("0 3 ? * mon-fri", "0 0 3 ? * mon-fri"),
+    ("0 0 9 ? * 2-6", "0 0 9 ? * 2-6"), ("0 3 1,15 * *", "0 0 3 1,15 * *"),
+    ("0 3 * JAN-MAR,oct 0", "0 0 3 * JAN-MAR,oct 0"),
+    ("30 2 * * 1-5/2", "0 30 2 * * 1-5/2"), ("5/10 * * * *", "0 5/10 * * * *"), ("59 23 31 12 6", "0 59 23 31 12 6"),
+    ("@weekly", "0 0 0 * * 0"), ("@daily", "0 0 0 * * *"), ("@midnight", "0 0 0 * * *"), ("@hourly", "0 0 * * * *"),
+    ("@monthly", "0 0 0 1 * *"), ("@yearly", "0 0 0 1 1 *"), ("@annually", "0 0 0 1 1 *"),
+])
+def test_a_cron_becomes_the_6_field_form_kfp_reads(cron, kfp_form):
+    assert kfp_spec.kfp_cron(cron) == kfp_form
+
+
+@pytest.mark.parametrize(("cron", "message"), [
+    ("0 24 * * 1", "cron field hour: 24 is outside 0-23 in '0 24 * * 1'"),
+    ("60 3 * * 1", "cron field minute: 60 is outside 0-59"),
+    ("60 0 3 * * 1", "cron field second: 60 is outside 0-59"),
+    ("0 3 0 * *", "cron field day-of-month: 0 is outside 1-31"),
+    ("0 3 32 * *", "cron field day-of-month: 32 is outside 1-31"),
+    ("0 3 * 13 *", "cron field month: 13 is outside 1-12 or JAN-DEC"),
+    ("0 3 * * 7", "cron field day-of-week: 7 is outside 0-6 or SUN-SAT"),
+    ("0 3 * * FOO", "cron field day-of-week: 'FOO' is not a number or a name (0-6 or SUN-SAT)"),
+    ("0 3 * MON *", "cron field month: 'MON' is not a number or a name (1-12 or JAN-DEC)"),
+    ("0 three * * 1", "cron field hour: 'three' is not a number (0-23)"),
+    ("0 3 * * 5-1", "cron field day-of-week: the range '5-1' runs backwards"),
+    ("*/0 * * * *", "cron field minute: the step of '*/0' is not a positive number"),
+    ("0 3 * * 1/2/3", "more than one '/'"), ("0 3 1-2-3 * *", "'1-2-3' has more than one '-'"),
+    ("0 3 ,1 * *", "cron field day-of-month: an empty list item"), ("-1 3 * * *", "'' is not a number"),
+    ("0 3 * * 1-", "cron field day-of-week: '' is not a number"), ("0 3 * * ١", "'١' is not a number"),
+    ("0 3 * *", "expected 5 fields (minute hour day-of-month month day-of-week, UTC) or 6 (second first), got 4"),
+    ("0 0 0 3 * * 1", "got 7 in '0 0 0 3 * * 1'"), ("", "got 0 in ''"),
+    ("@every 1h", "'@every 1h' is not a schedule KFP runs at fixed times"), ("@WEEKLY", "is not a schedule"),
+])
+def test_a_cron_kfp_would_refuse_or_misread_is_refused_naming_the_field(cron, message):
+    with pytest.raises(kfp_spec.CronError, match=re.escape(message)):
+        kfp_spec.kfp_cron(cron)
+
+
+# -- parameters -----------------------------------------------------------------------------------------------
+def test_arguments_are_typed_as_the_pipeline_declares_them():
+    typed = kfp_spec.typed_arguments("weekly", {"epochs": "3", "sample_data": 1, "infra_p99_ms": "99.5", "seed": 7,
+                                                "beam_args": '["--runner", "DataflowRunner"]', "logs": "gs://l"})
+    assert typed == {"epochs": 3, "sample_data": 1.0, "infra_p99_ms": 99.5, "seed": 7,
+                     "beam_args": ["--runner", "DataflowRunner"], "logs": "gs://l"}
+    assert type(typed["sample_data"]) is float
+    for raw, message in (({"seed": 2.5}, "parameter seed: expected an integer, got 2.5 (float)"),
+                         ({"sample_data": True}, "parameter sample_data: expected a number, got True (bool)"),
+                         ({"beam_args": "[1"}, "parameter beam_args: expected a JSON list, got '[1' (str)"),
+                         ({"logs": 5}, "parameter logs: expected a string, got 5 (int)"),
+                         ({"day": "2026-01-05"}, ("'day' is not a parameter of recloop-weekly; its parameters: "
+                                                  "alertmanager_url, beam_args, catalog, end, epochs,"))):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            kfp_spec.typed_arguments("weekly", raw)
+
+
+# -- compile --------------------------------------------------------------------------------------------------
+def test_the_weekly_ir_wires_seven_tasks_in_order_on_recloops_image(tmp_path):
+    code, out = invoke("compile", "--out", str(tmp_path / "weekly.yaml"))
+    ir = yaml.safe_load((tmp_path / "weekly.yaml").read_text())
+    assert code == 0, out
+    assert out == (f"wrote recloop-weekly to {tmp_path / 'weekly.yaml'}: ingest -> validate -> check -> train -> "
+                   f"evaluate -> infra-validate -> push; image {steps.IMAGE}")
+    tasks = ir["root"]["dag"]["tasks"]
+    assert {t: s.get("dependentTasks", []) for t, s in tasks.items()} == {
+        "ingest": [], "validate": ["ingest"], "check": ["validate"], "train": ["check", "ingest", "validate"],
+        "evaluate": ["ingest", "train"], "infra-validate": ["evaluate", "ingest", "train"],
+        "push": ["evaluate", "infra-validate", "train"]}
+    assert kfp_cli.task_order(ir) == list(weekly.TASKS)
+    assert kfp_cli.images(ir) == [steps.IMAGE] and len(ir["deploymentSpec"]["executors"]) == 7
+    assert tasks["ingest"]["inputs"]["parameters"]["scheduled_time"] == {
+        "runtimeValue": {"constant": dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER}}
+
+
+def test_image_replaces_every_executors_image_and_nothing_else(tmp_path):
+    plain, other = tmp_path / "plain.yaml", tmp_path / "deep" / "other.yaml"  # the folder is created
+    kfp_cli.compile_pipeline("recloop-weekly", str(plain))
+    code, out = invoke("compile", "--out", str(other), "--image", "registry.example/recloop@sha256:ab12")
+    assert code == 0 and out.endswith("image registry.example/recloop@sha256:ab12"), out
+    assert other.read_text() == plain.read_text().replace(steps.IMAGE, "registry.example/recloop@sha256:ab12")
+    assert plain.read_text().count(steps.IMAGE) == 7
+    loaded = components.load_component_from_file(str(other))  # KFP loads it back as a component
+    assert loaded.name == "recloop-weekly" and loaded.component_spec.inputs == weekly.weekly().component_spec.inputs
+    for image in ("", "two words"):
+        code, out = invoke("compile", "--out", str(other), "--image", image)
+        assert code == 2 and "Invalid value for --image: image: expected a container image" in out, out
+
+
+def test_the_package_declares_the_pipeline_functions_parameters(tmp_path):
+    kfp_cli.compile_pipeline("weekly", str(tmp_path / "p.yaml"))
+    package = _extract_pipeline_yaml(str(tmp_path / "p.yaml"))  # kfp.Client's loader, into the PipelineSpec proto
+    spec = json_format.MessageToDict(package.pipeline_spec)
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    signature = inspect.signature(weekly.weekly().pipeline_func).parameters
+    assert sorted(declared) == sorted(signature) and declared == kfp_spec.declared_parameters("weekly")
+    for name, parameter in signature.items():
+        if parameter.default is inspect.Parameter.empty:
+            assert "defaultValue" not in declared[name] and not declared[name].get("isOptional"), name
+        else:
+            assert declared[name]["defaultValue"] == parameter.default and declared[name]["isOptional"], name
+
+
+def test_the_daily_pipeline_compiles_too(tmp_path):
+    code, out = invoke("compile", "--pipeline", "daily", "--out", str(tmp_path / "daily.yaml"))
+    ir = yaml.safe_load((tmp_path / "daily.yaml").read_text())
+    assert code == 0 and "wrote recloop-daily-skew" in out and "monitor -> check" in out, out
+    assert ir["pipelineInfo"]["name"] == "recloop-daily-skew" and kfp_cli.images(ir) == [steps.IMAGE]
+    assert ir["root"]["dag"]["tasks"]["check"]["dependentTasks"] == ["monitor"]
+    for args, message in ((["--pipeline", "hourly"], ("Invalid value for --pipeline: expected one of weekly, daily, "
+                                                     "recloop-weekly, recloop-daily-skew, got 'hourly'")),
+                          (["--out", str(tmp_path / "p.json")], "Invalid value for --out: out: expected a .yaml")):
+        code, out = invoke("compile", *args)
+        assert code == 2 and message in out, out
+
+
+def test_a_compiler_warning_fails_compile(tmp_path, monkeypatch):
+    def warns() -> Any:  # a real KFP deprecation, raised while the pipeline is built
+        def pipeline(logs):
+            steps.monitor(logs=logs, day="", scheduled_time="", registry="", run_state="", alertmanager_url="",
+                          config="").set_gpu_limit("1")
+        pipeline.__annotations__ = {"logs": str}  # a type, not the string this module's annotations would give
+        return dsl.pipeline(name="recloop-weekly")(pipeline)
+
+    monkeypatch.setitem(weekly.PIPELINES, "recloop-weekly", warns)
+    code, out = invoke("compile", "--out", str(tmp_path / "p.yaml"))
+    assert code == 1 and "compile failed: compiling recloop-weekly warned (treated as an error): " in out, out
+    assert "DeprecationWarning: 'set_gpu_limit' is deprecated" in out and not (tmp_path / "p.yaml").exists()
+
+
+# -- submit ---------------------------------------------------------------------------------------------------
+WEEK = ["--logs", "gs://b/logs", "--registry", "gs://b/registry", "--run-state", "gs://b/run-state",
+        "--start", "2026-01-05", "--end", "2026-01-11"]
+
+
+def test_submit_compiles_and_starts_one_run_with_typed_parameters(kfp_api):
+    server = kfp_api(MockKfpClient())
+    code, out = invoke("submit", "--host", HOST, *WEEK, "--epochs", "2", "--param", "sample_data=0.5",
+                       "--param", 'beam_args=["--runner", "DataflowRunner", "--region", "europe-west4"]',
+                       "--param", "seed=7", "--namespace", "team-a", "--service-account", "recloop-pipeline",
+                       "--image", "registry.example/recloop:1.2")
+    assert code == 0, out
+    assert out == (f"started run run-1 ('recloop-weekly 2026-01-05..2026-01-11') in experiment recloop: "
+                   f"{HOST}/#/runs/details/run-1")
+    assert server.connected == [(HOST, "team-a")] and server.methods() == ["create_run_from_pipeline_package"]
+    call = server.calls[0][1]
+    ir, package = call.pop("ir"), call.pop("pipeline_file")
+    assert call == {"arguments": {"logs": "gs://b/logs", "registry": "gs://b/registry", "run_state": "gs://b/run-state",
+                                  "start": "2026-01-05", "end": "2026-01-11", "epochs": 2, "sample_data": 0.5,
+                                  "beam_args": ["--runner", "DataflowRunner", "--region", "europe-west4"], "seed": 7},
+                    "run_name": "recloop-weekly 2026-01-05..2026-01-11", "experiment_name": "recloop",
+                    "namespace": "team-a", "pipeline_root": None, "enable_caching": None, "cache_key": None,
+                    "service_account": "recloop-pipeline", "experiment_id": None}
+    assert ir["pipelineInfo"]["name"] == "recloop-weekly" and kfp_cli.task_order(ir) == list(weekly.TASKS)
+    assert kfp_cli.images(ir) == ["registry.example/recloop:1.2"]
+    assert package.endswith("recloop-weekly.yaml") and not Path(package).exists()  # a temporary package
+
+
+def test_submit_the_daily_check_for_one_day(kfp_api):
+    server = kfp_api(MockKfpClient())
+    code, out = invoke("submit", "--host", HOST, "--pipeline", "daily", *WEEK[:6], "--param", "day=2026-01-10")
+    assert code == 0 and "('recloop-daily-skew 2026-01-10')" in out, out
+    call = server.calls[0][1]
+    assert call["ir"]["pipelineInfo"]["name"] == "recloop-daily-skew" and call["namespace"] is None
+    assert call["arguments"] == {"logs": "gs://b/logs", "registry": "gs://b/registry",
+                                 "run_state": "gs://b/run-state", "day": "2026-01-10"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([*WEEK, "--param", "nope=1"], ("Invalid value for --param: 'nope' is not a parameter of recloop-weekly; its "
+                                   "parameters: alertmanager_url, beam_args, catalog, end, epochs, gate_config,")),
+    ([*WEEK, "--param", "seed=abc"], "--param: parameter seed: expected an integer, got 'abc' (str)"),
+    ([*WEEK, "--param", "sample_data=true"], "parameter sample_data: expected a number, got True (bool)"),
+    ([*WEEK, "--param", "seed"], "Invalid value for --param: expected KEY=VALUE, got 'seed'"),
+    ([*WEEK, "--param", "logs=gs://other"], "Invalid value for --param: given twice, got 'logs=gs://other'"),
+    ([*WEEK, "--param", "seed=1", "--param", "seed=2"], "given twice, got 'seed=2'"),
+    (WEEK[:6], ("Invalid value for --start, --end: a one-off run of recloop-weekly needs start and end (YYYY-MM-DD): "
+               "only a recurring run (recloop schedule) takes its span from its scheduled time")),
+    ([*WEEK[:6], "--start", "2026-01-05"], "needs start and end"),
+    ([*WEEK[:6], "--start", "2026-01-12", "--end", "2026-01-11"], "start 2026-01-12 is after end 2026-01-11"),
+    ([*WEEK[:6], "--start", "2026-1-5", "--end", "2026-01-11"], "start: expected a date YYYY-MM-DD, got '2026-1-5'"),
+    (WEEK[2:], "Invalid value for --logs: recloop-weekly needs logs"),
+    ([*WEEK[:6], "--pipeline", "daily", "--epochs", "2"],
+     "Invalid value for --epochs: 'epochs' is not a parameter of recloop-daily-skew"),
+    ([*WEEK[:6], "--pipeline", "daily"], "a one-off run of recloop-daily-skew needs day (YYYY-MM-DD)"),
+    ([*WEEK, "--pipeline", "hourly"], "Invalid value for --pipeline: expected one of weekly, daily"),
+])
+def test_submit_refuses_bad_parameters_before_connecting(kfp_api, args, message):
+    server = kfp_api(MockKfpClient())
+    code, out = invoke("submit", "--host", HOST, *args)
+    assert code == 2 and message in out, out
+    assert server.connected == [] and server.calls == []
+
+
+def test_submit_says_when_the_api_refuses(kfp_api):
+    kfp_api(MockKfpClient(fail=api.ApiException(status=403, reason="Forbidden")))
+    code, out = invoke("submit", "--host", HOST, *WEEK)
+    assert code == 1 and out.startswith("submit failed: (403) Reason: Forbidden"), out
