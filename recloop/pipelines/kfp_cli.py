@@ -147,8 +147,8 @@ def _date(key: str, value: Any) -> dt.date:
         raise ValueError(f"{key}: expected a date YYYY-MM-DD, got {value!r}") from None
 
 
-def _option(key: str) -> str:
-    return f"--{key.replace('_', '-')}"
+def _option(key: str, options: Mapping[str, Any] | None = None) -> str:
+    return f"--{key.replace('_', '-')}" if options is None or key in options else f"--param {key}=..."
 
 
 def run_arguments(pipeline: str, options: Mapping[str, Any], params: list[str]) -> dict[str, Any]:
@@ -171,12 +171,13 @@ def run_arguments(pipeline: str, options: Mapping[str, Any], params: list[str]) 
         except ValueError as e:
             raise _bad(hint, e) from None
     if missing := kfp_spec.missing_parameters(name, arguments):
-        raise typer.BadParameter(f"{name} needs {', '.join(missing)}", param_hint=", ".join(map(_option, missing)))
+        raise typer.BadParameter(f"{name} needs {', '.join(missing)}",
+                                 param_hint=", ".join(_option(k, options) for k in missing))
     span = kfp_spec.SPAN[name]
     if any(not arguments.get(k) for k in span):
         raise typer.BadParameter(f"a one-off run of {name} needs {' and '.join(span)} (YYYY-MM-DD): only a recurring "
                                  f"run (recloop schedule) takes its span from its scheduled time",
-                                 param_hint=", ".join(map(_option, span)))
+                                 param_hint=", ".join(_option(k, options) for k in span))
     try:
         dates = [_date(k, arguments[k]) for k in span]
     except ValueError as e:
