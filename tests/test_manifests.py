@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
 NAMESPACE, SA = "recloop", "recloop-pipeline"
 CRD_KINDS = {"InferenceService", "ServingRuntime", "PrometheusRule"}  # not in kubernetes-validate's schemas
-K8S_VERSIONS = ("1.29", "1.37")  # KServe 0.15's oldest supported Kubernetes, and the newest schemas shipped
+K8S_VERSIONS = ("1.29", "1.37")  # Kubernetes releases the schemas are checked at: a recent-cluster range
 V1, V2 = "gs://recloop-models/registry/versions/v1", "gs://recloop-models/registry/versions/v2"
 
 
