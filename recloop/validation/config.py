@@ -60,10 +60,10 @@ def default_rules(config: ValidationConfig) -> dict[str, FeatureRule]:
         threshold = config.categorical_threshold if categorical else config.numeric_threshold
         # position is fixed at serving; a day's traffic has one day_of_week, so only drift can compare it
         no_skew = f.training_only or f.name == "day_of_week"
-        # which items were shown is the serving policy's choice: a new model moves the category mix of
-        # impressions legitimately, so those distances warn; a renamed or unknown value still blocks
-        # (schema domain), and a unit bug in a number still blocks (numeric distances stay blocking)
-        chosen = categorical and f.group == "item"
+        # which items were shown, and where, is the serving policy's choice: a new model or page layout
+        # moves the category mix and positions of impressions legitimately, so those distances warn; a
+        # renamed or unknown value still blocks (schema domain), and so does a unit bug in an item's numbers
+        chosen = (categorical and f.group == "item") or f.group == "impression"
         rules[f.name] = FeatureRule(measure="L_INFTY" if categorical else "JENSEN_SHANNON_DIVERGENCE",
                                     skew=None if no_skew else threshold, drift=threshold, distance_warn_only=chosen,
                                     max_null_share=config.max_null_share if f.nullable else None)
