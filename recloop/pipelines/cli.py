@@ -15,7 +15,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import recloop  # noqa: F401  sets TF_USE_LEGACY_KERAS before anything imports TensorFlow
-from recloop.pipelines import gate_cli, registry_cli, run_cli, serve_cli, train_cli, validation_cli
+from recloop.pipelines import (
+    demo_cli,
+    gate_cli,
+    kfp_cli,
+    registry_cli,
+    report,
+    run_cli,
+    serve_cli,
+    train_cli,
+    validation_cli,
+)
 from recloop.pipelines.console import console
 
 app = typer.Typer(
@@ -203,6 +213,11 @@ app.command()(registry_cli.models)
 app.command()(registry_cli.rollback)
 app.command()(registry_cli.promote)
 app.command()(run_cli.run)
+app.command()(report.report)
+app.command()(kfp_cli.compile)
+app.command()(kfp_cli.submit)
+app.command()(kfp_cli.schedule)
+app.command()(demo_cli.demo)
 
 if __name__ == "__main__":
     app()

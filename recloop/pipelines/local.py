@@ -15,6 +15,7 @@ import datetime as dt
 import io
 import json
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -88,16 +89,22 @@ def run(pipeline_func: Any, arguments: Mapping[str, Any], pipeline_root: str,
     errors: list[str] = []
     started: dict[str, float] = {}
 
+    real_stdout = sys.stdout  # progress goes to the terminal, kfp.local's output to the run log
+
+    def tell(task: str, state: str, seconds: float | None) -> None:
+        with contextlib.redirect_stdout(real_stdout):
+            on_task(task, state, seconds)
+
     def on_line(line: str) -> None:
         if m := _STARTED.search(line):
             started[m[1]] = time.perf_counter()
             tasks[m[1]] = {"state": "RUNNING", "seconds": None}
-            on_task(m[1], "RUNNING", None)
+            tell(m[1], "RUNNING", None)
         elif m := _FINISHED.search(line):
             state = "SUCCEEDED" if m[2] == "SUCCESS" else "FAILED"
             seconds = round(time.perf_counter() - started.get(m[1], time.perf_counter()), 2)
             tasks[m[1]] = {"state": state, "seconds": seconds}
-            on_task(m[1], state, seconds)
+            tell(m[1], state, seconds)
         elif m := _ERROR.match(line.strip()):
             errors.append(f"{m[1]}: {m[2]}")
 
