@@ -99,6 +99,7 @@ def run(cfg: DemoConfig, say: Event = print) -> dict[str, Any]:
             server.stop()
     sim.write_world()
     out = {"config": {**vars(cfg), "start": str(cfg.start)}, "weeks": weeks,
+           "server": {"url": server.url, "log": str(server.output)} if server else None,
            "seconds": round(time.perf_counter() - t0, 1), "work": str(work)}
     from recloop.features.logs import write_json
 
