@@ -145,6 +145,8 @@ class Service:
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._catch_up_lock = threading.Lock()
+        self._day_checked = dt.date.min  # simulated clock: the newest request day whose feed was looked for
 
     # --- what to serve -------------------------------------------------------------------------------
 
@@ -252,6 +254,20 @@ class Service:
             except Exception:  # a registry or feed that cannot be read now may be readable at the next poll
                 logger.exception("reload check failed; still serving %s", self.served.name if self.served else None)
 
+    def _catch_up(self, now: Sequence[dt.datetime]) -> None:
+        """On a simulated clock time jumps: the first batch of a new day waits until that day's feed (and
+        pointer) is loaded, rather than being answered from the day before's until the next poll."""
+        day = max(now).date()
+        if day <= self._day_checked:
+            return
+        with self._catch_up_lock:
+            if day > self._day_checked:
+                try:
+                    self.refresh()
+                except Exception:
+                    logger.exception("reload for %s failed; still serving %s", day, self.served and self.served.name)
+                self._day_checked = day
+
     def stop(self) -> None:
         self._stop.set()
         if self._watcher is not None:
@@ -266,6 +282,8 @@ class Service:
         serves the batch from the fallback, with ``fallback: "model_error"``. Members of the holdout get
         the fallback's pages, labelled ``fallback: "holdout"`` and ``HOLDOUT_VERSION``, with or without a model.
         """
+        if self.clock.simulated and now:
+            self._catch_up(now)
         served = self.served
         if served is None:
             raise RuntimeError("the service was not started")

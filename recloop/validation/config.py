@@ -61,9 +61,9 @@ def default_rules(config: ValidationConfig) -> dict[str, FeatureRule]:
         # position is fixed at serving; a day's traffic has one day_of_week, so only drift can compare it
         no_skew = f.training_only or f.name == "day_of_week"
         # which items were shown, and where, is the serving policy's choice: a new model or page layout
-        # moves the category mix and positions of impressions legitimately, so those distances warn; a
-        # renamed or unknown value still blocks (schema domain), and so does a unit bug in an item's numbers
-        chosen = (categorical and f.group == "item") or f.group == "impression"
+        # moves the mix of categories, ages and positions of impressions legitimately, so those distances
+        # warn; a renamed or unknown value, or a unit bug (a value outside the domain), still blocks (schema)
+        chosen = f.group in ("item", "impression")
         rules[f.name] = FeatureRule(measure="L_INFTY" if categorical else "JENSEN_SHANNON_DIVERGENCE",
                                     skew=None if no_skew else threshold, drift=threshold, distance_warn_only=chosen,
                                     max_null_share=config.max_null_share if f.nullable else None)
