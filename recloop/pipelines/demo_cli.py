@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -52,12 +52,7 @@ def demo(
             out = Path(w["run"]["run_dir"], "report.html")
             report.write(w["run"]["run_dir"], str(out))
             runs[w["week"]] = str(out.relative_to(Path(result["work"])))
-    table = Table(title=f"recloop demo: {weeks} weeks, scale {scale}, {result['seconds']:.0f} s")
-    for column in demo_report.COLUMNS:
-        table.add_column(column)
-    for row in demo_report.rows(result):
-        table.add_row(*demo_report.cells(row))
-    console.print(table)
+    print_tables(result)
     h = demo_report.lift(result)
     if h["lift"] is not None:
         console.print(f"week {h['week']}: the model's click rate {h['model']:.4f} vs the heuristic holdout "
@@ -66,3 +61,20 @@ def demo(
     page = Path(result["work"], "report.html")
     page.write_text(demo_report.page(result, runs))
     console.print(f"{page} (the table, a chart, each run's report); every figure in {result['work']}/demo.json")
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    """The weekly table, then data sizes and wall time per stage."""
+    from recloop.pipelines import demo_report
+
+    rows = demo_report.rows(result)
+    for title, columns, cells in (
+            (f"recloop demo: {len(rows)} weeks, scale {result['config']['scale']}, {result['seconds']:.0f} s",
+             demo_report.COLUMNS, demo_report.cells),
+            ("data sizes and wall seconds per stage", demo_report.TIME_COLUMNS, demo_report.time_cells)):
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*cells(row))
+        console.print(table)

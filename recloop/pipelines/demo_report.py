@@ -70,22 +70,29 @@ def _f(value: Any, fmt: str = ".4f") -> str:
     return format(value, fmt) if isinstance(value, float) else str(value)
 
 
-COLUMNS = ("week", "served by", "requests", "CTR served", "CTR holdout", "CTR oracle", "run on this week",
-           "anomalies", "AUC cand / prod", "SNIPS (ESS)", "realised next wk", "blessed", "pushed", "seconds")
+COLUMNS = ("week", "served by", "CTR served", "CTR holdout", "CTR oracle", "run on this week's logs",
+           "anomalies", "AUC cand / prod", "SNIPS (ESS)", "realised next wk", "blessed", "pushed")
+TIME_COLUMNS = ("week", "requests", "train examples", "serve", "ingest", "validate", "check", "train", "evaluate",
+                "infra-validate", "push")
 
 
 def cells(r: dict[str, Any]) -> list[str]:
-    """One row of the table as text cells, in ``COLUMNS`` order."""
-    stage = " ".join(f"{k[:5]} {v:.0f}" for k, v in r["stage_s"].items() if v)
+    """One row of the weekly table as text cells, in ``COLUMNS`` order."""
     run = r["run"] or "–"
     if r["blocked_on"]:
         run = f"BLOCKED ({', '.join(r['blocked_on'])})"
     snips = "–" if r["snips"] is None else f"{r['snips']:.4f} ({r['ess']:.0f})"
     return [f"{r['week']} {r['start']}" + (f" [{r['drifts']}]" if r["drifts"] else ""), str(r["version"]),
-            f"{r['requests']:,}", _f(r["ctr_served"]), _f(r["ctr_holdout"]), _f(r["ctr_oracle"]), run,
+            _f(r["ctr_served"]), _f(r["ctr_holdout"]), _f(r["ctr_oracle"]), run,
             f"{r['anomalies']} ({r['blocking']} blocking)" if r["run"] else "–",
             f"{_f(r['auc_candidate'], '.3f')} / {_f(r['auc_production'], '.3f')}", snips, _f(r["realised_next"]),
-            _f(r["blessed"]), _f(r["pushed"]), f"serve {r['serve_s']:.0f}" + (f"; {stage}" if stage else "")]
+            _f(r["blessed"]), _f(r["pushed"])]
+
+
+def time_cells(r: dict[str, Any]) -> list[str]:
+    """Data sizes and wall seconds per stage of a week, in ``TIME_COLUMNS`` order."""
+    return [str(r["week"]), f"{r['requests']:,}", "–" if r["examples"] is None else f"{r['examples']:,.0f}",
+            _f(r["serve_s"], ".0f"), *(_f(r["stage_s"].get(t), ".0f") for t in STAGES)]
 
 
 def page(result: dict[str, Any], run_reports: dict[int, str]) -> str:
@@ -94,6 +101,8 @@ def page(result: dict[str, Any], run_reports: dict[int, str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r))
                    + f"<td>{_link(run_reports.get(r['week']))}</td></tr>" for r in table)
+    times = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in time_cells(r)) + "</tr>" for r in table)
+    time_head = "".join(f"<th>{html.escape(c)}</th>" for c in TIME_COLUMNS)
     h = lift(result)
     headline = (f"Week {h['week']}: model {_f(h['model'])} vs holdout {_f(h['holdout'])} "
                 f"({_f(h['lift'], '+.1%')}), oracle {_f(h['oracle'])} (gap {_f(h['gap_to_oracle'], '.1%')}).")
@@ -104,7 +113,8 @@ def page(result: dict[str, Any], run_reports: dict[int, str]) -> str:
             f"scale {html.escape(str(cfg['scale']))}</h1><p>{html.escape(headline)} Incident: "
             f"{html.escape(', '.join(cfg['drifts']) or 'none')}; holdout {cfg['holdout']:.0%} of members on the "
             f"heuristic; {result['seconds']:.0f} s in all.</p>{_chart(table)}<table><tr>{head}<th>run report</th>"
-            f"</tr>{body}</table><p>CTR: clicks per impression in the week. SNIPS: the gate's off-policy estimate "
+            f"</tr>{body}</table><h2>Data sizes and wall seconds per stage</h2><table><tr>{time_head}</tr>{times}"
+            f"</table><p>CTR: clicks per impression in the week. SNIPS: the gate's off-policy estimate "
             "of the candidate's click rate from the week's logs (ESS: its effective sample size); realised: the "
             "candidate's online click rate the week after, when it was pushed.</p>\n")
 
