@@ -21,6 +21,7 @@ import fsspec
 
 PREVIOUS_STATS = "previous/train.pb"  # in the run state: the newest accepted span's training statistics
 PREVIOUS_SPAN = "previous/span.json"
+REFERENCE_STATS = "validation/stats/train.pb"  # in a registry version: its training statistics (skew reference)
 UNRESOLVED = "{{$"  # a KFP placeholder the local runner left as text
 
 
@@ -103,7 +104,7 @@ def validate(data: str, out: str, run_state: str, registry: str, alertmanager: s
         reference = None
         _, version_dir = production(registry)
         if version_dir is not None:
-            vfs, vpath = fsspec.core.url_to_fs(posixpath.join(version_dir, "stats", "train.pb"))
+            vfs, vpath = fsspec.core.url_to_fs(posixpath.join(version_dir, REFERENCE_STATS))
             if vfs.exists(vpath):
                 reference = f"{tmp}/reference.pb"
                 vfs.get(vpath, reference)
@@ -129,9 +130,9 @@ def monitor(logs: str, day: dt.date, out: str, registry: str, run_state: str, al
     version, version_dir = production(registry)
     if version_dir is None:
         raise StepError(f"{registry}: nothing in production yet, so no training statistics to compare with")
-    vfs, vpath = fsspec.core.url_to_fs(posixpath.join(version_dir, "stats", "train.pb"))
+    vfs, vpath = fsspec.core.url_to_fs(posixpath.join(version_dir, REFERENCE_STATS))
     if not vfs.exists(vpath):
-        raise StepError(f"production version {version} has no stats/train.pb (trained without validation?)")
+        raise StepError(f"production version {version} has no {REFERENCE_STATS} (trained without validation?)")
     with tempfile.TemporaryDirectory(prefix="recloop-monitor-") as tmp:
         vfs.get(vpath, f"{tmp}/reference.pb")
         return run(logs, day, f"{tmp}/reference.pb", out, config_path=config or None,

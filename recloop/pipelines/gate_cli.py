@@ -1,13 +1,12 @@
 """``recloop evaluate``: the evaluation gate, candidate against the production model of a registry.
 
-The library (``trainer.gate``) takes paths; this command resolves the production
-version through the registry reader and gives the gate serving's replay for the
-off-policy estimate.
+The library (``trainer.gate``) takes paths; the pipeline's evaluate step (``components.steps``,
+shared with this command) resolves the production version through the registry reader and gives
+the gate serving's replay for the off-policy estimate.
 """
 
 from __future__ import annotations
 
-import tempfile
 from typing import Annotated, Any
 
 import typer
@@ -27,43 +26,27 @@ def evaluate(
              "default: the newest --data's item summaries (an approximation of the pool)")] = None,
 ) -> None:
     """Evaluate a candidate against production; write blessing.json (blessed or not: both are normal outcomes)."""
-    import posixpath
-
-    from recloop.serving.registry import Registry, RegistryError, local_copy
-    from recloop.serving.replay import target_probabilities
-    from recloop.serving.rows import RowsConfig
+    from recloop.components import steps
+    from recloop.serving.registry import RegistryError
     from recloop.trainer.data import DataError, read_summary
-    from recloop.trainer.gate import GateConfigError, load_gate_config, run
+    from recloop.trainer.gate import GateConfigError, load_gate_config
 
     try:
-        cfg = load_gate_config(config)
+        load_gate_config(config)
     except GateConfigError as e:
         raise typer.BadParameter(str(e), param_hint="--config") from None
     try:
-        newest = max(data, key=lambda folder: read_summary(folder)["span"]["start"])
+        for folder in data:
+            read_summary(folder)
     except DataError as e:
         raise typer.BadParameter(str(e), param_hint="--data") from None
-    feed = catalog or posixpath.join(newest, "items", "items.jsonl.gz")
-    try:
-        reg = Registry(registry)
-        pointer = reg.pointer()  # read once: the version evaluated is the baseline push compares against
-        production = reg.pointed_dir(pointer) if pointer else None
-    except RegistryError as e:
-        console.print(f"[red]cannot read the registry:[/red] {e}")
-        raise typer.Exit(2) from None
-
-    def replay(version_dir: str, impressions: Any) -> tuple[Any, dict[str, Any]]:
-        with console.status("replaying the candidate on the logged requests") as status:
-            r = target_probabilities(version_dir, impressions, feed, RowsConfig(epsilon=cfg.offpolicy.epsilon),
-                                     progress=lambda done, total: status.update(f"replay {done:,}/{total:,} requests"))
-        return r.probability, {"requests": r.requests, "outside_pool": r.outside_pool, "feeds": list(r.feeds),
-                               "catalog_is_served_feed": catalog is not None}
-
-    with tempfile.TemporaryDirectory(prefix="recloop-gate-") as cache:
+    with console.status("evaluating") as status:
         try:
-            local = local_copy(production, cache) if production else None
-            blessing = run(candidate, local, data, out, cfg, replay=replay,
-                           baseline_version=pointer.version if pointer else None, progress=console.log)
+            blessing = steps.evaluate(candidate, data, registry, out, config or "", catalog or "", progress=console.log,
+                                      on_replay=lambda done, total: status.update(f"replay {done:,}/{total:,} requests"))
+        except RegistryError as e:
+            console.print(f"[red]cannot read the registry:[/red] {e}")
+            raise typer.Exit(2) from None
         except (DataError, FileNotFoundError) as e:
             console.print(f"[red]cannot evaluate:[/red] {e}")
             raise typer.Exit(2) from None
