@@ -102,7 +102,9 @@ def test_the_daily_skew_check_catches_the_bug_against_production(loop):
     assert bad.exit_code == 3, bad.output
     run_dir = max((work / "runs").glob("recloop-daily-skew-*"))
     verdict = json.loads((run_dir / "monitor" / "validation" / "anomalies.json").read_text())
-    assert any(a["feature"] == "duration_min" and a["check"] == "skew" and a["blocking"] for a in verdict["anomalies"])
+    assert {a["feature"] for a in verdict["anomalies"] if a["blocking"]} == {"duration_min"}
+    skew = [m for m in verdict["measurements"] if m["feature"] == "duration_min" and m["check"] == "skew"]
+    assert skew and skew[0]["distance"] > 0.5  # against production's training statistics
     good = CliRunner().invoke(app, [*args, str(world.week_start(0) + dt.timedelta(days=2))])
     assert good.exit_code == 0, good.output
 
