@@ -197,6 +197,17 @@ def event_line(rid: str, item: str, event: str, ts: str) -> str:
 # ---------------------------------------------------------------- real services
 
 
+class Lines:
+    """Collects what a serving ``Service`` logs (a stand-in for the request log's ``put``)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def put(self, line: str, ts: dt.datetime) -> bool:
+        self.lines.append(line)
+        return True
+
+
 def require_binary(name: str, why: str) -> str:
     """The path of a program a test needs; skips with the reason locally, fails in CI (which installs it)."""
     import os

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import Lines
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from typer.testing import CliRunner
@@ -33,17 +34,6 @@ from recloop.serving.service import (
 NOW = dt.datetime(2026, 1, 19, 8, tzinfo=dt.UTC)
 SHARE = 0.3
 IDS = [f"m{i:07d}" for i in range(10_000)]
-
-
-class Lines:
-    """Collects what the service logs (the request log's ``put``)."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def put(self, line: str, ts: dt.datetime) -> bool:
-        self.lines.append(line)
-        return True
 
 
 def queries(members: list[str], prefix: str = "r") -> list[Query]:

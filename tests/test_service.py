@@ -5,23 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from conftest import Lines
 
 from recloop.features.records import parse_request
 from recloop.serving.funnel import Query
 from recloop.serving.service import FALLBACK_VERSION, Clock, ServeSettings, Service
 
 NOW = dt.datetime(2026, 1, 19, 8, tzinfo=dt.UTC)
-
-
-class Lines:
-    """Collects what the service logs (the request log's ``put``)."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def put(self, line: str, ts: dt.datetime) -> bool:
-        self.lines.append(line)
-        return True
 
 
 def _query(i: int, member: str = "m0000001") -> Query:

@@ -93,23 +93,15 @@ def validate(data: str, out: str, run_state: str, registry: str, alertmanager: s
     """
     from recloop.validation.run import validate as run
 
+    state_dir = _local_state(run_state)
     fs, state = fsspec.core.url_to_fs(run_state)
     fs.makedirs(state, exist_ok=True)
     previous = posixpath.join(state, PREVIOUS_STATS)
+    _, version_dir = production(registry)
     with tempfile.TemporaryDirectory(prefix="recloop-validate-") as tmp:
-        local_previous = None
-        if fs.exists(previous):
-            local_previous = f"{tmp}/previous.pb"
-            fs.get(previous, local_previous)
-        reference = None
-        _, version_dir = production(registry)
-        if version_dir is not None:
-            vfs, vpath = fsspec.core.url_to_fs(posixpath.join(version_dir, REFERENCE_STATS))
-            if vfs.exists(vpath):
-                reference = f"{tmp}/reference.pb"
-                vfs.get(vpath, reference)
-        verdict = run(data, out, previous_stats=local_previous, reference_stats=reference, config_path=config or None,
-                      alertmanager=alertmanager or None, state_dir=_local_state(run_state))
+        reference = _fetch(posixpath.join(version_dir, REFERENCE_STATS), f"{tmp}/reference.pb") if version_dir else None
+        verdict = run(data, out, previous_stats=_fetch(previous, f"{tmp}/previous.pb"), reference_stats=reference,
+                      config_path=config or None, alertmanager=alertmanager or None, state_dir=state_dir)
     if not verdict["blocking"]:
         fs.makedirs(posixpath.dirname(previous), exist_ok=True)
         fs.put(f"{out}/stats/train.pb", previous)
@@ -127,16 +119,25 @@ def monitor(logs: str, day: dt.date, out: str, registry: str, run_state: str, al
     """
     from recloop.validation.run import monitor as run
 
+    state_dir = _local_state(run_state)
     version, version_dir = production(registry)
     if version_dir is None:
         raise StepError(f"{registry}: nothing in production yet, so no training statistics to compare with")
-    vfs, vpath = fsspec.core.url_to_fs(posixpath.join(version_dir, REFERENCE_STATS))
-    if not vfs.exists(vpath):
-        raise StepError(f"production version {version} has no {REFERENCE_STATS} (trained without validation?)")
     with tempfile.TemporaryDirectory(prefix="recloop-monitor-") as tmp:
-        vfs.get(vpath, f"{tmp}/reference.pb")
-        return run(logs, day, f"{tmp}/reference.pb", out, config_path=config or None,
-                   alertmanager=alertmanager or None, state_dir=_local_state(run_state))
+        reference = _fetch(posixpath.join(version_dir, REFERENCE_STATS), f"{tmp}/reference.pb")
+        if reference is None:
+            raise StepError(f"production version {version} has no {REFERENCE_STATS} (trained without validation?)")
+        return run(logs, day, reference, out, config_path=config or None, alertmanager=alertmanager or None,
+                   state_dir=state_dir)
+
+
+def _fetch(uri: str, target: str) -> str | None:
+    """Copies the file at ``uri`` (any fsspec URI) to the local path ``target``; None when there is none."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not fs.exists(path):
+        return None
+    fs.get(path, target)
+    return target
 
 
 def _local_state(run_state: str) -> str:

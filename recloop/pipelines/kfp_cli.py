@@ -106,6 +106,14 @@ def _bad(hint: str, error: Exception) -> typer.BadParameter:
     return typer.BadParameter(str(error), param_hint=hint)
 
 
+def _pipeline_option(value: str) -> str:
+    """The pipeline a --pipeline option names, or the usage error that names the option."""
+    try:
+        return kfp_spec.pipeline_name(value)
+    except ValueError as e:
+        raise _bad("--pipeline", e) from None
+
+
 def _compile(pipeline: str, out: str, image: str | None) -> dict[str, Any]:
     try:
         return compile_pipeline(pipeline, out, image)
@@ -130,10 +138,7 @@ def compile(
     image: ImageOpt = None,
 ) -> None:
     """Compile a pipeline to KFP IR YAML (a compiler warning fails it), to upload in the Kubeflow UI."""
-    try:
-        name = kfp_spec.pipeline_name(pipeline)
-    except ValueError as e:
-        raise _bad("--pipeline", e) from None
+    name = _pipeline_option(pipeline)
     ir = _compile(name, out, image)
     console.print(f"wrote {name} to {out}: {' -> '.join(task_order(ir))}; image {', '.join(images(ir))}",
                   soft_wrap=True)
@@ -207,10 +212,7 @@ def submit(
     image: ImageOpt = None,
 ) -> None:
     """Start one run of a pipeline on Kubeflow Pipelines (compiled here, parameters checked first)."""
-    try:
-        name = kfp_spec.pipeline_name(pipeline)
-    except ValueError as e:
-        raise _bad("--pipeline", e) from None
+    name = _pipeline_option(pipeline)
     options = {"logs": logs, "registry": registry, "run_state": run_state, "start": start, "end": end,
                "catalog": catalog, "alertmanager_url": alertmanager_url, "epochs": epochs}
     arguments = run_arguments(name, options, param or [])
