@@ -44,9 +44,8 @@ NOTES = ("IPS/SNIPS are the gate's (`recloop evaluate`, P in the registry, `offp
          "Models: default training config, seed 0; week 0 is the bootstrap heuristic's. The estimator is "
          "per-position and conditions on the logged items above each slot, which biases it upward when P and "
          "C disagree (recloop/trainer/offpolicy.py); 'covered' compares the truth with the 95% interval. "
-         "The replay embeds the catalog for the request's day, the server once, for the day it loaded the "
-         "feed (the week's first): item age enters the candidate tower, so from the second day on the "
-         "replayed pools differ from the served ones. Runs are not bit-identical: the server's request ids, "
+         "Server and replay both embed the catalog for the request's day (item age enters the candidate "
+         "tower), so P's replay reproduces the logged propensities up to float32 rounding. Runs are not bit-identical: the server's request ids, "
          "which seed its exploration, are random.")
 
 
@@ -162,16 +161,9 @@ def _traffic(a: str, b: str) -> dict[str, Any]:
     return {"days": days, "same_requests_by_day": same, "same_traffic": all(same.values())}
 
 
-def _replay(version: str, ingest: str, world: str, epsilon: float, load_day: dt.date | None = None
-            ) -> tuple[dict[str, Any], np.ndarray, Any]:
+def _replay(version: str, ingest: str, world: str, epsilon: float) -> tuple[dict[str, Any], np.ndarray, Any]:
     """The gate's estimate for ``version`` on ``ingest``'s eval split, computed as ``gate._estimate`` does,
-    with the per-impression target probabilities and the rows they belong to.
-
-    ``load_day`` (a diagnostic): embed the catalog for that day, as a server that loaded the feed then did,
-    instead of the replay's own choice (the first request day of the feed).
-    """
-    from unittest import mock
-
+    with the per-impression target probabilities and the rows they belong to."""
     from recloop.serving import replay
     from recloop.serving.rows import RowsConfig
     from recloop.trainer import evaluate, offpolicy
@@ -181,10 +173,7 @@ def _replay(version: str, ingest: str, world: str, epsilon: float, load_day: dt.
     config = OffPolicyConfig(epsilon=epsilon)
     rows = load([ingest], 1).eval
     rows = rows.take(evaluate._sample(rows["request_id"], config.max_requests))
-    loader = replay.load_version if load_day is None else (
-        lambda v, catalog, day, load=replay.load_version: load(v, catalog, load_day))
-    with mock.patch.object(replay, "load_version", loader):
-        r = replay.target_probabilities(version, rows.columns, world, RowsConfig(epsilon=epsilon))
+    r = replay.target_probabilities(version, rows.columns, world, RowsConfig(epsilon=epsilon))
     est = offpolicy.estimate(rows["label_click"], rows["propensity"], r.probability, rows["request_id"],
                              confidence=config.confidence)
     return est.to_dict() | {"outside_pool": r.outside_pool}, r.probability, rows
@@ -237,7 +226,6 @@ def _epsilon(tmp: Path, twin: str, production: str, registry: str, eps: float) -
     t0 = time.perf_counter()
     mine, pi_c, rows = _replay(candidate, ingest1, a["world"], eps)
     self_est, pi_p, _ = _replay(production, ingest1, a["world"], eps)
-    at_load, pi_load, _ = _replay(production, ingest1, a["world"], eps, load_day=WEEK1)
     t["replays"] = round(time.perf_counter() - t0, 1)
     mu = rows["propensity"]
     print(f"  epsilon {eps}: world B served by C", file=sys.stderr)
@@ -257,8 +245,6 @@ def _epsilon(tmp: Path, twin: str, production: str, registry: str, eps: float) -
                                                   for k in ("ips", "snips", "ess")),
                  "candidate": blessing["candidate_version"], "production": blessing["production_version"]},
         "self_replay": self_est | _reproduces(pi_p, mu),
-        "self_replay_server_load_day": {"load_day": str(WEEK1), **_reproduces(pi_load, mu),
-                                        **{k: at_load[k] for k in ("ips", "snips", "mean_weight", "ess")}},
         "agreement": _support(pi_c, mu, eps),
         "truth": {"P_world_A": truth_p, "C_world_B": truth_c},
         "traffic": _traffic(a["world"], b["world"]),
@@ -305,7 +291,7 @@ def offpolicy_section(r: dict[str, Any], table: Any) -> str:
                  f"{x['mean_weight']:.3f}", f"{x['true_expected']:.4f}", ci(x["realised"], x["realised_ci"]),
                  f"IPS {'yes' if x['ips_covers'] else 'no'}, SNIPS {'yes' if x['snips_covers'] else 'no'}",
                  f"{x['snips_error']:+.1%}"] for x in run["table"]]
-        sr, sl, ag = run["self_replay"], run["self_replay_server_load_day"], run["agreement"]
+        sr, ag = run["self_replay"], run["agreement"]
         check, ev, t = run["gate"]["offpolicy_check"], run["eval_split"], run["traffic"]
         out += [f"### epsilon {run['epsilon']}", "",
                 table(["policy", "IPS [95% CI]", "SNIPS [95% CI]", "ESS", "mean weight", "true expected",
@@ -319,9 +305,7 @@ def offpolicy_section(r: dict[str, Any], table: Any) -> str:
                 (f"P replayed on its own logs: {sr['mismatch_share']:.1%} of impressions with |pi - mu| > 1e-9, "
                  f"{sr['float32_mismatch_share']:.1%} still different after float32 rounding (ingest stores mu as "
                  f"float32), {sr['over_0.01_share']:.1%} off by more than 0.01 (max {sr['max_abs_diff']:.3f}), "
-                 f"{sr['outside_pool']} logged items outside the replayed pool. Embedding the catalog for the day the "
-                 f"server loaded it ({sl['load_day']}) instead: {sl['float32_mismatch_share']:.1%} after float32 "
-                 f"rounding (max {sl['max_abs_diff']:.1e}), mean weight {sl['mean_weight']:.6f}."), "",
+                 f"{sr['outside_pool']} logged items outside the replayed pool."), "",
                 (f"C against P's logs: C's greedy item is P's in {ag['c_greedy_on_p_greedy_slots']:.1%} of P's "
                  f"greedy slots; {ag['c_zero_on_logged']:.1%} of logged items are outside C's pool (pi = 0). The "
                  f"estimate rests on {ag['hits']} explored impressions that C would have shown greedily "

@@ -7,6 +7,7 @@ Usage:
     uv run python bench/run.py train         # training quality vs baseline and oracle, time (~15 min)
     uv run python bench/run.py serving       # the server under hey at 1, 8, 32 clients, 10k items (~4 min)
     uv run python bench/run.py offpolicy     # the gate's off-policy estimate vs the simulator's truth (~10 min)
+    uv run python bench/run.py closed_loop   # `recloop demo` (defaults): online click rate week after week (~11 min)
     uv run python bench/run.py report        # only regenerate bench/README.md from bench/results/
 
 Every result file holds the command that produced it, the date and the machine,
@@ -29,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import closed_loop
 import ingest  # bench/*.py (bench/ is on sys.path when this file runs as a script)
 import offpolicy
 import serving
@@ -139,6 +141,7 @@ MODULES = {
               "config: 12 retrieval and 3 ranking epochs). Week 0 is the bootstrap heuristic's first week. Process "
               "seconds include interpreter start, imports, export, index and evaluation of three scorers.")),
     "offpolicy": (offpolicy.bench_offpolicy, offpolicy.NOTES),
+    "closed_loop": (closed_loop.bench_closed_loop, closed_loop.NOTES),
 }
 
 
@@ -150,9 +153,10 @@ def bench_module(name: str) -> Path:
 
 SECTIONS = {"simulate": _section_simulate, "ingest": lambda r: ingest.section(r, _table),
             "validate": lambda r: validate.validate_section(r, _table),
-            "train": lambda r: train.train_section(r, _table),
-            "serving": lambda r: serving.serving_section(r, _table),
-            "offpolicy": lambda r: offpolicy.offpolicy_section(r, _table)}
+            "train": lambda r: train.train_section(r, _table, RESULTS),
+            "serving": lambda r: serving.serving_section(r, _table, RESULTS),
+            "offpolicy": lambda r: offpolicy.offpolicy_section(r, _table),
+            "closed_loop": lambda r: closed_loop.closed_loop_section(r, _table, RESULTS)}
 
 
 def report() -> Path:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import plots
 from ingest import START, _run
 
 CONCURRENCY = ((1, 1000), (8, 4000), (32, 4000))  # (clients, requests)
@@ -207,12 +208,30 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def serving_section(r: dict[str, Any], table: Any) -> str:
+def _plot(f: dict[str, Any], path: Path) -> None:
+    clients = [run["clients"] for run in f["runs"]]
+    with plots.figure(path) as ax:
+        for q in ("p50", "p95", "p99"):
+            ax.plot(clients, [run["ms"][q] for run in f["runs"]], marker="o", label=f"end to end {q}")
+        ax.axhline(f["in_process"]["ms"]["p50"], color="grey", linestyle="--", label="in-process p50")
+        ax.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="ms",
+               title="serving latency under load (hey, loopback)")
+        ax.set_xticks(clients, [str(c) for c in clients])
+        twin = ax.twinx()
+        twin.plot(clients, [run["throughput_rps"] for run in f["runs"]], color="black", marker="s", alpha=0.5)
+        twin.set(ylabel="requests/s (squares)", ylim=(0, None))
+        ax.legend(fontsize=8, loc="upper left")
+
+
+def serving_section(r: dict[str, Any], table: Any, results: Path) -> str:
     f = r["figures"]
     ip = f["in_process"]
+    _plot(f, results / "serving.png")
     rows = [[run["clients"], f"{run['requests']:,}", run["errors"], run["throughput_rps"], run["ms"]["p50"],
-             run["ms"]["p95"], run["ms"]["p99"], run["ratio_p50_to_in_process"], run["mean_batch"],
+             run["ms"]["p95"], run["ms"]["p99"], run["ratio_p50_to_in_process"],
+             round(1000 * run["clients"] / run["throughput_rps"], 1), run["mean_batch"],
              run["server_ms_mean"], int(run["log_dropped"])] for run in f["runs"]]
+    first, last = f["runs"][0], f["runs"][-1]
     return "\n".join([
         "## Serving: the real server under load (10k-item catalog, loopback)",
         "",
@@ -222,7 +241,15 @@ def serving_section(r: dict[str, Any], table: Any) -> str:
          + ", ".join(f"{k} {v} ms" for k, v in ip["stages_p50_ms"].items()) + "."),
         "",
         table(["clients", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "p50 / in-process",
-               "instances per batch", "server mean ms", "log drops"], rows),
+               "clients / req/s ms", "instances per batch", "server mean ms", "log drops"], rows),
+        "",
+        "![latency and throughput per concurrency](results/serving.png)",
+        "",
+        (f"From {first['clients']} to {last['clients']} clients the ratio end-to-end p50 / in-process p50 goes from "
+         f"{first['ratio_p50_to_in_process']} to {last['ratio_p50_to_in_process']} while throughput goes from "
+         f"{first['throughput_rps']} to {last['throughput_rps']} req/s: beyond one client the extra latency is "
+         "queueing (p50 follows clients / throughput, Little's law), as the server batches concurrent instances "
+         "into one funnel call on 2 cores shared with the load tool."),
         "",
         (f"Log lines on disk after the server stopped: {f['log_lines_on_disk']:,} for "
          f"{f['requests_answered']:,} answered requests. Server peak RSS {f['server_peak_rss_mib']} MiB. "

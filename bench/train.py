@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import plots
 from ingest import _MEASURED, START, _run
 
 SEEDS = (1, 2)
@@ -30,6 +31,20 @@ def _ingest(logs: str, out: str, week: int, eval_days: int) -> None:
     start = START + dt.timedelta(days=7 * week)
     _run(["recloop", "ingest", "--logs", logs, "--start", start.isoformat(),
           "--end", (start + dt.timedelta(days=6)).isoformat(), "--eval-days", str(eval_days), "--out", out])
+
+
+SLICES = ("member=new", "member=active", "item=new", "item=established")
+
+
+def _slice(r: dict[str, Any], cohort: str) -> dict[str, Any]:
+    """One cohort's figures: ranking heads (with the impressions they rest on) and retrieval recall@100."""
+    rank = r["ranking"]["cohorts"].get(cohort, {})
+    out = {k: rank.get(k) for k in ("impressions", "requests_with_click", "auc_click", "auc_complete", "auc_like",
+                                    "ndcg@10_debiased")}
+    for view in ("expected", "explored", "logged"):
+        c = r["retrieval"].get(view, {}).get("cohorts", {}).get(cohort, {})
+        out[f"{view}_recall@100"], out[f"{view}_positives"] = c.get("recall@100"), c.get("positives")
+    return out
 
 
 def _figures(metrics: dict[str, Any], card: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +65,8 @@ def _figures(metrics: dict[str, Any], card: dict[str, Any]) -> dict[str, Any]:
             "ndcg@10_debiased": rank["ndcg@10_debiased"], "ndcg@10_logged": rank["ndcg@10"],
             "map@10_logged": rank["map@10"], "auc_click": rank["auc_click"],
             "auc_click_explored": rank["auc_click_explored"], "auc_complete": rank["auc_complete"],
-            "auc_like": rank["auc_like"], **{f"top10_{k}": v for k, v in ret["popularity_bias"].items()}}
+            "auc_like": rank["auc_like"], **{f"top10_{k}": v for k, v in ret["popularity_bias"].items()},
+            "slices": {c: _slice(r, c) for c in SLICES}}
     out["training"] = {m: {k: card["training"][m][k] for k in ("examples", "seconds", "examples_per_second")}
                        for m in ("retrieval", "ranking")} | {"total_s": card["training_seconds"]}
     out["data"] = {k: card["data"][k] for k in ("train_examples", "eval_examples", "catalog_items", "weeks")}
@@ -86,8 +102,46 @@ def _r(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def train_section(r: dict[str, Any], table: Any) -> str:
+SCORERS = ("model", "popularity", "oracle")
+
+
+def _slices(runs: list[dict[str, Any]], table: Any) -> str:
+    """Per slice and per head, default config: the issue's new members / new items, and every ranking head."""
+    rows = []
+    for run in runs:
+        if run["variant"] != "default":
+            continue
+        for cohort in SLICES:
+            for name in SCORERS:
+                s = run[name]["slices"][cohort]
+                rows.append([run["seed"] if (cohort, name) == (SLICES[0], SCORERS[0]) else "",
+                             cohort if name == SCORERS[0] else "", name,
+                             f"{_r(s['expected_recall@100'])}", f"{_r(s['explored_recall@100'])} ({s['explored_positives']})",
+                             f"{_r(s['logged_recall@100'])} ({s['logged_positives']})", _r(s["ndcg@10_debiased"]),
+                             _r(s["auc_click"]), _r(s["auc_complete"]), _r(s["auc_like"]),
+                             f"{s['impressions'] or 0:,}"])
+    return table(["seed", "slice", "scorer", "recall@100 expected", "explored (clicks)", "logged (clicks)",
+                  "NDCG@10 debiased", "AUC click", "AUC complete", "AUC like", "ranked impressions"], rows)
+
+
+def _plot(runs: list[dict[str, Any]], path: Path) -> None:
+    metrics = (("expected_recall@100", "recall@100\nexpected"), ("explored_recall@100", "recall@100\nexplored"),
+               ("ndcg@10_debiased", "NDCG@10\ndebiased"), ("auc_click", "AUC click"),
+               ("top10_coverage", "top-10\ncoverage"))
+    default = [run for run in runs if run["variant"] == "default"]
+    width = 0.8 / len(SCORERS)
+    with plots.figure(path, width=7.2) as ax:
+        for i, name in enumerate(SCORERS):
+            means = [sum(run[name][m] for run in default) / len(default) for m, _ in metrics]
+            ax.bar([j + i * width for j in range(len(metrics))], means, width, label=name)
+        ax.set_xticks([j + width for j in range(len(metrics))], [label for _, label in metrics], fontsize=8)
+        ax.set(title=f"quality on a held-out week (mean of {len(default)} seeds)", ylim=(0, 1))
+        ax.legend(fontsize=8)
+
+
+def train_section(r: dict[str, Any], table: Any, results: Path) -> str:
     quality, timing = [], []
+    _plot(r["figures"]["runs"], results / "train.png")
     for run in r["figures"]["runs"]:
         m, p, o = run["model"], run["popularity"], run["oracle"]
         if run["variant"] == "one week":
@@ -124,6 +178,12 @@ def train_section(r: dict[str, Any], table: Any) -> str:
         table(["seed", "variant", "scorer", "recall@100 expected", "explored", "logged", "new / established",
                "NDCG@10 debiased", "NDCG@10 logged", "AUC click", "AUC click explored", "top-10 50%/90%",
                "coverage"], quality), "",
+        "![quality per scorer](results/train.png)", "",
+        ("Per slice and per head (default config, all three scorers on the same eval examples). New members: "
+         "eval requests of members with no training example; new items: items released after the training data. "
+         "Recall@100 over the whole catalog of the slice's clicks (in brackets: the clicks it rests on, so small "
+         "slices are noisy); NDCG and the AUC of each ranking head over the slice's logged impressions."), "",
+        _slices(r["figures"]["runs"], table), "",
         "Training time of one `small` week (week 1 alone, its last day as eval), both models, 2 cores:", "",
         table(["seed", "train examples", "retrieval s", "retrieval ex/s", "ranking s", "ranking ex/s",
                "train.run s", "process s", "peak RSS MiB"], timing), "", r["notes"]])
