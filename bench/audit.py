@@ -48,9 +48,9 @@ OFFLINE: list[dict[str, Any]] = [
 DECISIONS: dict[tuple[str, str], str] = {
     ("pyarrow", "PYSEC-2023-238"): (
         "not compatible with STACK.md: the fix is pyarrow>=14.0.1, but tfx-bsl 1.16.1 and TFDV 1.16.1 require "
-        "pyarrow>=10,<11 (TFDV 1.17+ needs glibc 2.38). Mitigated: pyarrow-hotfix 0.7 is locked (apache-beam) and "
-        "`import apache_beam` installs it (recloop's ingest imports Beam); recloop reads only Arrow/Parquet files "
-        "it wrote itself (ingest's spill files, the simulator's truth)"),
+        "pyarrow>=10,<11 (TFDV 1.17+ needs glibc 2.38). Mitigated: pyarrow-hotfix (a recloop dependency) "
+        "refuses the unsafe extension type; `import apache_beam` installs it in ingest, and the simulator's "
+        "Parquet readers import it; recloop reads only Arrow/Parquet files it wrote itself"),
 }
 
 NOTES = ("pip-audit audits the exact pins that `uv export --frozen` takes from uv.lock (runtime requirements "
