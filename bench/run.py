@@ -8,6 +8,7 @@ Usage:
     uv run python bench/run.py serving       # the server under hey at 1, 8, 32 clients, 10k items (~4 min)
     uv run python bench/run.py offpolicy     # the gate's off-policy estimate vs the simulator's truth (~10 min)
     uv run python bench/run.py closed_loop   # `recloop demo` (defaults): online click rate week after week (~11 min)
+    uv run python bench/run.py audit         # pip-audit over uv.lock's pins, findings and decisions (~1.5 min)
     uv run python bench/run.py report        # only regenerate bench/README.md from bench/results/
 
 Every result file holds the command that produced it, the date and the machine,
@@ -30,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import audit
 import closed_loop
 import ingest  # bench/*.py (bench/ is on sys.path when this file runs as a script)
 import offpolicy
@@ -142,6 +144,7 @@ MODULES = {
               "seconds include interpreter start, imports, export, index and evaluation of three scorers.")),
     "offpolicy": (offpolicy.bench_offpolicy, offpolicy.NOTES),
     "closed_loop": (closed_loop.bench_closed_loop, closed_loop.NOTES),
+    "audit": (audit.bench_audit, audit.NOTES),
 }
 
 
@@ -156,7 +159,8 @@ SECTIONS = {"simulate": _section_simulate, "ingest": lambda r: ingest.section(r,
             "train": lambda r: train.train_section(r, _table, RESULTS),
             "serving": lambda r: serving.serving_section(r, _table, RESULTS),
             "offpolicy": lambda r: offpolicy.offpolicy_section(r, _table),
-            "closed_loop": lambda r: closed_loop.closed_loop_section(r, _table, RESULTS)}
+            "closed_loop": lambda r: closed_loop.closed_loop_section(r, _table, RESULTS),
+            "audit": lambda r: audit.audit_section(r, _table)}
 
 
 def report() -> Path:
