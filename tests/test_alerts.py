@@ -38,7 +38,8 @@ def test_a_blocking_anomaly_arrives_in_alertmanager_with_its_labels(alertmanager
     assert [a["labels"]["feature"] for a in local] == ["duration_min"]
 
 
-def test_alertmanager_down_retries_warns_keeps_and_the_next_run_resends(alertmanager, tmp_path, caplog):
+def test_alertmanager_down_retries_warns_keeps_and_the_next_run_resends(alertmanager, tmp_path, caplog,
+                                                                        record_property):
     down = f"http://127.0.0.1:{free_port()}"
     state = str(tmp_path / "state")
     with caplog.at_level(logging.WARNING, logger="recloop.validation.alerts"):
@@ -49,6 +50,8 @@ def test_alertmanager_down_retries_warns_keeps_and_the_next_run_resends(alertman
     assert any("kept in" in r.message and "for the next run" in r.message for r in caplog.records)
     assert len((tmp_path / "run1" / "alerts.jsonl").read_text().splitlines()) == 1
     assert len(Path(state, "undelivered.jsonl").read_text().splitlines()) == 1
+    record_property("attempts_while_down", sum("attempt" in r.message for r in caplog.records))
+    record_property("alerts_kept", len(Path(state, "undelivered.jsonl").read_text().splitlines()))
     # the next run, with Alertmanager up, sends the earlier alert with its own
     outcome = raise_alerts([dict(ANOMALY, feature="platform")], str(tmp_path / "run2"), run="r3", url=alertmanager,
                            state_dir=state, now=NOW)
@@ -56,6 +59,8 @@ def test_alertmanager_down_retries_warns_keeps_and_the_next_run_resends(alertman
     runs = {(a["labels"]["run"], a["labels"]["feature"]) for a in _active(alertmanager)}
     assert {("r2", "duration_min"), ("r3", "platform")} <= runs
     assert not Path(state, "undelivered.jsonl").exists()
+    record_property("alerts_resent", outcome["resent"])
+    record_property("alerts_left_undelivered", 0)
 
 
 def test_without_a_url_alerts_are_recorded_and_kept_for_later(tmp_path):

@@ -158,12 +158,13 @@ def test_the_runtime_stage_holds_only_the_venv(stages):
         "the runtime stage installs nothing: tools and compilers stay in the builder"
 
 
-def test_the_runtime_user_is_numeric_and_not_root(stages):
+def test_the_runtime_user_is_numeric_and_not_root(stages, record_property):
     users = stages[-1].args("USER")
     assert users, "the final stage must switch to a non-root user"
     uid, _, gid = users[-1].partition(":")
     assert uid.isdigit() and int(uid) > 0, f"USER {users[-1]}: a numeric non-zero UID (runAsNonRoot checks it)"
     assert not gid or (gid.isdigit() and int(gid) > 0), f"USER {users[-1]}: a numeric non-zero GID"
+    record_property("runtime_user", users[-1])
 
 
 def test_the_runtime_environment(stages):

@@ -154,9 +154,11 @@ def test_retrieval_and_items_outputs(hand):
     assert summary["items"]["served"] == 6
 
 
-def test_reconciliation_holds_and_is_in_the_summary(hand):
+def test_reconciliation_holds_and_is_in_the_summary(hand, record_property):
     _, summary = hand
     rec = summary["reconciliation"]
+    record_property("equations", len(rec))
+    record_property("equations_holding", sum(eq["holds"] for eq in rec.values()))
     assert set(rec) == {"requests", "events", "impressions", "dead_letters", "written_train", "written_eval"}
     assert all(eq["holds"] for eq in rec.values())
     assert rec["events"]["left"] == 11 and rec["events"]["terms"]["dead_letters"] == 4
@@ -189,7 +191,8 @@ KIND_REASON = {
 }
 
 
-def test_every_corrupt_line_kind_lands_in_dead_letters_with_its_reason(corrupt_world, corrupt_ingest):
+def test_every_corrupt_line_kind_lands_in_dead_letters_with_its_reason(corrupt_world, corrupt_ingest,
+                                                                       record_property):
     out, summary = corrupt_ingest
     start = corrupt_world.week_start(1)
     read_days = {"requests": (start, start + 6 * DAY), "events": (start, start + 7 * DAY)}
@@ -220,6 +223,13 @@ def test_every_corrupt_line_kind_lands_in_dead_letters_with_its_reason(corrupt_w
             and c["request_id"].split("-")[1] == "001"]
     assert summary["lines"]["events"]["duplicate_event"] == len(dups) > 0
     assert all(eq["holds"] for eq in summary["reconciliation"].values())
+    record_property("corrupt_rate", corrupt_world.corrupt_rate)
+    record_property("corrupt_lines_by_kind", json.dumps(dict(sorted(Counter(
+        f"{c['stream']}/{c['kind']}" for c in truth).items()))))
+    record_property("dead_letters", len(letters))
+    record_property("dead_letters_by_reason", json.dumps(dict(sorted(Counter(d["reason"] for d in letters).items()))))
+    record_property("duplicate_events_dropped", len(dups))
+    record_property("reconciliation_ok", all(eq["holds"] for eq in summary["reconciliation"].values()))
 
 
 def test_examples_are_readable_by_tensorflow_with_a_feature_spec(corrupt_ingest):

@@ -97,7 +97,7 @@ def allowed(objects: list[dict], sa: tuple[str, str], verb: str, group: str, res
     return False
 
 
-def test_rbac_is_namespaced_named_and_without_wildcards(rendered):
+def test_rbac_is_namespaced_named_and_without_wildcards(rendered, record_property):
     kinds = {o["kind"] for o in rendered}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
     for obj in find(rendered, "Role") + find(rendered, "RoleBinding"):
@@ -119,6 +119,9 @@ def test_rbac_is_namespaced_named_and_without_wildcards(rendered):
     assert allowed(rendered, sa, "get", "", "configmaps", "kserve", "inferenceservice-config")
     assert not allowed(rendered, sa, "get", "", "configmaps", "kserve", "another-config")
     assert not allowed(rendered, sa, "delete", "serving.kserve.io", "inferenceservices", NAMESPACE, "recloop")
+    record_property("cluster_roles", sum(o["kind"] in ("ClusterRole", "ClusterRoleBinding") for o in rendered))
+    record_property("roles", len(find(rendered, "Role")))
+    record_property("wildcards", 0)
 
 
 class MockApiServer(ThreadingHTTPServer):
@@ -229,7 +232,7 @@ def test_push_and_promote_need_exactly_what_the_pipeline_role_grants(api_server,
     assert used == granted, f"granted but never used: {granted - used}; used but not granted: {used - granted}"
 
 
-def test_the_service_account_is_confined_to_its_namespace_and_objects(api_server, rendered):
+def test_the_service_account_is_confined_to_its_namespace_and_objects(api_server, rendered, record_property):
     server, client = api_server
     with pytest.raises(RuntimeError, match="403"):
         cluster.deploy(client, "recloop", "default", V1)
@@ -241,6 +244,8 @@ def test_the_service_account_is_confined_to_its_namespace_and_objects(api_server
     server.objects["serving.kserve.io", "inferenceservices", NAMESPACE, "legacy"] = legacy
     rollout = cluster.deploy(client, "legacy", NAMESPACE, V2, canary_percent=10)  # blind: assumes Serverless
     assert "unreadable (HTTP 403 Forbidden)" in rollout.mode.source
+    record_property("refused_403", "deploy to namespace default; read ConfigMap kserve/other; read the kserve "
+                                   "ConfigMap without its Role")
 
 
 # ---------------------------------------------------------------- alert rules

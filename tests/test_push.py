@@ -81,7 +81,7 @@ Registry(sys.argv[1]).push(sys.argv[2], dt.datetime(2026, 1, 19, tzinfo=dt.UTC),
 """
 
 
-def test_a_push_killed_at_any_step_leaves_the_pointer_on_a_complete_version(tmp_path):
+def test_a_push_killed_at_any_step_leaves_the_pointer_on_a_complete_version(tmp_path, record_property):
     root = str(tmp_path / "reg")
     registry = Registry(root)
     registry.push(_export(tmp_path / "old", "v-old"), AT)
@@ -99,6 +99,9 @@ def test_a_push_killed_at_any_step_leaves_the_pointer_on_a_complete_version(tmp_
             assert registry.versions() == ["v-new", "v-old"]
             copied = {p.relative_to(Path(root, "versions", "v-new")) for p in Path(root, "versions", "v-new").rglob("*")}
             assert copied == {p.relative_to(new) for p in Path(new).rglob("*")}
+    record_property("push_steps_killed", killed)
+    record_property("pointer_after_each_kill", "v-old")
+    record_property("pointer_after_the_finished_push", registry.pointer().version)
     assert killed >= 6 and registry.pointer().version == "v-new"  # killed at every copy, the card and the switch
     assert registry.versions() == ["v-new", "v-old"]
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import http.client
+import inspect
 import json
+import os
+import socket
 import subprocess
+import time
+from collections import Counter
 
 import httpx
 import pytest
@@ -15,11 +21,13 @@ from hypothesis import strategies as st
 from recloop.features.catalog import read_items, snapshot
 from recloop.features.logs import read_json, read_lines, write_lines
 from recloop.features.records import parse_request
+from recloop.pipelines import serve_cli
 from recloop.serving.registry import Registry
 from recloop.serving.request import MAX_INSTANCES, MAX_K
 from recloop.serving.server import MAX_BODY_BYTES
 
 ROWS = ["for_your_usual", "quick", "something_new", "popular_now"]
+FUZZ_EXAMPLES = int(os.environ.get("RECLOOP_FUZZ_EXAMPLES", "150"))  # bench/faults.py runs 10,000
 
 
 def instance(member_id: str = "m0000001", platform: str = "ios", k: int = 5, **member) -> dict:
@@ -149,15 +157,41 @@ def test_bad_requests_get_400_naming_the_field(server, body, message):
     assert message in r.json()["error"], r.json()["error"]
 
 
-def test_an_oversized_chunked_body_and_a_missing_clock_header_are_400(server):
+def test_an_oversized_chunked_body_and_a_missing_clock_header_are_400(server, record_property):
     def chunks():
         for _ in range(MAX_BODY_BYTES // 1000 + 2):
             yield b" " * 1000
 
     r = httpx.post(server.url, content=chunks(), headers={"x-recloop-time": "2026-01-19T08:00:00Z"}, timeout=30)
     assert r.status_code == 400 and "request body too large: chunked body" in r.json()["error"]
+    record_property("chunked_status", r.status_code)
+    record_property("chunked_error", r.json()["error"])
     r = httpx.post(server.url, json={"instances": [instance()]}, timeout=30)
     assert r.status_code == 400 and "x-recloop-time" in r.json()["error"]
+
+
+def _raw_post(port: int, length: str, body: bytes) -> tuple[int, str, float]:
+    """Sends a POST whose Content-Length says ``length`` but only ``body`` follows; (status, body, seconds)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(("POST /v1/models/recommender:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      "Content-Type: application/json\r\nx-recloop-time: 2026-01-19T08:00:00Z\r\n"
+                      f"Content-Length: {length}\r\n\r\n").encode() + body)
+        response = http.client.HTTPResponse(sock)
+        response.begin()  # a server waiting for the announced body would time out here
+        return response.status, response.read().decode(), time.monotonic() - started
+
+
+def test_a_content_length_over_the_limit_is_refused_without_reading_the_body(server, record_property):
+    for length in (str(MAX_BODY_BYTES + 1), str(10**12)):
+        status, text, seconds = _raw_post(server.port, length, b'{"instances": [')  # the rest never comes
+        assert status == 400, (status, text)
+        assert json.loads(text)["error"] == (f"request body too large: body of {length} bytes; "
+                                             f"expected at most {MAX_BODY_BYTES} bytes")
+        record_property(f"status_at_{length}_bytes", status)
+        record_property(f"seconds_at_{length}_bytes", round(seconds, 3))
+    record_property("max_body_bytes", MAX_BODY_BYTES)
+    assert server.predict([instance()]).status_code == 200  # and it goes on serving
 
 
 _json = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False)
@@ -187,13 +221,30 @@ def fuzzed(draw) -> bytes:
     return json.dumps({"instances": [inst]}).encode()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=fuzzed())
-def test_fuzzed_requests_never_get_a_5xx(server, body):
-    r = httpx.post(server.url, content=body, headers={"x-recloop-time": "2026-01-19T08:00:00Z"}, timeout=30)
-    assert r.status_code in (200, 400), (body, r.status_code, r.text)
-    if r.status_code == 400:
-        assert r.json()["error"]
+def test_fuzzed_requests_never_get_a_5xx(server, record_property):
+    """``RECLOOP_FUZZ_EXAMPLES`` fuzzed requests (150 by default) on one connection; counts what was sent."""
+    statuses: Counter[int] = Counter()
+    started = time.monotonic()
+    with httpx.Client(headers={"x-recloop-time": "2026-01-19T08:00:00Z"}, timeout=30) as client:
+
+        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(body=fuzzed())
+        def one(body: bytes) -> None:
+            r = client.post(server.url, content=body)
+            statuses[r.status_code] += 1
+            assert r.status_code in (200, 400), (body, r.status_code, r.text)
+            if r.status_code == 400:
+                assert r.json()["error"]
+
+        try:
+            one()
+        finally:
+            record_property("examples_asked", FUZZ_EXAMPLES)
+            record_property("requests_sent", sum(statuses.values()))
+            record_property("status_histogram", json.dumps(dict(sorted(statuses.items()))))
+            record_property("responses_5xx", sum(n for code, n in statuses.items() if code >= 500))
+            record_property("seconds", round(time.monotonic() - started, 1))
+    assert sum(statuses.values()) >= FUZZ_EXAMPLES
 
 
 def test_metrics_cover_outcomes_latency_stages_model_and_log_queue(server, registry):
@@ -208,17 +259,23 @@ def test_metrics_cover_outcomes_latency_stages_model_and_log_queue(server, regis
     assert server.metric("recloop_request_seconds_bucket", le="+Inf") == server.metric("recloop_request_seconds_count")
 
 
-def test_it_listens_on_loopback_only(server):
-    with open("/proc/net/tcp") as f:
-        listening = [line.split()[1] for line in f.readlines()[1:] if line.split()[3] == "0A"]
-    mine = [addr for addr in listening if int(addr.split(":")[1], 16) == server.port]
-    assert mine == ["0100007F:" + f"{server.port:04X}"]  # 127.0.0.1, not 0.0.0.0
+def test_it_listens_on_loopback_only(server, record_property):
+    # the server fixture passes no --host: the CLI's default
+    assert inspect.signature(serve_cli.serve).parameters["host"].default == "127.0.0.1"
+    mine = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            listening = [line.split()[1] for line in f.readlines()[1:] if line.split()[3] == "0A"]
+        mine += [addr for addr in listening if int(addr.split(":")[1], 16) == server.port]
+    assert mine == ["0100007F:" + f"{server.port:04X}"]  # 127.0.0.1 only: not 0.0.0.0, nothing on IPv6
+    record_property("listening", "127.0.0.1")
+    record_property("sockets_on_port", len(mine))
 
 
 # --- the registry lifecycle: nothing pushed -> a broken version -> a good one under load -> a broken one ---
 
 
-def test_hot_reload_fallbacks_and_rejection(start_server, tiny_model, clean_world, tmp_path):
+def test_hot_reload_fallbacks_and_rejection(start_server, tiny_model, clean_world, tmp_path, record_property):
     hey = require_binary("hey", "the hot swap runs under a bounded load from a real load tool")
     root = str(tmp_path / "registry")
     registry = Registry(root)
@@ -233,6 +290,7 @@ def test_hot_reload_fallbacks_and_rejection(start_server, tiny_model, clean_worl
     server.wait_for(lambda: server.metric("recloop_model_loads_total", outcome="rejected") == 1, "the rejection")
     [page] = server.predict([instance()]).json()["predictions"]
     assert (page["model_version"], page["fallback"]) == ("heuristic-fallback", "model_load_failed")
+    record_property("corrupt_model_served_by", page["model_version"])
 
     good = copy_version(tiny_model, root)
     body = tmp_path / "body.json"
@@ -243,6 +301,9 @@ def test_hot_reload_fallbacks_and_rejection(start_server, tiny_model, clean_worl
     registry.switch(good, broken, "push", SERVE_DAY)
     out, _ = load.communicate(timeout=120)
     statuses = [line.split(",")[6] for line in out.splitlines()[1:]]
+    record_property("swap_requests_sent", 600)
+    record_property("swap_requests_answered_200", statuses.count("200"))
+    record_property("swap_requests_failed", 600 - statuses.count("200"))
     assert len(statuses) == 600 and set(statuses) == {"200"}, set(statuses)
     server.wait_for(lambda: server.predict([instance()]).json()["predictions"][0]["model_version"] == good,
                     "the swap")
@@ -254,6 +315,9 @@ def test_hot_reload_fallbacks_and_rejection(start_server, tiny_model, clean_worl
     [page] = server.predict([instance()]).json()["predictions"]
     assert (page["model_version"], page["fallback"]) == (good, None)  # the old one keeps serving
     assert server.metric("recloop_log_dropped_total") == 0
+    record_property("corrupt_models_rejected", int(server.metric("recloop_model_loads_total", outcome="rejected")))
+    record_property("served_after_second_rejection", page["model_version"])
+    record_property("log_records_dropped", int(server.metric("recloop_log_dropped_total")))
     assert server.stop() == 0
 
 
