@@ -8,6 +8,7 @@ Usage:
     uv run python bench/run.py serving       # the server under hey at 1, 8, 32 clients, 10k items (~4 min)
     uv run python bench/run.py offpolicy     # the gate's off-policy estimate vs the simulator's truth (~10 min)
     uv run python bench/run.py closed_loop   # `recloop demo` (defaults): online click rate week after week (~11 min)
+    uv run python bench/run.py faults        # the fault and security tests, 10k fuzzed requests (~5 min)
     uv run python bench/run.py audit         # pip-audit over uv.lock's pins, findings and decisions (~1.5 min)
     uv run python bench/run.py report        # only regenerate bench/README.md from bench/results/
 
@@ -29,10 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import audit
 import closed_loop
+import faults
 import ingest  # bench/*.py (bench/ is on sys.path when this file runs as a script)
 import offpolicy
 import serving
@@ -144,6 +148,7 @@ MODULES = {
               "seconds include interpreter start, imports, export, index and evaluation of three scorers.")),
     "offpolicy": (offpolicy.bench_offpolicy, offpolicy.NOTES),
     "closed_loop": (closed_loop.bench_closed_loop, closed_loop.NOTES),
+    "faults": (faults.bench_faults, faults.NOTES),
     "audit": (audit.bench_audit, audit.NOTES),
 }
 
@@ -154,32 +159,85 @@ def bench_module(name: str) -> Path:
     return _record(name, f"uv run python bench/run.py {name}", measure(), notes)
 
 
-SECTIONS = {"simulate": _section_simulate, "ingest": lambda r: ingest.section(r, _table),
-            "validate": lambda r: validate.validate_section(r, _table),
-            "train": lambda r: train.train_section(r, _table, RESULTS),
-            "serving": lambda r: serving.serving_section(r, _table, RESULTS),
-            "offpolicy": lambda r: offpolicy.offpolicy_section(r, _table),
-            "closed_loop": lambda r: closed_loop.closed_loop_section(r, _table, RESULTS),
-            "audit": lambda r: audit.audit_section(r, _table)}
+# name -> (section(result, results folder for its PNGs) -> markdown), in the README's order
+SECTIONS: dict[str, Callable[[dict[str, Any], Path], str]] = {
+    "serving": lambda r, out: serving.serving_section(r, _table, out),
+    "ingest": lambda r, out: ingest.section(r, _table),
+    "validate": lambda r, out: validate.validate_section(r, _table),
+    "train": lambda r, out: train.train_section(r, _table, out),
+    "closed_loop": lambda r, out: closed_loop.closed_loop_section(r, _table, out),
+    "offpolicy": lambda r, out: offpolicy.offpolicy_section(r, _table),
+    "simulate": lambda r, out: _section_simulate(r),
+    "faults": lambda r, out: faults.faults_section(r, _table),
+    "audit": lambda r, out: audit.audit_section(r, _table),
+}
+
+# name -> one line of the headline list at the top of the README
+HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "serving": lambda f: (f"**Serving** (10k items, loopback, hey): in-process p50 {f['in_process']['ms']['p50']} ms; "
+                          + "; ".join(f"{x['clients']} clients {x['throughput_rps']} req/s, p50 {x['ms']['p50']} ms "
+                                      f"({x['ratio_p50_to_in_process']}x in-process), {x['errors']} errors"
+                                      for x in f["runs"])
+                          + f"; {f['log_lines_on_disk']:,} log lines for {f['requests_answered']:,} answers."),
+    "ingest": lambda f: (f"**Ingest** (Beam DirectRunner): {f['scaling'][-1]['impressions_per_s']:,} impressions/s at "
+                         f"4x data, exponent {f['exponent']}, {f['ratio_to_reference']}x the plain-Python join."),
+    "train": lambda f: "**Quality** (held-out week, default config): " + "; ".join(
+        f"seed {x['seed']} recall@100 expected {x['model']['expected_recall@100']:.3f} vs popularity "
+        f"{x['popularity']['expected_recall@100']:.3f} vs oracle {x['oracle']['expected_recall@100']:.3f}, AUC click "
+        f"{x['model']['auc_click']:.3f} / {x['popularity']['auc_click']:.3f} / {x['oracle']['auc_click']:.3f}"
+        for x in f["runs"] if x["variant"] == "default") + ".",
+    "closed_loop": lambda f: (f"**Closed loop** (`recloop demo`, {f['demo_s'] / 60:.1f} min): week "
+                              f"{f['headline']['week']} model CTR {f['headline']['model']:.4f} vs heuristic holdout "
+                              f"{f['headline']['holdout']:.4f} ({f['headline']['lift']:+.1%}), oracle "
+                              f"{f['headline']['oracle']:.4f}."),
+    "offpolicy": lambda f: "**Off-policy**: " + "; ".join(
+        f"eps {run['epsilon']}: SNIPS of the logging policy {run['table'][0]['snips_error']:+.1%} from the truth, "
+        f"of the candidate {run['table'][1]['snips_error']:+.1%} (ESS {run['table'][1]['ess']:.0f})"
+        for run in f["runs"]) + ".",
+    "faults": lambda f: _faults_headline(f),
+    "audit": lambda f: (f"**Dependency audit** (pip-audit {f['pip_audit']}): {f['packages']} packages, "
+                        f"{f['findings']} finding(s)."),
+}
 
 
-def report() -> Path:
-    """Regenerates bench/README.md from every result file."""
+def _faults_headline(f: dict[str, Any]) -> str:
+    """Checks passed, then the figures of the kill -9 and fuzz tests (the two with the most at stake)."""
+    shown: dict[str, dict[str, Any]] = {}
+    for x in f["faults"]:
+        if "kill_9" in x["test"] or "fuzz" in x["test"]:
+            shown.setdefault(x["test"], x)  # the kill test is listed twice (kill, restart): its first row
+    figures = "; ".join(x["fault"].split(" (")[0] + ": " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                                                    for k, v in x["figures"].items())
+                        for x in shown.values())
+    return (f"**Faults and security**: {_passed(f['faults'])} fault and {_passed(f['security'])} security checks "
+            f"passed. {figures}.")
+
+
+def _passed(rows: list[dict[str, Any]]) -> str:
+    return f"{sum(x['outcome'] == 'passed' for x in rows)}/{len(rows)}"
+
+
+def report(results: Path = RESULTS, out: Path = HERE / "README.md") -> Path:
+    """Regenerates bench/README.md (and the PNGs beside the results) from every result file."""
+    found = {r["benchmark"]: (path, r) for path in sorted(results.glob("*.json"))
+             for r in [json.loads(path.read_text())]}
     parts = ["# recloop benchmarks", "",
              "Generated by `uv run python bench/run.py report` from `bench/results/*.json`; do not edit by hand.",
-             "Each section names the command that measured it, when, and on what machine.", ""]
-    for path in sorted(RESULTS.glob("*.json")):
-        r = json.loads(path.read_text())
-        section = SECTIONS.get(r["benchmark"])
-        if section is None:
+             "Each section names the command that measured it, when, and on what machine.", "",
+             "## Headline figures", ""]
+    parts += [f"- {HEADLINES[name](found[name][1]['figures'])}" for name in SECTIONS if name in found
+              and name in HEADLINES]
+    parts.append("")
+    for name, section in SECTIONS.items():
+        if name not in found:
             continue
+        path, r = found[name]
         m = r["machine"]
-        parts += [section(r), "",
+        parts += [section(r, results), "",
                   (f"Measured {r['date']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), "
-                  f"Python {m['python']}. Command: `{r['command']}`. "
-                  f"Raw: [`results/{path.name}`](results/{path.name})."),
+                   f"Python {m['python']}. Command: `{r['command']}`. "
+                   f"Raw: [`results/{path.name}`](results/{path.name})."),
                   ""]
-    out = HERE / "README.md"
     out.write_text("\n".join(parts))
     return out
 
