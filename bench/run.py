@@ -8,6 +8,7 @@ Usage:
     uv run python bench/run.py serving       # the server under hey at 1, 8, 32 clients, 10k items (~4 min)
     uv run python bench/run.py offpolicy     # the gate's off-policy estimate vs the simulator's truth (~10 min)
     uv run python bench/run.py closed_loop   # `recloop demo` (defaults): online click rate week after week (~11 min)
+    uv run python bench/run.py scaling       # ingest, validate, train at 1x/2x/4x default weeks (~25 min, ~10 GB)
     uv run python bench/run.py faults        # the fault and security tests, 10k fuzzed requests (~5 min)
     uv run python bench/run.py audit         # pip-audit over uv.lock's pins, findings and decisions (~1.5 min)
     uv run python bench/run.py report        # only regenerate bench/README.md from bench/results/
@@ -39,6 +40,7 @@ import closed_loop
 import faults
 import ingest  # bench/*.py (bench/ is on sys.path when this file runs as a script)
 import offpolicy
+import scaling
 import serving
 import train
 import validate
@@ -148,6 +150,7 @@ MODULES = {
               "seconds include interpreter start, imports, export, index and evaluation of three scorers.")),
     "offpolicy": (offpolicy.bench_offpolicy, offpolicy.NOTES),
     "closed_loop": (closed_loop.bench_closed_loop, closed_loop.NOTES),
+    "scaling": (scaling.bench_scaling, scaling.NOTES),
     "faults": (faults.bench_faults, faults.NOTES),
     "audit": (audit.bench_audit, audit.NOTES),
 }
@@ -162,6 +165,7 @@ def bench_module(name: str) -> Path:
 # name -> (section(result, results folder for its PNGs) -> markdown), in the README's order
 SECTIONS: dict[str, Callable[[dict[str, Any], Path], str]] = {
     "serving": lambda r, out: serving.serving_section(r, _table, out),
+    "scaling": lambda r, out: scaling.scaling_section(r, _table, out),
     "ingest": lambda r, out: ingest.section(r, _table),
     "validate": lambda r, out: validate.validate_section(r, _table),
     "train": lambda r, out: train.train_section(r, _table, out),
@@ -179,6 +183,10 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
                                       f"({x['ratio_p50_to_in_process']}x in-process), {x['errors']} errors"
                                       for x in f["runs"])
                           + f"; {f['log_lines_on_disk']:,} log lines for {f['requests_answered']:,} answers."),
+    "scaling": lambda f: "**Pipeline scaling** (1x/2x/4x default weeks): " + "; ".join(
+        f"{stage} exponent {st['exponent']} (net of start-up {st['exponent_net_of_startup']}), start-up "
+        f"{st['startup_share_1x']:.0%} of 1x, peak {f['runs'][stage][-1]['peak_rss_mib']:,} MiB at 4x"
+        for stage, st in f["stages"].items()) + ".",
     "ingest": lambda f: (f"**Ingest** (Beam DirectRunner): {f['scaling'][-1]['impressions_per_s']:,} impressions/s at "
                          f"4x data, exponent {f['exponent']}, {f['ratio_to_reference']}x the plain-Python join."),
     "train": lambda f: "**Quality** (held-out week, default config): " + "; ".join(

@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import plots
 from ingest import _MEASURED, START, _run, reference_join
 
-HERE = Path(__file__).resolve().parent
-PLOT = HERE / "results" / "scaling.png"
 STAGES = ("ingest", "validate", "train")
 SIZES = (1, 2, 4)  # weeks, from week 1
 STARTUP_REPEATS = 2  # the fastest of these: the fixed costs, less the machine's other load
@@ -128,8 +127,6 @@ def bench_scaling(quick: bool = False) -> dict[str, Any]:
     figures = derive({"scale": scale, "quick": quick, "simulate_s": round(simulate_s, 1), "runs": runs,
                       "startup": startup, "reference": reference})
     figures["total_s"] = round(time.perf_counter() - t0)
-    if not quick and plot(figures, PLOT):
-        figures["plot"] = f"results/{PLOT.name}"
     return figures
 
 
@@ -169,42 +166,31 @@ def derive(f: dict[str, Any]) -> dict[str, Any]:
     return f | {"stages": stages, "ratio_to_reference": round(one["per_s"] / f["reference"]["impressions_per_s"], 3)}
 
 
-def plot(f: dict[str, Any], path: Path) -> bool:
-    """Process seconds against data (log-log) with each stage's start-up; False when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for stage, color in zip(STAGES, ("tab:blue", "tab:orange", "tab:green")):
-        runs = f["runs"][stage]
-        x = [r["n"] / runs[0]["n"] for r in runs]
-        ax.plot(x, [r["process_s"] for r in runs], "o-", color=color,
-                label=f"{stage} (exponent {f['stages'][stage]['exponent']})")
-        ax.axhline(f["stages"][stage]["startup_s"], color=color, linestyle=":", linewidth=1)
-        ax.plot([1, 4], [runs[0]["process_s"], 4 * runs[0]["process_s"]], "--", color=color, linewidth=0.8,
-                alpha=0.5)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xticks([1, 2, 4], ["1x", "2x", "4x"])
-    ax.set_xlabel(f"data ({f['scale']} scale: 1, 2, 4 weeks)")
-    ax.set_ylabel("process seconds")
-    ax.set_title("Pipeline scaling (dashed: linear from 1x; dotted: start-up)", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+def plot(f: dict[str, Any], path: Path) -> None:
+    """Process seconds against data (log-log) with each stage's start-up."""
+    with plots.figure(path, height=4.2) as ax:
+        for stage, color in zip(STAGES, ("tab:blue", "tab:orange", "tab:green"), strict=True):
+            runs = f["runs"][stage]
+            x = [r["n"] / runs[0]["n"] for r in runs]
+            ax.plot(x, [r["process_s"] for r in runs], "o-", color=color,
+                    label=f"{stage} (exponent {f['stages'][stage]['exponent']})")
+            ax.axhline(f["stages"][stage]["startup_s"], color=color, linestyle=":", linewidth=1)
+            ax.plot([1, 4], [runs[0]["process_s"], 4 * runs[0]["process_s"]], "--", color=color, linewidth=0.8,
+                    alpha=0.5)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks([1, 2, 4], ["1x", "2x", "4x"])
+        ax.set_xlabel(f"data ({f['scale']} scale: 1, 2, 4 weeks)")
+        ax.set_ylabel("process seconds")
+        ax.set_title("Pipeline scaling (dashed: linear from 1x; dotted: start-up)", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
 
 
-def scaling_section(r: dict[str, Any], table: Any) -> str:
-    """The bench/README.md section of a scaling result."""
+def scaling_section(r: dict[str, Any], table: Any, results: Path) -> str:
+    """The bench/README.md section of a scaling result (and its plot, ``results/scaling.png``)."""
     f = r["figures"]
+    plot(f, results / "scaling.png")
     rows, exps, warnings = [], [], []
     for stage in STAGES:
         st = f["stages"][stage]
@@ -236,6 +222,5 @@ def scaling_section(r: dict[str, Any], table: Any) -> str:
     if warnings:
         lines += ["", (f"Start-up is 10% or more of the 1x run for {', '.join(warnings)}: at this scale those "
                        "exponents understate the growth per example (see the exponent net of start-up).")]
-    if f.get("plot"):
-        lines += ["", f"![process seconds against data, log-log]({f['plot']})"]
+    lines += ["", "![process seconds against data, log-log](results/scaling.png)"]
     return "\n".join([*lines, "", r["notes"]])
