@@ -34,8 +34,9 @@ def bench_closed_loop() -> dict[str, Any]:
         print("recloop demo (defaults, ~10 min) ...", file=sys.stderr)
         wall = _run([sys.executable, "-c", _MEASURED, rss, "demo", "--work", work])
         result = json.loads(Path(work, "demo.json").read_text())
+        peak_rss_kib = int(Path(rss).read_text())
     return {"config": result["config"], "demo_s": round(result["seconds"], 1), "process_s": round(wall, 1),
-            "peak_rss_mib": round(int(Path(rss).read_text()) / 1024), "rows": demo_report.rows(result),
+            "peak_rss_mib": round(peak_rss_kib / 1024), "rows": demo_report.rows(result),
             "headline": demo_report.lift(result)}
 
 

@@ -8,7 +8,7 @@ Usage:
     uv run python bench/run.py serving       # the server under hey at 1, 8, 32 clients, 10k items (~4 min)
     uv run python bench/run.py offpolicy     # the gate's off-policy estimate vs the simulator's truth (~10 min)
     uv run python bench/run.py closed_loop   # `recloop demo` (defaults): online click rate week after week (~11 min)
-    uv run python bench/run.py scaling       # ingest, validate, train at 1x/2x/4x default weeks (~25 min, ~10 GB)
+    uv run python bench/run.py scaling       # ingest, validate (2/4/8 weeks), train (1/2/4 weeks) (~60 min, ~11 GB)
     uv run python bench/run.py faults        # the fault and security tests, 10k fuzzed requests (~5 min)
     uv run python bench/run.py audit         # pip-audit over uv.lock's pins, findings and decisions (~1.5 min)
     uv run python bench/run.py report        # only regenerate bench/README.md from bench/results/
@@ -203,22 +203,31 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"of the candidate {run['table'][1]['snips_error']:+.1%} (ESS {run['table'][1]['ess']:.0f})"
         for run in f["runs"]) + ".",
     "faults": lambda f: _faults_headline(f),
-    "audit": lambda f: (f"**Dependency audit** (pip-audit {f['pip_audit']}): {f['packages']} packages, "
-                        f"{f['findings']} finding(s)."),
+    "audit": lambda f: _audit_headline(f),
 }
 
 
 def _faults_headline(f: dict[str, Any]) -> str:
     """Checks passed, then the figures of the kill -9 and fuzz tests (the two with the most at stake)."""
-    shown: dict[str, dict[str, Any]] = {}
-    for x in f["faults"]:
-        if "kill_9" in x["test"] or "fuzz" in x["test"]:
-            shown.setdefault(x["test"], x)  # the kill test is listed twice (kill, restart): its first row
-    figures = "; ".join(x["fault"].split(" (")[0] + ": " + ", ".join(f"{k.replace('_', ' ')} {v}"
-                                                                    for k, v in x["figures"].items())
-                        for x in shown.values())
-    return (f"**Faults and security**: {_passed(f['faults'])} fault and {_passed(f['security'])} security checks "
-            f"passed. {figures}.")
+    passed = f"{_passed(f['faults'])} fault and {_passed(f['security'])} security checks passed"
+    parts = [f"**Faults and security**: {passed}"]
+    kill = next((x["figures"] for x in f["faults"] if "kill_9" in x["test"]), None)
+    if kill:
+        parts.append(f"kill -9 under load: {kill['log_lines']} log lines for {kill['answered_200']} answers, "
+                     f"{kill['torn_lines']} torn, {kill['lines_lost_at_kill']} lost; restart in {kill['restart_s']} s "
+                     f"serving {kill['restart_model_version']}")
+    fuzz = next((x["figures"] for x in f["security"] + f["faults"] if "fuzz" in x["test"]), None)
+    if fuzz:
+        statuses = ", ".join(f"{n:,} x {code}" for code, n in json.loads(fuzz["status_histogram"]).items())
+        parts.append(f"{int(fuzz['requests_sent']):,} fuzzed bad requests: {statuses}, {fuzz['responses_5xx']} 5xx")
+    return "; ".join(parts) + "."
+
+
+def _audit_headline(f: dict[str, Any]) -> str:
+    findings = "; ".join(f"{x['package']} {x['version']} {x['id']} ({x['status'].split(':')[0]})"
+                         for x in f["findings"])
+    return (f"**Dependency audit** (pip-audit {f['pip_audit']}, {f['packages']} packages): "
+            f"{len(f['findings'])} finding(s)" + (f": {findings}" if findings else "") + ".")
 
 
 def _passed(rows: list[dict[str, Any]]) -> str:
