@@ -31,7 +31,7 @@ def bench_closed_loop() -> dict[str, Any]:
     """Runs ``recloop demo`` (defaults) in a temporary folder; returns its per-week rows and headline."""
     with tempfile.TemporaryDirectory() as tmp:
         work, rss = f"{tmp}/demo", f"{tmp}/demo.rss"
-        print("recloop demo (defaults, ~10 min) ...", file=sys.stderr)
+        print("recloop demo (defaults, 10-20 min) ...", file=sys.stderr)
         wall = _run([sys.executable, "-c", _MEASURED, rss, "demo", "--work", work])
         result = json.loads(Path(work, "demo.json").read_text())
         peak_rss_kib = int(Path(rss).read_text())
