@@ -178,6 +178,10 @@ def derive(f: dict[str, Any]) -> dict[str, Any]:
     return f | {"stages": stages, "ratio_to_reference": round(one["per_s"] / f["reference"]["impressions_per_s"], 3)}
 
 
+def _one_x(f: dict[str, Any]) -> str:
+    return ", ".join(f"{stage} {f['runs'][stage][0]['weeks']} week(s)" for stage in STAGES)
+
+
 def plot(f: dict[str, Any], path: Path) -> None:
     """Process seconds against data (log-log) with each stage's start-up."""
     with plots.figure(path, height=4.2) as ax:
@@ -192,8 +196,7 @@ def plot(f: dict[str, Any], path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks([1, 2, 4], ["1x", "2x", "4x"])
-        ax.set_xlabel(f"data, x the stage's 1x ({f['scale']} scale: " + ", ".join(
-            f"{stage} {f['runs'][stage][0]['weeks']} week(s)" for stage in STAGES) + ")")
+        ax.set_xlabel(f"data, x the stage's 1x ({f['scale']} scale: {_one_x(f)})")
         ax.set_ylabel("process seconds")
         ax.set_title("Pipeline scaling (dashed: linear from 1x; dotted: start-up)", fontsize=10)
         ax.legend(fontsize=8)
@@ -224,8 +227,7 @@ def scaling_section(r: dict[str, Any], table: Any, results: Path) -> str:
     ingest_1x = f["runs"]["ingest"][0]
     lines = [
         "## Pipeline scaling: ingest, validation, training at 1x/2x/4x", "",
-        (f"`{f['scale']}` scale, spans of whole weeks from week 1, each stage's 1x "
-         + ", ".join(f"{stage} {f['runs'][stage][0]['weeks']} week(s)" for stage in STAGES)
+        (f"`{f['scale']}` scale, spans of whole weeks from week 1, each stage's 1x {_one_x(f)}"
          + (" (quick run)" if f.get("quick") else "") + f"; whole benchmark {f['total_s']} s."), "",
         table(["stage", "size", "input", "process s", "in-job s", "input/s", "peak RSS MiB"], rows), "",
         table(["stage", "n4/n1", "t2/t1", "t4/t1", "exponent", "exponent net of start-up", "exponent in-job",
