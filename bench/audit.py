@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
+from common import table
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -47,7 +48,7 @@ OFFLINE: list[dict[str, Any]] = [
 # version is "no fix". "fixed" findings no longer show up in the audit: their upgrade is in the lock.
 DECISIONS: dict[tuple[str, str], str] = {
     ("pyarrow", "PYSEC-2023-238"): (
-        "not compatible with STACK.md: the fix is pyarrow>=14.0.1, but tfx-bsl 1.16.1 and TFDV 1.16.1 require "
+        "not compatible with docs/stack.md: the fix is pyarrow>=14.0.1, but tfx-bsl 1.16.1 and TFDV 1.16.1 require "
         "pyarrow>=10,<11 (TFDV 1.17+ needs glibc 2.38). Mitigated: pyarrow-hotfix (a recloop dependency) "
         "refuses the unsafe extension type; `import apache_beam` installs it in ingest, and the simulator's "
         "Parquet readers import it; recloop reads only Arrow/Parquet files it wrote itself"),
@@ -58,7 +59,7 @@ NOTES = ("pip-audit audits the exact pins that `uv export --frozen` takes from u
          "a pin behind its project's latest release can only be checked live where PyPI's per-version JSON API "
          "(or OSV's) is reachable, which it is not on this machine: here those pins are checked against the "
          "advisories in bench/audit.py's OFFLINE only. Statuses: fixed (upgraded in the lock), no fix, "
-         "not compatible with STACK.md (why), open (no decision yet).")
+         "not compatible with docs/stack.md (why), open (no decision yet).")
 
 
 def _run(argv: list[str], ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
@@ -219,7 +220,8 @@ def bench_audit() -> dict[str, Any]:
     }
 
 
-def audit_section(r: dict[str, Any], table: Any) -> str:
+def section(r: dict[str, Any], results: Path) -> str:
+    """The bench/README.md section of an audit result: coverage, the lock's upgrades, the findings."""
     f = r["figures"]
     cov, behind = f["coverage"], f["coverage"]["behind_latest"]
     rows = [[x["package"], x["version"],
@@ -242,6 +244,14 @@ def audit_section(r: dict[str, Any], table: Any) -> str:
     lines += [("`uv lock --upgrade --dry-run`: " + (upg if isinstance(upg, str) else "; ".join(upg)) + "."), ""]
     lines += [table(["package", "version", "id", "fix", "status"], rows) if rows else "No findings.", "", r["notes"]]
     return "\n".join(lines)
+
+
+def headline(f: dict[str, Any]) -> str:
+    """The README's headline line of an audit result's figures: each finding with its status."""
+    findings = "; ".join(f"{x['package']} {x['version']} {x['id']} ({x['status'].split(':')[0]})"
+                         for x in f["findings"])
+    return (f"**Dependency audit** (pip-audit {f['pip_audit']}, {f['packages']} packages): "
+            f"{len(f['findings'])} finding(s)" + (f": {findings}" if findings else "") + ".")
 
 
 if __name__ == "__main__":

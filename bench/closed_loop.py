@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import plots
-from ingest import _MEASURED, _run
+from common import MEASURED, run_timed, table
 
-from recloop.pipelines import demo_report
+from recloop.cli import demo_page
 
 NOTES = ("CTR = clicks / impressions of the week, by who served them (the server logs `heuristic-holdout` for the "
          "holdout's members); oracle = the mean of the simulator's best click probability over the same requests "
@@ -32,12 +32,12 @@ def bench_closed_loop() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         work, rss = f"{tmp}/demo", f"{tmp}/demo.rss"
         print("recloop demo (defaults, 10-20 min) ...", file=sys.stderr)
-        wall = _run([sys.executable, "-c", _MEASURED, rss, "demo", "--work", work])
+        wall = run_timed([sys.executable, "-c", MEASURED, rss, "demo", "--work", work])
         result = json.loads(Path(work, "demo.json").read_text())
         peak_rss_kib = int(Path(rss).read_text())
     return {"config": result["config"], "demo_s": round(result["seconds"], 1), "process_s": round(wall, 1),
-            "peak_rss_mib": round(peak_rss_kib / 1024), "rows": demo_report.rows(result),
-            "headline": demo_report.lift(result)}
+            "peak_rss_mib": round(peak_rss_kib / 1024), "rows": demo_page.rows(result),
+            "headline": demo_page.lift(result)}
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -63,7 +63,8 @@ def _f(x: float | None, fmt: str = ".4f") -> str:
     return "–" if x is None else format(x, fmt)
 
 
-def closed_loop_section(r: dict[str, Any], table: Any, results: Path) -> str:
+def section(r: dict[str, Any], results: Path) -> str:
+    """The bench/README.md section of a closed-loop result (and its plot, ``results/closed_loop.png``)."""
     f = r["figures"]
     rows, h, cfg = f["rows"], f["headline"], f["config"]
     _plot(rows, results / "closed_loop.png")
@@ -78,7 +79,7 @@ def closed_loop_section(r: dict[str, Any], table: Any, results: Path) -> str:
                        "–" if x["snips"] is None else f"{x['snips']:.4f} ({x['ess']:.0f})", _f(x["realised_next"]),
                        _f(agreement, "+.0%")])
     stages = [[x["week"], f"{x['requests']:,}", "–" if x["examples"] is None else f"{x['examples']:,.0f}",
-               _f(x["serve_s"], ".0f"), *(_f(x["stage_s"].get(t), ".0f") for t in demo_report.STAGES)]
+               _f(x["serve_s"], ".0f"), *(_f(x["stage_s"].get(t), ".0f") for t in demo_page.STAGES)]
               for x in rows]
     return "\n".join([
         "## Closed loop: the demo's online click rate, week after week", "",
@@ -90,9 +91,16 @@ def closed_loop_section(r: dict[str, Any], table: Any, results: Path) -> str:
         "![click rate per week](results/closed_loop.png)", "",
         table(["week", "served by", "CTR served", "CTR holdout", "lift", "CTR oracle", "run on this week's logs",
                "pushed", "SNIPS of the candidate (ESS)", "realised next week", "SNIPS vs realised"], weekly), "",
-        table(["week", "requests", "train examples", "serve s", *(f"{t} s" for t in demo_report.STAGES)], stages), "",
+        table(["week", "requests", "train examples", "serve s", *(f"{t} s" for t in demo_page.STAGES)], stages), "",
         ("Offline-online agreement: the candidate's SNIPS estimate rests on the few logged impressions where the "
          "production policy explored what the candidate would show (ESS in brackets), so it is far from the rate "
          "the candidate then realised; the gate skips it below an ESS of 1,000. The off-policy section shows "
          "the estimator covering the truth when the logs support it (the production policy on its own logs)."), "",
         r["notes"]])
+
+
+def headline(f: dict[str, Any]) -> str:
+    """The README's headline line of a closed-loop result's figures."""
+    h = f["headline"]
+    return (f"**Closed loop** (`recloop demo`, {f['demo_s'] / 60:.1f} min): week {h['week']} model CTR "
+            f"{h['model']:.4f} vs heuristic holdout {h['holdout']:.4f} ({h['lift']:+.1%}), oracle {h['oracle']:.4f}.")

@@ -9,6 +9,7 @@ JUnit XML.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+
+from common import table
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ_EXAMPLES = 10_000
@@ -140,7 +143,7 @@ def _short(node: str) -> str:
     return f"`{node.removeprefix('tests/')}`"
 
 
-def faults_section(r: dict[str, Any], table: Any) -> str:
+def section(r: dict[str, Any], results: Path) -> str:
     """The README's fault and security sections from a recorded ``bench_faults`` result."""
     f = r.get("figures", r)
     faults = [[x["fault"], x["expectation"], _result(x), _figures(x["figures"]), _short(x["test"])]
@@ -156,3 +159,24 @@ def faults_section(r: dict[str, Any], table: Any) -> str:
         "## Security checks", "",
         table(["check", "expectation", "result", "figures", "test"], security), "",
         r.get("notes", NOTES)])
+
+
+def headline(f: dict[str, Any]) -> str:
+    """The README's headline line of a faults result's figures: checks passed, then the kill -9 and fuzz tests'
+    figures (the two with the most at stake)."""
+    passed = f"{_passed(f['faults'])} fault and {_passed(f['security'])} security checks passed"
+    parts = [f"**Faults and security**: {passed}"]
+    kill = next((x["figures"] for x in f["faults"] if "kill_9" in x["test"]), None)
+    if kill:
+        parts.append(f"kill -9 under load: {kill['log_lines']} log lines for {kill['answered_200']} answers, "
+                     f"{kill['torn_lines']} torn, {kill['lines_lost_at_kill']} lost; restart in {kill['restart_s']} s "
+                     f"serving {kill['restart_model_version']}")
+    fuzz = next((x["figures"] for x in f["security"] + f["faults"] if "fuzz" in x["test"]), None)
+    if fuzz:
+        statuses = ", ".join(f"{n:,} x {code}" for code, n in json.loads(fuzz["status_histogram"]).items())
+        parts.append(f"{int(fuzz['requests_sent']):,} fuzzed bad requests: {statuses}, {fuzz['responses_5xx']} 5xx")
+    return "; ".join(parts) + "."
+
+
+def _passed(rows: list[dict[str, Any]]) -> str:
+    return f"{sum(x['outcome'] == 'passed' for x in rows)}/{len(rows)}"

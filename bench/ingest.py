@@ -3,90 +3,36 @@
 Everything is measured in one run on simulated logs written to a temporary
 folder: ``recloop simulate`` (small: 2 weeks; default: 5 weeks), then
 ``recloop ingest`` as a subprocess over one-week spans (small, default) and over
-1, 2 and 4 default weeks. The reference join is kept fixed here on purpose: it
-reads the same files with ``json.loads``, joins events to impressions by
-(request_id, item_id) inside the window and counts labels, with no validation,
-dead letters, split, hygiene or encoding. It is the single-core ceiling the
-Beam job is compared with, not a competitor.
+1, 2 and 4 default weeks. The reference join (``common.reference_join``) is
+kept fixed on purpose: it reads the same files with ``json.loads``, joins events
+to impressions by (request_id, item_id) inside the window and counts labels,
+with no validation, dead letters, split, hygiene or encoding. It is the
+single-core ceiling the Beam job is compared with, not a competitor.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import json
 import math
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-START = dt.date(2026, 1, 5)
-WINDOW_S = 24 * 3600
+from common import MEASURED, START, reference_join, run_timed, table
 
-
-def reference_join(logs: str, start: dt.date, end: dt.date) -> dict[str, Any]:
-    """Plain single-process join of one span (fixed; see the module docstring)."""
-    t0 = time.perf_counter()
-    shown: dict[tuple[str, str], int] = {}  # (request, item) -> request ts
-    labels: dict[tuple[str, str], set[str]] = {}
-    for day in _days(start, end):
-        for path in sorted(Path(logs, "requests", f"dt={day}").glob("*.jsonl.gz")):
-            with gzip.open(path, "rt") as lines:
-                for line in lines:
-                    try:
-                        r = json.loads(line)
-                        ts = dt.datetime.fromisoformat(r["ts"]).timestamp()
-                        for imp in r["impressions"]:
-                            shown[(r["request_id"], imp["item_id"])] = ts
-                    except (ValueError, KeyError, TypeError):
-                        continue
-    for day in _days(start, end + dt.timedelta(days=1)):
-        for path in sorted(Path(logs, "events", f"dt={day}").glob("*.jsonl.gz")):
-            with gzip.open(path, "rt") as lines:
-                for line in lines:
-                    try:
-                        e = json.loads(line)
-                        key = (e["request_id"], e["item_id"])
-                        delay = dt.datetime.fromisoformat(e["ts"]).timestamp() - shown.get(key, -1e18)
-                        if 0 <= delay <= WINDOW_S:
-                            labels.setdefault(key, set()).add(e["event"])
-                    except (ValueError, KeyError, TypeError):
-                        continue
-    seconds = time.perf_counter() - t0
-    return {"impressions": len(shown), "labelled": len(labels), "seconds": round(seconds, 2),
-            "impressions_per_s": round(len(shown) / seconds)}
-
-
-def _days(start: dt.date, end: dt.date) -> list[str]:
-    return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
-
-
-def _run(argv: list[str], ok: tuple[int, ...] = (0,)) -> float:
-    t0 = time.perf_counter()
-    code = subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
-    if code not in ok:
-        raise RuntimeError(f"exit {code}: {' '.join(argv[:3])} ... {' '.join(argv[-6:])}")
-    return time.perf_counter() - t0
-
-
-# runs the CLI in a child and reports that child's own peak memory
-_MEASURED = ("import resource, sys\n"
-             "from recloop.pipelines.cli import app\n"
-             "try:\n    app(sys.argv[2:], prog_name='recloop')\n"
-             "except SystemExit as e:\n    code = e.code\n"
-             "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
-             "sys.exit(code)\n")
+NOTES = ("Job seconds are `summary.json`'s `wall_seconds` (plan, Beam pipeline build and run, reconciliation, "
+         "publish); process seconds add interpreter start and imports. Peak RSS is the ingest process's own. "
+         "Outputs: gzip level 1 TFRecords, one file per join bucket and output.")
 
 
 def _ingest(logs: str, out: str, weeks_from: int, weeks: int) -> dict[str, Any]:
     start = START + dt.timedelta(days=7 * weeks_from)
     end = start + dt.timedelta(days=7 * weeks - 1)
     rss = f"{out}.rss"
-    wall = _run([sys.executable, "-c", _MEASURED, rss, "ingest", "--logs", logs, "--start", start.isoformat(),
-                 "--end", end.isoformat(), "--out", out, "--overwrite"])
+    wall = run_timed([sys.executable, "-c", MEASURED, rss, "ingest", "--logs", logs, "--start", start.isoformat(),
+                      "--end", end.isoformat(), "--out", out, "--overwrite"])
     s = json.loads(Path(out, "summary.json").read_text())
     examples = s["examples"]["train"] + s["examples"]["eval"]
     print(f"  ingest {weeks} week(s) from week {weeks_from}: {s['wall_seconds']} s in the job, {wall:.1f} s process",
@@ -105,8 +51,8 @@ def bench_ingest() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         small, default = f"{tmp}/small", f"{tmp}/default"
         print("simulating small (2 weeks) and default (5 weeks) ...", file=sys.stderr)
-        _run(["recloop", "simulate", "--out", small, "--scale", "small", "--weeks", "2", "--seed", "0"])
-        _run(["recloop", "simulate", "--out", default, "--scale", "default", "--weeks", "5", "--seed", "0"])
+        run_timed(["recloop", "simulate", "--out", small, "--scale", "small", "--weeks", "2", "--seed", "0"])
+        run_timed(["recloop", "simulate", "--out", default, "--scale", "default", "--weeks", "5", "--seed", "0"])
         by_scale = {"small": _ingest(small, f"{tmp}/o-s", 1, 1), "default": _ingest(default, f"{tmp}/o-1", 1, 1)}
         scaling = [by_scale["default"], _ingest(default, f"{tmp}/o-2", 1, 2), _ingest(default, f"{tmp}/o-4", 1, 4)]
         reference = reference_join(default, START + dt.timedelta(days=7), START + dt.timedelta(days=13))
@@ -135,7 +81,8 @@ def derive(f: dict[str, Any]) -> dict[str, Any]:
                                     / f["reference"]["impressions_per_s"], 3),
     }
 
-def section(r: dict[str, Any], table: Any) -> str:
+
+def section(r: dict[str, Any], results: Path) -> str:
     """The bench/README.md section of an ingest result."""
     f = r["figures"]
     rows = [[name, run["span"][0] + ".." + run["span"][1], f"{run['impressions']:,}", run["job_s"], run["process_s"],
@@ -165,4 +112,10 @@ def section(r: dict[str, Any], table: Any) -> str:
         "",
         r["notes"],
     ])
+
+
+def headline(f: dict[str, Any]) -> str:
+    """The README's headline line of an ingest result's figures."""
+    return (f"**Ingest** (Beam DirectRunner): {f['scaling'][-1]['impressions_per_s']:,} impressions/s at "
+            f"4x data, exponent {f['exponent']}, {f['ratio_to_reference']}x the plain-Python join.")
 

@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ingest import START
+from common import START, WINDOW_S, table
 
 SCALE, SEED, K, EPSILONS = "small", 3, 3, (0.1, 0.2)
 WEEK1 = START + dt.timedelta(days=7)
 EVAL_DAY = WEEK1 + dt.timedelta(days=6)  # ingest's default --eval-days 1: the week's last day
-WINDOW_S = 24 * 3600  # ingest's default attribution window
 NOTES = ("IPS/SNIPS are the gate's (`recloop evaluate`, P in the registry, `offpolicy.epsilon` = the serving "
          "epsilon); P's row replays P on its own logs through the same code. True expected = mean of the "
          "simulator's click probabilities over the impressions the policy served that day (world A for P, "
@@ -53,7 +52,7 @@ def _cli(log: Path, *args: str) -> float:
     """Runs ``recloop ARGS`` (its output to ``log``); returns its wall seconds."""
     t0 = time.perf_counter()
     with open(log, "wb") as out:
-        code = subprocess.run([sys.executable, "-m", "recloop.pipelines.cli", *args], stdout=out,
+        code = subprocess.run([sys.executable, "-m", "recloop.cli", *args], stdout=out,
                               stderr=subprocess.STDOUT, check=False).returncode
     if code != 0:
         raise RuntimeError(f"recloop {args[0]} exited {code}:\n{log.read_text()[-3000:]}")
@@ -76,7 +75,7 @@ def _server(tmp: Path, model: str, world: str, epsilon: float):
 
     port, output = free_port(), tmp / f"server-{Path(world).name}.txt"
     with open(output, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "recloop.pipelines.cli", "serve", "--model", model,
+        proc = subprocess.Popen([sys.executable, "-m", "recloop.cli", "serve", "--model", model,
                                  "--catalog", world, "--logs", world, "--port", str(port), "--simulated-clock",
                                  "--start-time", f"{WEEK1}T00:00:00Z", "--epsilon", str(epsilon)],
                                 stdout=f, stderr=subprocess.STDOUT)
@@ -128,10 +127,10 @@ def _truth(world: str, day: dt.date) -> dict[str, Any]:
     from recloop.trainer import offpolicy
 
     requests = {r["request_id"]: dt.datetime.fromisoformat(r["ts"]).timestamp() for r in _server_requests(world, day)}
-    table = pq.read_table(f"{world}/truth/impressions/week-00001.parquet").to_pydict()
-    keep = np.isin(np.array(table["request_id"]), list(requests))
-    rid = np.array(table["request_id"])[keep]
-    items = np.array(table["item_id"])[keep]
+    truth = pq.read_table(f"{world}/truth/impressions/week-00001.parquet").to_pydict()
+    keep = np.isin(np.array(truth["request_id"]), list(requests))
+    rid = np.array(truth["request_id"])[keep]
+    items = np.array(truth["item_id"])[keep]
     clicked = set()
     for d in (day, day + dt.timedelta(days=1)):
         for p in sorted(Path(world, "events", f"dt={d}").glob("*.jsonl*")):
@@ -142,7 +141,7 @@ def _truth(world: str, day: dt.date) -> dict[str, Any]:
     clicks = np.array([(r, i) in clicked for r, i in zip(rid, items, strict=True)], dtype=float)
     ones = np.ones(len(clicks))
     realised = offpolicy.estimate(clicks, ones, ones, rid)
-    return {"expected": float(np.array(table["p_click"])[keep].mean()), "realised": realised.logged_rate,
+    return {"expected": float(np.array(truth["p_click"])[keep].mean()), "realised": realised.logged_rate,
             "realised_ci": list(realised.logged_ci), "impressions": int(keep.sum()), "requests": len(requests)}
 
 
@@ -168,7 +167,7 @@ def _replay(version: str, ingest: str, world: str, epsilon: float) -> tuple[dict
     from recloop.serving.rows import RowsConfig
     from recloop.trainer import evaluate, offpolicy
     from recloop.trainer.data import load
-    from recloop.trainer.gate import OffPolicyConfig
+    from recloop.trainer.gate_config import OffPolicyConfig
 
     config = OffPolicyConfig(epsilon=epsilon)
     rows = load([ingest], 1).eval
@@ -279,7 +278,8 @@ def bench_offpolicy() -> dict[str, Any]:
             "timings_s": timings}
 
 
-def offpolicy_section(r: dict[str, Any], table: Any) -> str:
+def section(r: dict[str, Any], results: Path) -> str:
+    """The bench/README.md section of an off-policy result: per epsilon, the estimates against the truth."""
     f = r["figures"]
     ci = lambda v, c: f"{v:.4f} [{c[0]:.4f}, {c[1]:.4f}]" if c[0] is not None else f"{v:.4f}"
     out = ["## Off-policy estimate vs the simulator's truth", "",
@@ -313,3 +313,11 @@ def offpolicy_section(r: dict[str, Any], table: Any) -> str:
                  f"which carry {ag['hit_weight_share']:.0%} of the weight."), ""]
     out.append(r["notes"])
     return "\n".join(out)
+
+
+def headline(f: dict[str, Any]) -> str:
+    """The README's headline line of an off-policy result's figures: per epsilon, SNIPS against the truth."""
+    return "**Off-policy**: " + "; ".join(
+        f"eps {run['epsilon']}: SNIPS of the logging policy {run['table'][0]['snips_error']:+.1%} from the truth, "
+        f"of the candidate {run['table'][1]['snips_error']:+.1%} (ESS {run['table'][1]['ess']:.0f})"
+        for run in f["runs"]) + "."

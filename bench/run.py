@@ -44,6 +44,7 @@ import scaling
 import serving
 import train
 import validate
+from common import table
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -106,13 +107,8 @@ def bench_simulate(repeats: int) -> Path:
                    "truth parquet. The issue's budget is 120 s on a 2-core machine.")
 
 
-def _table(headers: list[str], rows: list[list[object]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(out)
-
-
-def _section_simulate(r: dict) -> str:
+def _section_simulate(r: dict[str, Any], results: Path) -> str:
+    """The bench/README.md section of a simulate result."""
     f = r["figures"]
     rows = [[i + 1, run["wall_s"], run["cpu_s"], run["peak_rss_mib"], f"{run['impressions']:,}", run["output_mib"]]
             for i, run in enumerate(f["runs"])]
@@ -122,7 +118,7 @@ def _section_simulate(r: dict) -> str:
         (f"Median wall time **{f['median_wall_s']} s** for {f['impressions']:,} impressions "
         f"({f['impressions_per_s']:,} impressions/s); budget {f['budget_s']} s."),
         "",
-        _table(["run", "wall s", "cpu s", "peak RSS MiB", "impressions", "output MiB"], rows),
+        table(["run", "wall s", "cpu s", "peak RSS MiB", "impressions", "output MiB"], rows),
         "",
         r["notes"],
     ])
@@ -130,24 +126,10 @@ def _section_simulate(r: dict) -> str:
 
 # benchmarks that live in their own module: (measure, notes for the README)
 MODULES = {
-    "ingest": (ingest.bench_ingest,
-               ("Job seconds are `summary.json`'s `wall_seconds` (plan, Beam pipeline build and run, reconciliation, "
-               "publish); process seconds add interpreter start and imports. Peak RSS is the ingest process's own. "
-               "Outputs: gzip level 1 TFRecords, one file per join bucket and output.")),
-    "validate": (validate.bench_validate,
-                 ("Process seconds include interpreter start and imports; statistics of train, eval and the served "
-                 "logs (parsed again from the request logs), the checks, both HTML pages and the alerts record. "
-                 "Week 1 infers and curates the schema; week 2 is checked against it (week 0 is the simulator's "
-                 "bootstrap week).")),
-    "serving": (serving.bench_serving,
-                ("Request: one instance, a member with history, k=10 in each of the 4 rows (40 items, ~7 kB of "
-                 "JSON). hey keeps each client's connection open. In-process = `Service.serve` in the benchmark "
-                 "process before the server starts (same model, feed and request). The server batches the "
-                 "instances of concurrent requests into one funnel call; `instances per batch` is its mean.")),
-    "train": (train.bench_train,
-              ("Quality runs train on weeks 0-1 and the Monday of week 2 and evaluate on the rest of week 2 (default "
-              "config: 12 retrieval and 3 ranking epochs). Week 0 is the bootstrap heuristic's first week. Process "
-              "seconds include interpreter start, imports, export, index and evaluation of three scorers.")),
+    "ingest": (ingest.bench_ingest, ingest.NOTES),
+    "validate": (validate.bench_validate, validate.NOTES),
+    "serving": (serving.bench_serving, serving.NOTES),
+    "train": (train.bench_train, train.NOTES),
     "offpolicy": (offpolicy.bench_offpolicy, offpolicy.NOTES),
     "closed_loop": (closed_loop.bench_closed_loop, closed_loop.NOTES),
     "scaling": (scaling.bench_scaling, scaling.NOTES),
@@ -162,76 +144,31 @@ def bench_module(name: str) -> Path:
     return _record(name, f"uv run python bench/run.py {name}", measure(), notes)
 
 
-# name -> (section(result, results folder for its PNGs) -> markdown), in the README's order
+# name -> section(result, results folder for its PNGs) -> markdown, in the README's order
 SECTIONS: dict[str, Callable[[dict[str, Any], Path], str]] = {
-    "serving": lambda r, out: serving.serving_section(r, _table, out),
-    "scaling": lambda r, out: scaling.scaling_section(r, _table, out),
-    "ingest": lambda r, out: ingest.section(r, _table),
-    "validate": lambda r, out: validate.validate_section(r, _table),
-    "train": lambda r, out: train.train_section(r, _table, out),
-    "closed_loop": lambda r, out: closed_loop.closed_loop_section(r, _table, out),
-    "offpolicy": lambda r, out: offpolicy.offpolicy_section(r, _table),
-    "simulate": lambda r, out: _section_simulate(r),
-    "faults": lambda r, out: faults.faults_section(r, _table),
-    "audit": lambda r, out: audit.audit_section(r, _table),
+    "serving": serving.section,
+    "scaling": scaling.section,
+    "ingest": ingest.section,
+    "validate": validate.section,
+    "train": train.section,
+    "closed_loop": closed_loop.section,
+    "offpolicy": offpolicy.section,
+    "simulate": _section_simulate,
+    "faults": faults.section,
+    "audit": audit.section,
 }
 
-# name -> one line of the headline list at the top of the README
+# name -> headline(figures) -> one line of the headline list at the top of the README (listed in SECTIONS' order)
 HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "serving": lambda f: (f"**Serving** (10k items, loopback, hey): in-process p50 {f['in_process']['ms']['p50']} ms; "
-                          + "; ".join(f"{x['clients']} clients {x['throughput_rps']} req/s, p50 {x['ms']['p50']} ms "
-                                      f"({x['ratio_p50_to_in_process']}x in-process), {x['errors']} errors"
-                                      for x in f["runs"])
-                          + f"; {f['log_lines_on_disk']:,} log lines for {f['requests_answered']:,} answers."),
-    "scaling": lambda f: "**Pipeline scaling** (1x/2x/4x default weeks): " + "; ".join(
-        f"{stage} exponent {st['exponent']} (net of start-up {st['exponent_net_of_startup']}), start-up "
-        f"{st['startup_share_1x']:.0%} of 1x, peak {f['runs'][stage][-1]['peak_rss_mib']:,} MiB at 4x"
-        for stage, st in f["stages"].items()) + ".",
-    "ingest": lambda f: (f"**Ingest** (Beam DirectRunner): {f['scaling'][-1]['impressions_per_s']:,} impressions/s at "
-                         f"4x data, exponent {f['exponent']}, {f['ratio_to_reference']}x the plain-Python join."),
-    "train": lambda f: "**Quality** (held-out week, default config): " + "; ".join(
-        f"seed {x['seed']} recall@100 expected {x['model']['expected_recall@100']:.3f} vs popularity "
-        f"{x['popularity']['expected_recall@100']:.3f} vs oracle {x['oracle']['expected_recall@100']:.3f}, AUC click "
-        f"{x['model']['auc_click']:.3f} / {x['popularity']['auc_click']:.3f} / {x['oracle']['auc_click']:.3f}"
-        for x in f["runs"] if x["variant"] == "default") + ".",
-    "closed_loop": lambda f: (f"**Closed loop** (`recloop demo`, {f['demo_s'] / 60:.1f} min): week "
-                              f"{f['headline']['week']} model CTR {f['headline']['model']:.4f} vs heuristic holdout "
-                              f"{f['headline']['holdout']:.4f} ({f['headline']['lift']:+.1%}), oracle "
-                              f"{f['headline']['oracle']:.4f}."),
-    "offpolicy": lambda f: "**Off-policy**: " + "; ".join(
-        f"eps {run['epsilon']}: SNIPS of the logging policy {run['table'][0]['snips_error']:+.1%} from the truth, "
-        f"of the candidate {run['table'][1]['snips_error']:+.1%} (ESS {run['table'][1]['ess']:.0f})"
-        for run in f["runs"]) + ".",
-    "faults": lambda f: _faults_headline(f),
-    "audit": lambda f: _audit_headline(f),
+    "serving": serving.headline,
+    "scaling": scaling.headline,
+    "ingest": ingest.headline,
+    "train": train.headline,
+    "closed_loop": closed_loop.headline,
+    "offpolicy": offpolicy.headline,
+    "faults": faults.headline,
+    "audit": audit.headline,
 }
-
-
-def _faults_headline(f: dict[str, Any]) -> str:
-    """Checks passed, then the figures of the kill -9 and fuzz tests (the two with the most at stake)."""
-    passed = f"{_passed(f['faults'])} fault and {_passed(f['security'])} security checks passed"
-    parts = [f"**Faults and security**: {passed}"]
-    kill = next((x["figures"] for x in f["faults"] if "kill_9" in x["test"]), None)
-    if kill:
-        parts.append(f"kill -9 under load: {kill['log_lines']} log lines for {kill['answered_200']} answers, "
-                     f"{kill['torn_lines']} torn, {kill['lines_lost_at_kill']} lost; restart in {kill['restart_s']} s "
-                     f"serving {kill['restart_model_version']}")
-    fuzz = next((x["figures"] for x in f["security"] + f["faults"] if "fuzz" in x["test"]), None)
-    if fuzz:
-        statuses = ", ".join(f"{n:,} x {code}" for code, n in json.loads(fuzz["status_histogram"]).items())
-        parts.append(f"{int(fuzz['requests_sent']):,} fuzzed bad requests: {statuses}, {fuzz['responses_5xx']} 5xx")
-    return "; ".join(parts) + "."
-
-
-def _audit_headline(f: dict[str, Any]) -> str:
-    findings = "; ".join(f"{x['package']} {x['version']} {x['id']} ({x['status'].split(':')[0]})"
-                         for x in f["findings"])
-    return (f"**Dependency audit** (pip-audit {f['pip_audit']}, {f['packages']} packages): "
-            f"{len(f['findings'])} finding(s)" + (f": {findings}" if findings else "") + ".")
-
-
-def _passed(rows: list[dict[str, Any]]) -> str:
-    return f"{sum(x['outcome'] == 'passed' for x in rows)}/{len(rows)}"
 
 
 def report(results: Path = RESULTS, out: Path = HERE / "README.md") -> Path:

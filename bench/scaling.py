@@ -15,7 +15,7 @@ recorded. Start-up is the process time of the same three commands on a
 trivially small input (two ``tiny`` days, one of them eval): interpreter start,
 imports, pipeline and model construction, export and every other cost that does
 not grow with the data. The plain-Python reference join
-(``ingest.reference_join``) of ingest's 1x span runs in the same process.
+(``common.reference_join``) of ingest's 1x span runs in the same process.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import plots
-from ingest import _MEASURED, START, _run, reference_join
+from common import MEASURED, START, reference_join, run_timed, table
 
 STAGES = ("ingest", "validate", "train")
 SIZES = {"ingest": (2, 4, 8), "validate": (2, 4, 8), "train": (1, 2, 4)}  # weeks from week 1: 1x, 2x, 4x
@@ -56,7 +56,7 @@ def _span(weeks_from: int, weeks: int) -> tuple[str, str]:
 
 def _measured(args: list[str], rss: str, ok: tuple[int, ...] = (0,)) -> tuple[float, int]:
     """Runs ``recloop ARGS`` in a child; its process seconds and peak RSS (MiB)."""
-    wall = _run([sys.executable, "-c", _MEASURED, rss, *args], ok=ok)
+    wall = run_timed([sys.executable, "-c", MEASURED, rss, *args], ok=ok)
     return round(wall, 2), round(int(Path(rss).read_text()) / 1024)
 
 
@@ -99,13 +99,13 @@ def _stages(logs: str, work: str, start: str, end: str, eval_days: int,
 def _startup(tmp: str) -> dict[str, dict[str, Any]]:
     """Process seconds of each stage on two ``tiny`` days (the fastest of ``STARTUP_REPEATS``), and import time."""
     logs = f"{tmp}/tiny"
-    _run(["recloop", "simulate", "--out", logs, "--scale", "tiny", "--weeks", "1", "--seed", "0"])
+    run_timed(["recloop", "simulate", "--out", logs, "--scale", "tiny", "--weeks", "1", "--seed", "0"])
     start = START.isoformat()
     end = (START + dt.timedelta(days=1)).isoformat()
     runs = [_stages(logs, f"{tmp}/tiny-{i}", start, end, 1) for i in range(STARTUP_REPEATS)]
     out = {}
     for stage in STAGES:
-        imports = min(_run([sys.executable, "-c", f"import recloop.pipelines.cli, {IMPORTS[stage]}"])
+        imports = min(run_timed([sys.executable, "-c", f"import recloop.cli, {IMPORTS[stage]}"])
                       for _ in range(STARTUP_REPEATS))
         best = min((r[stage] for r in runs), key=lambda r: r["process_s"])
         out[stage] = {"n": best["n"], "process_s": best["process_s"], "job_s": best["job_s"],
@@ -121,8 +121,8 @@ def bench_scaling(quick: bool = False) -> dict[str, Any]:
         logs = f"{tmp}/{scale}"
         weeks_needed = 1 + max(max(sizes) for sizes in SIZES.values())
         print(f"simulating {scale} ({weeks_needed} weeks) ...", file=sys.stderr)
-        simulate_s = _run(["recloop", "simulate", "--out", logs, "--scale", scale, "--weeks", str(weeks_needed),
-                           "--seed", "0"])
+        simulate_s = run_timed(["recloop", "simulate", "--out", logs, "--scale", scale, "--weeks", str(weeks_needed),
+                                "--seed", "0"])
         print("start-up: the three stages on two tiny days ...", file=sys.stderr)
         startup = _startup(tmp)
         runs: dict[str, list[dict[str, Any]]] = {stage: [] for stage in STAGES}
@@ -203,7 +203,7 @@ def plot(f: dict[str, Any], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
 
 
-def scaling_section(r: dict[str, Any], table: Any, results: Path) -> str:
+def section(r: dict[str, Any], results: Path) -> str:
     """The bench/README.md section of a scaling result (and its plot, ``results/scaling.png``)."""
     f = r["figures"]
     plot(f, results / "scaling.png")
@@ -244,3 +244,11 @@ def scaling_section(r: dict[str, Any], table: Any, results: Path) -> str:
                        "memory).")]
     lines += ["", "![process seconds against data, log-log](results/scaling.png)"]
     return "\n".join([*lines, "", r["notes"]])
+
+
+def headline(f: dict[str, Any]) -> str:
+    """The README's headline line of a scaling result's figures: per stage, exponents, start-up and peak at 4x."""
+    return "**Pipeline scaling** (1x/2x/4x default weeks): " + "; ".join(
+        f"{stage} exponent {st['exponent']} (net of start-up {st['exponent_net_of_startup']}), start-up "
+        f"{st['startup_share_1x']:.0%} of 1x, peak {f['runs'][stage][-1]['peak_rss_mib']:,} MiB at 4x"
+        for stage, st in f["stages"].items()) + "."

@@ -26,10 +26,14 @@ from typing import Any
 
 import numpy as np
 import plots
-from ingest import START, _run
+from common import START, run_timed, table
 
 CONCURRENCY = ((1, 1000), (8, 4000), (32, 4000))  # (clients, requests)
 IN_PROCESS = 500
+NOTES = ("Request: one instance, a member with history, k=10 in each of the 4 rows (40 items, ~7 kB of "
+         "JSON). hey keeps each client's connection open. In-process = `Service.serve` in the benchmark "
+         "process before the server starts (same model, feed and request). The server batches the "
+         "instances of concurrent requests into one funnel call; `instances per batch` is its mean.")
 
 
 def _percentiles(ms: np.ndarray) -> dict[str, float]:
@@ -80,8 +84,10 @@ def _body(model: str, logs: str) -> dict[str, Any]:
 
 def _in_process(model: str, feed: str, body: dict[str, Any]) -> dict[str, Any]:
     """``Service.serve`` for the benchmark request, one at a time, in this process."""
+    from recloop.serving.clock import Clock
     from recloop.serving.request import parse
-    from recloop.serving.service import Clock, ServeSettings, Service
+    from recloop.serving.service import Service
+    from recloop.serving.settings import ServeSettings
 
     class Discard:  # the log line is still built, as in the server; only the write is left out
         def put(self, line: str, ts: dt.datetime) -> bool:
@@ -134,11 +140,11 @@ def bench_serving() -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         logs, ingest, model = f"{tmp}/sim", f"{tmp}/ingest", f"{tmp}/model"
-        _run(["recloop", "simulate", "--out", logs, "--scale", "small", "--weeks", "2", "--seed", "1"])
+        run_timed(["recloop", "simulate", "--out", logs, "--scale", "small", "--weeks", "2", "--seed", "1"])
         week1 = START + dt.timedelta(days=7)
-        _run(["recloop", "ingest", "--logs", logs, "--start", str(week1), "--end",
-              str(week1 + dt.timedelta(days=6)), "--out", ingest])
-        _run(["recloop", "train", "--data", ingest, "--out", model, "--epochs", "2", "--seed", "0"])
+        run_timed(["recloop", "ingest", "--logs", logs, "--start", str(week1), "--end",
+                   str(week1 + dt.timedelta(days=6)), "--out", ingest])
+        run_timed(["recloop", "train", "--data", ingest, "--out", model, "--epochs", "2", "--seed", "0"])
         feed = _feed_10k(f"{tmp}/feed")
         body = _body(model, logs)
         body_path = f"{tmp}/body.json"
@@ -148,7 +154,7 @@ def bench_serving() -> dict[str, Any]:
 
         port = free_port()
         server_out = open(f"{tmp}/server.txt", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen([sys.executable, "-m", "recloop.pipelines.cli", "serve", "--model", model,
+        proc = subprocess.Popen([sys.executable, "-m", "recloop.cli", "serve", "--model", model,
                                  "--catalog", feed, "--logs", f"{tmp}/served", "--port", str(port)],
                                 stdout=server_out, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}/v1/models/recommender:predict"
@@ -223,7 +229,8 @@ def _plot(f: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=8, loc="upper left")
 
 
-def serving_section(r: dict[str, Any], table: Any, results: Path) -> str:
+def section(r: dict[str, Any], results: Path) -> str:
+    """The bench/README.md section of a serving result (and its plot, ``results/serving.png``)."""
     f = r["figures"]
     ip = f["in_process"]
     _plot(f, results / "serving.png")
@@ -257,3 +264,11 @@ def serving_section(r: dict[str, Any], table: Any, results: Path) -> str:
         "",
         r["notes"],
     ])
+
+
+def headline(f: dict[str, Any]) -> str:
+    """The README's headline line of a serving result's figures: in-process, then each concurrency."""
+    return (f"**Serving** (10k items, loopback, hey): in-process p50 {f['in_process']['ms']['p50']} ms; "
+            + "; ".join(f"{x['clients']} clients {x['throughput_rps']} req/s, p50 {x['ms']['p50']} ms "
+                        f"({x['ratio_p50_to_in_process']}x in-process), {x['errors']} errors" for x in f["runs"])
+            + f"; {f['log_lines_on_disk']:,} log lines for {f['requests_answered']:,} answers.")

@@ -21,16 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import plots
-from ingest import _MEASURED, START, _run
+from common import MEASURED, START, run_timed, table
 
 SEEDS = (1, 2)
 VARIANTS = {"default": [], "no log-Q": ["--config", "NO_LOGQ"]}
+NOTES = ("Quality runs train on weeks 0-1 and the Monday of week 2 and evaluate on the rest of week 2 (default "
+         "config: 12 retrieval and 3 ranking epochs). Week 0 is the bootstrap heuristic's first week. Process "
+         "seconds include interpreter start, imports, export, index and evaluation of three scorers.")
 
 
 def _ingest(logs: str, out: str, week: int, eval_days: int) -> None:
     start = START + dt.timedelta(days=7 * week)
-    _run(["recloop", "ingest", "--logs", logs, "--start", start.isoformat(),
-          "--end", (start + dt.timedelta(days=6)).isoformat(), "--eval-days", str(eval_days), "--out", out])
+    run_timed(["recloop", "ingest", "--logs", logs, "--start", start.isoformat(),
+               "--end", (start + dt.timedelta(days=6)).isoformat(), "--eval-days", str(eval_days), "--out", out])
 
 
 SLICES = ("member=new", "member=active", "item=new", "item=established")
@@ -80,7 +83,7 @@ def bench_train() -> dict[str, Any]:
         no_logq.write_text("retrieval:\n  log_q: false\n")
         for seed in SEEDS:
             logs = f"{tmp}/sim{seed}"
-            _run(["recloop", "simulate", "--out", logs, "--scale", "small", "--weeks", "3", "--seed", str(seed)])
+            run_timed(["recloop", "simulate", "--out", logs, "--scale", "small", "--weeks", "3", "--seed", str(seed)])
             for week, eval_days in ((0, 1), (1, 1), (2, 6)):
                 _ingest(logs, f"{tmp}/s{seed}w{week}", week, eval_days)
             jobs = {name: ["--data", f"{tmp}/s{seed}w0", "--data", f"{tmp}/s{seed}w1", "--data", f"{tmp}/s{seed}w2",
@@ -89,7 +92,7 @@ def bench_train() -> dict[str, Any]:
             jobs["one week"] = ["--data", f"{tmp}/s{seed}w1"]
             for name, args in jobs.items():
                 out, rss = f"{tmp}/m{seed}-{len(runs)}", f"{tmp}/m{seed}-{len(runs)}.rss"
-                wall = _run([sys.executable, "-c", _MEASURED, rss, "train", *args, "--out", out, "--truth", logs])
+                wall = run_timed([sys.executable, "-c", MEASURED, rss, "train", *args, "--out", out, "--truth", logs])
                 card = json.loads(Path(out, "model_card.json").read_text())
                 metrics = json.loads(Path(out, "metrics.json").read_text())
                 runs.append({"seed": seed, "variant": name, "process_s": round(wall, 1),
@@ -105,7 +108,7 @@ def _r(x: float | None, digits: int = 3) -> str:
 SCORERS = ("model", "popularity", "oracle")
 
 
-def _slices(runs: list[dict[str, Any]], table: Any) -> str:
+def _slices(runs: list[dict[str, Any]]) -> str:
     """Per slice and per head, default config: the issue's new members / new items, and every ranking head."""
     rows = []
     for run in runs:
@@ -141,7 +144,8 @@ def _plot(runs: list[dict[str, Any]], path: Path) -> None:
         ax.legend(fontsize=8)
 
 
-def train_section(r: dict[str, Any], table: Any, results: Path) -> str:
+def section(r: dict[str, Any], results: Path) -> str:
+    """The bench/README.md section of a training result (and its plot, ``results/train.png``)."""
     quality, timing = [], []
     _plot(r["figures"]["runs"], results / "train.png")
     for run in r["figures"]["runs"]:
@@ -187,7 +191,16 @@ def train_section(r: dict[str, Any], table: Any, results: Path) -> str:
          "slices are noisy; the noise-free expected recall is not computed per slice); NDCG@10 (not for new items: a "
          "request holds about one, so it is trivially 1) and the AUC of each ranking head over the slice's "
          "logged impressions."), "",
-        _slices(r["figures"]["runs"], table), "",
+        _slices(r["figures"]["runs"]), "",
         "Training time of one `small` week (week 1 alone, its last day as eval), both models, 2 cores:", "",
         table(["seed", "train examples", "retrieval s", "retrieval ex/s", "ranking s", "ranking ex/s",
                "train.run s", "process s", "peak RSS MiB"], timing), "", r["notes"]])
+
+
+def headline(f: dict[str, Any]) -> str:
+    """The README's headline line of a training result's figures: quality of the default config, per seed."""
+    return "**Quality** (held-out week, default config): " + "; ".join(
+        f"seed {x['seed']} recall@100 expected {x['model']['expected_recall@100']:.3f} vs popularity "
+        f"{x['popularity']['expected_recall@100']:.3f} vs oracle {x['oracle']['expected_recall@100']:.3f}, AUC click "
+        f"{x['model']['auc_click']:.3f} / {x['popularity']['auc_click']:.3f} / {x['oracle']['auc_click']:.3f}"
+        for x in f["runs"] if x["variant"] == "default") + "."

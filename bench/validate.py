@@ -15,23 +15,28 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ingest import _MEASURED, START, _run
+from common import MEASURED, START, run_timed, table
+
+NOTES = ("Process seconds include interpreter start and imports; statistics of train, eval and the served "
+         "logs (parsed again from the request logs), the checks, both HTML pages and the alerts record. "
+         "Week 1 infers and curates the schema; week 2 is checked against it (week 0 is the simulator's "
+         "bootstrap week).")
 
 
 def bench_validate() -> dict[str, Any]:
     """``recloop validate`` on a default-scale week (previous week for drift, its statistics for skew)."""
     with tempfile.TemporaryDirectory() as tmp:
         logs = f"{tmp}/default"
-        _run(["recloop", "simulate", "--out", logs, "--scale", "default", "--weeks", "3", "--seed", "0"])
+        run_timed(["recloop", "simulate", "--out", logs, "--scale", "default", "--weeks", "3", "--seed", "0"])
         for week in (1, 2):
             start = START + dt.timedelta(days=7 * week)
-            _run(["recloop", "ingest", "--logs", logs, "--start", start.isoformat(),
-                  "--end", (start + dt.timedelta(days=6)).isoformat(), "--out", f"{tmp}/i{week}"])
+            run_timed(["recloop", "ingest", "--logs", logs, "--start", start.isoformat(),
+                       "--end", (start + dt.timedelta(days=6)).isoformat(), "--out", f"{tmp}/i{week}"])
         runs = []
         for week, extra in ((1, []), (2, ["--previous", f"{tmp}/i1", "--reference-stats", f"{tmp}/v1/stats/train.pb"])):
             rss = f"{tmp}/v{week}.rss"
-            wall = _run([sys.executable, "-c", _MEASURED, rss, "validate", "--data", f"{tmp}/i{week}",
-                         "--out", f"{tmp}/v{week}", *extra], ok=(0, 3))  # 3: a blocking anomaly, still measured
+            wall = run_timed([sys.executable, "-c", MEASURED, rss, "validate", "--data", f"{tmp}/i{week}",
+                              "--out", f"{tmp}/v{week}", *extra], ok=(0, 3))  # 3: a blocking anomaly, still measured
             verdict = json.loads(Path(tmp, f"v{week}", "anomalies.json").read_text())
             summary = json.loads(Path(tmp, f"i{week}", "summary.json").read_text())
             runs.append({"week": week, "checks": "schema, catalog" + (", drift, skew" if extra else ""),
@@ -43,7 +48,8 @@ def bench_validate() -> dict[str, Any]:
     return {"runs": runs}
 
 
-def validate_section(r: dict[str, Any], table: Any) -> str:
+def section(r: dict[str, Any], results: Path) -> str:
+    """The bench/README.md section of a validation result."""
     rows = [[run["week"], run["checks"], f"{run['train_examples']:,}", f"{run['eval_examples']:,}",
              f"{run['served_impressions']:,}", run["process_s"], run["peak_rss_mib"], run["distances"],
              "yes" if run["blocking"] else "no"] for run in r["figures"]["runs"]]
