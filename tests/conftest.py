@@ -276,7 +276,7 @@ def tiny_model(tiny_ingest: str, clean_world: SimWorld, tmp_path_factory: pytest
     """One model trained on ``tiny_ingest`` through ``recloop train`` (with the oracle), shared by every test."""
     from typer.testing import CliRunner
 
-    from recloop.pipelines.cli import app
+    from recloop.cli.app import app
 
     out = str(tmp_path_factory.mktemp("tiny-model") / "export")
     result = CliRunner().invoke(app, ["train", "--data", tiny_ingest, "--out", out, "--truth", clean_world.root,
@@ -359,7 +359,7 @@ def start_server(tmp_path_factory: pytest.TempPathFactory):
         folder = tmp_path_factory.mktemp("server")
         port = free_port()
         output = folder / "output.txt"
-        cmd = [sys.executable, "-m", "recloop.pipelines.cli", "serve", "--logs", str(folder / "logs"),
+        cmd = [sys.executable, "-m", "recloop.cli", "serve", "--logs", str(folder / "logs"),
                "--port", str(port), "--simulated-clock", "--start-time", "2026-01-19T00:00:00Z",
                "--poll-s", "0.2", *(["--catalog", catalog] if catalog else []), *args]
         with open(output, "wb") as f:

@@ -15,9 +15,9 @@ import pytest
 from conftest import log_files
 from typer.testing import CliRunner
 
+from recloop.cli.app import app
 from recloop.features.logs import read_lines
 from recloop.features.records import RecordError, parse_request
-from recloop.pipelines.cli import app
 from recloop.simulator.world import DURATIONS
 
 
@@ -101,7 +101,7 @@ def test_simulate_rejects_bad_options(args: list[str], expected: list[str], tmp_
 
 
 def test_help_through_python_m() -> None:
-    result = subprocess.run([sys.executable, "-m", "recloop.pipelines.cli", "--help"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "recloop.cli", "--help"], capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "simulate" in result.stdout

@@ -18,8 +18,8 @@ from test_cli import _flat
 from test_push import _export
 from typer.testing import CliRunner
 
-from recloop.pipelines import registry_cli
-from recloop.pipelines.cli import app
+from recloop.cli import registry as registry_cli
+from recloop.cli.app import app
 from recloop.serving import cluster
 from recloop.serving.registry import Registry
 

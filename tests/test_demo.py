@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from recloop.pipelines.cli import app
+from recloop.cli.app import app
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,15 @@ import pytest
 from conftest import copy_version
 from typer.testing import CliRunner
 
+from recloop.cli.app import app
 from recloop.features.catalog import item_columns, read_items, snapshot
-from recloop.pipelines.cli import app
 from recloop.serving.funnel import MEMBER_FIELDS, Query, load_version, recommend
 from recloop.serving.registry import Registry
 from recloop.serving.replay import ReplayError, target_probabilities
 from recloop.serving.rows import RowsConfig, RowSpec
 from recloop.trainer.data import DataError
-from recloop.trainer.gate import GateConfig, OffPolicyConfig, Threshold, flat_metrics, judge, run
+from recloop.trainer.gate import flat_metrics, judge, run
+from recloop.trainer.gate_config import GateConfig, OffPolicyConfig, Threshold
 
 # ------------------------------------------------------------------------------ judge, on hand-made metrics
 

@@ -19,17 +19,12 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from recloop.features.records import parse_request
+from recloop.serving.clock import Clock
 from recloop.serving.funnel import Query, heuristic_pages
-from recloop.serving.service import (
-    FALLBACK_VERSION,
-    HOLDOUT_VERSION,
-    Clock,
-    ServeSettings,
-    Service,
-    holdout_draw,
-    in_holdout,
-    response,
-)
+from recloop.serving.holdout import holdout_draw, in_holdout
+from recloop.serving.page import response
+from recloop.serving.service import Service
+from recloop.serving.settings import FALLBACK_VERSION, HOLDOUT_VERSION, ServeSettings
 
 NOW = dt.datetime(2026, 1, 19, 8, tzinfo=dt.UTC)
 SHARE = 0.3
@@ -88,7 +83,7 @@ def test_a_member_is_always_in_or_always_out_across_processes_and_shares() -> No
     draws = [holdout_draw(m) for m in IDS[:50]]
     assert draws == [holdout_draw(m) for m in IDS[:50]] and all(0 <= d < 1 for d in draws)
     # another interpreter (another PYTHONHASHSEED): a restart or another worker holds out the same members
-    code = ("import json; from recloop.serving.service import holdout_draw; "
+    code = ("import json; from recloop.serving.holdout import holdout_draw; "
             "print(json.dumps([holdout_draw(f'm{i:07d}') for i in range(50)]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "123"})
@@ -101,7 +96,7 @@ def test_the_holdout_share_is_validated() -> None:
     for bad in (-0.1, 1.0, 1.5):
         with pytest.raises(ValidationError, match="holdout"):
             ServeSettings(catalog="x", model="y", holdout=bad)
-    from recloop.pipelines.cli import app
+    from recloop.cli.app import app
 
     result = CliRunner().invoke(app, ["serve", "--catalog", "x", "--logs", "y", "--model", "z", "--holdout", "1"])
     assert result.exit_code == 2 and "--holdout" in result.output and "below 1" in result.output, result.output

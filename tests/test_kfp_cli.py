@@ -22,8 +22,11 @@ from kfp import components, dsl
 from kfp.client.client import RunPipelineResult, _extract_pipeline_yaml
 from typer.testing import CliRunner
 
-from recloop.components import weekly as steps
-from recloop.pipelines import kfp_cli, kfp_spec, weekly
+from recloop.cli import kubeflow
+from recloop.components import definitions as kfp_tasks
+from recloop.pipelines import definitions as pipelines
+from recloop.pipelines import kfp_spec, remote
+from recloop.pipelines.compile import compile_pipeline, images, task_order
 
 HOST = "http://kfp.example:8080"
 PARAMETERS = {"logs": "gs://b/logs", "registry": "gs://b/registry", "run_state": "gs://b/run-state",
@@ -130,7 +133,7 @@ def test_the_mock_takes_exactly_the_parameters_kfp_client_takes(method):
 def test_kfp_client_connects_to_the_host_and_namespace_without_a_warning():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        client = kfp_cli.kfp_client("http://127.0.0.1:9", "team-a")  # a namespace: no request at construction
+        client = remote.kfp_client("http://127.0.0.1:9", "team-a")  # a namespace: no request at construction
     assert isinstance(client, kfp.Client) and client.get_user_namespace() == "team-a"
     assert client._existing_config.host == "http://127.0.0.1:9" and caught == []
 
@@ -138,14 +141,14 @@ def test_kfp_client_connects_to_the_host_and_namespace_without_a_warning():
 @pytest.fixture
 def kfp_api(monkeypatch: pytest.MonkeyPatch) -> Any:
     def serve(mock: MockKfpClient) -> MockKfpClient:
-        monkeypatch.setattr(kfp_cli, "kfp_client", mock.connect)
+        monkeypatch.setattr(remote, "kfp_client", mock.connect)
         return mock
     return serve
 
 
 def invoke(*args: str) -> tuple[int, str]:
     app = typer.Typer()
-    for command in (kfp_cli.compile, kfp_cli.submit, kfp_cli.schedule):
+    for command in (kubeflow.compile, kubeflow.submit, kubeflow.schedule):
         app.command()(command)
     result = CliRunner().invoke(app, list(args), env={"COLUMNS": "1000"})  # no wrapping inside rich's error box
     if result.exception and not isinstance(result.exception, SystemExit):
@@ -215,38 +218,38 @@ def test_the_weekly_ir_wires_seven_tasks_in_order_on_recloops_image(tmp_path):
     ir = yaml.safe_load((tmp_path / "weekly.yaml").read_text())
     assert code == 0, out
     assert out == (f"wrote recloop-weekly to {tmp_path / 'weekly.yaml'}: ingest -> validate -> check -> train -> "
-                   f"evaluate -> infra-validate -> push; image {steps.IMAGE}")
+                   f"evaluate -> infra-validate -> push; image {kfp_tasks.IMAGE}")
     tasks = ir["root"]["dag"]["tasks"]
     assert {t: s.get("dependentTasks", []) for t, s in tasks.items()} == {
         "ingest": [], "validate": ["ingest"], "check": ["validate"], "train": ["check", "ingest", "validate"],
         "evaluate": ["ingest", "train"], "infra-validate": ["evaluate", "ingest", "train"],
         "push": ["evaluate", "infra-validate", "train"]}
-    assert kfp_cli.task_order(ir) == list(weekly.TASKS)
-    assert kfp_cli.images(ir) == [steps.IMAGE] and len(ir["deploymentSpec"]["executors"]) == 7
+    assert task_order(ir) == list(pipelines.TASKS)
+    assert images(ir) == [kfp_tasks.IMAGE] and len(ir["deploymentSpec"]["executors"]) == 7
     assert tasks["ingest"]["inputs"]["parameters"]["scheduled_time"] == {
         "runtimeValue": {"constant": dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER}}
 
 
 def test_image_replaces_every_executors_image_and_nothing_else(tmp_path):
     plain, other = tmp_path / "plain.yaml", tmp_path / "deep" / "other.yaml"  # the folder is created
-    kfp_cli.compile_pipeline("recloop-weekly", str(plain))
+    compile_pipeline("recloop-weekly", str(plain))
     code, out = invoke("compile", "--out", str(other), "--image", "registry.example/recloop@sha256:ab12")
     assert code == 0 and out.endswith("image registry.example/recloop@sha256:ab12"), out
-    assert other.read_text() == plain.read_text().replace(steps.IMAGE, "registry.example/recloop@sha256:ab12")
-    assert plain.read_text().count(steps.IMAGE) == 7
+    assert other.read_text() == plain.read_text().replace(kfp_tasks.IMAGE, "registry.example/recloop@sha256:ab12")
+    assert plain.read_text().count(kfp_tasks.IMAGE) == 7
     loaded = components.load_component_from_file(str(other))  # KFP loads it back as a component
-    assert loaded.name == "recloop-weekly" and loaded.component_spec.inputs == weekly.weekly().component_spec.inputs
+    assert loaded.name == "recloop-weekly" and loaded.component_spec.inputs == pipelines.weekly().component_spec.inputs
     for image in ("", "two words"):
         code, out = invoke("compile", "--out", str(other), "--image", image)
         assert code == 2 and "Invalid value for --image: image: expected a container image" in out, out
 
 
 def test_the_package_declares_the_pipeline_functions_parameters(tmp_path):
-    kfp_cli.compile_pipeline("weekly", str(tmp_path / "p.yaml"))
+    compile_pipeline("weekly", str(tmp_path / "p.yaml"))
     package = _extract_pipeline_yaml(str(tmp_path / "p.yaml"))  # kfp.Client's loader, into the PipelineSpec proto
     spec = json_format.MessageToDict(package.pipeline_spec)
     declared = spec["root"]["inputDefinitions"]["parameters"]
-    signature = inspect.signature(weekly.weekly().pipeline_func).parameters
+    signature = inspect.signature(pipelines.weekly().pipeline_func).parameters
     assert sorted(declared) == sorted(signature) and declared == kfp_spec.declared_parameters("weekly")
     for name, parameter in signature.items():
         if parameter.default is inspect.Parameter.empty:
@@ -259,7 +262,7 @@ def test_the_daily_pipeline_compiles_too(tmp_path):
     code, out = invoke("compile", "--pipeline", "daily", "--out", str(tmp_path / "daily.yaml"))
     ir = yaml.safe_load((tmp_path / "daily.yaml").read_text())
     assert code == 0 and "wrote recloop-daily-skew" in out and "monitor -> check" in out, out
-    assert ir["pipelineInfo"]["name"] == "recloop-daily-skew" and kfp_cli.images(ir) == [steps.IMAGE]
+    assert ir["pipelineInfo"]["name"] == "recloop-daily-skew" and images(ir) == [kfp_tasks.IMAGE]
     assert ir["root"]["dag"]["tasks"]["check"]["dependentTasks"] == ["monitor"]
     for args, message in ((["--pipeline", "hourly"], ("Invalid value for --pipeline: expected one of weekly, daily, "
                                                      "recloop-weekly, recloop-daily-skew, got 'hourly'")),
@@ -271,12 +274,12 @@ def test_the_daily_pipeline_compiles_too(tmp_path):
 def test_a_compiler_warning_fails_compile(tmp_path, monkeypatch):
     def warns() -> Any:  # a real KFP deprecation, raised while the pipeline is built
         def pipeline(logs):
-            steps.monitor(logs=logs, day="", scheduled_time="", registry="", run_state="", alertmanager_url="",
+            kfp_tasks.monitor(logs=logs, day="", scheduled_time="", registry="", run_state="", alertmanager_url="",
                           config="").set_gpu_limit("1")
         pipeline.__annotations__ = {"logs": str}  # a type, not the string this module's annotations would give
         return dsl.pipeline(name="recloop-weekly")(pipeline)
 
-    monkeypatch.setitem(weekly.PIPELINES, "recloop-weekly", warns)
+    monkeypatch.setitem(pipelines.PIPELINES, "recloop-weekly", warns)
     code, out = invoke("compile", "--out", str(tmp_path / "p.yaml"))
     assert code == 1 and "compile failed: compiling recloop-weekly warned (treated as an error): " in out, out
     assert "DeprecationWarning: 'set_gpu_limit' is deprecated" in out and not (tmp_path / "p.yaml").exists()
@@ -305,8 +308,8 @@ def test_submit_compiles_and_starts_one_run_with_typed_parameters(kfp_api):
                     "run_name": "recloop-weekly 2026-01-05..2026-01-11", "experiment_name": "recloop",
                     "namespace": "team-a", "pipeline_root": None, "enable_caching": None, "cache_key": None,
                     "service_account": "recloop-pipeline", "experiment_id": None}
-    assert ir["pipelineInfo"]["name"] == "recloop-weekly" and kfp_cli.task_order(ir) == list(weekly.TASKS)
-    assert kfp_cli.images(ir) == ["registry.example/recloop:1.2"]
+    assert ir["pipelineInfo"]["name"] == "recloop-weekly" and task_order(ir) == list(pipelines.TASKS)
+    assert images(ir) == ["registry.example/recloop:1.2"]
     assert package.endswith("recloop-weekly.yaml") and not Path(package).exists()  # a temporary package
 
 
@@ -385,7 +388,7 @@ def test_schedule_creates_the_experiment_and_a_weekly_recurring_run(kfp_api, tmp
                     "max_concurrency": 1, "no_catchup": True, "params": {**PARAMETERS, "epochs": 2},
                     "pipeline_id": None, "version_id": None, "enabled": True, "pipeline_root": None,
                     "enable_caching": None, "cache_key": None, "service_account": "recloop-pipeline"}
-    assert ir["pipelineInfo"]["name"] == "recloop-weekly" and kfp_cli.images(ir) == [steps.IMAGE]
+    assert ir["pipelineInfo"]["name"] == "recloop-weekly" and images(ir) == [kfp_tasks.IMAGE]
     assert not Path(package).exists() and list(server.recurring) == ["rr-4"]
 
 
@@ -399,7 +402,7 @@ def test_schedule_reuses_the_experiment_and_takes_cron_and_catchup_from_the_opti
     call = server.calls[2][1]
     assert call["experiment_id"] == "exp-recloop" and call["cron_expression"] == "0 30 4 * * TUE"
     assert (call["no_catchup"], call["max_concurrency"], call["service_account"]) == (False, 2, None)
-    assert kfp_cli.images(call["ir"]) == ["reg/r:2"]
+    assert images(call["ir"]) == ["reg/r:2"]
     code, out = invoke("schedule", "--host", HOST, "--spec", spec, "--cron", "0 3 * * 8")
     assert code == 2 and "Invalid value for --cron: cron field day-of-week: 8 is outside 0-6 or SUN-SAT" in out, out
 

@@ -18,10 +18,11 @@ import pytest
 from typer.testing import CliRunner
 
 import recloop  # noqa: F401  (first: sets the Keras switch before anything imports TensorFlow)
+from recloop.cli import report
+from recloop.cli.app import app
 from recloop.components import steps
-from recloop.pipelines import local, report
-from recloop.pipelines.cli import app
-from recloop.pipelines.weekly import TASKS, weekly
+from recloop.pipelines import local
+from recloop.pipelines.definitions import TASKS, weekly
 from recloop.serving.registry import Registry
 
 SEED = 31

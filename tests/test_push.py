@@ -13,7 +13,7 @@ import pytest
 from conftest import SERVE_DAY, copy_version
 from typer.testing import CliRunner
 
-from recloop.pipelines.cli import app
+from recloop.cli.app import app
 from recloop.serving.registry import PushRefused, Registry, RegistryError, SwitchRefused
 
 AT = dt.datetime(2026, 1, 19, 3, tzinfo=dt.UTC)

@@ -25,7 +25,7 @@ from kfp import compiler, dsl, local
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 from typer.testing import CliRunner
 
-from recloop.pipelines.report import ReportError, load, render, report, write
+from recloop.cli.report import ReportError, load, render, report, write
 
 EVIL = "<script>alert(1)</script>"
 SECONDS = {"prepare": 1.25, "train": 2.5, "push": 0.75}
@@ -207,7 +207,7 @@ def test_without_run_json_states_come_from_the_folders(run_dir, tmp_path):
 
 
 def test_a_report_needs_neither_tensorflow_nor_kfp(run_dir):
-    code = ("import sys; from recloop.pipelines.report import render; render(sys.argv[1]); "
+    code = ("import sys; from recloop.cli.report import render; render(sys.argv[1]); "
             "print(sorted({'tensorflow', 'kfp', 'tfx_bsl'} & {m.split('.')[0] for m in sys.modules}))")
     result = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True, timeout=60,
                             check=False)

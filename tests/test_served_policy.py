@@ -36,8 +36,8 @@ from conftest import ServerProcess, free_port, read_catalog, read_events, read_r
 
 from recloop.features.logs import read_lines
 from recloop.features.records import parse_request
-from recloop.serving import service
-from recloop.serving.service import in_holdout
+from recloop.serving import settings
+from recloop.serving.holdout import in_holdout
 from recloop.simulator import Simulation, SimulationConfigError, parse_drift, served, simulate
 from recloop.simulator.policy import HeuristicPolicy, Requests, Slates
 from recloop.simulator.served import ServedPolicy, ServedPolicyError
@@ -173,7 +173,7 @@ def test_the_holdout_is_its_own_group_with_its_share_of_members(served_week: Ser
 
 
 def test_the_simulator_knows_the_server_versions_by_the_same_strings() -> None:
-    assert (served.HOLDOUT_VERSION, served.FALLBACK_VERSION) == (service.HOLDOUT_VERSION, service.FALLBACK_VERSION)
+    assert (served.HOLDOUT_VERSION, served.FALLBACK_VERSION) == (settings.HOLDOUT_VERSION, settings.FALLBACK_VERSION)
 
 
 def test_ingest_reads_the_server_requests_with_the_simulator_events(served_week: ServedWeek,

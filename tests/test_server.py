@@ -18,10 +18,10 @@ from conftest import SERVE_DAY, copy_version, require_binary
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from recloop.cli import serve as serve_cli
 from recloop.features.catalog import read_items, snapshot
 from recloop.features.logs import read_json, read_lines, write_lines
 from recloop.features.records import parse_request
-from recloop.pipelines import serve_cli
 from recloop.serving.registry import Registry
 from recloop.serving.request import MAX_INSTANCES, MAX_K
 from recloop.serving.server import MAX_BODY_BYTES

@@ -8,8 +8,10 @@ import pytest
 from conftest import Lines
 
 from recloop.features.records import parse_request
+from recloop.serving.clock import Clock
 from recloop.serving.funnel import Query
-from recloop.serving.service import FALLBACK_VERSION, Clock, ServeSettings, Service
+from recloop.serving.service import Service
+from recloop.serving.settings import FALLBACK_VERSION, ServeSettings
 
 NOW = dt.datetime(2026, 1, 19, 8, tzinfo=dt.UTC)
 

@@ -297,7 +297,7 @@ def test_same_seed_in_another_process_gives_the_same_logs(clean_world: SimWorld,
     """No dependence on the process: another interpreter with another hash seed, through the CLI."""
     out = tmp_path / "again"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    result = subprocess.run([sys.executable, "-m", "recloop.pipelines.cli", "simulate", "--out", str(out),
+    result = subprocess.run([sys.executable, "-m", "recloop.cli", "simulate", "--out", str(out),
                              "--weeks", str(clean_world.weeks), "--seed", str(clean_world.seed),
                              "--start", START.isoformat(), "--scale", "tiny"],
                             capture_output=True, text=True, env=env, timeout=300, check=False)

@@ -220,7 +220,7 @@ def test_the_same_seed_trains_the_same_model(tiny_ingest):
 def test_the_cli_refuses_an_existing_export_and_reports_bad_data_without_a_traceback(tiny_model, tmp_path):
     from typer.testing import CliRunner
 
-    from recloop.pipelines.cli import app
+    from recloop.cli.app import app
 
     result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--out", tiny_model])
     assert result.exit_code == 1 and "exists; pass" in result.output

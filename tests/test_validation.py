@@ -19,8 +19,8 @@ import pytest
 from conftest import START, WorldFactory
 from typer.testing import CliRunner
 
+from recloop.cli.app import app
 from recloop.ingest import IngestConfig, run
-from recloop.pipelines.cli import app
 from recloop.validation.config import load_config
 from recloop.validation.run import validate
 

@@ -1,7 +1,7 @@
 """The heuristics, written once: popular in context and the member's usual.
 
 They are the simulator's bootstrap logging policy, the trainer's baseline and
-the server's fallback (DESIGN.md, "Layout"), so all three mean the same thing by
+the server's fallback (docs/architecture.md, "Layers"), so all three mean the same thing by
 "popular" and "usual".
 """
 

@@ -1,2 +1,2 @@
-"""KFP components of the weekly and daily runs (``weekly``), the steps they call (``steps``) and what they
-publish to the Kubeflow UI (``publish``). ``steps`` and ``publish`` do not import KFP."""
+"""KFP components of the weekly and daily runs (``definitions``), the steps they call (``steps``) and what
+they publish to the Kubeflow UI (``publish``). ``steps`` and ``publish`` do not import KFP."""

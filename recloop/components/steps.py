@@ -30,7 +30,7 @@ class StepError(RuntimeError):
 
 
 class BlockingAnomalies(StepError):
-    """Validation found blocking anomalies: the run must stop before training (DESIGN.md, "The weekly pipeline")."""
+    """Validation found blocking anomalies: the run must stop before training (docs/architecture.md, "The weekly pipeline")."""
 
 
 def span(start: str, end: str, scheduled_time: str = "", days: int = 7) -> tuple[dt.date, dt.date]:
@@ -186,7 +186,8 @@ def evaluate(candidate: str, data: Sequence[str], registry: str, out: str, confi
     from recloop.serving.replay import target_probabilities
     from recloop.serving.rows import RowsConfig
     from recloop.trainer.data import read_summary
-    from recloop.trainer.gate import load_gate_config, run
+    from recloop.trainer.gate import run
+    from recloop.trainer.gate_config import load_gate_config
 
     cfg = load_gate_config(config or None)
     newest = max(data, key=lambda folder: read_summary(folder)["span"]["start"])

@@ -1,20 +1,24 @@
 """Typed log records: what the server logs per request and what clients log per event.
 
 The request record carries the exact features the server used, so training
-reads them instead of re-deriving them (DESIGN.md, "Data contract"). Parsing is
+reads them instead of re-deriving them (docs/architecture.md, "Data contract"). Parsing is
 strict on structure and types (a string where a number belongs is an error) and
 lenient on domains (an unseen platform is valid: validation reports it).
 
 Records are plain dicts checked against ``TypedDict`` schemas by pydantic: a
 request holds ~20 nested objects, and building model instances for them made
 parsing 3x slower, which matters on ingest's path (a million impressions a week).
+The server's writer (``format_request``) sits beside the reader for the same
+reason in the other direction: one line per answer, dumped without validation.
 """
 
 
 import datetime as dt
 import re
-from typing import Annotated, Any, Literal, NotRequired
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, NamedTuple, NotRequired
 
+import orjson
 import pydantic
 from pydantic import BeforeValidator, ConfigDict, Field, PlainSerializer, TypeAdapter, with_config
 from typing_extensions import TypedDict
@@ -200,6 +204,42 @@ def to_json_line(record: RequestRecord | EventRecord) -> str:
     """Serialises a record to one JSON line (timestamps as RFC 3339 UTC, ``Z``)."""
     adapter = _REQUEST if "impressions" in record else _EVENT
     return adapter.dump_json(record).decode("utf-8")  # type: ignore[arg-type]
+
+
+class ImpressionColumns(NamedTuple):
+    """The impressions of one request as plain Python values, one list per field of the contract, in page order."""
+
+    item_id: list[str]
+    position: list[int]
+    row: list[str]
+    score: list[float]
+    propensity: list[float]
+    category: list[str]
+    creator: list[str]
+    duration_min: list[float]
+    language: list[str]
+    release_date: list[str]  # ISO date
+    age_days: list[int]
+
+
+def format_request(request_id: str, ts: dt.datetime, model_version: str, member_id: str, member: Mapping[str, Any],
+                   hour_of_day: int, day_of_week: int, platform: str, shown: ImpressionColumns) -> str:
+    """The request record of a served page as one JSON line, what ``parse_request`` reads back.
+
+    ``member`` is the declared member features exactly as received. The server writes one line per
+    answer, so the record is built as plain dicts and dumped by orjson, without validation.
+    """
+    impressions = [
+        {"item_id": item_id, "position": position, "row": row, "score": score, "propensity": propensity,
+         "item": {"category": category, "creator": creator, "duration_min": duration, "language": language,
+                  "release_date": release, "age_days": age}}
+        for item_id, position, row, score, propensity, category, creator, duration, language, release, age
+        in zip(*shown, strict=True)]
+    record = {"request_id": request_id, "ts": format_ts(ts), "model_version": model_version,
+              "member": {"member_id": member_id, **member},
+              "context": {"hour_of_day": hour_of_day, "day_of_week": day_of_week, "platform": platform},
+              "impressions": impressions}
+    return orjson.dumps(record).decode("utf-8")
 
 
 def format_ts(ts: dt.datetime) -> str:

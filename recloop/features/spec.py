@@ -5,7 +5,7 @@ holds), validation (the seed of the TFDV schema), the trainer (which tower takes
 which input) and the server (what a request must carry). A domain here is the
 *expected* one: records accept out-of-vocabulary values and out-of-range numbers
 that are structurally valid, because catching those is validation's job, not a
-parse error (DESIGN.md, "Serving": unknown categorical values are served).
+parse error (docs/architecture.md, "Serving": unknown categorical values are served).
 """
 
 from __future__ import annotations

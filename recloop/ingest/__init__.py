@@ -1,6 +1,6 @@
 """Ingest: logged requests + events -> labelled training examples, as an Apache Beam job.
 
-``run(IngestConfig(...))`` reads one span of logs (DESIGN.md, "Data contract"),
+``run(IngestConfig(...))`` reads one span of logs (docs/architecture.md, "Data contract"),
 joins events to impressions inside the attribution window, applies the dataset
 hygiene rules, and writes ``train/``, ``eval/``, ``retrieval/``, ``items/``,
 ``dead_letters/`` and ``summary.json``, in which every line read is accounted

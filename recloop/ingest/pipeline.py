@@ -147,7 +147,7 @@ def _beam_args(beam_args: Sequence[str]) -> tuple[list[str], str]:
     args = list(beam_args)
     runner = PipelineOptions(args).view_as(StandardOptions).runner or "DirectRunner"
     if runner == "DirectRunner" and not any(a.startswith("--direct_running_mode") for a in args):
-        args.append("--direct_running_mode=in_memory")  # multi_threading loses elements here (STACK.md)
+        args.append("--direct_running_mode=in_memory")  # multi_threading loses elements here (docs/stack.md)
     return args, runner
 
 

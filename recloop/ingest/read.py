@@ -4,7 +4,7 @@ Lines are routed to a bucket by a hash of their ``request_id`` (found without
 parsing the line), so a request and its events meet in the same bucket, and the
 shuffle moves a few thousand chunks of raw lines instead of one element per
 record: a per-record CoGroupByKey runs ~13k impressions/s on the DirectRunner
-(STACK.md), and parsing after the shuffle keeps what is shuffled compact.
+(docs/stack.md), and parsing after the shuffle keeps what is shuffled compact.
 """
 
 from __future__ import annotations

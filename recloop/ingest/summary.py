@@ -3,7 +3,7 @@
 Every line read ends in exactly one outcome, and every impression of a used
 request is an example or a counted rule drop. The equations are checked on the
 counters of what was *written*, so an element lost between steps (as seen with
-the multi-threaded DirectRunner, STACK.md) fails the run instead of shrinking
+the multi-threaded DirectRunner, docs/stack.md) fails the run instead of shrinking
 the training set silently.
 """
 

@@ -1,1 +1,2 @@
-"""The front door: the ``recloop`` CLI (and, later, the KFP pipelines it compiles and runs)."""
+"""KFP pipelines: their definitions (``definitions``), the local runner (``local``), and what compiling,
+submitting and scheduling them on Kubeflow Pipelines needs (``compile``, ``remote``, ``kfp_spec``)."""

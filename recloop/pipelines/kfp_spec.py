@@ -1,7 +1,7 @@
 """What KFP will accept, checked before anything reaches it: pipeline parameters typed against a pipeline's
 declared inputs, crons as KFP's scheduler reads them, and the recurring-run spec (``manifests/recurring-run.yaml``).
 
-``recloop submit`` and ``recloop schedule`` (``kfp_cli``) use these; each error names the key and the value.
+``recloop submit`` and ``recloop schedule`` (``cli.kubeflow``) use these; each error names the key and the value.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class CronError(ValueError):
 
 def pipeline_name(name: str) -> str:
     """The full pipeline name for ``weekly``/``daily`` or a full name; ValueError names the known ones."""
-    from recloop.pipelines.weekly import PIPELINES
+    from recloop.pipelines.definitions import PIPELINES
 
     full = SHORT.get(name, name)
     if full not in PIPELINES:
@@ -116,7 +116,7 @@ def declared_parameters(pipeline: str) -> dict[str, dict[str, Any]]:
     """The pipeline's inputs as its IR declares them: {name: {parameterType, defaultValue?, isOptional?}}."""
     from google.protobuf import json_format
 
-    from recloop.pipelines.weekly import PIPELINES
+    from recloop.pipelines.definitions import PIPELINES
 
     spec = PIPELINES[pipeline_name(pipeline)]().pipeline_spec
     return json_format.MessageToDict(spec.root.input_definitions).get("parameters", {})

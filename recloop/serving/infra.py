@@ -30,9 +30,9 @@ import numpy as np
 from recloop.features import logs
 from recloop.features.catalog import item_columns, read_items
 from recloop.features.records import RecordError, format_ts, parse_request
+from recloop.serving.clock import TIME_HEADER
 from recloop.serving.registry import read_card
 from recloop.serving.rows import RowsConfig
-from recloop.serving.service import TIME_HEADER
 
 BLESSING = "infra_blessing.json"
 ACCEPTED_FALLBACKS = (None, "unknown_member")  # a member the model has no history of is still the model
@@ -122,7 +122,7 @@ def validate(model: str, out: str, data: str | None = None, catalog: str | None 
         canned = canned_requests(data, requests)
         rows = [r.name for r in RowsConfig().rows]
         port = free_port()
-        cmd = [sys.executable, "-m", "recloop.pipelines.cli", "serve", "--model", model, "--catalog", catalog,
+        cmd = [sys.executable, "-m", "recloop.cli", "serve", "--model", model, "--catalog", catalog,
                "--logs", os.path.join(work, "logs"), "--port", str(port), "--simulated-clock",
                "--start-time", format_ts(canned[0][0]), "--poll-s", "3600"]
         progress(f"starting the server on 127.0.0.1:{port} with {version}")

@@ -4,7 +4,7 @@ An instance is ``{"member_id", "member": {tenure_days, country, preferred_catego
 "context": {hour_of_day, day_of_week, platform}, "rows": [...], "k": 10}``; member
 and context use the contract's own record types, so what the server accepts is
 exactly what it can log. Only structurally invalid requests are refused: an
-unseen platform or category is served as out-of-vocabulary (DESIGN.md, "Serving").
+unseen platform or category is served as out-of-vocabulary (docs/architecture.md, "Serving").
 """
 
 from __future__ import annotations

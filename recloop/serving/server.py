@@ -7,7 +7,7 @@ and one ranker call (TensorFlow calls cost about the same for 1 or 30 rows)
 and the event loop stays free to accept and parse. Bad requests are HTTP 400
 (kserve's ``InvalidInput``); a model's fault is a fallback, never a 5xx.
 
-kserve 0.15 binds 0.0.0.0 and parses ``sys.argv`` at import (STACK.md): the
+kserve 0.15 binds 0.0.0.0 and parses ``sys.argv`` at import (docs/stack.md): the
 server here sets the host itself (127.0.0.1 unless told), runs without gRPC,
 and imports kserve only when it starts.
 """

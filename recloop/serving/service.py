@@ -1,4 +1,4 @@
-"""What the server serves, and how it changes: the production version, fallbacks, hot reload, the request log.
+"""What the server serves, and how it changes: the production version, fallbacks, hot reload, answering.
 
 ``Service`` holds one immutable ``Served`` (a loaded version, or the heuristic
 fallback and why) over one catalog. A background thread watches the registry
@@ -10,29 +10,27 @@ pointer moves) and the old one keeps serving; with nothing to keep, the
 heuristic serves and ``fallback`` says why. ``serve`` never raises for a
 model's fault: a model error at request time falls back for that batch. A fixed
 share of members (``holdout``) is always served by the heuristic, as an online
-control group measured in the same weeks as the model.
+control group measured in the same weeks as the model. Each answer is written
+to the request log (``page.log_line``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
 from recloop.baselines import PopularInContext
 from recloop.features.catalog import item_columns, read_items, snapshot
-from recloop.features.records import format_ts, parse_ts
-from recloop.features.spec import CATEGORIES, COUNTRIES, LABELS, PLATFORMS
+from recloop.features.spec import CATEGORIES, COUNTRIES, PLATFORMS
 from recloop.serving import metrics
+from recloop.serving.clock import Clock
 from recloop.serving.funnel import (
     Heuristic,
     Page,
@@ -43,73 +41,15 @@ from recloop.serving.funnel import (
     load_version,
     recommend,
 )
+from recloop.serving.holdout import in_holdout
+from recloop.serving.page import check_page, log_line, response
 from recloop.serving.registry import Registry, RegistryError
-from recloop.serving.request import InvalidRequest
-from recloop.serving.rows import RowsConfig
+from recloop.serving.settings import FALLBACK_VERSION, HOLDOUT_VERSION, ServeSettings
 
 logger = logging.getLogger(__name__)
 
-FALLBACK_VERSION = "heuristic-fallback"  # model_version of pages served without a model
-HOLDOUT_VERSION = "heuristic-holdout"  # model_version of the holdout's pages (simulator.served keeps a copy)
-HOLDOUT_KEY = b"recloop-holdout"  # fixed: the same members stay held out across restarts and versions
-TIME_HEADER = "x-recloop-time"
 _KNOWN = {"platform": frozenset(PLATFORMS), "country": frozenset(COUNTRIES),
           "preferred_category": frozenset(CATEGORIES)}
-
-
-class ServeSettings(BaseModel):
-    """What ``recloop serve`` is told."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    registry: str | None = None  # watch this registry's pointer ...
-    model: str | None = None  # ... or serve this one version (KServe mounts it at /mnt/models)
-    catalog: str  # the item feed: a root with catalog/dt=YYYY-MM-DD/ folders, or one items file
-    rows: RowsConfig = RowsConfig()
-    poll_s: float = Field(2.0, gt=0)
-    fallback_pool: int = Field(500, gt=0)
-    holdout: float = Field(0.0, ge=0.0, lt=1.0)  # share of members always served by the heuristic
-
-
-def holdout_draw(member_id: str) -> float:
-    """A member's fixed uniform draw in [0, 1): a keyed hash of the id, the same in every process."""
-    digest = hashlib.blake2b(member_id.encode("utf-8"), digest_size=8, key=HOLDOUT_KEY).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
-
-
-def in_holdout(member_id: str, share: float) -> bool:
-    """Whether a member belongs to the online holdout of ``share`` (0 <= share < 1) of all members."""
-    return share > 0 and holdout_draw(member_id) < share
-
-
-class Clock:
-    """The server's notion of now: the wall clock, or (``simulated``) the time each request carries
-    in the ``x-recloop-time`` header, which the simulator sets (DESIGN.md, "Time")."""
-
-    def __init__(self, simulated: bool = False, start: dt.datetime | None = None):
-        self.simulated = simulated
-        self._latest = start or dt.datetime.now(dt.UTC)
-
-    def request_time(self, headers: Mapping[str, str] | None) -> dt.datetime:
-        """The time of a request.
-
-        Raises:
-          InvalidRequest: on a simulated clock, when the header is missing or not an RFC 3339 time.
-        """
-        if not self.simulated:
-            return dt.datetime.now(dt.UTC)
-        value = (headers or {}).get(TIME_HEADER)
-        try:
-            now = parse_ts(value)
-        except ValueError as e:
-            raise InvalidRequest(f"header {TIME_HEADER}: this server runs on a simulated clock and needs the "
-                                 f"request time ({e}), got {value!r}") from None
-        self._latest = max(self._latest, now)
-        return now
-
-    def now(self) -> dt.datetime:
-        """The latest time seen (simulated) or the wall clock."""
-        return self._latest if self.simulated else dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -325,59 +265,5 @@ class Service:
                 metrics.FALLBACKS.labels(reason=page_reason).inc()
             out.append(response(page, page_version, page_reason))
             if self.log is not None:
-                self.log.put(log_line(page, page_version, ts, served), ts)
+                self.log.put(log_line(page, page_version, ts, served.tables.catalog, served.release_date), ts)
         return out
-
-
-def check_page(page: Page) -> None:
-    """Raises ValueError unless a page is a valid answer: scores and heads in [0, 1], propensities in
-    (0, 1], no item twice."""
-    pool = page.pool
-    index = [i.index for i in page.impressions]
-    if len(set(index)) != len(index):
-        raise ValueError(f"request {page.query.request_id}: an item appears twice on the page")
-    for name, values in {"score": pool.score, **pool.heads}.items():
-        v = np.asarray(values)[index]
-        if not np.isfinite(v).all() or (v < 0).any() or (v > 1).any():
-            raise ValueError(f"request {page.query.request_id}: {name} outside [0, 1]: {v.tolist()}")
-    if any(not 0 < i.propensity <= 1 for i in page.impressions):
-        raise ValueError(f"request {page.query.request_id}: a propensity outside (0, 1]")
-
-
-def response(page: Page, version: str, fallback: str | None) -> dict[str, Any]:
-    """One instance's answer: rows of ``{item_id, score, propensity, heads}`` in page order."""
-    pool, imps = page.pool, page.impressions
-    index = [imp.index for imp in imps]
-    ids, scores = pool.item_id[index].tolist(), pool.score[index].tolist()  # one conversion per column
-    heads = ([dict(zip(LABELS, values, strict=True)) for values in zip(*(pool.heads[h][index].tolist()
-                                                                          for h in LABELS), strict=True)]
-             if pool.heads else [None] * len(imps))
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for imp, item_id, score, head in zip(imps, ids, scores, heads, strict=True):
-        rows.setdefault(imp.row, []).append({"item_id": item_id, "score": score, "propensity": imp.propensity,
-                                             "heads": head})
-    return {"request_id": page.query.request_id, "model_version": version, "fallback": fallback,
-            "rows": [{"name": name, "items": items} for name, items in rows.items()]}
-
-
-def log_line(page: Page, version: str, ts: dt.datetime, served: Served) -> str:
-    """The request record of a served page (the log contract), as one JSON line: the member and context
-    exactly as received, every impression with the item metadata as served."""
-    q, pool, cat = page.query, page.pool, served.tables.catalog
-    assert pool.index is not None
-    rows = pool.index[[imp.index for imp in page.impressions]]
-    columns = zip(cat["item_id"][rows].tolist(), pool.score[[imp.index for imp in page.impressions]].tolist(),
-                  cat["category"][rows].tolist(), cat["creator"][rows].tolist(), cat["duration_min"][rows].tolist(),
-                  cat["language"][rows].tolist(), served.release_date[rows].tolist(),
-                  (q.day - cat["release_day"][rows]).tolist(), strict=True)
-    impressions = [
-        {"item_id": item_id, "position": imp.position, "row": imp.row, "score": score, "propensity": imp.propensity,
-         "item": {"category": category, "creator": creator, "duration_min": duration, "language": language,
-                  "release_date": release, "age_days": age}}
-        for imp, (item_id, score, category, creator, duration, language, release, age)
-        in zip(page.impressions, columns, strict=True)]
-    record = {"request_id": q.request_id, "ts": format_ts(ts), "model_version": version,
-              "member": {"member_id": q.member_id, **q.member},
-              "context": {"hour_of_day": q.hour_of_day, "day_of_week": q.day_of_week, "platform": q.platform},
-              "impressions": impressions}
-    return orjson.dumps(record).decode("utf-8")

@@ -25,7 +25,7 @@ from recloop.simulator.policy import Feedback, Requests, Slates
 from recloop.simulator.world import World
 
 TIME_HEADER = "x-recloop-time"
-# the server's model_version of pages not from a model (serving.service; a test keeps the copies equal)
+# the server's model_version of pages not from a model (serving.settings; a test keeps the copies equal)
 FALLBACK_VERSION = "heuristic-fallback"  # no model loaded, or it failed
 HOLDOUT_VERSION = "heuristic-holdout"  # the online holdout: members always served by the heuristic
 SERVER_ROWS = 4  # the server's default page: for_your_usual, quick, something_new, popular_now

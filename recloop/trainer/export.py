@@ -1,6 +1,6 @@
 """SavedModels that serving loads with TensorFlow (+ scann) alone, and the index rebuild.
 
-Layout of an export directory (DESIGN.md, "State" lists what a registry version holds):
+Layout of an export directory (docs/architecture.md, "State and storage" lists what a registry version holds):
 
     query_tower/      raw member + context features -> {"embedding"}
     candidate_tower/  raw item features -> {"embedding"}

@@ -2,24 +2,14 @@
 
 ``run`` evaluates the candidate, the production model (when there is one) and
 the popularity baseline on the same eval split with the same code
-(``evaluate.py``: what the trainer reports), then ``judge`` applies the
-configured checks and ``run`` writes ``blessing.json`` and a Markdown summary.
+(``evaluate.py``: what the trainer reports), then ``judge`` applies the checks
+of ``gate_config.py`` and ``run`` writes ``blessing.json`` and the Markdown
+summary of ``gate_summary.py``. The blessing is what push reads before it moves
+production.
 
-Kinds of check (``GateConfig.thresholds``; each names a metric and a slice):
-
-- ``min``: an absolute floor (AUC(click) >= 0.55);
-- ``min_vs_popularity``: at least this multiple of the popularity baseline on
-  the same split, a floor that holds whatever the catalog size;
-- ``max_drop``: not worse than production by more than this, in the metric's
-  units; skipped on the first run, when nothing is in production;
-- ``offpolicy``: the candidate's estimated online click rate (SNIPS,
-  ``offpolicy.py``) not below the logged rate by more than a share, used only
-  when the effective sample size is large enough.
-
-A slice with less support (positives, impressions, requests with a click) than
-a check's ``min_support`` skips that check and says so. A metric that was not
-measured fails its check: a gate never passes by not looking. Not blessed is a
-normal outcome, written like a blessing; only unusable inputs raise.
+A metric that was not measured fails its check: a gate never passes by not
+looking. Not blessed is a normal outcome, written like a blessing; only unusable
+inputs raise.
 """
 
 from __future__ import annotations
@@ -29,91 +19,22 @@ import math
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recloop.features import logs
 from recloop.trainer import evaluate, offpolicy
 from recloop.trainer.config import TrainConfig
 from recloop.trainer.data import DataError, Examples, load
+from recloop.trainer.gate_config import GateConfig, OffPolicyConfig
+from recloop.trainer.gate_summary import summary
 from recloop.trainer.scorers import model_scorers, popularity, popularity_scorers
 from recloop.trainer.towers import MAX_POSITION
 
 # (version dir, eval impressions) -> (the version's probability of each logged item in its logged slot, facts)
 Replay = Callable[[str, Mapping[str, np.ndarray]], tuple[np.ndarray, dict[str, Any]]]
 Verdict = Literal["pass", "fail", "skipped"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Threshold(_Strict):
-    """One metric on one slice, with any of the three bounds."""
-
-    metric: str  # recall@K, recall@K_explored, auc_<head>[_explored], ndcg@N[_debiased], map@N
-    slice: str = "overall"  # overall, member=new|active, item=new|established, platform=<p>
-    min: float | None = None
-    min_vs_popularity: Annotated[float, Field(gt=0)] | None = None
-    max_drop: Annotated[float, Field(ge=0)] | None = None
-    min_support: Annotated[int, Field(ge=0)] = 0
-
-
-class OffPolicyConfig(_Strict):
-    enabled: bool = True
-    epsilon: Annotated[float, Field(ge=0, le=1)] = 0.1  # the serving exploration share the candidate would run with
-    min_ess: Annotated[float, Field(ge=1)] = 1000.0
-    # sum(w) / n is 1 in expectation; far from 1, the logs rarely hold what the candidate would show (its
-    # greedy picks were almost never explored) and the Kish ESS overstates what the figure is worth
-    max_mean_weight_error: Annotated[float, Field(gt=0)] = 0.25
-    max_relative_drop: Annotated[float, Field(ge=0, le=1)] = 0.05
-    max_requests: Annotated[int, Field(gt=0)] = 20_000  # eval requests replayed (a stable sample)
-    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
-
-
-# Explored slots are uniform over the logging request's pool, not the catalog: when a model logged the
-# span, explored positives all lie in its own retrieved candidates, so explored recall favours the model
-# in production. Recall is therefore checked against the popularity baseline (a floor) but not against
-# production; the re-ranking metrics (AUC, debiased NDCG over the logged impressions) carry the comparison.
-DEFAULT_THRESHOLDS = (
-    Threshold(metric="auc_click", min=0.55, max_drop=0.01, min_support=1000),
-    Threshold(metric="ndcg@10_debiased", min_vs_popularity=1.0, max_drop=0.01, min_support=200),
-    Threshold(metric="recall@100_explored", min_vs_popularity=0.8, min_support=200),
-    *(Threshold(metric=m, slice=s, max_drop=0.02, min_support=n)
-      for s in ("member=new", "item=new") for m, n in (("auc_click", 1000), ("ndcg@10_debiased", 200))),
-)
-
-
-class GateConfig(_Strict):
-    """The gate's checks; ``recloop evaluate --config`` reads it from YAML or JSON."""
-
-    thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
-    offpolicy: OffPolicyConfig = OffPolicyConfig()
-
-
-class GateConfigError(ValueError):
-    """A gate config file that cannot be read; the message names the file and the field."""
-
-
-def load_gate_config(path: str | Path | None) -> GateConfig:
-    """Reads a YAML/JSON gate config (None: the defaults).
-
-    Raises:
-      GateConfigError: naming the file and each invalid field.
-    """
-    if path is None:
-        return GateConfig()
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        return GateConfig.model_validate(data)
-    except yaml.YAMLError as e:
-        raise GateConfigError(f"{path}: not valid YAML/JSON: {e}") from None
-    except ValidationError as e:
-        fields = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise GateConfigError(f"{path}: invalid gate config: {fields}") from None
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -262,7 +183,8 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
             notes.append(f"production ({production_card['version']}) was trained on data up to "
                          f"{production_card['data']['span']['eval_start']}, after this eval split starts "
                          f"({data.span['eval_start']}): the comparison favours it")
-    scorers = {"candidate": model_scorers(candidate, day), "popularity": popularity_scorers(popularity(data.train, day))}
+    scorers = {"candidate": model_scorers(candidate, day),
+               "popularity": popularity_scorers(popularity(data.train, day))}
     if production is not None:
         scorers["production"] = model_scorers(production, day)
     positives = data.eval.take(data.eval[f"label_{train_config.retrieval.positives}"] == 1)
@@ -330,54 +252,3 @@ def _counts(values: np.ndarray) -> dict[str, int]:
 
 def _name(check: Mapping[str, Any]) -> str:
     return f"{check['kind']}:{check['metric']}[{check['slice']}]"
-
-
-# ------------------------------------------------------------------------------------------- summary
-
-_MARK = {"pass": "✅ pass", "fail": "❌ fail", "skipped": "➖ skipped"}
-
-
-def summary(blessing: Mapping[str, Any]) -> str:
-    """The Markdown a person reads in the Kubeflow UI: the verdict, every check, the headline metrics."""
-    b = blessing
-    verdict = "**BLESSED**" if b["blessed"] else "**NOT BLESSED**"
-    against = (f"production `{b['production_version']}`" if b["production_version"]
-               else "no production model (first run: absolute checks only)")
-    lines = [f"# Evaluation gate: {verdict}", "",
-             (f"Candidate `{b['candidate_version']}` against {against}, on the eval split from "
-             f"{b['data']['span']['eval_start']} ({b['data']['eval_examples']:,} impressions, "
-             f"{b['data']['eval_requests']:,} requests)."), ""]
-    if b["failed"]:
-        lines += ["Failed: " + ", ".join(f"`{f}`" for f in b["failed"]), ""]
-    lines += [f"> {n}" for n in b["notes"]]
-    lines += ["## Checks", "", "| verdict | check | slice | candidate | reference | threshold | support | note |",
-              "|---|---|---|---|---|---|---|---|"]
-    for c in b["checks"]:
-        lines.append(f"| {_MARK[c['verdict']]} | {c['metric']} {c['rule']} | {c['slice']} | {_fmt(c['value'])} | "
-                     f"{_fmt(c['reference'])} | {_fmt(c['threshold'])} | {_fmt(c['support'])} | {c['note']} |")
-    names = [n for n in ("candidate", "production", "popularity") if n in b["metrics"]]
-    keys = [k for k in b["metrics"]["candidate"] if ":" not in k]
-    lines += ["", "## Metrics (overall)", "", "| metric | " + " | ".join(names) + " |",
-              "|---|" + "---|" * len(names)]
-    lines += [f"| {k} | " + " | ".join(_fmt(b["metrics"][n].get(k)) for n in names) + " |" for k in keys]
-    est = b["offpolicy"].get("estimate")
-    lines += ["", "## Off-policy estimate (per-position SNIPS)", ""]
-    if est:
-        lo, hi = est["snips_ci"]
-        llo, lhi = est["logged_ci"]
-        lines += [(f"- candidate click rate (SNIPS): **{est['snips']:.4f}** [{lo:.4f}, {hi:.4f}]; IPS "
-                  f"{est['ips']:.4f}"),
-                  f"- logging policy's observed click rate: {est['logged_rate']:.4f} [{llo:.4f}, {lhi:.4f}]",
-                  (f"- effective sample size {est['ess']:.0f} of {est['impressions']:,} impressions; mean weight "
-                  f"{est['mean_weight']:.3f}, max weight {est['max_weight']:.1f}")]
-    else:
-        lines.append(f"- not available: {b['offpolicy'].get('reason')}")
-    return "\n".join(lines) + "\n"
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)

@@ -1,6 +1,6 @@
 """The serving tables of an export: popularity in context and member profiles.
 
-The server's rows and fallbacks read them (DESIGN.md, "State"); they come from
+The server's rows and fallbacks read them (docs/architecture.md, "State and storage"); they come from
 the same training clicks as the models and use the heuristics of ``baselines/``,
 so "popular" and "usual" mean the same in training, evaluation and serving.
 """

@@ -3,7 +3,7 @@
 Lookups, bucket boundaries and normalisation are Keras preprocessing layers
 whose vocabularies and boundaries are computed from the training data here, so
 an exported tower takes raw features (strings, ints) and serving cannot
-transform them differently (DESIGN.md, "Lessons"). Ids not seen in training
+transform them differently (docs/architecture.md, "Principles"). Ids not seen in training
 (a new member, an item released today) fall into OOV buckets; the training loop
 drops a share of ids to OOV on purpose, so those buckets learn "someone new"
 and new items are represented by their metadata.

@@ -2,7 +2,7 @@
 
 Categorical features are compared with the L-infinity (Chebyshev) distance and
 numeric ones with the Jensen-Shannon divergence: TFDV's L-infinity silently
-measures nothing on a numeric feature (STACK.md). Labels describe member
+measures nothing on a numeric feature (docs/stack.md). Labels describe member
 behaviour, not the serving path, so their drift is warn-only by default.
 """
 

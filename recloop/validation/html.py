@@ -1,7 +1,7 @@
 """A standalone statistics page, rendered from TFDV's statistics proto: no scripts, no network.
 
 TFDV's own ``get_statistics_html`` loads Facets from public web hosts and shows
-a blank page offline and behind most firewalls (STACK.md). This page draws the
+a blank page offline and behind most firewalls (docs/stack.md). This page draws the
 same facts (count, missing share, moments, histograms, top values) as inline
 SVG for every dataset of a run side by side (train, serving, reference), and
 puts the run's anomalies above them.

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from recloop.pipelines.console import console
+from recloop.cli.console import console
 
 
 def evaluate(
@@ -29,7 +29,7 @@ def evaluate(
     from recloop.components import steps
     from recloop.serving.registry import RegistryError
     from recloop.trainer.data import DataError, read_summary
-    from recloop.trainer.gate import GateConfigError, load_gate_config
+    from recloop.trainer.gate_config import GateConfigError, load_gate_config
 
     try:
         load_gate_config(config)

@@ -1,4 +1,4 @@
-"""The weekly pipeline and the daily skew check, as KFP v2 pipelines (DESIGN.md, "The weekly pipeline").
+"""The weekly pipeline and the daily skew check, as KFP v2 pipelines (docs/architecture.md, "The weekly pipeline").
 
 ingest -> validate -> check -> train -> evaluate -> infra-validate -> push. Validate always
 succeeds, so its statistics and anomaly table reach the UI in a bad week; check fails the run
@@ -11,7 +11,7 @@ from typing import Any
 
 from kfp import dsl
 
-from recloop.components import weekly as c
+from recloop.components import definitions as c
 
 WEEKLY = "recloop-weekly"
 DAILY = "recloop-daily-skew"

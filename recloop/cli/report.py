@@ -21,7 +21,7 @@ import typer
 import yaml
 from rich.markup import escape
 
-from recloop.pipelines.console import console
+from recloop.cli.console import console
 
 IR, RUN, OUTPUT = "pipeline.yaml", "run.json", "executor_output.json"
 EMBED_LIMIT = 32 << 20  # bytes; a larger HTML artifact is linked, not embedded

@@ -6,7 +6,7 @@ the weekly pipeline (``kfp.local``) runs on the week before, the real ``recloop 
 and the simulated members are served by it; the server's request log and the
 members' events are the next run's input. A share of members stays on the
 heuristic (the server's online holdout), so model vs heuristic is measured in
-the same weeks, and the simulator's oracle gives the ceiling. ``demo_report``
+the same weeks, and the simulator's oracle gives the ceiling. ``demo_page``
 turns the result into the weekly table and ``report.html``.
 """
 
@@ -58,7 +58,7 @@ def run(cfg: DemoConfig, say: Event = print) -> dict[str, Any]:
       ValueError: fewer than 2 weeks (nothing would be served by a model).
       RuntimeError: the server did not start or the simulator could not be served.
     """
-    from recloop.pipelines.weekly import weekly
+    from recloop.pipelines.definitions import weekly
     from recloop.simulator import Simulation, parse_drift
     from recloop.simulator.policy import HeuristicPolicy
     from recloop.simulator.served import ServedPolicy
@@ -153,7 +153,7 @@ class _Server:
         self.url = f"http://127.0.0.1:{self.port}/v1/models/recommender:predict"
         with open(self.output, "wb") as f:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "recloop.pipelines.cli", "serve", "--registry", str(registry), "--catalog",
+                [sys.executable, "-m", "recloop.cli", "serve", "--registry", str(registry), "--catalog",
                  str(sim_dir), "--logs", str(sim_dir), "--port", str(self.port), "--simulated-clock",
                  "--start-time", f"{start}T00:00:00Z", "--holdout", str(holdout), "--poll-s", "0.5"],
                 stdout=f, stderr=subprocess.STDOUT)

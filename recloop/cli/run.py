@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from recloop.pipelines.console import console
+from recloop.cli.console import console
 
 BLOCKED_EXIT = 3
 
@@ -47,7 +47,7 @@ def run(
     """Run the weekly pipeline locally (kfp.local): ingest -> validate -> check -> train -> evaluate ->
     infra-validate -> push. Prints each task's outputs and where the run folder is."""
     from recloop.pipelines import local
-    from recloop.pipelines.weekly import daily, weekly
+    from recloop.pipelines.definitions import daily, weekly
 
     state = run_state or str(Path(work, "state").absolute())
     if pipeline == "weekly":

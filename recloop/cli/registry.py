@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from recloop.pipelines.console import console
+from recloop.cli.console import console
 
 
 def kserve_client() -> Any:

@@ -5,7 +5,6 @@ Registered on the app in ``cli``; exit code 3 means a blocking anomaly.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from recloop.pipelines.console import console
+from recloop.cli.console import console, date_option
 from recloop.validation.checks import ANOMALY_COLUMNS, anomaly_cells
 
 BLOCKING_EXIT = 3
@@ -54,11 +53,7 @@ def monitor(
     """The daily skew check: a day of serving logs vs the production model's training statistics."""
     from recloop.validation.run import monitor as run
 
-    try:
-        day = dt.date.fromisoformat(date)
-    except ValueError:
-        raise typer.BadParameter(f"expected a date YYYY-MM-DD, got {date!r}", param_hint="--date") from None
-    _report(run(logs, day, reference_stats, out, schema_path=schema, config_path=config,
+    _report(run(logs, date_option(date, "--date"), reference_stats, out, schema_path=schema, config_path=config,
                 alertmanager=alertmanager, state_dir=state), out, state)
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from recloop.pipelines.console import console
+from recloop.cli.console import console
 
 
 def demo(
@@ -29,7 +29,7 @@ def demo(
                                 ] = "",
 ) -> None:
     """Run the closed loop: simulated members, the real server, the weekly pipeline; print the weekly table."""
-    from recloop.pipelines import demo_report, report
+    from recloop.cli import demo_page, report
     from recloop.pipelines.demo import DemoConfig, run
     from recloop.simulator import SCALES, SimulationConfigError, parse_drift
 
@@ -53,25 +53,25 @@ def demo(
             report.write(w["run"]["run_dir"], str(out))
             runs[w["week"]] = str(out.relative_to(Path(result["work"])))
     print_tables(result)
-    h = demo_report.lift(result)
+    h = demo_page.lift(result)
     if h["lift"] is not None:
         console.print(f"week {h['week']}: the model's click rate {h['model']:.4f} vs the heuristic holdout "
                       f"{h['holdout']:.4f} ({h['lift']:+.1%}); the oracle {h['oracle']:.4f} (gap "
                       f"{h['gap_to_oracle']:.1%})")
     page = Path(result["work"], "report.html")
-    page.write_text(demo_report.page(result, runs))
+    page.write_text(demo_page.page(result, runs))
     console.print(f"{page} (the table, a chart, each run's report); every figure in {result['work']}/demo.json")
 
 
 def print_tables(result: dict[str, Any]) -> None:
     """The weekly table, then data sizes and wall time per stage."""
-    from recloop.pipelines import demo_report
+    from recloop.cli import demo_page
 
-    rows = demo_report.rows(result)
+    rows = demo_page.rows(result)
     for title, columns, cells in (
             (f"recloop demo: {len(rows)} weeks, scale {result['config']['scale']}, {result['seconds']:.0f} s",
-             demo_report.COLUMNS, demo_report.cells),
-            ("data sizes and wall seconds per stage", demo_report.TIME_COLUMNS, demo_report.time_cells)):
+             demo_page.COLUMNS, demo_page.cells),
+            ("data sizes and wall seconds per stage", demo_page.TIME_COLUMNS, demo_page.time_cells)):
         table = Table(title=title)
         for column in columns:
             table.add_column(column, overflow="fold")

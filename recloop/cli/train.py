@@ -14,7 +14,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from recloop.pipelines.console import console
+from recloop.cli.console import console
 
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 

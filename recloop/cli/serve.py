@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from recloop.pipelines.console import console
+from recloop.cli.console import console
 
 
 def serve(
@@ -54,10 +54,12 @@ def serve(
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from recloop.features.records import parse_ts
+    from recloop.serving.clock import Clock
     from recloop.serving.requestlog import RequestLog
     from recloop.serving.rows import RowsConfig
     from recloop.serving.server import serve as run
-    from recloop.serving.service import CatalogMissing, Clock, ServeSettings, Service
+    from recloop.serving.service import CatalogMissing, Service
+    from recloop.serving.settings import ServeSettings
 
     if holdout >= 1.0:
         raise typer.BadParameter(f"the holdout is a share of members below 1, got {holdout}", param_hint="--holdout")
@@ -97,7 +99,7 @@ def _run_workers(workers: int) -> None:
     args = sys.argv[1:]
     children = []
     for i in range(workers):
-        cmd = [sys.executable, "-m", "recloop.pipelines.cli", *args, "--workers", "1", "--worker-index", str(i + 1)]
+        cmd = [sys.executable, "-m", "recloop.cli", *args, "--workers", "1", "--worker-index", str(i + 1)]
         children.append(subprocess.Popen(cmd))
 
     def forward(sig: int, _frame: object) -> None:

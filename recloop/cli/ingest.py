@@ -1,116 +1,16 @@
-"""``recloop``: one command line for the whole loop.
-
-Each command parses its options, calls one library function and prints what it
-did. Later issues add evaluate, serve, push and demo.
-"""
+"""``recloop ingest``: one span of logs into labelled examples (the Beam job)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import time
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-import recloop  # noqa: F401  sets TF_USE_LEGACY_KERAS before anything imports TensorFlow
-from recloop.pipelines import (
-    demo_cli,
-    gate_cli,
-    kfp_cli,
-    registry_cli,
-    report,
-    run_cli,
-    serve_cli,
-    train_cli,
-    validation_cli,
-)
-from recloop.pipelines.console import console
-
-app = typer.Typer(
-    help="recloop: continuous training for recommender systems (logs -> Beam -> TFDV -> TFRS -> KServe).",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-)
+from recloop.cli.console import console, date_option
 
 
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"expected a date YYYY-MM-DD, got {value!r}") from None
-
-
-@app.callback()
-def main() -> None:
-    """recloop: continuous training for recommender systems."""
-
-
-@app.command()
-def simulate(
-    out: Annotated[str, typer.Option(help="output folder (logs, catalog, truth, simulation.json)")],
-    weeks: Annotated[int, typer.Option(min=1, help="simulated weeks")] = 1,
-    start: Annotated[str, typer.Option(help="first day, a Monday (YYYY-MM-DD)")] = "2026-01-05",
-    scale: Annotated[str, typer.Option(help="tiny | small | default")] = "tiny",
-    seed: Annotated[int, typer.Option(help="random seed: same seed, same logs")] = 0,
-    drift: Annotated[list[str] | None, typer.Option(
-        help="KIND@W[:D]: inject from week W (for D weeks); kinds: unit-bug, platform-rename, "
-             "null-surge, new-category, taste-shift")] = None,
-    corrupt: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of corrupt log lines")] = 0.0,
-    epsilon: Annotated[float, typer.Option(min=0.0, max=1.0, help="exploration share of the bootstrap policy")] = 0.1,
-    overwrite: Annotated[bool, typer.Option(help="replace an earlier simulation in --out")] = False,
-) -> None:
-    """Simulate members on a streaming-fitness platform and write their logs."""
-    from recloop.simulator import SCALES, SimulationConfigError, parse_drift
-    from recloop.simulator import simulate as run
-
-    if scale not in SCALES:
-        raise typer.BadParameter(f"expected one of {', '.join(SCALES)}, got {scale!r}", param_hint="--scale")
-    try:
-        drifts = [parse_drift(d) for d in drift or []]
-    except SimulationConfigError as e:
-        raise typer.BadParameter(str(e), param_hint="--drift") from None
-    first = _date(start)
-    stages = ("traffic", "policy", "behaviour", "logs")
-    t0 = time.perf_counter()
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=False) as bar:
-        task = bar.add_task(f"simulating {weeks} week(s), scale {scale}", total=weeks * len(stages))
-
-        def progress(week: int, stage: str) -> None:
-            bar.update(task, completed=week * len(stages) + stages.index(stage) + 1,
-                       description=f"week {week}: {stage}")
-
-        try:
-            result = run(out, weeks, first, scale=scale, seed=seed, drifts=drifts, corrupt_rate=corrupt,
-                         epsilon=epsilon, overwrite=overwrite, progress=progress)
-        except SimulationConfigError as e:
-            raise typer.BadParameter(str(e)) from None
-    _print_summary(result, out, time.perf_counter() - t0)
-
-
-def _print_summary(result: dict[str, Any], out: str, seconds: float) -> None:
-    table = Table(title=f"simulated logs in {out}")
-    for col in ("week", "start", "members", "items", "requests", "impressions", "click", "start ", "complete",
-                "like", "CTR", "corrupt", "drifts"):
-        table.add_column(col, justify="right" if col not in ("start", "drifts") else "left")
-    for w in result["weeks"]:
-        e = w["events"]
-        table.add_row(str(w["week"]), w["start"], f"{w['members']:,}", f"{w['items']:,}", f"{w['requests']:,}",
-                      f"{w['impressions']:,}", f"{e['click']:,}", f"{e['start']:,}", f"{e['complete']:,}",
-                      f"{e['like']:,}", f"{w['click_rate']:.2%}", f"{w['corrupt_lines']:,}", ", ".join(w["drifts"]))
-    console.print(table)
-    t = result["totals"]
-    console.print(f"requests {t['requests']:,}  impressions {t['impressions']:,}  events "
-                  + "  ".join(f"{k} {v:,}" for k, v in t["events"].items()))
-    if t["corrupt_lines"]:
-        console.print(f"corrupt lines {t['corrupt_lines']:,}: "
-                      + ", ".join(f"{k} {v:,}" for k, v in t["corrupt_by_kind"].items()))
-    console.print(f"done in {seconds:.1f} s; parameters and counts in {out}/simulation.json")
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def ingest(
     ctx: typer.Context,
     logs: Annotated[str, typer.Option(help="logs root (requests/ and events/ partitioned by dt=)")],
@@ -143,7 +43,7 @@ def ingest(
 
     try:
         config = IngestConfig(
-            logs=logs, start=_date(start), end=_date(end), out=out, eval_days=eval_days,
+            logs=logs, start=date_option(start), end=date_option(end), out=out, eval_days=eval_days,
             attribution_hours=attribution_hours, min_member_events=min_member_events, freshness_days=freshness_days,
             sample_users=sample_users, sample_data=sample_data, max_dead_letter_share=max_dead_letter_share,
             join_buckets=join_buckets, overwrite=overwrite)
@@ -199,25 +99,3 @@ def _print_ingest(s: dict[str, Any], out: str) -> None:
     console.print(f"reconciliation {'holds' if ok else 'FAILS'} ({len(s['reconciliation'])} equations); "
                   f"{s['wall_seconds']:.1f} s, {s['impressions_per_second']:,.0f} impressions/s on {s['runner']}; "
                   f"counts and parameters in {out}/summary.json")
-
-
-app.command()(validation_cli.validate)
-app.command()(validation_cli.monitor)
-app.command()(validation_cli.anomalies)
-app.command()(train_cli.train)
-app.command()(gate_cli.evaluate)
-app.command()(serve_cli.serve)
-app.command(name="infra-validate")(serve_cli.infra_validate)
-app.command()(registry_cli.push)
-app.command()(registry_cli.models)
-app.command()(registry_cli.rollback)
-app.command()(registry_cli.promote)
-app.command()(run_cli.run)
-app.command()(report.report)
-app.command()(kfp_cli.compile)
-app.command()(kfp_cli.submit)
-app.command()(kfp_cli.schedule)
-app.command()(demo_cli.demo)
-
-if __name__ == "__main__":
-    app()

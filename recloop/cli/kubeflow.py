@@ -2,9 +2,9 @@
 
 compile writes a pipeline's IR YAML; submit starts one run; schedule creates the recurring run a spec file
 (``manifests/recurring-run.yaml``) describes. Parameters are checked and typed against the pipeline's
-declared inputs, and crons against KFP's scheduler, before anything reaches the cluster. The KFP API server
-is reached only through ``kfp_client`` (tests replace it: no KFP backend runs here);
-the checks are in ``kfp_spec``.
+declared inputs, and crons against KFP's scheduler, before anything reaches the cluster. This module parses
+and prints; compiling is ``pipelines.compile``, the checks ``pipelines.kfp_spec``, the API calls
+``pipelines.remote``.
 """
 
 from __future__ import annotations
@@ -12,94 +12,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
-from recloop.pipelines import kfp_spec
-from recloop.pipelines.console import console
-
-
-class CompileError(RuntimeError):
-    """Compiling warned: the issue's acceptance is a pipeline that compiles without warnings."""
-
-
-def kfp_client(host: str, namespace: str | None) -> Any:
-    """The KFP API client for ``host`` (tests replace this function: the API server cannot run here)."""
-    import kfp
-
-    with warnings.catch_warnings():  # kfp.Client warns on every construction that it needs a v2 backend
-        warnings.filterwarnings("ignore", "This client only works", FutureWarning)
-        return kfp.Client(host=host, namespace=namespace) if namespace else kfp.Client(host=host)
-
-
-# -- compile --------------------------------------------------------------------------------------------------
-def compile_pipeline(pipeline: str, out: str, image: str | None = None) -> dict[str, Any]:
-    """Compiles a recloop pipeline to KFP IR YAML at ``out``, every step on ``image`` when given.
-
-    The image is set in the compiled PipelineSpec (``deploymentSpec.executors.*.container.image``) and the file
-    written again by KFP's own writer: the same IR as components built on that image would give.
-
-    Returns:
-      The IR as a dict.
-
-    Raises:
-      ValueError: an unknown pipeline, a malformed image, not a .yaml path. CompileError: compiling warned
-        (``out`` is removed).
-    """
-    from kfp import compiler
-
-    name = kfp_spec.pipeline_name(pipeline)
-    if image is not None and (not image or any(c.isspace() for c in image)):
-        raise ValueError(f"image: expected a container image such as ghcr.io/org/recloop:1.2, got {image!r}")
-    if not out.endswith((".yaml", ".yml")):
-        raise ValueError(f"out: expected a .yaml path (KFP IR YAML), got {out!r}")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        from recloop.pipelines.weekly import PIPELINES
-
-        func = PIPELINES[name]()
-        compiler.Compiler().compile(func, out)
-        if image is not None:
-            _write_with_image(func, out, image)
-    if caught:
-        Path(out).unlink(missing_ok=True)
-        raise CompileError(f"compiling {name} warned (treated as an error): "
-                           + "; ".join(f"{w.category.__name__}: {w.message}" for w in caught))
-    return yaml.safe_load(Path(out).read_text())
-
-
-def _write_with_image(func: Any, out: str, image: str) -> None:
-    from kfp.compiler import pipeline_spec_builder
-    from kfp.pipeline_spec import pipeline_spec_pb2
-
-    spec = pipeline_spec_pb2.PipelineSpec()
-    spec.CopyFrom(func.pipeline_spec)
-    executors = spec.deployment_spec["executors"]
-    for key in executors:
-        executors[key]["container"]["image"] = image
-    pipeline_spec_builder.write_pipeline_spec_to_file(spec, func.description, func.platform_spec, out)
-
-
-def task_order(ir: Mapping[str, Any]) -> list[str]:
-    """The IR's root tasks, each after the tasks it depends on (ties by name)."""
-    deps = {task: set(spec.get("dependentTasks", [])) for task, spec in ir["root"]["dag"]["tasks"].items()}
-    order: list[str] = []
-    while deps:
-        task = min(t for t, d in deps.items() if d <= set(order))  # the compiler refuses cycles
-        order.append(task)
-        del deps[task]
-    return order
-
-
-def images(ir: Mapping[str, Any]) -> list[str]:
-    """The container images of the IR's executors."""
-    return sorted({e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()})
+from recloop.cli.console import console
+from recloop.pipelines import kfp_spec, remote
+from recloop.pipelines.compile import CompileError, compile_pipeline, images, task_order
 
 
 def _bad(hint: str, error: Exception) -> typer.BadParameter:
@@ -221,27 +142,15 @@ def submit(
         package = str(Path(tmp, f"{name}.yaml"))
         _compile(name, package, image)
         try:
-            result = kfp_client(host, namespace).create_run_from_pipeline_package(
-                pipeline_file=package, arguments=arguments, run_name=run_name, experiment_name=experiment,
-                namespace=namespace, service_account=service_account)
+            run_id = remote.start_run(host, namespace, package, arguments, run_name, experiment, service_account)
         except Exception as e:  # noqa: BLE001 - no endpoint, auth, an API error: nothing started
             console.print(f"[red]submit failed:[/red] {' '.join(str(e).split())}", soft_wrap=True)
             raise typer.Exit(1) from None
-    console.print(f"started run {result.run_id} ({run_name!r}) in experiment {experiment}: "
-                  f"{host.rstrip('/')}/#/runs/details/{result.run_id}", soft_wrap=True)
+    console.print(f"started run {run_id} ({run_name!r}) in experiment {experiment}: "
+                  f"{host.rstrip('/')}/#/runs/details/{run_id}", soft_wrap=True)
 
 
 # -- schedule -------------------------------------------------------------------------------------------------
-def experiment_id(client: Any, name: str, namespace: str | None) -> tuple[str, bool]:
-    """The experiment's id, and whether it had to be created."""
-    try:
-        return client.get_experiment(experiment_name=name, namespace=namespace).experiment_id, False
-    except ValueError as e:  # kfp.Client's way of saying there is none
-        if not str(e).startswith("No experiment is found with name"):
-            raise
-    return client.create_experiment(name=name, namespace=namespace).experiment_id, True
-
-
 def schedule(
     host: HostOpt,
     spec: Annotated[str, typer.Option(help="the recurring run: name, experiment, cron, parameters, ...")
@@ -261,29 +170,16 @@ def schedule(
         expression = kfp_spec.kfp_cron(cron if cron is not None else run.cron)
     except kfp_spec.CronError as e:
         raise _bad("--cron", e) from None
-    by_name = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": run.name}]})
     with tempfile.TemporaryDirectory() as tmp:
         package = str(Path(tmp, f"{run.pipeline}.yaml"))
         _compile(run.pipeline, package, image)
         try:
-            client = kfp_client(host, namespace)
-            exp, created = experiment_id(client, run.experiment, namespace)
-            old = client.list_recurring_runs(experiment_id=exp, filter=by_name, page_size=100).recurring_runs or []
-            if old and not replace:
-                ids = ", ".join(r.recurring_run_id for r in old)
-                raise RuntimeError(f"experiment {run.experiment} already has a recurring run named {run.name!r} "
-                                   f"({ids}); --replace replaces it")
-            new = client.create_recurring_run(
-                experiment_id=exp, job_name=run.name, cron_expression=expression,
-                max_concurrency=run.max_concurrency, no_catchup=not run.catchup, params=run.parameters,
-                pipeline_package_path=package, service_account=run.service_account, enabled=True)
-            for r in old:  # after the new one exists: no week without a schedule if creating it failed
-                client.delete_recurring_run(r.recurring_run_id)
+            done = remote.schedule(host, namespace, run, expression, package, replace)
         except Exception as e:  # noqa: BLE001 - no endpoint, auth, an API error, a duplicate
             console.print(f"[red]schedule failed:[/red] {' '.join(str(e).split())}", soft_wrap=True)
             raise typer.Exit(1) from None
-    replaced = f" (replacing {', '.join(r.recurring_run_id for r in old)})" if old else ""
-    console.print(f"recurring run {run.name!r} {new.recurring_run_id}{replaced} in experiment {run.experiment}"
-                  f"{' (created)' if created else ''}: cron '{expression}' (UTC), max concurrency "
+    replaced = f" (replacing {', '.join(done.replaced)})" if done.replaced else ""
+    console.print(f"recurring run {run.name!r} {done.recurring_run_id}{replaced} in experiment {run.experiment}"
+                  f"{' (created)' if done.experiment_created else ''}: cron '{expression}' (UTC), max concurrency "
                   f"{run.max_concurrency}, catchup {'on' if run.catchup else 'off'}, service account "
                   f"{run.service_account or '(KFP default)'}; parameters {json.dumps(run.parameters)}", soft_wrap=True)

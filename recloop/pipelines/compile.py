@@ -1,0 +1,85 @@
+"""Compiling recloop's pipelines to KFP IR YAML, every step on the image a cluster pulls.
+
+The weekly and daily pipelines (``definitions``) are compiled by KFP's own compiler; a compiler warning is an
+error here, since a spec that warned is not one to hand to a cluster. ``task_order`` and ``images`` read the
+compiled IR back for the CLI's one-line summary and the tests.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recloop.pipelines import kfp_spec
+
+
+class CompileError(RuntimeError):
+    """Compiling warned: the issue's acceptance is a pipeline that compiles without warnings."""
+
+
+def compile_pipeline(pipeline: str, out: str, image: str | None = None) -> dict[str, Any]:
+    """Compiles a recloop pipeline to KFP IR YAML at ``out``, every step on ``image`` when given.
+
+    The image is set in the compiled PipelineSpec (``deploymentSpec.executors.*.container.image``) and the file
+    written again by KFP's own writer: the same IR as components built on that image would give.
+
+    Returns:
+      The IR as a dict.
+
+    Raises:
+      ValueError: an unknown pipeline, a malformed image, not a .yaml path. CompileError: compiling warned
+        (``out`` is removed).
+    """
+    from kfp import compiler
+
+    name = kfp_spec.pipeline_name(pipeline)
+    if image is not None and (not image or any(c.isspace() for c in image)):
+        raise ValueError(f"image: expected a container image such as ghcr.io/org/recloop:1.2, got {image!r}")
+    if not out.endswith((".yaml", ".yml")):
+        raise ValueError(f"out: expected a .yaml path (KFP IR YAML), got {out!r}")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from recloop.pipelines.definitions import PIPELINES
+
+        func = PIPELINES[name]()
+        compiler.Compiler().compile(func, out)
+        if image is not None:
+            _write_with_image(func, out, image)
+    if caught:
+        Path(out).unlink(missing_ok=True)
+        raise CompileError(f"compiling {name} warned (treated as an error): "
+                           + "; ".join(f"{w.category.__name__}: {w.message}" for w in caught))
+    return yaml.safe_load(Path(out).read_text())
+
+
+def _write_with_image(func: Any, out: str, image: str) -> None:
+    from kfp.compiler import pipeline_spec_builder
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    spec = pipeline_spec_pb2.PipelineSpec()
+    spec.CopyFrom(func.pipeline_spec)
+    executors = spec.deployment_spec["executors"]
+    for key in executors:
+        executors[key]["container"]["image"] = image
+    pipeline_spec_builder.write_pipeline_spec_to_file(spec, func.description, func.platform_spec, out)
+
+
+def task_order(ir: Mapping[str, Any]) -> list[str]:
+    """The IR's root tasks, each after the tasks it depends on (ties by name)."""
+    deps = {task: set(spec.get("dependentTasks", [])) for task, spec in ir["root"]["dag"]["tasks"].items()}
+    order: list[str] = []
+    while deps:
+        task = min(t for t, d in deps.items() if d <= set(order))  # the compiler refuses cycles
+        order.append(task)
+        del deps[task]
+    return order
+
+
+def images(ir: Mapping[str, Any]) -> list[str]:
+    """The container images of the IR's executors."""
+    return sorted({e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()})

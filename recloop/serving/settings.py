@@ -1,0 +1,29 @@
+"""What the server is told (``ServeSettings``) and the version labels it answers with when no model serves.
+
+``recloop serve`` builds the settings; ``Service`` reads them. The two labels are
+the ``model_version`` of pages the heuristic serves, in answers and in the request
+log, so the simulator and the loop's reports can tell the groups apart.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recloop.serving.rows import RowsConfig
+
+FALLBACK_VERSION = "heuristic-fallback"  # model_version of pages served without a model
+HOLDOUT_VERSION = "heuristic-holdout"  # model_version of the holdout's pages (simulator.served keeps a copy)
+
+
+class ServeSettings(BaseModel):
+    """What ``recloop serve`` is told."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    registry: str | None = None  # watch this registry's pointer ...
+    model: str | None = None  # ... or serve this one version (KServe mounts it at /mnt/models)
+    catalog: str  # the item feed: a root with catalog/dt=YYYY-MM-DD/ folders, or one items file
+    rows: RowsConfig = RowsConfig()
+    poll_s: float = Field(2.0, gt=0)
+    fallback_pool: int = Field(500, gt=0)
+    holdout: float = Field(0.0, ge=0.0, lt=1.0)  # share of members always served by the heuristic
