@@ -218,7 +218,8 @@ def test_the_build_context_is_what_the_copies_need(stages):
                 if p.strip() and not p.startswith("#")]
     for heavy in (".venv/bin/python", ".venv/lib/python3.11/site-packages/tensorflow/__init__.py", "runs/w1/x.json",
                   ".git/HEAD", "bench/results/serving.json", "tests/test_x.py", "recloop/__pycache__/a.pyc",
-                  "recloop/serving/__pycache__/server.cpython-311.pyc", "docs/oncall.md", "manifests/kustomization.yaml"):
+                  "recloop/serving/__pycache__/server.cpython-311.pyc", "docs/oncall.md",
+                  "manifests/kustomization.yaml"):
         assert dockerignore_excludes(patterns, heavy), f".dockerignore lets {heavy} into the build context"
     # every file the builder COPYs from the context, and what hatchling needs to build the wheel
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())

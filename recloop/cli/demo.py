@@ -30,7 +30,7 @@ def demo(
 ) -> None:
     """Run the closed loop: simulated members, the real server, the weekly pipeline; print the weekly table."""
     from recloop.cli import demo_page, report
-    from recloop.pipelines.demo import DemoConfig, run
+    from recloop.cli.demo_loop import DemoConfig, run
     from recloop.simulator import SCALES, SimulationConfigError, parse_drift
 
     if scale not in SCALES:

@@ -30,7 +30,10 @@ class StepError(RuntimeError):
 
 
 class BlockingAnomalies(StepError):
-    """Validation found blocking anomalies: the run must stop before training (docs/architecture.md, "The weekly pipeline")."""
+    """Validation found blocking anomalies: the run must stop before training.
+
+    See docs/architecture.md, "The weekly pipeline".
+    """
 
 
 def span(start: str, end: str, scheduled_time: str = "", days: int = 7) -> tuple[dt.date, dt.date]:
