@@ -395,3 +395,63 @@ def copy_version(export: str, registry: str, suffix: str = "", break_part: str |
     if break_part:
         (target / break_part / "saved_model.pb").write_bytes(b"not a SavedModel")
     return version
+
+
+# ---------------------------------------------------------------- a real S3 API server on loopback
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """moto's S3 API server (``moto[server]``, a dev dependency) on 127.0.0.1, for the whole session.
+
+    The process environment points every S3 client at it the way a MinIO deployment is reached
+    (``AWS_ENDPOINT_URL`` and static keys): s3fs, boto3 and kserve's storage initializer read it
+    themselves, and so do the subprocesses the tests start (``recloop serve``, kfp.local's tasks).
+    Yields the endpoint URL.
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    folder = tmp_path_factory.mktemp("s3")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with open(folder / "log.txt", "w") as logfile:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=logfile, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    raise RuntimeError(f"moto's S3 server did not start: {(folder / 'log.txt').read_text()[-2000:]}")
+                time.sleep(0.2)
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "recloop-test", "AWS_SECRET_ACCESS_KEY": "secret",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        yield endpoint
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def bucket(s3_server: str) -> str:
+    """A new, empty bucket on the session's S3 server; yields its ``s3://`` URI."""
+    import uuid
+
+    import fsspec
+
+    name = f"recloop-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3").mkdir(name)
+    return f"s3://{name}"

@@ -12,15 +12,16 @@ import recloop
 
 ROOT = Path(recloop.__file__).parent
 # what each package may import of ours (docs/architecture.md, "Layers"): arrows point down the table only
-_LIBRARY = {"features", "baselines", "simulator", "ingest", "validation", "trainer", "serving"}
+_LIBRARY = {"storage", "features", "baselines", "simulator", "ingest", "validation", "trainer", "serving"}
 ALLOWED = {
-    "features": set(),
-    "baselines": {"features"},
-    "simulator": {"features", "baselines"},
-    "ingest": {"features"},
-    "validation": {"features"},
-    "trainer": {"features", "baselines"},
-    "serving": {"features", "baselines"},
+    "storage": set(),  # the one storage layer: every package may use it
+    "features": {"storage"},
+    "baselines": {"storage", "features"},
+    "simulator": {"storage", "features", "baselines"},
+    "ingest": {"storage", "features"},
+    "validation": {"storage", "features"},
+    "trainer": {"storage", "features", "baselines"},
+    "serving": {"storage", "features", "baselines"},
     "components": _LIBRARY,
     "pipelines": _LIBRARY | {"components"},
     "cli": _LIBRARY | {"components", "pipelines"},  # the front door: on top, nothing imports it

@@ -65,7 +65,7 @@ def test_a_good_week_runs_every_task_and_pushes(loop):
     assert saved["state"] == "SUCCEEDED" and saved["parameters"]["epochs"] == 2
     assert (Path(run.run_dir) / "pipeline.yaml").exists()
     # the drift reference for the next run is this span's training statistics
-    assert json.loads(Path(loop["state"], "previous", "span.json").read_text())["span"].startswith("train 2026-01-05")
+    assert json.loads(Path(loop["state"], "previous.json").read_text())["span"].startswith("train 2026-01-05")
     page = report.render(run.run_dir)
     assert all(task in page for task in TASKS) and "PUSHED" in page
 
@@ -88,7 +88,7 @@ def test_a_serving_bug_stops_the_run_at_check_after_validate_published_and_alert
     assert any(a["labels"].get("feature") == "duration_min" for a in received)
     # nothing moved: production, and the drift reference (the bad week is not the next week's baseline)
     assert Registry(loop["registry"]).pointer() == loop["production"]
-    assert "2026-01-05" in json.loads(Path(loop["state"], "previous", "span.json").read_text())["span"]
+    assert "2026-01-05" in json.loads(Path(loop["state"], "previous.json").read_text())["span"]
     assert "BLOCKED" not in result.output or "blocking" in result.output
     assert "check" in result.output and "failed" in result.output
 

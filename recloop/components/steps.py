@@ -17,10 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import fsspec
+from recloop import storage
 
-PREVIOUS_STATS = "previous/train.pb"  # in the run state: the newest accepted span's training statistics
-PREVIOUS_SPAN = "previous/span.json"
 REFERENCE_STATS = "validation/stats/train.pb"  # in a registry version: its training statistics (skew reference)
 UNRESOLVED = "{{$"  # a KFP placeholder the local runner left as text
 
@@ -91,25 +89,23 @@ def validate(data: str, out: str, run_state: str, registry: str, alertmanager: s
     """Validates an ingested span against the run state's previous span (drift) and the production
     model's training statistics (skew); returns the verdict (``anomalies.json``).
 
-    The run state keeps the newest span that was not blocked: a bad week is never the drift reference
-    of the next one, so the week after an incident is compared with the last good week.
+    The run state (any URI) keeps the newest span that was not blocked: a bad week is never the drift
+    reference of the next one, so the week after an incident is compared with the last good week. The
+    state is locked while this step reads and writes it: a second run at the same time is refused.
     """
+    from recloop.validation import state
     from recloop.validation.run import validate as run
 
-    state_dir = _local_state(run_state)
-    fs, state = fsspec.core.url_to_fs(run_state)
-    fs.makedirs(state, exist_ok=True)
-    previous = posixpath.join(state, PREVIOUS_STATS)
     _, version_dir = production(registry)
-    with tempfile.TemporaryDirectory(prefix="recloop-validate-") as tmp:
-        reference = _fetch(posixpath.join(version_dir, REFERENCE_STATS), f"{tmp}/reference.pb") if version_dir else None
-        verdict = run(data, out, previous_stats=_fetch(previous, f"{tmp}/previous.pb"), reference_stats=reference,
-                      config_path=config or None, alertmanager=alertmanager or None, state_dir=state_dir)
-    if not verdict["blocking"]:
-        fs.makedirs(posixpath.dirname(previous), exist_ok=True)
-        fs.put(f"{out}/stats/train.pb", previous)
-        with fs.open(posixpath.join(state, PREVIOUS_SPAN), "w") as f:
-            json.dump({"span": verdict["spans"]["current"], "data": data}, f)
+    with state.locked(run_state, holder=f"validate {data}"), \
+            tempfile.TemporaryDirectory(prefix="recloop-validate-") as tmp:
+        previous = state.previous_stats(run_state)
+        reference = _fetch(storage.join(version_dir, REFERENCE_STATS), f"{tmp}/reference.pb") if version_dir else None
+        verdict = run(data, out, previous_stats=_fetch(previous, f"{tmp}/previous.pb") if previous else None,
+                      reference_stats=reference, config_path=config or None, alertmanager=alertmanager or None,
+                      state_dir=run_state)
+        if not verdict["blocking"]:
+            state.accept(run_state, f"{out}/stats/train.pb", verdict["spans"]["current"], data)
     return verdict
 
 
@@ -120,36 +116,24 @@ def monitor(logs: str, day: dt.date, out: str, registry: str, run_state: str, al
     Raises:
       StepError: nothing is in production yet, or its version has no training statistics.
     """
+    from recloop.validation import state
     from recloop.validation.run import monitor as run
 
-    state_dir = _local_state(run_state)
     version, version_dir = production(registry)
     if version_dir is None:
         raise StepError(f"{registry}: nothing in production yet, so no training statistics to compare with")
-    with tempfile.TemporaryDirectory(prefix="recloop-monitor-") as tmp:
-        reference = _fetch(posixpath.join(version_dir, REFERENCE_STATS), f"{tmp}/reference.pb")
+    with state.locked(run_state, holder=f"monitor {day}"), \
+            tempfile.TemporaryDirectory(prefix="recloop-monitor-") as tmp:
+        reference = _fetch(storage.join(version_dir, REFERENCE_STATS), f"{tmp}/reference.pb")
         if reference is None:
             raise StepError(f"production version {version} has no {REFERENCE_STATS} (trained without validation?)")
         return run(logs, day, reference, out, config_path=config or None, alertmanager=alertmanager or None,
-                   state_dir=state_dir)
+                   state_dir=run_state)
 
 
 def _fetch(uri: str, target: str) -> str | None:
-    """Copies the file at ``uri`` (any fsspec URI) to the local path ``target``; None when there is none."""
-    fs, path = fsspec.core.url_to_fs(uri)
-    if not fs.exists(path):
-        return None
-    fs.get(path, target)
-    return target
-
-
-def _local_state(run_state: str) -> str:
-    """Validation keeps schema versions and undelivered alerts in a local folder (object stores: not yet)."""
-    protocol = fsspec.core.split_protocol(run_state)[0]
-    if protocol not in (None, "file", "local"):
-        raise StepError(f"run_state: validation keeps alerts and schemas in a local or mounted folder, got "
-                        f"{run_state!r}; mount the bucket (e.g. gcsfuse) and pass its path")
-    return fsspec.core.url_to_fs(run_state)[1]
+    """Copies the file at ``uri`` to the local path ``target``; None when there is none."""
+    return storage.download(uri, target) if storage.exists(uri) else None
 
 
 def check(validation: str) -> dict[str, Any]:

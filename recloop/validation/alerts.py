@@ -18,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from recloop import storage
+
 log = logging.getLogger(__name__)
 
 
@@ -76,8 +78,10 @@ def raise_alerts(anomalies: list[dict[str, Any]], run_dir: str, run: str, url: s
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(run_dir, "alerts.jsonl"), "a", encoding="utf-8") as f:
         f.writelines(json.dumps(a, sort_keys=True) + "\n" for a in alerts)
-    pending = Path(state_dir, "undelivered.jsonl") if state_dir else None
-    earlier = [json.loads(line) for line in pending.read_text().splitlines()] if pending and pending.exists() else []
+    pending = storage.join(state_dir, "undelivered.jsonl") if state_dir else None
+    earlier = []
+    if pending and storage.exists(pending):
+        earlier = [json.loads(line) for line in storage.read_text(pending).splitlines()]
     outcome = {"raised": len(alerts), "resent": len(earlier), "delivered": False, "error": None}
     to_send = earlier + alerts
     if not to_send:
@@ -87,11 +91,10 @@ def raise_alerts(anomalies: list[dict[str, Any]], run_dir: str, run: str, url: s
     else:
         outcome["error"] = post(url, to_send, **post_options)
         outcome["delivered"] = outcome["error"] is None
-    if outcome["delivered"] and pending and pending.exists():
-        pending.unlink()
+    if outcome["delivered"] and pending:
+        storage.remove(pending)
     elif not outcome["delivered"] and pending:
-        pending.parent.mkdir(parents=True, exist_ok=True)
-        pending.write_text("".join(json.dumps(a, sort_keys=True) + "\n" for a in to_send))
+        storage.write_text(pending, "".join(json.dumps(a, sort_keys=True) + "\n" for a in to_send))
     if not outcome["delivered"]:
         log.warning("%d alert(s) not delivered (%s); kept in %s%s", len(to_send), outcome["error"],
                     Path(run_dir, "alerts.jsonl"), f" and {pending} for the next run" if pending else "")

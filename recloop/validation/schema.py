@@ -13,11 +13,13 @@ and can be pinned with ``--schema`` from then on.
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
 import tensorflow_data_validation as tfdv
+from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
+from recloop import storage
 from recloop.features.examples import LABEL_COLUMNS
 from recloop.features.spec import FEATURES
 from recloop.validation.config import FeatureRule, ValidationConfig
@@ -67,25 +69,34 @@ def _comparator(comparator: schema_pb2.FeatureComparator, rule: FeatureRule, thr
         comparator.jensen_shannon_divergence.threshold = threshold
 
 
+_VERSION = re.compile(r"v(\d{3})\.pbtxt")
+
+
 def latest_version(state_dir: str) -> str | None:
-    """The newest curated schema kept in a run-state folder (``schemas/vNNN.pbtxt``), or None."""
-    versions = sorted(Path(state_dir, "schemas").glob("v[0-9][0-9][0-9].pbtxt"))
-    return str(versions[-1]) if versions else None
+    """The URI of the newest curated schema kept in a run state (``schemas/vNNN.pbtxt``), or None."""
+    versions = [n for n in storage.listdir(storage.join(state_dir, "schemas")) if _VERSION.fullmatch(n)]
+    return storage.join(state_dir, "schemas", versions[-1]) if versions else None
 
 
 def save_version(schema: schema_pb2.Schema, state_dir: str) -> str:
-    """Keeps ``schema`` as the next version in the run state; earlier versions stay as they were."""
+    """Keeps ``schema`` as the next version in the run state; earlier versions stay as they were.
+
+    Raises:
+      storage.StorageError: another run saved that version first (versions are never overwritten).
+    """
     latest = latest_version(state_dir)
-    number = int(Path(latest).stem[1:]) + 1 if latest else 1
-    path = str(Path(state_dir, "schemas", f"v{number:03d}.pbtxt"))
-    write(schema, path)
+    number = int(_VERSION.fullmatch(latest.rsplit("/", 1)[-1]).group(1)) + 1 if latest else 1
+    path = storage.join(state_dir, "schemas", f"v{number:03d}.pbtxt")
+    if not storage.create(path, text_format.MessageToString(schema).encode("utf-8")):
+        raise storage.StorageError(f"{path}: another run saved this schema version first")
     return path
 
 
-def write(schema: schema_pb2.Schema, path: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tfdv.write_schema_text(schema, path)
+def write(schema: schema_pb2.Schema, uri: str) -> None:
+    """Writes ``schema`` as text (what ``tfdv.write_schema_text`` writes) to ``uri``, whole."""
+    storage.write_text(uri, text_format.MessageToString(schema))
 
 
-def read(path: str) -> schema_pb2.Schema:
-    return tfdv.load_schema_text(path)
+def read(uri: str) -> schema_pb2.Schema:
+    """The schema in text format at ``uri``."""
+    return text_format.Parse(storage.read_text(uri), schema_pb2.Schema())

@@ -1,0 +1,34 @@
+"""Every location a user passes, as a URI: the one storage layer of recloop.
+
+Logs, the item feed, the registry, the run state, configs, the outputs of a remote run and the
+server's request log are URIs: a local path in a quick try, ``s3://`` (S3, or MinIO, which
+Kubeflow ships as its artifact store) or ``gs://`` on a cluster. Everything goes through fsspec
+(s3fs, gcsfs); credentials and endpoints come from the environment the SDKs read
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, workload identity, ...), never from code or
+arguments. ``objects`` reads and writes whole objects; ``local`` gives the libraries that only take
+local paths (TensorFlow, TFDV) a local view of a URI.
+"""
+
+from recloop.storage.local import local_output, local_view
+from recloop.storage.objects import (
+    StorageError,
+    create,
+    download,
+    exists,
+    filesystem,
+    is_local,
+    join,
+    listdir,
+    read_bytes,
+    read_json,
+    read_text,
+    remove,
+    upload,
+    write_bytes,
+    write_json,
+    write_text,
+)
+
+__all__ = ["StorageError", "create", "download", "exists", "filesystem", "is_local", "join", "listdir", "local_output",
+           "local_view", "read_bytes", "read_json", "read_text", "remove", "upload", "write_bytes", "write_json",
+           "write_text"]
