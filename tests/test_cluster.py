@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-from fsspec.implementations.local import LocalFileSystem
-from fsspec.registry import _registry
 from kserve import KServeClient
 from kubernetes import client as k8s
 from test_cli import _flat
@@ -267,23 +265,6 @@ def test_promote_removes_the_canary_percent():
         cluster.promote(client, "nope", "ml")
 
 
-@pytest.fixture
-def bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """``gs://recloop-test`` kept in a local folder: a registry with the URI a cluster reads, on this disk."""
-    root = tmp_path / "gcs"
-
-    class LocalBucket(LocalFileSystem):
-        protocol = ("gs",)
-
-        @classmethod
-        def _strip_protocol(cls, path: Any) -> str:
-            path = str(path)
-            return str(root / path.removeprefix("gs://")) if path.startswith("gs://") else super()._strip_protocol(path)
-
-    monkeypatch.setitem(_registry, "gs", LocalBucket)
-    return "gs://recloop-test"
-
-
 def test_cli_push_to_the_registry_and_the_inference_service_then_promote(bucket, tmp_path, monkeypatch):
     client = MockKServeClient()
     monkeypatch.setattr(registry_cli, "kserve_client", lambda: client)
@@ -295,7 +276,7 @@ def test_cli_push_to_the_registry_and_the_inference_service_then_promote(bucket,
     assert r.exit_code == 0, r.output
     assert "production is now va" in out and "InferenceService ml/rec created" in out
     assert client.sent("create")[0]["spec"]["predictor"]["model"]["storageUri"] == (
-        "gs://recloop-test/registry/versions/va") == Registry(reg).version_dir("va")
+        f"{bucket}/registry/versions/va") == Registry(reg).version_dir("va")
 
     r = runner.invoke(app, ["push", "--model", _export(tmp_path / "b", "vb", baseline="va"), "--registry", reg,
                             *target, "--canary-percent", "10"])

@@ -326,3 +326,18 @@ def test_a_line_that_is_not_utf8_is_a_dead_letter_not_a_crash(tmp_path):
     (letter,) = dead_letters(tmp_path / "out")
     assert (letter["reason"], letter["line_number"]) == ("invalid_json", 2) and "\\xff" in letter["line"]
     assert summary["examples"]["train"] == 1
+
+
+def test_logs_and_outputs_on_s3(hand_logs, hand, bucket, tmp_path):
+    """The same ingest with its logs and its output (spill and staging included) on a real S3 API server."""
+    from recloop import storage
+
+    out, _ = hand
+    storage.upload(hand_logs, f"{bucket}/logs")
+    summary = run(IngestConfig(logs=f"{bucket}/logs", start=dt.date(2026, 1, 12), end=dt.date(2026, 1, 14),
+                               out=f"{bucket}/ingest", min_member_events=0, max_dead_letter_share=0.5))
+    assert all(eq["holds"] for eq in summary["reconciliation"].values())
+    assert storage.listdir(bucket) == ["ingest", "logs"]  # no staging or spill left behind
+    local = storage.download(f"{bucket}/ingest", str(tmp_path / "u"))
+    assert read_examples(Path(local) / "train") == read_examples(out / "train")
+    assert {d["source"].split("://")[0] for d in dead_letters(Path(local))} == {"s3"}

@@ -169,7 +169,6 @@ def evaluate(candidate: str, data: Sequence[str], registry: str, out: str, confi
     against. ``catalog`` is the served item feed (a root with ``catalog/dt=...``) for the off-policy replay;
     without it the newest data's item summaries approximate the pool.
     """
-    from recloop.serving.registry import local_copy
     from recloop.serving.replay import target_probabilities
     from recloop.serving.rows import RowsConfig
     from recloop.trainer.data import read_summary
@@ -187,8 +186,9 @@ def evaluate(candidate: str, data: Sequence[str], registry: str, out: str, confi
         return r.probability, {"requests": r.requests, "outside_pool": r.outside_pool, "feeds": list(r.feeds),
                                "catalog_is_served_feed": bool(catalog)}
 
-    with tempfile.TemporaryDirectory(prefix="recloop-gate-") as cache:
-        local = local_copy(version_dir, cache) if version_dir else None
+    if version_dir is None:
+        return run(candidate, None, data, out, cfg, replay=replay, baseline_version=version, progress=progress)
+    with storage.local_view(version_dir) as local:  # TensorFlow loads SavedModels from local paths
         return run(candidate, local, data, out, cfg, replay=replay, baseline_version=version, progress=progress)
 
 

@@ -24,6 +24,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 from tfx_bsl.coders import example_coder
 
+from recloop import storage
 from recloop.features import logs
 from recloop.features.examples import LABEL_COLUMNS
 from recloop.ingest.join import Batch, merge_item, sample_unit
@@ -230,10 +231,11 @@ def _write(root: str, batch: Encoded, positive: np.ndarray) -> dict[str, int]:
 
 
 def _write_tfrecord(folder: str, bucket: int, records: pa.LargeBinaryArray) -> int:
-    tf.io.gfile.makedirs(folder)
     # gzip level 1: ~3x faster to write than the default level 6, files ~1.4x larger
     options = tf.io.TFRecordOptions(compression_type="GZIP", compression_level=1)
-    with tf.io.TFRecordWriter(f"{folder}/part-{bucket:05d}.tfrecord.gz", options=options) as writer:
+    # TensorFlow writes local paths (and gs://, not s3://): a remote file is written locally, then uploaded whole
+    with storage.local_file(f"{folder}/part-{bucket:05d}.tfrecord.gz") as path, \
+            tf.io.TFRecordWriter(path, options=options) as writer:
         for record in records.to_pylist():
             writer.write(record)
     return len(records)

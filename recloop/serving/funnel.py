@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from recloop import storage
 from recloop.baselines import MemberProfile, PopularInContext, context_key
 from recloop.features import logs
 from recloop.features.catalog import QUERY_INPUTS, candidate_inputs, embed
@@ -144,16 +145,19 @@ def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.da
     """
     import tensorflow as tf
 
-    def signature(name: str) -> Any:
-        return tf.saved_model.load(posixpath.join(version_dir, name)).signatures["serving_default"]
+    # TensorFlow loads SavedModels from local paths (not s3://): a remote version is copied here for the load;
+    # once loaded, the models live in memory and the copy can go
+    with storage.local_view(version_dir) as local:
+        def signature(name: str) -> Any:
+            return tf.saved_model.load(posixpath.join(local, name)).signatures["serving_default"]
 
-    card = read_card(version_dir)
-    tables = load_tables(version_dir, catalog)
-    version = Version(version=card["version"], query_tower=signature("query_tower"), ranker=signature("ranking"),
-                      candidate_tower=signature("candidate_tower"),
-                      candidates=int(card["config"]["retrieval"]["candidates"]), tables=tables,
-                      encoded={n: _encoded(v) for n, v in tables.catalog.items()},
-                      release_order=np.argsort(tables.catalog["release_day"], kind="stable"))
+        card = read_card(local)
+        tables = load_tables(local, catalog)
+        version = Version(version=card["version"], query_tower=signature("query_tower"), ranker=signature("ranking"),
+                          candidate_tower=signature("candidate_tower"),
+                          candidates=int(card["config"]["retrieval"]["candidates"]), tables=tables,
+                          encoded={n: _encoded(v) for n, v in tables.catalog.items()},
+                          release_order=np.argsort(tables.catalog["release_day"], kind="stable"))
     version.item_vectors(day.toordinal())  # embedded now, so a broken candidate tower fails the load
     return version
 

@@ -249,14 +249,3 @@ def _read_optional(path: str) -> dict | None:
 def read_card(version_dir: str) -> dict:
     """A version's ``model_card.json``."""
     return logs.read_json(posixpath.join(version_dir, CARD))
-
-
-def local_copy(uri: str, cache: str) -> str:
-    """A local path holding ``uri``'s directory: ``uri`` itself when it is local, else a copy under ``cache``
-    (TensorFlow reads local paths and gs://, not every fsspec store)."""
-    fs, root = fsspec.core.url_to_fs(uri)
-    if "file" in fs.protocol or "local" in fs.protocol:
-        return root
-    target = posixpath.join(cache, posixpath.basename(root.rstrip("/")))
-    fs.get(root.rstrip("/") + "/", target, recursive=True)
-    return target

@@ -9,7 +9,7 @@ arguments. ``objects`` reads and writes whole objects; ``local`` gives the libra
 local paths (TensorFlow, TFDV) a local view of a URI.
 """
 
-from recloop.storage.local import local_output, local_view
+from recloop.storage.local import local_file, local_output, local_view
 from recloop.storage.objects import (
     StorageError,
     create,
@@ -29,6 +29,6 @@ from recloop.storage.objects import (
     write_text,
 )
 
-__all__ = ["StorageError", "create", "download", "exists", "filesystem", "is_local", "join", "listdir", "local_output",
+__all__ = ["StorageError", "create", "download", "exists", "filesystem", "is_local", "join", "listdir", "local_file", "local_output",
            "local_view", "read_bytes", "read_json", "read_text", "remove", "upload", "write_bytes", "write_json",
            "write_text"]

@@ -3,8 +3,8 @@
 TensorFlow reads and writes SavedModels, and TFDV its statistics and schemas, on local paths (and
 gs:// for TensorFlow, but not s3://: TF 2.16 has no S3 filesystem). A step hands them a local
 view: the path itself when the URI is local, else a temporary copy that goes away after use
-(``local_view``), or a temporary folder that is uploaded when the work succeeded
-(``local_output``).
+(``local_view``), or a temporary folder or file that is uploaded when the work succeeded
+(``local_output``, ``local_file``).
 """
 
 from __future__ import annotations
@@ -55,3 +55,18 @@ def local_output(uri: str) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="recloop-out-") as tmp:
         yield tmp
         upload(tmp, uri)
+
+
+@contextlib.contextmanager
+def local_file(uri: str) -> Iterator[str]:
+    """A local path to write the one file ``uri`` through; on a remote ``uri`` the file is uploaded as a whole
+    object when the ``with`` block ends without an exception."""
+    if is_local(uri):
+        path = filesystem(uri)[1]
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="recloop-out-") as tmp:
+        path = os.path.join(tmp, os.path.basename(uri))
+        yield path
+        upload(path, uri)
