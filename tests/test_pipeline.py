@@ -116,11 +116,26 @@ def test_the_span_comes_from_the_dates_or_the_scheduled_time():
     assert steps.span("", "", "2026-01-12T03:00:00Z") == (dt.date(2026, 1, 5), dt.date(2026, 1, 11))
     assert steps.span("", "", "2026-01-13T00:00:00+00:00", days=1) == (dt.date(2026, 1, 12),) * 2
     for bad, match in (((("2026-01-05", "")), "go together"), (("", "", "{{$.pipeline_job_schedule_time_utc}}"),
-                                                                "pass start and end"),
+                                                                "before 2.17.0 leave unfilled"),
                        (("2026-13-01", "2026-01-11"), "start: expected a date"),
                        (("", "", "monday"), "RFC 3339")):
         with pytest.raises(steps.StepError, match=match):
             steps.span(*bad)
+
+
+@pytest.mark.parametrize("unfilled", ["", "{{$.pipeline_job_schedule_time_utc}}"])  # KFP 2.16, and before
+def test_a_backend_that_leaves_the_scheduled_time_unfilled_needs_span_clock_run_start(unfilled):
+    started = dt.datetime(2026, 1, 12, 3, 0, 41, tzinfo=dt.UTC)  # the pod's clock as the scheduled run starts
+    with pytest.raises(steps.StepError, match="set span_clock=run-start"):
+        steps.span("", "", unfilled, now=started)
+    assert steps.span("", "", unfilled, span_clock="run-start", now=started) == (dt.date(2026, 1, 5),
+                                                                                 dt.date(2026, 1, 11))
+    # a filled-in scheduled time (KFP >= 2.17) wins over the clock, and dates over both
+    late = started + dt.timedelta(days=1)
+    assert steps.span("", "", "2026-01-12T03:00:00Z", span_clock="run-start", now=late)[1] == dt.date(2026, 1, 11)
+    assert steps.span("2026-01-01", "2026-01-02", unfilled, span_clock="run-start", now=late)[0] == dt.date(2026, 1, 1)
+    with pytest.raises(steps.StepError, match="span_clock: expected one of scheduled, run-start, got 'wall'"):
+        steps.span("", "", unfilled, span_clock="wall", now=started)
 
 
 def test_check_names_each_blocking_anomaly(tmp_path):

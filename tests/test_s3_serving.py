@@ -8,6 +8,7 @@ import pytest
 from conftest import SERVE_DAY
 
 from recloop import storage
+from recloop.serving import replicas
 from recloop.serving.registry import Registry
 from test_server import instance
 
@@ -41,6 +42,10 @@ def test_a_server_follows_the_registry_pointer_on_s3(start_server, s3_world):
     server.wait_for(lambda: _served_version(server) == f"{version}-b", "the hot swap to the next push")
     reg.rollback(SERVE_DAY)
     server.wait_for(lambda: _served_version(server) == version, "the rollback")
+    # the replica tells the registry what it serves, and takes its report away when it stops
+    server.wait_for(lambda: [(r.version, r.pointer) for r in replicas.read(registry)] == [(version, version)],
+                    "the replica's report of the rollback")
+    assert server.stop() == 0 and replicas.read(registry) == []
 
 
 def test_kserves_storage_initializer_downloads_a_pushed_version_that_serve_model_serves(

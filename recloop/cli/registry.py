@@ -131,21 +131,39 @@ def promote(
 
 
 def models(registry: Annotated[str, typer.Option(help="registry URI")]) -> None:
-    """List the registry's versions, the one in production and the pointer's history."""
+    """List the registry's versions, the one actually serving, the replicas and the pointer's history."""
+    from recloop.serving import replicas
     from recloop.serving.registry import Registry, read_card
 
     reg = Registry(registry)
     pointer = reg.pointer()
+    now = dt.datetime.now(dt.UTC)
+    reports = replicas.read(registry)
+    serving, why = replicas.serving_version(pointer.version if pointer else None, replicas.fresh(reports, now))
+    console.print(f"in production (actually serving): [bold]{serving or 'nothing yet'}[/bold] ({why})",
+                  soft_wrap=True)
     table = Table(title=f"versions in {registry}")
     for column in ("version", "", "span", "train examples", "training s"):
         table.add_column(column)
     for version in reg.versions():
         card = read_card(reg.version_dir(version))
         span = card.get("data", {}).get("span", {})
-        table.add_row(version, "[green]production[/green]" if pointer and pointer.version == version else "",
+        marks = [m for m, on in (("pointer", pointer and pointer.version == version), ("serving", version == serving))
+                 if on]
+        table.add_row(version, "[green]" + ", ".join(marks) + "[/green]" if marks else "",
                       f"{span.get('start', '?')} .. {span.get('end', '?')}",
                       f"{card.get('data', {}).get('train_examples', 0):,}", str(card.get("training_seconds", "")))
     console.print(table)
+    if reports:
+        live = Table(title=f"replicas (a report older than {replicas.FRESH} is from a replica that is gone)")
+        for column in ("replica", "serves", "since", "pointer it saw", "rejected", "reported"):
+            live.add_column(column)
+        for r in reports:
+            age = now - r.at
+            live.add_row(r.replica, r.version or f"heuristic ({r.reason})", r.since.isoformat(timespec="seconds"),
+                         str(r.pointer), ", ".join(r.rejected) or "-",
+                         f"{age.total_seconds():.0f} s ago" + ("" if age <= replicas.FRESH else " [red](gone)[/red]"))
+        console.print(live)
     history = Table(title="pointer history (newest last)")
     for column in ("switched at", "version", "previous", "reason", "note"):
         history.add_column(column)

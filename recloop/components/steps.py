@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import posixpath
 import tempfile
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 from recloop import storage
 
 REFERENCE_STATS = "validation/stats/train.pb"  # in a registry version: its training statistics (skew reference)
+logger = logging.getLogger(__name__)
 UNRESOLVED = "{{$"  # a KFP placeholder the local runner left as text
 
 
@@ -34,11 +36,17 @@ class BlockingAnomalies(StepError):
     """
 
 
-def span(start: str, end: str, scheduled_time: str = "", days: int = 7) -> tuple[dt.date, dt.date]:
+SPAN_CLOCKS = ("scheduled", "run-start")
+
+
+def span(start: str, end: str, scheduled_time: str = "", days: int = 7, span_clock: str = "scheduled",
+         now: dt.datetime | None = None) -> tuple[dt.date, dt.date]:
     """The span to ingest: ``start``..``end`` when given, else the ``days`` days before the scheduled time.
 
     A recurring run passes KFP's scheduled time (``dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER``), so a
-    run scheduled on Monday 03:00 ingests Monday..Sunday of the week before.
+    run scheduled on Monday 03:00 ingests Monday..Sunday of the week before. KFP backends fill it in from
+    2.17.0; 2.16 passes an empty string and earlier ones the placeholder's text (docs/deploy.md). On those,
+    ``span_clock="run-start"`` takes the span from ``now``, the time the run's step started, instead.
 
     Raises:
       StepError: naming the parameter, when a date does not parse or nothing says which span.
@@ -49,17 +57,26 @@ def span(start: str, end: str, scheduled_time: str = "", days: int = 7) -> tuple
         except ValueError:
             raise StepError(f"{name}: expected a date YYYY-MM-DD, got {value!r}") from None
 
+    if span_clock not in SPAN_CLOCKS:
+        raise StepError(f"span_clock: expected one of {', '.join(SPAN_CLOCKS)}, got {span_clock!r}")
     if start or end:
         if not (start and end):
             raise StepError(f"start and end go together, got start={start!r} end={end!r}")
         return date("start", start), date("end", end)
     if not scheduled_time or scheduled_time.startswith(UNRESOLVED):
-        raise StepError("no span: pass start and end (YYYY-MM-DD); only a scheduled KFP run derives the span "
-                        f"from its scheduled time (got {scheduled_time!r})")
-    try:
-        when = dt.datetime.fromisoformat(scheduled_time)
-    except ValueError:
-        raise StepError(f"scheduled_time: expected an RFC 3339 time, got {scheduled_time!r}") from None
+        if span_clock == "run-start" and now is not None:
+            when = now
+        else:
+            raise StepError(
+                f"no span: the scheduled time is {scheduled_time!r}, which KFP backends before 2.17.0 leave unfilled "
+                "(2.16: empty, earlier: the placeholder itself). Pass start and end (YYYY-MM-DD) for a one-off run; "
+                "on a recurring run with such a backend set span_clock=run-start to take the span from the time "
+                "the run starts")
+    else:
+        try:
+            when = dt.datetime.fromisoformat(scheduled_time)
+        except ValueError:
+            raise StepError(f"scheduled_time: expected an RFC 3339 time, got {scheduled_time!r}") from None
     last = when.astimezone(dt.UTC).date() - dt.timedelta(days=1)
     return last - dt.timedelta(days=days - 1), last
 
@@ -75,13 +92,26 @@ def ingest(logs: str, first: dt.date, last: dt.date, out: str, sample_users: flo
     return run(config, beam_args=list(beam_args) or ["--runner", "DirectRunner"])
 
 
-def production(registry: str) -> tuple[str | None, str | None]:
-    """The production version's name and directory URI in ``registry`` (Nones before the first push)."""
+def production(registry: str, now: dt.datetime | None = None) -> tuple[str | None, str | None]:
+    """The name and directory URI of the version that actually serves (Nones before the first push).
+
+    That is the registry pointer's version unless the servers' reports (``serving.replicas``) say they serve
+    another one (a version they rejected, or one not loaded yet); then the one most replicas serve, logged.
+    """
+    from recloop.serving import replicas
     from recloop.serving.registry import Registry
 
     reg = Registry(registry)
     pointer = reg.pointer()
-    return (pointer.version, reg.pointed_dir(pointer)) if pointer else (None, None)
+    reports = replicas.fresh(replicas.read(registry), now or dt.datetime.now(dt.UTC))
+    version, why = replicas.serving_version(pointer.version if pointer else None, reports)
+    level = logging.INFO if pointer is None or version == pointer.version else logging.WARNING
+    logger.log(level, "production in %s: %s (%s)", registry, version or "nothing yet", why)
+    if version is None:
+        return None, None
+    if pointer is not None and version == pointer.version:
+        return version, reg.pointed_dir(pointer)
+    return version, reg.version_dir(version)
 
 
 def validate(data: str, out: str, run_state: str, registry: str, alertmanager: str = "",

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import posixpath
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -44,6 +46,7 @@ from recloop.serving.funnel import (
 from recloop.serving.holdout import in_holdout
 from recloop.serving.page import check_page, log_line, response
 from recloop.serving.registry import Registry, RegistryError
+from recloop.serving.replicas import Reporter
 from recloop.serving.settings import FALLBACK_VERSION, HOLDOUT_VERSION, ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,9 @@ class Service:
         self.clock = clock or Clock()
         self.log = log  # a RequestLog, or None to log nothing
         self.registry = Registry(settings.registry) if settings.registry else None
+        self.reporter = (Reporter(settings.registry, settings.replica or socket.gethostname(), settings.report_s)
+                         if settings.registry else None)
+        self.pointer: str | None = None  # the version the registry pointer named at the last poll
         self.rejected: dict[tuple[str | None, str], str] = {}
         self.served: Served | None = None
         self._load_lock = threading.Lock()
@@ -112,6 +118,7 @@ class Service:
         except RegistryError as e:  # keep serving what serves; with nothing yet, the fallback
             logger.error("%s; still serving %s", e, self.served.name if self.served else FALLBACK_VERSION)
             return (self.served.version_dir if self.served else None), path
+        self.pointer = pointer.version if pointer else None
         return (self.registry.version_dir(pointer.version) if pointer else None), path
 
     def refresh(self) -> bool:
@@ -184,6 +191,7 @@ class Service:
     def start(self) -> None:
         """Loads what to serve now, then watches for changes every ``poll_s`` seconds in the background."""
         self.refresh()
+        self._report()
         self._watcher = threading.Thread(target=self._watch, name="recloop-reload", daemon=True)
         self._watcher.start()
 
@@ -193,6 +201,19 @@ class Service:
                 self.refresh()
             except Exception:  # a registry or feed that cannot be read now may be readable at the next poll
                 logger.exception("reload check failed; still serving %s", self.served.name if self.served else None)
+            self._report()
+
+    def _report(self) -> None:
+        """Tells the registry what this replica serves (``replicas``), so the pipeline knows what is in production."""
+        served = self.served
+        if self.reporter is None or served is None:
+            return
+        rejected = [posixpath.basename(d) for d, _ in self.rejected if d]
+        try:
+            self.reporter.update(served.version.version if served.version else None, served.reason, self.pointer,
+                                 rejected, time.monotonic())
+        except Exception:  # a report that cannot be written now is written at the next poll
+            logger.exception("could not write this replica's serving report to %s", self.settings.registry)
 
     def _catch_up(self, now: Sequence[dt.datetime]) -> None:
         """On a simulated clock time jumps: the first batch of a new day waits until that day's feed (and
@@ -212,6 +233,11 @@ class Service:
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(timeout=30)
+        if self.reporter is not None:
+            try:
+                self.reporter.close()
+            except Exception:  # a report left behind goes stale by itself
+                logger.exception("could not remove this replica's serving report")
 
     # --- the request path ----------------------------------------------------------------------------
 

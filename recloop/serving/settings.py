@@ -27,3 +27,5 @@ class ServeSettings(BaseModel):
     poll_s: float = Field(2.0, gt=0)
     fallback_pool: int = Field(500, gt=0)
     holdout: float = Field(0.0, ge=0.0, lt=1.0)  # share of members always served by the heuristic
+    replica: str | None = None  # this server's name in the registry's serving reports (default: the host)
+    report_s: float = Field(60.0, gt=0)  # a serving report at least this often (replicas.FRESH must exceed it)
