@@ -18,7 +18,7 @@ import pytest
 import typer
 import yaml
 from google.protobuf import json_format
-from kfp import components, dsl
+from kfp import compiler, components, dsl
 from kfp.client.client import RunPipelineResult, _extract_pipeline_yaml
 from typer.testing import CliRunner
 
@@ -26,6 +26,7 @@ from recloop.cli import kubeflow
 from recloop.components import definitions as kfp_tasks
 from recloop.pipelines import definitions as pipelines
 from recloop.pipelines import kfp_spec, remote
+from recloop.pipelines import resources as task_resources
 from recloop.pipelines.compile import compile_pipeline, images, task_order
 
 HOST = "http://kfp.example:8080"
@@ -34,6 +35,12 @@ PARAMETERS = {"logs": "gs://b/logs", "registry": "gs://b/registry", "run_state":
 SPEC = {"name": "recloop-weekly", "experiment": "recloop", "cron": "0 3 * * 1", "max_concurrency": 1,
         "catchup": False, "service_account": "recloop-pipeline", "parameters": PARAMETERS}
 MANIFEST = Path(__file__).resolve().parents[1] / "manifests" / "recurring-run.yaml"
+IMAGE = "registry.example/recloop:0.9"  # $RECLOOP_IMAGE in every test (the autouse fixture) unless removed
+
+
+@pytest.fixture(autouse=True)
+def recloop_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECLOOP_IMAGE", IMAGE)
 
 
 class MockKfpClient:
@@ -218,30 +225,159 @@ def test_the_weekly_ir_wires_seven_tasks_in_order_on_recloops_image(tmp_path):
     ir = yaml.safe_load((tmp_path / "weekly.yaml").read_text())
     assert code == 0, out
     assert out == (f"wrote recloop-weekly to {tmp_path / 'weekly.yaml'}: ingest -> validate -> check -> train -> "
-                   f"evaluate -> infra-validate -> push; image {kfp_tasks.IMAGE}")
+                   f"evaluate -> infra-validate -> push; image {IMAGE}")
     tasks = ir["root"]["dag"]["tasks"]
     assert {t: s.get("dependentTasks", []) for t, s in tasks.items()} == {
         "ingest": [], "validate": ["ingest"], "check": ["validate"], "train": ["check", "ingest", "validate"],
         "evaluate": ["ingest", "train"], "infra-validate": ["evaluate", "ingest", "train"],
         "push": ["evaluate", "infra-validate", "train"]}
     assert task_order(ir) == list(pipelines.TASKS)
-    assert images(ir) == [kfp_tasks.IMAGE] and len(ir["deploymentSpec"]["executors"]) == 7
+    assert images(ir) == [IMAGE] and len(ir["deploymentSpec"]["executors"]) == 7
     assert tasks["ingest"]["inputs"]["parameters"]["scheduled_time"] == {
         "runtimeValue": {"constant": dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER}}
 
 
 def test_image_replaces_every_executors_image_and_nothing_else(tmp_path):
     plain, other = tmp_path / "plain.yaml", tmp_path / "deep" / "other.yaml"  # the folder is created
-    compile_pipeline("recloop-weekly", str(plain))
+    compiler.Compiler().compile(pipelines.weekly(), str(plain))  # KFP's own, on the components' placeholder
     code, out = invoke("compile", "--out", str(other), "--image", "registry.example/recloop@sha256:ab12")
-    assert code == 0 and out.endswith("image registry.example/recloop@sha256:ab12"), out
-    assert other.read_text() == plain.read_text().replace(kfp_tasks.IMAGE, "registry.example/recloop@sha256:ab12")
-    assert plain.read_text().count(kfp_tasks.IMAGE) == 7
+    assert code == 0 and out.endswith("image registry.example/recloop@sha256:ab12"), out  # --image over the env
+    assert other.read_text() == plain.read_text().replace(kfp_tasks.IMAGE_UNSET,
+                                                          "registry.example/recloop@sha256:ab12")
+    assert plain.read_text().count(kfp_tasks.IMAGE_UNSET) == 7
     loaded = components.load_component_from_file(str(other))  # KFP loads it back as a component
     assert loaded.name == "recloop-weekly" and loaded.component_spec.inputs == pipelines.weekly().component_spec.inputs
-    for image in ("", "two words"):
+    for image, message in (("", "image: expected a container image such as ghcr.io/org/recloop:1.2, got ''"),
+                           ("two words", "image: expected a container image"),
+                           ("recloop-image-unset", ("image: 'recloop-image-unset' is the components' placeholder, "
+                                                    "not an image a cluster can pull"))):
         code, out = invoke("compile", "--out", str(other), "--image", image)
-        assert code == 2 and "Invalid value for --image: image: expected a container image" in out, out
+        assert code == 2 and f"Invalid value for --image: {message}" in out, out
+
+
+def test_compile_refuses_to_write_a_spec_without_recloops_image(tmp_path, monkeypatch, kfp_api):
+    out_path = tmp_path / "p.yaml"
+    for env in (None, ""):
+        if env is None:
+            monkeypatch.delenv("RECLOOP_IMAGE")
+        else:
+            monkeypatch.setenv("RECLOOP_IMAGE", env)
+        with pytest.raises(ValueError, match=re.escape("image: no container image: pass --image or set "
+                                                       "$RECLOOP_IMAGE to recloop's image")):
+            compile_pipeline("weekly", str(out_path))
+        code, out = invoke("compile", "--out", str(out_path))
+        assert code == 2 and "Invalid value for --image: image: no container image: pass --image or set " \
+                             "$RECLOOP_IMAGE to recloop's image (built from the Dockerfile" in out, out
+        assert not out_path.exists()
+    server = kfp_api(MockKfpClient())
+    for command in (["submit", "--host", HOST, *WEEK], ["schedule", "--host", HOST, "--spec", write_spec(tmp_path)]):
+        code, out = invoke(*command)
+        assert code == 2 and "Invalid value for --image: image: no container image" in out, out
+    assert server.connected == [] and server.calls == []
+    placeholder = "$RECLOOP_IMAGE: 'recloop-image-unset' is the components' placeholder"
+    malformed = "$RECLOOP_IMAGE: expected a container image such as ghcr.io/org/recloop:1.2, got 'a b'"
+    for env, message in (("recloop-image-unset", placeholder), ("a b", malformed)):
+        monkeypatch.setenv("RECLOOP_IMAGE", env)
+        code, out = invoke("compile", "--out", str(out_path))
+        assert code == 2 and f"Invalid value for --image: {message}" in out, out
+    ir = compile_pipeline("daily", str(out_path), "reg/r:1")  # an image given is used as it is: no env read
+    assert images(ir) == ["reg/r:1"] and kfp_tasks.IMAGE_UNSET not in out_path.read_text()
+
+
+# -- what a cluster reads of each task: caching, retries, CPU and memory ----------------------------------------
+RETRY = {"maxRetryCount": 2, "backoffDuration": "60s", "backoffFactor": 2.0, "backoffMaxDuration": "3600s"}
+CACHED = {"enableCache": True}  # caching off compiles to {}
+# task: (cachingOptions, retryPolicy; None: no retries), in both pipelines
+CLUSTER = {"ingest": ({}, RETRY), "validate": ({}, None), "check": (CACHED, None), "train": (CACHED, RETRY),
+           "evaluate": ({}, RETRY), "infra-validate": ({}, RETRY), "push": ({}, None), "monitor": ({}, None)}
+# task: CPU request, limit, memory request, limit as written, then the float forms KFP adds (cores, GB)
+RESOURCES = {
+    "ingest": ("1", "2", "3Gi", "7Gi", 1.0, 2.0, 3.221225472, 7.516192768),
+    "validate": ("1", "2", "2Gi", "2Gi", 1.0, 2.0, 2.147483648, 2.147483648),
+    "check": ("250m", "1", "1Gi", "1Gi", 0.25, 1.0, 1.073741824, 1.073741824),
+    "train": ("2", "4", "5Gi", "14Gi", 2.0, 4.0, 5.36870912, 15.032385536),
+    "evaluate": ("1", "2", "5Gi", "5Gi", 1.0, 2.0, 5.36870912, 5.36870912),
+    "infra-validate": ("1", "2", "3Gi", "3Gi", 1.0, 2.0, 3.221225472, 3.221225472),
+    "push": ("250m", "1", "1Gi", "1Gi", 0.25, 1.0, 1.073741824, 1.073741824),
+    "monitor": ("1", "2", "2Gi", "2Gi", 1.0, 2.0, 2.147483648, 2.147483648),
+}
+
+
+def ir_resources(cpu_request: str, cpu_limit: str, memory_request: str, memory_limit: str,
+                 *floats: float) -> dict[str, Any]:
+    return {"resourceCpuRequest": cpu_request, "resourceCpuLimit": cpu_limit,
+            "resourceMemoryRequest": memory_request, "resourceMemoryLimit": memory_limit,
+            **dict(zip(("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"), floats, strict=True))}
+
+
+@pytest.mark.parametrize(("pipeline", "tasks"), [("weekly", pipelines.TASKS), ("daily", ("monitor", "check"))])
+def test_each_task_has_its_caching_retries_cpu_and_memory(tmp_path, pipeline, tasks):
+    ir = compile_pipeline(pipeline, str(tmp_path / "p.yaml"))
+    dag, executors = ir["root"]["dag"]["tasks"], ir["deploymentSpec"]["executors"]
+    assert sorted(dag) == sorted(tasks) and sorted(executors) == sorted(f"exec-{t}" for t in tasks)
+    for task in tasks:
+        caching, retry = CLUSTER[task]
+        assert dag[task]["cachingOptions"] == caching, task
+        assert dag[task].get("retryPolicy") == retry, task
+        assert executors[f"exec-{task}"]["container"]["resources"] == ir_resources(*RESOURCES[task]), task
+    assert set(task_resources.DEFAULTS) == set(pipelines.TASKS) | {"monitor"} == set(CLUSTER) == set(RESOURCES)
+
+
+def test_a_resources_file_overrides_the_defaults_field_by_field(tmp_path, kfp_api):
+    path = tmp_path / "resources.yaml"
+    path.write_text("train:\n  memory_request: 8Gi\n  memory_limit: 24Gi\n  cpu_limit: 8\n"
+                    "monitor:\n  cpu_request: 0.5\n  memory_limit: 3221225472\n")
+    code, out = invoke("compile", "--out", str(tmp_path / "w.yaml"), "--resources", str(path))
+    assert code == 0, out
+    executors = yaml.safe_load((tmp_path / "w.yaml").read_text())["deploymentSpec"]["executors"]
+    assert executors["exec-train"]["container"]["resources"] == ir_resources(
+        "2", "8", "8Gi", "24Gi", 2.0, 8.0, 8.589934592, 25.769803776)
+    for task in pipelines.TASKS[:3] + pipelines.TASKS[4:]:
+        assert executors[f"exec-{task}"]["container"]["resources"] == ir_resources(*RESOURCES[task]), task
+    code, out = invoke("compile", "--pipeline", "daily", "--out", str(tmp_path / "d.yaml"), "--resources", str(path))
+    executors = yaml.safe_load((tmp_path / "d.yaml").read_text())["deploymentSpec"]["executors"]
+    assert code == 0 and executors["exec-monitor"]["container"]["resources"] == ir_resources(
+        "0.5", "2", "2Gi", "3221225472", 0.5, 2.0, 2.147483648, 3.221225472)
+    assert executors["exec-check"]["container"]["resources"] == ir_resources(*RESOURCES["check"])
+    server = kfp_api(MockKfpClient())
+    assert invoke("submit", "--host", HOST, *WEEK, "--resources", str(path))[0] == 0
+    assert invoke("schedule", "--host", HOST, "--spec", write_spec(tmp_path), "--resources", str(path))[0] == 0
+    for _, call in (server.calls[0], server.calls[-1]):
+        resources = call["ir"]["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+        assert resources == ir_resources("2", "8", "8Gi", "24Gi", 2.0, 8.0, 8.589934592, 25.769803776)
+    path.write_text("")  # an empty file: the defaults
+    assert task_resources.load_resources(str(path)) == task_resources.DEFAULTS
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("trian:\n  cpu_limit: 2\n", ("unknown task 'trian'; the tasks are ingest, validate, check, train, evaluate, "
+                                   "infra-validate, push, monitor")),
+    ("train:\n  cpu: 2\n", ("train: unknown field 'cpu'; the fields are cpu_request, cpu_limit, memory_request, "
+                             "memory_limit")),
+    ("train:\n  memory_limit: 24GB\n", "train: memory_limit: expected a size above 0 such as 4Gi or 512Mi, got '24GB'"),
+    ("train:\n  memory_limit: true\n", "train: memory_limit: expected a size above 0 such as 4Gi or 512Mi, got True"),
+    ("ingest:\n  cpu_request: two\n", "ingest: cpu_request: expected cores above 0 such as 2, 0.5 or 500m, got 'two'"),
+    ("push:\n  cpu_limit: 0\n", "push: cpu_limit: expected cores above 0 such as 2, 0.5 or 500m, got '0'"),
+    ("push:\n  memory_request: 0Mi\n", "push: memory_request: expected a size above 0 such as 4Gi or 512Mi, got '0Mi'"),
+    ("evaluate:\n  memory_request: 6Gi\n", "evaluate: memory_request: 6Gi is more than memory_limit 5Gi"),
+    ("check:\n  cpu_request: 2\n", "check: cpu_request: 2 is more than cpu_limit 1"),
+    ("validate: 2Gi\n", "validate: Input should be a valid dictionary"),
+    ("- train\n", "Input should be a valid dictionary"),
+    ("train: [\n", "while parsing a flow node expected the node content"),
+])
+def test_a_bad_resources_file_is_refused_naming_the_task_and_field(tmp_path, kfp_api, text, message):
+    path = tmp_path / "resources.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
+        task_resources.load_resources(str(path))
+    server = kfp_api(MockKfpClient())
+    for command in (["compile", "--out", str(tmp_path / "p.yaml")], ["submit", "--host", HOST, *WEEK],
+                    ["schedule", "--host", HOST, "--spec", write_spec(tmp_path)]):
+        code, out = invoke(*command, "--resources", str(path))
+        assert code == 2 and f"Invalid value for --resources: {path}: {message}" in out, out
+    assert not (tmp_path / "p.yaml").exists() and server.calls == []
+    code, out = invoke("compile", "--out", str(tmp_path / "p.yaml"), "--resources", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "Invalid value for --resources: " in out and "No such file or directory" in out, out
 
 
 def test_the_package_declares_the_pipeline_functions_parameters(tmp_path):
@@ -262,7 +398,7 @@ def test_the_daily_pipeline_compiles_too(tmp_path):
     code, out = invoke("compile", "--pipeline", "daily", "--out", str(tmp_path / "daily.yaml"))
     ir = yaml.safe_load((tmp_path / "daily.yaml").read_text())
     assert code == 0 and "wrote recloop-daily-skew" in out and "monitor -> check" in out, out
-    assert ir["pipelineInfo"]["name"] == "recloop-daily-skew" and images(ir) == [kfp_tasks.IMAGE]
+    assert ir["pipelineInfo"]["name"] == "recloop-daily-skew" and images(ir) == [IMAGE]
     assert ir["root"]["dag"]["tasks"]["check"]["dependentTasks"] == ["monitor"]
     for args, message in ((["--pipeline", "hourly"], ("Invalid value for --pipeline: expected one of weekly, daily, "
                                                      "recloop-weekly, recloop-daily-skew, got 'hourly'")),
@@ -272,10 +408,10 @@ def test_the_daily_pipeline_compiles_too(tmp_path):
 
 
 def test_a_compiler_warning_fails_compile(tmp_path, monkeypatch):
-    def warns() -> Any:  # a real KFP deprecation, raised while the pipeline is built
+    def warns(**_: Any) -> Any:  # a real KFP deprecation, raised while the pipeline is built
         def pipeline(logs):
-            kfp_tasks.monitor(logs=logs, day="", scheduled_time="", registry="", run_state="", alertmanager_url="",
-                          config="").set_gpu_limit("1")
+            kfp_tasks.monitor(logs=logs, day="", scheduled_time="", span_clock="", registry="", run_state="",
+                              alertmanager_url="", config="").set_gpu_limit("1")
         pipeline.__annotations__ = {"logs": str}  # a type, not the string this module's annotations would give
         return dsl.pipeline(name="recloop-weekly")(pipeline)
 
@@ -388,7 +524,7 @@ def test_schedule_creates_the_experiment_and_a_weekly_recurring_run(kfp_api, tmp
                     "max_concurrency": 1, "no_catchup": True, "params": {**PARAMETERS, "epochs": 2},
                     "pipeline_id": None, "version_id": None, "enabled": True, "pipeline_root": None,
                     "enable_caching": None, "cache_key": None, "service_account": "recloop-pipeline"}
-    assert ir["pipelineInfo"]["name"] == "recloop-weekly" and images(ir) == [kfp_tasks.IMAGE]
+    assert ir["pipelineInfo"]["name"] == "recloop-weekly" and images(ir) == [IMAGE]
     assert not Path(package).exists() and list(server.recurring) == ["rr-4"]
 
 

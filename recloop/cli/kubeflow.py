@@ -1,10 +1,11 @@
 """``recloop compile``, ``submit`` and ``schedule``: recloop's pipelines onto Kubeflow Pipelines (KFP v2).
 
 compile writes a pipeline's IR YAML; submit starts one run; schedule creates the recurring run a spec file
-(``manifests/recurring-run.yaml``) describes. Parameters are checked and typed against the pipeline's
-declared inputs, and crons against KFP's scheduler, before anything reaches the cluster. This module parses
-and prints; compiling is ``pipelines.compile``, the checks ``pipelines.kfp_spec``, the API calls
-``pipelines.remote``.
+(``manifests/recurring-run.yaml``) describes. Each compiles with recloop's image (--image or $RECLOOP_IMAGE,
+required) and each task's CPU and memory (defaults, or a --resources file). Parameters are checked and typed
+against the pipeline's declared inputs, and crons against KFP's scheduler, before anything reaches the cluster.
+This module parses and prints; compiling is ``pipelines.compile``, the checks ``pipelines.kfp_spec``, the API
+calls ``pipelines.remote``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import typer
 from recloop.cli.console import console
 from recloop.pipelines import kfp_spec, remote
 from recloop.pipelines.compile import CompileError, compile_pipeline, images, task_order
+from recloop.pipelines.resources import DEFAULTS, load_resources
 
 
 def _bad(hint: str, error: Exception) -> typer.BadParameter:
@@ -35,9 +37,13 @@ def _pipeline_option(value: str) -> str:
         raise _bad("--pipeline", e) from None
 
 
-def _compile(pipeline: str, out: str, image: str | None) -> dict[str, Any]:
+def _compile(pipeline: str, out: str, image: str | None, resources: str | None) -> dict[str, Any]:
     try:
-        return compile_pipeline(pipeline, out, image)
+        table = load_resources(resources) if resources is not None else DEFAULTS
+    except ValueError as e:
+        raise _bad("--resources", e) from None
+    try:
+        return compile_pipeline(pipeline, out, image, table)
     except CompileError as e:
         console.print(f"[red]compile failed:[/red] {e}", soft_wrap=True)
         raise typer.Exit(1) from None
@@ -47,7 +53,11 @@ def _compile(pipeline: str, out: str, image: str | None) -> dict[str, Any]:
 
 PipelineOpt = Annotated[str, typer.Option(help="weekly | daily (or recloop-weekly, recloop-daily-skew)")]
 ImageOpt = Annotated[str | None, typer.Option(
-    help="the container image of every step (default: $RECLOOP_IMAGE, else ghcr.io/recloop/recloop:0.1.0)")]
+    help="recloop's container image for every step, built from the Dockerfile (default: $RECLOOP_IMAGE; one of "
+         "them is required)")]
+ResourcesOpt = Annotated[str | None, typer.Option(
+    help="a YAML file of CPU and memory per task, overriding the defaults: TASK: {cpu_request, cpu_limit, "
+         "memory_request, memory_limit}")]
 HostOpt = Annotated[str, typer.Option(help="the KFP API endpoint, e.g. http://localhost:8080 (port-forward of "
                                            "ml-pipeline-ui) or https://kubeflow.example.com/pipeline")]
 NamespaceOpt = Annotated[str | None, typer.Option(help="the Kubeflow profile namespace (multi-user KFP)")]
@@ -57,10 +67,11 @@ def compile(
     out: Annotated[str, typer.Option(help="where to write the IR YAML")] = "pipeline.yaml",
     pipeline: PipelineOpt = "recloop-weekly",
     image: ImageOpt = None,
+    resources: ResourcesOpt = None,
 ) -> None:
     """Compile a pipeline to KFP IR YAML (a compiler warning fails it), to upload in the Kubeflow UI."""
     name = _pipeline_option(pipeline)
-    ir = _compile(name, out, image)
+    ir = _compile(name, out, image, resources)
     console.print(f"wrote {name} to {out}: {' -> '.join(task_order(ir))}; image {', '.join(images(ir))}",
                   soft_wrap=True)
 
@@ -131,6 +142,7 @@ def submit(
     namespace: NamespaceOpt = None,
     service_account: Annotated[str | None, typer.Option(help="the Kubernetes service account of the run")] = None,
     image: ImageOpt = None,
+    resources: ResourcesOpt = None,
 ) -> None:
     """Start one run of a pipeline on Kubeflow Pipelines (compiled here, parameters checked first)."""
     name = _pipeline_option(pipeline)
@@ -140,7 +152,7 @@ def submit(
     run_name = run_name or f"{name} {'..'.join(str(arguments[k]) for k in kfp_spec.SPAN[name])}"
     with tempfile.TemporaryDirectory() as tmp:
         package = str(Path(tmp, f"{name}.yaml"))
-        _compile(name, package, image)
+        _compile(name, package, image, resources)
         try:
             run_id = remote.start_run(host, namespace, package, arguments, run_name, experiment, service_account)
         except Exception as e:  # noqa: BLE001 - no endpoint, auth, an API error: nothing started
@@ -159,6 +171,7 @@ def schedule(
                     ] = None,
     namespace: NamespaceOpt = None,
     image: ImageOpt = None,
+    resources: ResourcesOpt = None,
     replace: Annotated[bool, typer.Option(help="replace the experiment's recurring run of the same name")] = False,
 ) -> None:
     """Create the recurring run a spec describes (the weekly run: Mondays 03:00 UTC, each on the week before)."""
@@ -172,7 +185,7 @@ def schedule(
         raise _bad("--cron", e) from None
     with tempfile.TemporaryDirectory() as tmp:
         package = str(Path(tmp, f"{run.pipeline}.yaml"))
-        _compile(run.pipeline, package, image)
+        _compile(run.pipeline, package, image, resources)
         try:
             done = remote.schedule(host, namespace, run, expression, package, replace)
         except Exception as e:  # noqa: BLE001 - no endpoint, auth, an API error, a duplicate

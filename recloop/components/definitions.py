@@ -2,31 +2,31 @@
 Kubeflow UI shows (Metrics, Markdown, HTML).
 
 Lightweight Python components are hermetic: imports live in the body, which runs
-in recloop's own image on a cluster (``IMAGE``, the repository's Dockerfile) and
+in recloop's own image on a cluster (built from the repository's Dockerfile) and
 in the current environment under ``kfp.local``. The logic is in ``steps``.
 """
-
-import os
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-# the image built from the repository's Dockerfile; `recloop compile --image` writes another into the IR
-IMAGE = os.environ.get("RECLOOP_IMAGE", "ghcr.io/recloop/recloop:0.1.0")
-component = dsl.component(base_image=IMAGE, install_kfp_package=False)  # the image has kfp, from uv.lock
+# There is no published image: the decorator needs one at import time, so the components name this placeholder,
+# which kfp.local never pulls and compile refuses to leave in a spec (it writes --image or $RECLOOP_IMAGE instead)
+IMAGE_UNSET = "recloop-image-unset"
+component = dsl.component(base_image=IMAGE_UNSET, install_kfp_package=False)  # the image has kfp, from uv.lock
 
 
 @component
-def ingest(logs: str, start: str, end: str, scheduled_time: str, sample_users: float, sample_data: float,
-           max_dead_letter_share: float, beam_args: list, examples: Output[Dataset], metrics: Output[Metrics],
-           summary: Output[Markdown]):
+def ingest(logs: str, start: str, end: str, scheduled_time: str, span_clock: str, sample_users: float,
+           sample_data: float, max_dead_letter_share: float, beam_args: list, examples: Output[Dataset],
+           metrics: Output[Metrics], summary: Output[Markdown]):
     """Beam: one span of request logs and events -> labelled examples, dead letters, reconciled counts."""
+    import datetime as dt
     import time
 
     from recloop.components import publish, steps
 
     t0 = time.perf_counter()
-    first, last = steps.span(start, end, scheduled_time)
+    first, last = steps.span(start, end, scheduled_time, span_clock=span_clock, now=dt.datetime.now(dt.UTC))
     s = steps.ingest(logs, first, last, examples.path, sample_users, sample_data, max_dead_letter_share, beam_args)
     publish.ingest(s, examples, metrics, summary, time.perf_counter() - t0)
 
@@ -106,15 +106,16 @@ def push(model: Input[Model], blessing: Input[Artifact], infra_blessing: Input[A
 
 
 @component
-def monitor(logs: str, day: str, scheduled_time: str, registry: str, run_state: str, alertmanager_url: str,
-            config: str, validation: Output[Artifact], statistics: Output[HTML], anomalies: Output[HTML],
-            anomaly_table: Output[Markdown], metrics: Output[Metrics]):
+def monitor(logs: str, day: str, scheduled_time: str, span_clock: str, registry: str, run_state: str,
+            alertmanager_url: str, config: str, validation: Output[Artifact], statistics: Output[HTML],
+            anomalies: Output[HTML], anomaly_table: Output[Markdown], metrics: Output[Metrics]):
     """The daily skew check: one day of serving logs vs the production model's training statistics."""
+    import datetime as dt
     import time
 
     from recloop.components import publish, steps
 
     t0 = time.perf_counter()
-    _, last = steps.span(day, day, scheduled_time, days=1)
+    _, last = steps.span(day, day, scheduled_time, days=1, span_clock=span_clock, now=dt.datetime.now(dt.UTC))
     verdict = steps.monitor(logs, last, validation.path, registry, run_state, alertmanager_url, config)
     publish.validation(verdict, validation, statistics, anomalies, anomaly_table, metrics, time.perf_counter() - t0)

@@ -1,12 +1,15 @@
 """Compiling recloop's pipelines to KFP IR YAML, every step on the image a cluster pulls.
 
 The weekly and daily pipelines (``definitions``) are compiled by KFP's own compiler; a compiler warning is an
-error here, since a spec that warned is not one to hand to a cluster. ``task_order`` and ``images`` read the
-compiled IR back for the CLI's one-line summary and the tests.
+error here, since a spec that warned is not one to hand to a cluster. So is a spec without recloop's image: the
+components name a placeholder (``IMAGE_UNSET``), replaced by ``image`` or $RECLOOP_IMAGE, one of which is
+required. Each task's caching, retries, CPU and memory are the pipeline's (``definitions``, ``resources``).
+``task_order`` and ``images`` read the compiled IR back for the CLI's one-line summary and the tests.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,30 +18,36 @@ from typing import Any
 import yaml
 
 from recloop.pipelines import kfp_spec
+from recloop.pipelines.resources import DEFAULTS, Resources
+
+IMAGE_ENV = "RECLOOP_IMAGE"
 
 
 class CompileError(RuntimeError):
     """Compiling warned: the issue's acceptance is a pipeline that compiles without warnings."""
 
 
-def compile_pipeline(pipeline: str, out: str, image: str | None = None) -> dict[str, Any]:
-    """Compiles a recloop pipeline to KFP IR YAML at ``out``, every step on ``image`` when given.
+def compile_pipeline(pipeline: str, out: str, image: str | None = None,
+                     resources: Mapping[str, Resources] = DEFAULTS) -> dict[str, Any]:
+    """Compiles a recloop pipeline to KFP IR YAML at ``out``, every step on ``image`` (default: $RECLOOP_IMAGE).
 
     The image is set in the compiled PipelineSpec (``deploymentSpec.executors.*.container.image``) and the file
     written again by KFP's own writer: the same IR as components built on that image would give.
+
+    Args:
+      resources: each task's CPU and memory (``resources.load_resources`` reads a file of overrides).
 
     Returns:
       The IR as a dict.
 
     Raises:
-      ValueError: an unknown pipeline, a malformed image, not a .yaml path. CompileError: compiling warned
-        (``out`` is removed).
+      ValueError: an unknown pipeline, no image (neither ``image`` nor $RECLOOP_IMAGE), a malformed image, not
+        a .yaml path. CompileError: compiling warned (``out`` is removed).
     """
     from kfp import compiler
 
     name = kfp_spec.pipeline_name(pipeline)
-    if image is not None and (not image or any(c.isspace() for c in image)):
-        raise ValueError(f"image: expected a container image such as ghcr.io/org/recloop:1.2, got {image!r}")
+    image = _image(image)
     if not out.endswith((".yaml", ".yml")):
         raise ValueError(f"out: expected a .yaml path (KFP IR YAML), got {out!r}")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -46,15 +55,31 @@ def compile_pipeline(pipeline: str, out: str, image: str | None = None) -> dict[
         warnings.simplefilter("always")
         from recloop.pipelines.definitions import PIPELINES
 
-        func = PIPELINES[name]()
+        func = PIPELINES[name](resources=resources)
         compiler.Compiler().compile(func, out)
-        if image is not None:
-            _write_with_image(func, out, image)
+        _write_with_image(func, out, image)
     if caught:
         Path(out).unlink(missing_ok=True)
         raise CompileError(f"compiling {name} warned (treated as an error): "
                            + "; ".join(f"{w.category.__name__}: {w.message}" for w in caught))
     return yaml.safe_load(Path(out).read_text())
+
+
+def _image(image: str | None) -> str:
+    """The image every step runs on: ``image``, else $RECLOOP_IMAGE; never the placeholder, never none."""
+    from recloop.components.definitions import IMAGE_UNSET  # imports kfp: not at the CLI's start
+
+    where = "image"
+    if image is None:
+        image, where = os.environ.get(IMAGE_ENV) or None, f"${IMAGE_ENV}"
+    if image is None:
+        raise ValueError(f"image: no container image: pass --image or set ${IMAGE_ENV} to recloop's image (built "
+                         f"from the Dockerfile and pushed to a registry the cluster pulls from)")
+    if not image or any(c.isspace() for c in image):
+        raise ValueError(f"{where}: expected a container image such as ghcr.io/org/recloop:1.2, got {image!r}")
+    if image == IMAGE_UNSET:
+        raise ValueError(f"{where}: {image!r} is the components' placeholder, not an image a cluster can pull")
+    return image
 
 
 def _write_with_image(func: Any, out: str, image: str) -> None:

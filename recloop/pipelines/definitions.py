@@ -7,20 +7,50 @@ push records ``pushed: false`` and the run succeeds (TFX-style, no ``dsl.Conditi
 same pipeline runs under ``kfp.local``).
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from kfp import dsl
 
 from recloop.components import definitions as c
+from recloop.pipelines.resources import DEFAULTS, Resources
 
 WEEKLY = "recloop-weekly"
 DAILY = "recloop-daily-skew"
 TASKS = ("ingest", "validate", "check", "train", "evaluate", "infra-validate", "push")
 
+# KFP caches every task by default: a task run again with the same component, inputs and parameters gets the
+# earlier outputs without running. Only a pure function of its input artifacts and parameters may be replayed:
+# check (reads the verdict artifact) and train (examples, verdict, config, epochs, seed). Never cached: ingest
+# (the logs at the URI change: late events land in past days), validate and monitor (send alerts, move the
+# run state), evaluate (reads production, which moves), infra-validate (a live server's latency), push (writes
+# the registry: a replayed "pushed" would claim a push that did not happen).
+CACHED = frozenset({"check", "train"})
+# Retried (pod evicted, node lost, a store's 5xx) only where a second attempt cannot harm: ingest overwrites
+# its output, train, evaluate and infra-validate only write their own. Not validate or monitor: they hold the
+# run state's lock (validation/state.py) and a retry after a crash would find its own lock; not push: a
+# compare-and-swap of the registry pointer, so a retry after a success would be refused and fail the run; not
+# check: it fails on purpose, on a blocking anomaly, and would only fail again minutes later.
+RETRIED = frozenset({"ingest", "train", "evaluate", "infra-validate"})
+RETRY = {"num_retries": 2, "backoff_duration": "60s", "backoff_factor": 2.0}  # after 60 s, then 120 s
 
-def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER) -> Any:
+
+def _on_cluster(task: dsl.PipelineTask, resources: Mapping[str, Resources]) -> dsl.PipelineTask:
+    """Caching, CPU and memory, retries: what a cluster reads of a task (kfp.local ignores them)."""
+    name = task.component_spec.name
+    task.set_caching_options(name in CACHED)
+    r = resources[name]
+    task.set_cpu_request(r.cpu_request).set_cpu_limit(r.cpu_limit)
+    task.set_memory_request(r.memory_request).set_memory_limit(r.memory_limit)
+    if name in RETRIED:
+        task.set_retry(**RETRY)
+    return task
+
+
+def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+           resources: Mapping[str, Resources] = DEFAULTS) -> Any:
     """The weekly pipeline. ``scheduled_time`` is KFP's placeholder on a cluster; kfp.local cannot resolve it,
-    so local runs build it with ``""`` and pass start and end."""
+    so local runs build it with ``""`` and pass start and end. ``resources``: each task's CPU and memory."""
 
     @dsl.pipeline(name=WEEKLY, description="recloop: one week of serving logs -> a validated, gated, pushed model")
     def weekly_pipeline(
@@ -29,6 +59,7 @@ def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER)
         run_state: str,
         start: str = "",
         end: str = "",
+        span_clock: str = "scheduled",
         catalog: str = "",
         alertmanager_url: str = "",
         validation_config: str = "",
@@ -47,6 +78,8 @@ def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER)
           logs: the logs root (requests/, events/ by dt=; catalog/ feeds), any fsspec URI.
           registry: model registry URI; run_state: run-state folder (previous span's statistics, alerts, schemas).
           start, end: the span (YYYY-MM-DD, end included); empty on a schedule: the 7 days before the scheduled time.
+          span_clock: ``scheduled`` (KFP >= 2.17 fills in the scheduled time) or ``run-start`` (older backends
+            leave it unfilled: the span is the 7 days before the run's start instead); docs/deploy.md.
           catalog: the served item feed root for replay and infra validation (default: the logs root's catalog/).
           alertmanager_url: where blocking anomalies are posted (empty: kept in the run state).
           validation_config, gate_config, train_config: thresholds and training config files (empty: defaults).
@@ -55,35 +88,40 @@ def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER)
           beam_args: Beam pipeline options for ingest (e.g. --runner DataflowRunner --project P --region R).
           infra_requests, infra_p99_ms: infra validation's canned requests and latency budget.
         """
-        ingest = c.ingest(logs=logs, start=start, end=end, scheduled_time=scheduled_time,
-                          sample_users=sample_users, sample_data=sample_data,
-                          max_dead_letter_share=max_dead_letter_share, beam_args=beam_args)
-        validate = c.validate(examples=ingest.outputs["examples"], run_state=run_state, registry=registry,
-                              alertmanager_url=alertmanager_url, config=validation_config)
-        check = c.check(validation=validate.outputs["validation"])
-        train = c.train(examples=ingest.outputs["examples"], validation=validate.outputs["validation"],
-                        config=train_config, epochs=epochs, seed=seed).after(check)
-        evaluate = c.evaluate(model=train.outputs["model"], examples=ingest.outputs["examples"], registry=registry,
-                              config=gate_config, catalog=catalog)
-        infra = c.infra_validate(model=train.outputs["model"], blessing=evaluate.outputs["blessing"],
-                                 examples=ingest.outputs["examples"], catalog=catalog, requests=infra_requests,
-                                 p99_ms=infra_p99_ms)
-        c.push(model=train.outputs["model"], blessing=evaluate.outputs["blessing"],
-               infra_blessing=infra.outputs["infra_blessing"], registry=registry)
+        ingest = _on_cluster(c.ingest(logs=logs, start=start, end=end, scheduled_time=scheduled_time,
+                                      span_clock=span_clock, sample_users=sample_users, sample_data=sample_data,
+                                      max_dead_letter_share=max_dead_letter_share, beam_args=beam_args), resources)
+        validate = _on_cluster(c.validate(examples=ingest.outputs["examples"], run_state=run_state,
+                                          registry=registry, alertmanager_url=alertmanager_url,
+                                          config=validation_config), resources)
+        check = _on_cluster(c.check(validation=validate.outputs["validation"]), resources)
+        train = _on_cluster(c.train(examples=ingest.outputs["examples"], validation=validate.outputs["validation"],
+                                    config=train_config, epochs=epochs, seed=seed).after(check), resources)
+        evaluate = _on_cluster(c.evaluate(model=train.outputs["model"], examples=ingest.outputs["examples"],
+                                          registry=registry, config=gate_config, catalog=catalog), resources)
+        infra = _on_cluster(c.infra_validate(model=train.outputs["model"], blessing=evaluate.outputs["blessing"],
+                                             examples=ingest.outputs["examples"], catalog=catalog,
+                                             requests=infra_requests, p99_ms=infra_p99_ms), resources)
+        _on_cluster(c.push(model=train.outputs["model"], blessing=evaluate.outputs["blessing"],
+                           infra_blessing=infra.outputs["infra_blessing"], registry=registry), resources)
 
     return weekly_pipeline
 
 
-def daily(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER) -> Any:
+def daily(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+          resources: Mapping[str, Resources] = DEFAULTS) -> Any:
     """The daily skew check (``recloop monitor``): fails on a blocking anomaly, after alerting."""
 
     @dsl.pipeline(name=DAILY, description="recloop: yesterday's serving logs vs production's training statistics")
-    def daily_pipeline(logs: str, registry: str, run_state: str, day: str = "", alertmanager_url: str = "",
-                       validation_config: str = ""):
-        """day: the day checked (YYYY-MM-DD); empty on a schedule: the day before the scheduled time."""
-        monitor = c.monitor(logs=logs, day=day, scheduled_time=scheduled_time, registry=registry,
-                            run_state=run_state, alertmanager_url=alertmanager_url, config=validation_config)
-        c.check(validation=monitor.outputs["validation"])
+    def daily_pipeline(logs: str, registry: str, run_state: str, day: str = "", span_clock: str = "scheduled",
+                       alertmanager_url: str = "", validation_config: str = ""):
+        """day: the day checked (YYYY-MM-DD); empty on a schedule: the day before the scheduled time (or the
+        run's start, with span_clock ``run-start``: see the weekly pipeline)."""
+        monitor = _on_cluster(c.monitor(logs=logs, day=day, scheduled_time=scheduled_time, span_clock=span_clock,
+                                        registry=registry,
+                                        run_state=run_state, alertmanager_url=alertmanager_url,
+                                        config=validation_config), resources)
+        _on_cluster(c.check(validation=monitor.outputs["validation"]), resources)
 
     return daily_pipeline
 
