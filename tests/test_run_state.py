@@ -52,11 +52,11 @@ def test_undelivered_alerts_wait_in_the_s3_state_for_the_next_run(bucket, tmp_pa
 
 def test_a_second_run_is_refused_while_the_first_holds_the_state(bucket):
     run_state = f"{bucket}/run-state"
+    held = r"held by 'validate week 2' on .* since 2026-01-19 03:00 UTC; another run of this pipeline is validating"
     with state.locked(run_state, "validate week 2", now=NOW):
-        with pytest.raises(state.StateLocked, match=r"held by 'validate week 2' on .* since 2026-01-19 03:00 UTC; "
-                                                    r"another run of this pipeline is validating"):
-            with state.locked(run_state, "validate week 3", now=NOW + dt.timedelta(minutes=5)):
-                pass
+        with pytest.raises(state.StateLocked, match=held), \
+                state.locked(run_state, "validate week 3", now=NOW + dt.timedelta(minutes=5)):
+            pass
         assert storage.read_json(f"{run_state}/lock.json")["holder"] == "validate week 2"
     assert not storage.exists(f"{run_state}/lock.json")
 
@@ -65,9 +65,9 @@ def test_a_lock_left_by_a_dead_run_is_taken_over_after_a_while(bucket):
     run_state = f"{bucket}/run-state"
     storage.write_json(f"{run_state}/lock.json", {"holder": "validate week 1", "host": "pod-x", "pid": 7,
                                                   "since": NOW.isoformat()})
-    with pytest.raises(state.StateLocked, match="wait until 2026-01-19 09:00 UTC"):
-        with state.locked(run_state, "validate week 2", now=NOW + dt.timedelta(hours=5)):
-            pass
+    with pytest.raises(state.StateLocked, match="wait until 2026-01-19 09:00 UTC"), \
+            state.locked(run_state, "validate week 2", now=NOW + dt.timedelta(hours=5)):
+        pass
     with state.locked(run_state, "validate week 2", now=NOW + dt.timedelta(hours=7)):
         assert storage.read_json(f"{run_state}/lock.json")["holder"] == "validate week 2"
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 from conftest import SERVE_DAY
+from test_server import instance
 
 from recloop import storage
 from recloop.serving import replicas
 from recloop.serving.registry import Registry
-from test_server import instance
 
 
 @pytest.fixture

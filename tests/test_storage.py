@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -47,8 +48,8 @@ def test_folders_travel_both_ways_through_a_local_view(root):
             json.dump([1, 2], f)
     assert storage.read_json(storage.join(root, "out/sub/deeper/x.json")) == [1, 2]
     with storage.local_view(storage.join(root, "out")) as view:
-        assert open(f"{view}/top.txt").read() == "top"
-        assert json.load(open(f"{view}/sub/deeper/x.json")) == [1, 2]
+        top, deeper = Path(view, "top.txt").read_text(), json.loads(Path(view, "sub/deeper/x.json").read_text())
+    assert top == "top" and deeper == [1, 2]
     with storage.local_view(storage.join(root, "absent"), missing_ok=True) as view:
         assert view is None
     with pytest.raises(FileNotFoundError, match="absent"), storage.local_view(storage.join(root, "absent")):
