@@ -21,7 +21,9 @@ def serve(
     catalog: Annotated[str, typer.Option(help="the item feed: a folder with catalog/dt=YYYY-MM-DD/ (the "
                                               "simulator's output), or one items .jsonl[.gz] file")],
     logs: Annotated[str, typer.Option(help="where served requests are logged (any fsspec URI): "
-                                           "<logs>/requests/dt=YYYY-MM-DD/<host>-w<worker>-HH.jsonl")],
+                                           "<logs>/requests/dt=YYYY-MM-DD/<host>-w<worker>-HH.jsonl, appended "
+                                           "on a disk; on an object store one object per upload, -HH-1.jsonl, "
+                                           "-HH-2.jsonl...")],
     registry: Annotated[str | None, typer.Option(help="model registry URI: serve its CURRENT version and "
                                                       "hot-reload when the pointer moves")] = None,
     model: Annotated[str | None, typer.Option(help="serve this one version folder instead (KServe: "
@@ -43,6 +45,15 @@ def serve(
                        ] = 0.0,
     poll_s: Annotated[float, typer.Option(min=0.1, help="seconds between registry/catalog checks")] = 2.0,
     log_queue: Annotated[int, typer.Option(min=1, help="request log queue bound (records)")] = 10_000,
+    log_upload_s: Annotated[float, typer.Option(min=0.1, help="remote --logs: upload the records at least this "
+                                                              "often (seconds), the most a lost pod loses")] = 60.0,
+    log_upload_bytes: Annotated[int, typer.Option(min=1, help="remote --logs: upload as soon as this many bytes "
+                                                              "wait")] = 16 << 20,
+    log_spool: Annotated[str | None, typer.Option(help="remote --logs: local folder of the records until upload "
+                                                       "(one <host>-w<worker> folder each; default: "
+                                                       "<temp dir>/recloop-spool). Put it on a volume that outlives "
+                                                       "the container (an emptyDir): a restart uploads what a "
+                                                       "killed server left there")] = None,
     worker_index: Annotated[int, typer.Option(hidden=True)] = 0,
 ) -> None:
     """Serve recommendations with kserve's ModelServer (V1: POST /v1/models/recommender:predict)."""
@@ -55,7 +66,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from recloop.features.records import parse_ts
     from recloop.serving.clock import Clock
-    from recloop.serving.requestlog import RequestLog
+    from recloop.serving.requestlog import RequestLog, default_spool
     from recloop.serving.rows import RowsConfig
     from recloop.serving.server import serve as run
     from recloop.serving.service import CatalogMissing, Service
@@ -74,7 +85,8 @@ def serve(
             raise typer.BadParameter(str(e), param_hint="--start-time") from None
     clock = Clock(simulated=simulated_clock, start=start)
     name = os.environ.get("POD_NAME") or socket.gethostname()
-    log = RequestLog(logs, name, worker=worker_index, max_queue=log_queue)
+    log = RequestLog(logs, name, worker=worker_index, max_queue=log_queue, upload_s=log_upload_s,
+                     upload_bytes=log_upload_bytes, spool_dir=default_spool(name, worker_index, log_spool))
     console.print(f"serving on http://{host}:{port}/v1/models/recommender:predict (metrics on /metrics), "
                   f"logging to {logs}")
     try:

@@ -34,7 +34,7 @@ CATALOG_ITEMS = Gauge("recloop_catalog_items", "Items in the catalog the served 
 
 
 class LogCollector(Collector):
-    """Queue depth, drops and writes of the current request log, read when scraped."""
+    """Queue depth, drops, writes and uploads of the current request log, read when scraped."""
 
     def __init__(self, source: Callable[[], object | None]):
         self.source = source
@@ -42,12 +42,19 @@ class LogCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         log = self.source()
         depth = GaugeMetricFamily("recloop_log_queue_depth", "Request log records waiting for the writer")
-        dropped = CounterMetricFamily("recloop_log_dropped", "Request log records lost (queue full or write error)")
-        written = CounterMetricFamily("recloop_log_written", "Request log records written")
+        dropped = CounterMetricFamily("recloop_log_dropped", "Request log records lost: queue full, write error, "
+                                      "upload given up, or a torn last line a killed server left")
+        written = CounterMetricFamily("recloop_log_written", "Request log records written (remote --logs: to the "
+                                      "local spool)")
+        uploaded = CounterMetricFamily("recloop_log_uploaded", "Request log records uploaded to a remote --logs "
+                                       "(with those a killed server left in the spool)")
+        unsent = GaugeMetricFamily("recloop_log_unsent", "Request log records in the local spool, not uploaded yet")
         depth.add_metric([], getattr(log, "depth", 0))
         dropped.add_metric([], getattr(log, "dropped", 0))
         written.add_metric([], getattr(log, "written", 0))
-        yield from (depth, dropped, written)
+        uploaded.add_metric([], getattr(log, "uploaded", 0))
+        unsent.add_metric([], getattr(log, "unsent", 0))
+        yield from (depth, dropped, written, uploaded, unsent)
 
 
 _LOG_SOURCE: list[Callable[[], object | None]] = []
