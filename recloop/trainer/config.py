@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from recloop import storage
 from recloop.features.spec import LABELS
 
 Positive = Annotated[int, Field(gt=0)]
@@ -117,7 +118,7 @@ def load_config(path: str | Path | None = None, **overrides: object) -> TrainCon
     """
     data: dict = {}
     if path is not None:
-        text = Path(path).read_text()
+        text = storage.read_text(str(path))  # any URI: a config on the bucket beside the logs
         try:
             data = (json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)) or {}
         except (ValueError, yaml.YAMLError) as e:

@@ -27,6 +27,8 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from recloop import storage
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -88,7 +90,7 @@ def load_gate_config(path: str | Path | None) -> GateConfig:
     if path is None:
         return GateConfig()
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(storage.read_text(str(path))) or {}  # any URI
         return GateConfig.model_validate(data)
     except yaml.YAMLError as e:
         raise GateConfigError(f"{path}: not valid YAML/JSON: {e}") from None

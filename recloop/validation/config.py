@@ -9,12 +9,12 @@ behaviour, not the serving path, so their drift is warn-only by default.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from recloop import storage
 from recloop.features.examples import LABEL_COLUMNS
 from recloop.features.spec import FEATURES
 
@@ -80,7 +80,7 @@ def load_config(path: str | None = None) -> ValidationConfig:
     """
     raw: dict = {}
     if path:
-        text = Path(path).read_text()
+        text = storage.read_text(path)  # any URI: a config on the bucket beside the logs
         raw = json.loads(text) if path.endswith(".json") else (yaml.safe_load(text) or {})
     overrides = raw.pop("features", {}) or {}
     config = ValidationConfig.model_validate(raw)
