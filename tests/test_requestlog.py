@@ -21,7 +21,9 @@ import pytest
 
 from recloop import storage
 from recloop.features.logs import partition_files
-from recloop.serving.requestlog import RequestLog, default_spool, repair_tail, safe_name
+from recloop.serving.logspool import default_spool, safe_name
+from recloop.serving.logtail import repair_tail
+from recloop.serving.requestlog import RequestLog
 
 UTC = dt.UTC
 

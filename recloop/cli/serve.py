@@ -66,7 +66,8 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from recloop.features.records import parse_ts
     from recloop.serving.clock import Clock
-    from recloop.serving.requestlog import RequestLog, default_spool
+    from recloop.serving.logspool import default_spool
+    from recloop.serving.requestlog import RequestLog
     from recloop.serving.rows import RowsConfig
     from recloop.serving.server import serve as run
     from recloop.serving.service import CatalogMissing, Service
