@@ -222,12 +222,28 @@ def require_binary(name: str, why: str) -> str:
     return path
 
 
+def wait_until_ready(proc: Any, url: str, log: Path, what: str, timeout: float) -> None:
+    """Waits until ``url`` answers 200; kills ``proc`` and raises with its log when it exits or takes too long."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{what} did not start: {log.read_text()[-2000:]}") from None
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def alertmanager(tmp_path_factory: pytest.TempPathFactory):
     """A real Alertmanager on 127.0.0.1 with a throwaway config; yields its base URL."""
     import subprocess
-    import time
-    import urllib.request
 
     binary = require_binary("prometheus-alertmanager", "the alert delivery tests post to a real Alertmanager")
     folder = tmp_path_factory.mktemp("alertmanager")
@@ -238,17 +254,7 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory):
                                  f"--storage.path={folder}", f"--web.listen-address=127.0.0.1:{port}",
                                  "--cluster.listen-address="], stdout=subprocess.DEVNULL, stderr=logfile)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    raise RuntimeError(f"Alertmanager did not start: {(folder / 'log.txt').read_text()[-2000:]}")
-                time.sleep(0.2)
+        wait_until_ready(proc, f"{url}/-/ready", folder / "log.txt", "Alertmanager", timeout=30)
         yield url
         proc.terminate()
         proc.wait(timeout=10)
@@ -412,8 +418,6 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
     import os
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     folder = tmp_path_factory.mktemp("s3")
     port = free_port()
@@ -421,16 +425,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
     with open(folder / "log.txt", "w") as logfile:
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                 stdout=logfile, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    raise RuntimeError(f"moto's S3 server did not start: {(folder / 'log.txt').read_text()[-2000:]}")
-                time.sleep(0.2)
+        wait_until_ready(proc, f"{endpoint}/moto-api/", folder / "log.txt", "moto's S3 server", timeout=60)
         env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "recloop-test", "AWS_SECRET_ACCESS_KEY": "secret",
                "AWS_DEFAULT_REGION": "us-east-1"}
         saved = {k: os.environ.get(k) for k in env}

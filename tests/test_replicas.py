@@ -54,17 +54,19 @@ def test_a_reporter_writes_on_change_and_when_due_and_removes_its_report(bucket)
     assert replicas.read(registry) == []
 
 
-def _version(registry: str, name: str) -> None:
-    storage.write_json(f"{registry}/versions/{name}/model_card.json", {"version": name})
+def _pushed_twice(registry: str) -> Registry:
+    """A registry whose pointer moved from v1 to v2 (the versions hold only a model card)."""
+    for name in ("v1", "v2"):
+        storage.write_json(f"{registry}/versions/{name}/model_card.json", {"version": name})
+    reg = Registry(registry)
+    reg.switch("v1", None, "push", NOW)
+    reg.switch("v2", "v1", "push", NOW)
+    return reg
 
 
 def test_the_gate_and_the_skew_check_compare_with_what_serves_not_with_the_pointer(bucket, caplog):
     registry = f"{bucket}/registry"
-    for name in ("v1", "v2"):
-        _version(registry, name)
-    reg = Registry(registry)
-    reg.switch("v1", None, "push", NOW)
-    reg.switch("v2", "v1", "push", NOW)
+    _pushed_twice(registry)
     assert steps.production(registry) == ("v2", f"{registry}/versions/v2")  # no server reports: the pointer
     now = dt.datetime.now(dt.UTC)
     for name in ("pod-a", "pod-b"):
@@ -77,11 +79,7 @@ def test_the_gate_and_the_skew_check_compare_with_what_serves_not_with_the_point
 
 def test_models_names_the_serving_version_and_the_replicas(bucket):
     registry = f"{bucket}/registry"
-    for name in ("v1", "v2"):
-        _version(registry, name)
-    reg = Registry(registry)
-    reg.switch("v1", None, "push", NOW)
-    reg.switch("v2", "v1", "push", NOW)
+    _pushed_twice(registry)
     now = dt.datetime.now(dt.UTC)
     replicas.write(registry, replicas.Report(replica="pod-a", version="v1", reason=None, pointer="v2",
                                              rejected=["v2"], since=now, at=now))
