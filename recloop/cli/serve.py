@@ -76,8 +76,9 @@ def serve(
     if holdout >= 1.0:
         raise typer.BadParameter(f"the holdout is a share of members below 1, got {holdout}", param_hint="--holdout")
     rows = RowsConfig() if epsilon is None else RowsConfig(epsilon=epsilon)
+    name = os.environ.get("POD_NAME") or socket.gethostname()
     settings = ServeSettings(registry=registry, model=model, catalog=catalog, rows=rows, poll_s=poll_s,
-                             holdout=holdout)
+                             holdout=holdout, replica=f"{name}-w{worker_index}")
     start = None
     if simulated_clock:
         try:
@@ -85,7 +86,6 @@ def serve(
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--start-time") from None
     clock = Clock(simulated=simulated_clock, start=start)
-    name = os.environ.get("POD_NAME") or socket.gethostname()
     log = RequestLog(logs, name, worker=worker_index, max_queue=log_queue, upload_s=log_upload_s,
                      upload_bytes=log_upload_bytes, spool_dir=default_spool(name, worker_index, log_spool))
     console.print(f"serving on http://{host}:{port}/v1/models/recommender:predict (metrics on /metrics), "
