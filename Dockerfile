@@ -1,5 +1,5 @@
-# recloop's image: the base_image of every KFP component and the KServe ServingRuntime's container
-# (manifests/servingruntime.yaml), so each pipeline step and the server run the same locked code.
+# recloop's image: the base_image of every KFP component and the KServe predictor's container
+# (manifests/inferenceservice.yaml), so each pipeline step and the server run the same locked code.
 #
 #   docker build -t IMAGE_REGISTRY/recloop:TAG .
 #
@@ -60,7 +60,7 @@ USER 10001:10001
 WORKDIR /home/recloop
 
 # `recloop serve` binds 127.0.0.1 by default; in a container it must take --host 0.0.0.0 --port 8080 (the
-# ServingRuntime passes both: KServe routes to 8080, and the pod's network namespace is its boundary)
+# InferenceService passes both: KServe routes to 8080, and the pod's network namespace is its boundary)
 EXPOSE 8080
 
 # KFP and KServe set the container's command themselves; this is for `docker run IMAGE <subcommand>`

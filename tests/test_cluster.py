@@ -22,6 +22,7 @@ from recloop.serving import cluster
 from recloop.serving.registry import Registry
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+PINNED = MANIFESTS / "pinned-version"  # the storageUri alternative this module builds; the base follows the pointer
 V1 = "gs://recloop-models/registry/versions/v20260118-abcd1234"
 V2 = "gs://recloop-models/registry/versions/v20260125-ef567890"
 
@@ -150,14 +151,21 @@ def test_the_inference_service_as_the_sdk_sends_it():
     assert container["readinessProbe"] == {"httpGet": {"path": "/v1/models/recommender", "port": 8080}}
 
 
-def test_the_manifests_are_the_built_objects():
-    """The manifests, with their placeholders as arguments, are exactly what the builders produce."""
-    isvc = yaml.safe_load((MANIFESTS / "inferenceservice.yaml").read_text())
-    assert isvc == cluster.serialize(cluster.inference_service("recloop", "recloop",
-                                                               "gs://BUCKET/registry/versions/VERSION"))
-    runtime = yaml.safe_load((MANIFESTS / "servingruntime.yaml").read_text())
-    assert runtime == cluster.serialize(cluster.serving_runtime("recloop", "IMAGE_REGISTRY/recloop:TAG",
-                                                                "gs://BUCKET/catalog", "gs://BUCKET/logs"))
+def test_the_pinned_version_manifests_are_the_built_objects():
+    """manifests/pinned-version/, with its placeholders as arguments, is exactly what the builders produce; its
+    runtime reads the base's ConfigMap and Secret, as the base's pointer-following server does."""
+    isvc = yaml.safe_load((PINNED / "inferenceservice.yaml").read_text())
+    assert isvc == cluster.serialize(cluster.inference_service("recloop", None,
+                                                               "s3://recloop/registry/versions/VERSION"))
+    runtime = yaml.safe_load((PINNED / "servingruntime.yaml").read_text())
+    assert runtime == cluster.serialize(cluster.serving_runtime(
+        None, "IMAGE_REGISTRY/recloop:TAG", "$(CATALOG_URI)", "$(LOGS_URI)", "recloop-config",
+        "mlpipeline-minio-artifact"))
+    base = next(d for d in yaml.safe_load_all((MANIFESTS / "inferenceservice.yaml").read_text())
+                if d["kind"] == "InferenceService")["spec"]["predictor"]["containers"][0]
+    assert (runtime["spec"]["containers"][0]["envFrom"], runtime["spec"]["containers"][0]["env"]) == (
+        base["envFrom"], base["env"])
+    assert "namespace" not in isvc["metadata"] and "namespace" not in runtime["metadata"]  # kubectl apply -n
     assert isvc["spec"]["predictor"]["model"]["runtime"] == runtime["metadata"]["name"]  # the ISVC uses it
     assert isvc["spec"]["predictor"]["model"]["modelFormat"]["name"] in {
         f["name"] for f in runtime["spec"]["supportedModelFormats"]}

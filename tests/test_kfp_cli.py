@@ -27,7 +27,8 @@ from recloop.components import definitions as kfp_tasks
 from recloop.pipelines import definitions as pipelines
 from recloop.pipelines import kfp_spec, remote
 from recloop.pipelines import resources as task_resources
-from recloop.pipelines.compile import compile_pipeline, images, task_order
+from recloop.pipelines.compile import compile_pipeline, images, read_ir, task_order
+from recloop.pipelines.env import ClusterEnv
 
 HOST = "http://kfp.example:8080"
 PARAMETERS = {"logs": "gs://b/logs", "registry": "gs://b/registry", "run_state": "gs://b/run-state",
@@ -35,6 +36,7 @@ PARAMETERS = {"logs": "gs://b/logs", "registry": "gs://b/registry", "run_state":
 SPEC = {"name": "recloop-weekly", "experiment": "recloop", "cron": "0 3 * * 1", "max_concurrency": 1,
         "catchup": False, "service_account": "recloop-pipeline", "parameters": PARAMETERS}
 MANIFEST = Path(__file__).resolve().parents[1] / "manifests" / "recurring-run.yaml"
+VALUES = MANIFEST.parent / "recloop.env"  # the site values kustomize reads: tests/test_manifests.py
 IMAGE = "registry.example/recloop:0.9"  # $RECLOOP_IMAGE in every test (the autouse fixture) unless removed
 
 
@@ -74,6 +76,7 @@ class MockKfpClient:
             assert given <= set(declared), given - set(declared)
             assert {k for k, v in declared.items() if not v.get("isOptional")} <= given
             arguments["ir"] = ir
+            arguments["platform"] = json_format.MessageToDict(_extract_pipeline_yaml(package).platform_spec)
         self.calls.append((method, arguments))
         if self.fail is not None:
             raise self.fail
@@ -222,7 +225,7 @@ def test_arguments_are_typed_as_the_pipeline_declares_them():
 # -- compile --------------------------------------------------------------------------------------------------
 def test_the_weekly_ir_wires_seven_tasks_in_order_on_recloops_image(tmp_path):
     code, out = invoke("compile", "--out", str(tmp_path / "weekly.yaml"))
-    ir = yaml.safe_load((tmp_path / "weekly.yaml").read_text())
+    ir = read_ir(tmp_path / "weekly.yaml")
     assert code == 0, out
     assert out == (f"wrote recloop-weekly to {tmp_path / 'weekly.yaml'}: ingest -> validate -> check -> train -> "
                    f"evaluate -> infra-validate -> push; image {IMAGE}")
@@ -329,13 +332,13 @@ def test_a_resources_file_overrides_the_defaults_field_by_field(tmp_path, kfp_ap
                     "monitor:\n  cpu_request: 0.5\n  memory_limit: 3221225472\n")
     code, out = invoke("compile", "--out", str(tmp_path / "w.yaml"), "--resources", str(path))
     assert code == 0, out
-    executors = yaml.safe_load((tmp_path / "w.yaml").read_text())["deploymentSpec"]["executors"]
+    executors = read_ir(tmp_path / "w.yaml")["deploymentSpec"]["executors"]
     assert executors["exec-train"]["container"]["resources"] == ir_resources(
         "2", "8", "8Gi", "24Gi", 2.0, 8.0, 8.589934592, 25.769803776)
     for task in pipelines.TASKS[:3] + pipelines.TASKS[4:]:
         assert executors[f"exec-{task}"]["container"]["resources"] == ir_resources(*RESOURCES[task]), task
     code, out = invoke("compile", "--pipeline", "daily", "--out", str(tmp_path / "d.yaml"), "--resources", str(path))
-    executors = yaml.safe_load((tmp_path / "d.yaml").read_text())["deploymentSpec"]["executors"]
+    executors = read_ir(tmp_path / "d.yaml")["deploymentSpec"]["executors"]
     assert code == 0 and executors["exec-monitor"]["container"]["resources"] == ir_resources(
         "0.5", "2", "2Gi", "3221225472", 0.5, 2.0, 2.147483648, 3.221225472)
     assert executors["exec-check"]["container"]["resources"] == ir_resources(*RESOURCES["check"])
@@ -380,6 +383,47 @@ def test_a_bad_resources_file_is_refused_naming_the_task_and_field(tmp_path, kfp
     assert code == 2 and "Invalid value for --resources: " in out and "No such file or directory" in out, out
 
 
+# -- what each task's pod gets from Kubernetes: the object store's credentials and endpoint (kfp-kubernetes) ------
+S3_ENV = {"secretAsEnv": [{"secretName": "mlpipeline-minio-artifact",
+                           "secretNameParameter": {"runtimeValue": {"constant": "mlpipeline-minio-artifact"}},
+                           "keyToEnv": [{"secretKey": "accesskey", "envVar": "AWS_ACCESS_KEY_ID"},
+                                        {"secretKey": "secretkey", "envVar": "AWS_SECRET_ACCESS_KEY"}]}],
+          "configMapAsEnv": [{"configMapName": "recloop-config",
+                              "configMapNameParameter": {"runtimeValue": {"constant": "recloop-config"}},
+                              "keyToEnv": [{"configMapKey": "AWS_ENDPOINT_URL", "envVar": "AWS_ENDPOINT_URL"},
+                                           {"configMapKey": "AWS_DEFAULT_REGION", "envVar": "AWS_DEFAULT_REGION"}]}]}
+
+
+@pytest.mark.parametrize(("pipeline", "tasks"), [("weekly", pipelines.TASKS), ("daily", ("monitor", "check"))])
+def test_every_task_takes_the_object_stores_settings_from_the_secret_and_config_map(tmp_path, pipeline, tasks):
+    ir = compile_pipeline(pipeline, str(tmp_path / "p.yaml"))
+    platform = ir["platforms"]["kubernetes"]["deploymentSpec"]["executors"]  # the IR's second document
+    assert platform == {f"exec-{task}": S3_ENV for task in tasks}
+    package = _extract_pipeline_yaml(str(tmp_path / "p.yaml"))  # kfp.Client's loader reads it back as sent
+    assert json_format.MessageToDict(package.platform_spec)["platforms"]["kubernetes"]["deploymentSpec"][
+        "executors"] == platform
+    bare = compile_pipeline(pipeline, str(tmp_path / "bare.yaml"), env=ClusterEnv(None, None))  # gs://, WI
+    assert "platforms" not in bare and len((tmp_path / "bare.yaml").read_text().split("\n---\n")) == 1
+    assert {k: v for k, v in bare.items()} == {k: v for k, v in ir.items() if k != "platforms"}
+
+
+def test_the_secret_and_config_map_are_compile_options(tmp_path, kfp_api):
+    code, out = invoke("compile", "--out", str(tmp_path / "w.yaml"), "--credentials-secret", "s3-creds",
+                       "--config-map", "")
+    executors = read_ir(tmp_path / "w.yaml")["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert code == 0 and executors["exec-push"] == {"secretAsEnv": [{
+        **S3_ENV["secretAsEnv"][0], "secretName": "s3-creds",
+        "secretNameParameter": {"runtimeValue": {"constant": "s3-creds"}}}]}, out
+    code, out = invoke("compile", "--out", str(tmp_path / "d.yaml"), "--credentials-secret", "", "--config-map", "")
+    assert code == 0 and "platforms" not in read_ir(tmp_path / "d.yaml"), out
+    server = kfp_api(MockKfpClient())
+    assert invoke("submit", "--host", HOST, *WEEK)[0] == 0
+    assert invoke("schedule", "--host", HOST, "--spec", write_spec(tmp_path), "--config-map", "site")[0] == 0
+    sent = [call["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-ingest"]
+            for _, call in (server.calls[0], server.calls[-1])]
+    assert sent[0] == S3_ENV and sent[1]["configMapAsEnv"][0]["configMapName"] == "site"
+
+
 def test_the_package_declares_the_pipeline_functions_parameters(tmp_path):
     compile_pipeline("weekly", str(tmp_path / "p.yaml"))
     package = _extract_pipeline_yaml(str(tmp_path / "p.yaml"))  # kfp.Client's loader, into the PipelineSpec proto
@@ -396,7 +440,7 @@ def test_the_package_declares_the_pipeline_functions_parameters(tmp_path):
 
 def test_the_daily_pipeline_compiles_too(tmp_path):
     code, out = invoke("compile", "--pipeline", "daily", "--out", str(tmp_path / "daily.yaml"))
-    ir = yaml.safe_load((tmp_path / "daily.yaml").read_text())
+    ir = read_ir(tmp_path / "daily.yaml")
     assert code == 0 and "wrote recloop-daily-skew" in out and "monitor -> check" in out, out
     assert ir["pipelineInfo"]["name"] == "recloop-daily-skew" and images(ir) == [IMAGE]
     assert ir["root"]["dag"]["tasks"]["check"]["dependentTasks"] == ["monitor"]
@@ -437,7 +481,7 @@ def test_submit_compiles_and_starts_one_run_with_typed_parameters(kfp_api):
                    f"{HOST}/#/runs/details/run-1")
     assert server.connected == [(HOST, "team-a")] and server.methods() == ["create_run_from_pipeline_package"]
     call = server.calls[0][1]
-    ir, package = call.pop("ir"), call.pop("pipeline_file")
+    ir, package, platform = call.pop("ir"), call.pop("pipeline_file"), call.pop("platform")
     assert call == {"arguments": {"logs": "gs://b/logs", "registry": "gs://b/registry", "run_state": "gs://b/run-state",
                                   "start": "2026-01-05", "end": "2026-01-11", "epochs": 2, "sample_data": 0.5,
                                   "beam_args": ["--runner", "DataflowRunner", "--region", "europe-west4"], "seed": 7},
@@ -446,6 +490,7 @@ def test_submit_compiles_and_starts_one_run_with_typed_parameters(kfp_api):
                     "service_account": "recloop-pipeline", "experiment_id": None}
     assert ir["pipelineInfo"]["name"] == "recloop-weekly" and task_order(ir) == list(pipelines.TASKS)
     assert images(ir) == ["registry.example/recloop:1.2"]
+    assert platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"] == S3_ENV
     assert package.endswith("recloop-weekly.yaml") and not Path(package).exists()  # a temporary package
 
 
@@ -518,13 +563,14 @@ def test_schedule_creates_the_experiment_and_a_weekly_recurring_run(kfp_api, tmp
     assert server.calls[1][1] == {"name": "recloop", "description": None, "namespace": "team-a"}
     assert server.calls[2][1]["experiment_id"] == "exp-recloop"
     call = server.calls[3][1]
-    ir, package = call.pop("ir"), call.pop("pipeline_package_path")
+    ir, package, platform = call.pop("ir"), call.pop("pipeline_package_path"), call.pop("platform")
     assert call == {"experiment_id": "exp-recloop", "job_name": "recloop-weekly", "description": None,
                     "start_time": None, "end_time": None, "interval_second": None, "cron_expression": "0 0 3 * * 1",
                     "max_concurrency": 1, "no_catchup": True, "params": {**PARAMETERS, "epochs": 2},
                     "pipeline_id": None, "version_id": None, "enabled": True, "pipeline_root": None,
                     "enable_caching": None, "cache_key": None, "service_account": "recloop-pipeline"}
     assert ir["pipelineInfo"]["name"] == "recloop-weekly" and images(ir) == [IMAGE]
+    assert platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-push"] == S3_ENV
     assert not Path(package).exists() and list(server.recurring) == ["rr-4"]
 
 
@@ -610,9 +656,47 @@ def test_schedule_refuses_a_missing_or_malformed_spec_file(kfp_api, tmp_path):
     assert code == 2 and "list.yaml: Input should be a valid dictionary" in out, out
 
 
-def test_the_repositorys_recurring_run_spec_is_valid():
-    if not MANIFEST.exists():
-        pytest.skip("manifests/recurring-run.yaml is not written yet")
-    spec = kfp_spec.load_spec(str(MANIFEST))
+def test_the_repositorys_recurring_run_spec_is_valid_with_the_repositorys_values():
+    spec = kfp_spec.load_spec(str(MANIFEST), str(VALUES))
     assert spec.pipeline == "recloop-weekly" and kfp_spec.kfp_cron(spec.cron).split()[0] == "0"
     assert not kfp_spec.missing_parameters(spec.pipeline, spec.parameters)
+    values = kfp_spec.read_values(str(VALUES))
+    assert {k: spec.parameters[k] for k in ("logs", "registry", "run_state", "catalog", "alertmanager_url")} == {
+        "logs": values["LOGS_URI"], "registry": values["REGISTRY_URI"], "run_state": values["RUN_STATE_URI"],
+        "catalog": values["CATALOG_URI"], "alertmanager_url": values["ALERTMANAGER_URL"]}
+    assert spec.parameters["span_clock"] == "scheduled"  # KFP >= 2.17.0 (docs/deploy.md)
+    with pytest.raises(ValueError, match=re.escape(
+            "recurring-run.yaml: unfilled placeholders ${ALERTMANAGER_URL}, ${CATALOG_URI}, ${LOGS_URI}, "
+            "${REGISTRY_URI}, ${RUN_STATE_URI}: no values file given")):
+        kfp_spec.load_spec(str(MANIFEST))
+
+
+def test_schedule_fills_the_specs_placeholders_from_the_values_file(kfp_api, tmp_path, monkeypatch):
+    server = kfp_api(MockKfpClient())
+    spec = write_spec(tmp_path, {"logs": "${BUCKET}/logs", "registry": "${BUCKET}/registry", "epochs": "${EPOCHS}"},
+                      name="weekly-${SITE}")
+    values = tmp_path / "site.env"
+    values.write_text("\ufeff# site values\n\n  BUCKET=s3://b=1\nEPOCHS=3\nSITE=eu \nUNUSED=\n")
+    code, out = invoke("schedule", "--host", HOST, "--spec", spec, "--values", str(values))
+    assert code == 0 and "recurring run 'weekly-eu '" in out, out  # values are taken as is, like kustomize
+    params = server.calls[-1][1]["params"]
+    assert (params["logs"], params["registry"], params["epochs"]) == ("s3://b=1/logs", "s3://b=1/registry", 3)
+    values.write_text("BUCKET=s3://b\n")
+    code, out = invoke("schedule", "--host", HOST, "--spec", spec, "--values", str(values))
+    assert code == 2 and ("Invalid value for --spec: " + spec + ": unfilled placeholders ${EPOCHS}, ${SITE}: not in "
+                          + str(values)) in out, out
+    for text, message in (("BUCKET\n", ":1: expected KEY=VALUE, got 'BUCKET'"),
+                          ("A=1\nA=2\n", ":2: a key given twice, got 'A=2'"),
+                          ("MY KEY=1\n", ":1: not a variable name, got 'MY KEY=1'")):
+        values.write_text(text)
+        code, out = invoke("schedule", "--host", HOST, "--spec", spec, "--values", str(values))
+        assert code == 2 and f"Invalid value for --values: {values}{message}" in out, out
+    monkeypatch.chdir(tmp_path)  # the default, manifests/recloop.env, is not here: only a spec without any needs none
+    code, out = invoke("schedule", "--host", HOST, "--spec", spec)
+    assert code == 2 and "Invalid value for --values: manifests/recloop.env: [Errno 2] No such file" in out, out
+    assert invoke("schedule", "--host", HOST, "--spec", write_spec(tmp_path), "--replace")[0] == 0
+
+
+def test_a_span_clock_the_steps_do_not_know_is_refused_at_schedule_time():
+    with pytest.raises(ValueError, match="parameters: span_clock: expected one of scheduled, run-start, got 'now'"):
+        kfp_spec.RecurringRunSpec.model_validate({**SPEC, "parameters": {**PARAMETERS, "span_clock": "now"}})

@@ -1,13 +1,19 @@
 """The kustomize base in manifests/, rendered by the real kubectl: core kinds validated against Kubernetes' own
-schemas, the RBAC exercised by recloop's push and promote through the real KServe SDK against a stand-in API
-server that enforces it, the alert rules checked and unit-tested by promtool, the recurring run shipped as is."""
+schemas and the custom resources against their CRDs' (KServe 0.15.2, the Prometheus Operator), no namespace but the
+kustomization's, one set of site values (manifests/recloop.env) for the server and the pipeline, the autoscaling
+target recomputed from the benchmark, the PodMonitor checked against what the alerts group by, the RBAC exercised
+by recloop's push and promote through the real KServe SDK against a stand-in API server that enforces it, the alert
+rules checked and unit-tested by promtool."""
 
 from __future__ import annotations
 
 import ast
 import copy
 import functools
+import gzip
 import json
+import math
+import os
 import re
 import shutil
 import subprocess
@@ -16,52 +22,91 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import jsonschema
 import kubernetes_validate
 import pytest
+import typer
 import yaml
 from conftest import require_binary
 from kserve import KServeClient
 from kubernetes import client as k8s
 
-from recloop.pipelines.kfp_spec import load_spec
+from recloop import storage
+from recloop.cli.app import app
+from recloop.pipelines.kfp_spec import VALUES, load_spec, read_values
 from recloop.serving import cluster
 from recloop.serving.metrics import BUCKETS
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
-NAMESPACE, SA = "recloop", "recloop-pipeline"
-CRD_KINDS = {"InferenceService", "ServingRuntime", "PrometheusRule"}  # not in kubernetes-validate's schemas
+CRDS = Path(__file__).resolve().parent / "data" / "crds"  # README.md there names each schema's source and commit
+NAMESPACE, SA, SERVER_SA = "recloop", "recloop-pipeline", "recloop-server"
+SECRET, CONFIG_MAP = "mlpipeline-minio-artifact", "recloop-config"
+CRD_KINDS = {"InferenceService", "ServingRuntime", "PrometheusRule", "PodMonitor"}  # not in kubernetes-validate's
 K8S_VERSIONS = ("1.29", "1.37")  # Kubernetes releases the schemas are checked at: a recent-cluster range
 V1, V2 = "gs://recloop-models/registry/versions/v1", "gs://recloop-models/registry/versions/v2"
+# kubectl binaries besides the one on the PATH whose rendering must be the same (os.pathsep-separated), e.g.
+# Debian 12's kubectl 1.20 (kustomize v2.0.3) next to a recent one (kustomize v5)
+EXTRA_KUBECTL = "RECLOOP_EXTRA_KUBECTL"
 
 
 def run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=False, capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[dict[str, Any]]:
-    kubectl = require_binary("kubectl", "kubectl kustomize renders the manifests (Debian: kubernetes-client)")
-    proc = run([kubectl, "kustomize", str(MANIFESTS)])
+def kustomize(directory: Path, kubectl: str | None = None) -> list[dict[str, Any]]:
+    kubectl = kubectl or require_binary("kubectl",
+                                        "kubectl kustomize renders the manifests (Debian: kubernetes-client)")
+    proc = run([kubectl, "kustomize", str(directory)])
     assert proc.returncode == 0, proc.stderr
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    return kustomize(MANIFESTS)
 
 
 def find(objects: list[dict], kind: str, name: str | None = None) -> list[dict]:
     return [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
 
 
+def predictor(objects: list[dict]) -> dict[str, Any]:
+    [isvc] = find(objects, "InferenceService")
+    return isvc["spec"]["predictor"]
+
+
 def test_the_base_renders_what_it_lists(rendered):
     got = sorted((o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in rendered)
     assert got == sorted([
-        ("ServingRuntime", NAMESPACE, "recloop"), ("InferenceService", NAMESPACE, "recloop"),
-        ("PrometheusRule", NAMESPACE, "recloop-serving"), ("ConfigMap", NAMESPACE, "recloop-recurring-run"),
-        ("ServiceAccount", NAMESPACE, SA),
-        *[(kind, NAMESPACE, f"{SA}-{role}") for kind in ("Role", "RoleBinding") for role in ("push", "kfp-runtime")],
-        *[(kind, "kserve", f"{SA}-read-kserve-config") for kind in ("Role", "RoleBinding")]])
-    # kustomize leaves the InferenceService and the runtime as written (test_cluster checks them against the builders)
-    for kind, file in (("InferenceService", "inferenceservice.yaml"), ("ServingRuntime", "servingruntime.yaml")):
-        assert find(rendered, kind) == [yaml.safe_load((MANIFESTS / file).read_text())]
+        ("InferenceService", NAMESPACE, "recloop"), ("ServiceAccount", NAMESPACE, SERVER_SA),
+        ("PodMonitor", NAMESPACE, "recloop-serving"), ("PrometheusRule", NAMESPACE, "recloop-serving"),
+        ("ConfigMap", NAMESPACE, CONFIG_MAP), ("ServiceAccount", NAMESPACE, SA),
+        *[(kind, NAMESPACE, f"{SA}-kfp-runtime") for kind in ("Role", "RoleBinding")]])
+
+
+def test_other_kubectl_versions_render_the_same(rendered):
+    extra = [p for p in os.environ.get(EXTRA_KUBECTL, "").split(os.pathsep) if p]
+    if not extra:
+        pytest.skip(f"${EXTRA_KUBECTL} names no other kubectl (e.g. Debian 12's 1.20, kustomize v2.0.3)")
+    for kubectl in extra:
+        assert kustomize(MANIFESTS, kubectl) == rendered, kubectl
+
+
+def test_no_file_names_a_namespace_the_kustomization_sets_it(rendered, tmp_path):
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    assert kustomization["namespace"] == NAMESPACE
+    for file in kustomization["resources"]:
+        for doc in yaml.safe_load_all((MANIFESTS / file).read_text()):
+            assert "namespace" not in doc["metadata"], f"{file}: {doc['kind']} {doc['metadata']['name']}"
+            assert all("namespace" not in s for s in doc.get("subjects", [])), f"{file}: {doc['metadata']['name']}"
+    copy_dir = tmp_path / "manifests"  # a profile namespace of one's own: one line to change
+    shutil.copytree(MANIFESTS, copy_dir)
+    (copy_dir / "kustomization.yaml").write_text(
+        (MANIFESTS / "kustomization.yaml").read_text().replace(f"namespace: {NAMESPACE}\n", "namespace: team-a\n"))
+    moved = kustomize(copy_dir)
+    assert {o["metadata"]["namespace"] for o in moved} == {"team-a"}
+    assert [s["namespace"] for b in find(moved, "RoleBinding") for s in b["subjects"]] == ["team-a"]
 
 
 def test_core_resources_validate_against_kubernetes_schemas(rendered):
@@ -70,10 +115,187 @@ def test_core_resources_validate_against_kubernetes_schemas(rendered):
             continue
         for version in K8S_VERSIONS:
             kubernetes_validate.validate(obj, version, strict=True)  # strict: an unknown field is an error
-    role = copy.deepcopy(find(rendered, "Role", f"{SA}-push")[0])
+    role = copy.deepcopy(find(rendered, "Role", f"{SA}-kfp-runtime")[0])
     role["rules"][0]["verb"] = role["rules"][0].pop("verbs")  # a typo the schemas must catch
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(role, K8S_VERSIONS[-1], strict=True)
+
+
+# ---------------------------------------------------------------- custom resources against their CRDs
+
+
+def strict(schema: Any) -> Any:
+    """A CRD's openAPIV3Schema with unknown fields refused (additionalProperties: false wherever it lists
+    properties and does not preserve unknown fields): the API server would silently prune them, and kubectl's
+    strict field validation refuses them. Recurses through the schema keywords only, not through field names."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if "properties" in out:
+        out["properties"] = {name: strict(s) for name, s in out["properties"].items()}
+        if "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    for key in ("items", "additionalProperties", "not"):
+        if isinstance(out.get(key), dict):
+            out[key] = strict(out[key])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in out:
+            out[key] = [strict(s) for s in out[key]]
+    return out
+
+
+@functools.cache
+def crd_validators() -> dict[tuple[str, str], jsonschema.Draft4Validator]:
+    """(apiVersion, kind) -> a validator of the vendored CRD version's schema (OpenAPI v3.0: draft 4 semantics)."""
+    validators = {}
+    for path in sorted(CRDS.glob("*.json.gz")):
+        crd = json.loads(gzip.decompress(path.read_bytes()))
+        schema = strict(crd["openAPIV3Schema"])  # no check_schema: its patterns are Go's (RE2), e.g. ^(?i)(a|b)?$
+        validators[f"{crd['group']}/{crd['version']}", crd["kind"]] = jsonschema.Draft4Validator(schema)
+    return validators
+
+
+def crd_errors(obj: dict[str, Any]) -> list[str]:
+    validator = crd_validators()[obj["apiVersion"], obj["kind"]]
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+
+
+def pinned_version() -> list[dict[str, Any]]:
+    """manifests/pinned-version/: not kustomized (kubectl apply -n NS -f): its files as written."""
+    return [yaml.safe_load(p.read_text()) for p in sorted((MANIFESTS / "pinned-version").glob("*.yaml"))]
+
+
+def test_custom_resources_validate_against_their_crds(rendered, record_property):
+    sources = {json.loads(gzip.decompress(p.read_bytes()))["tag"] for p in CRDS.glob("*.json.gz")}
+    assert sources == {"v0.15.2", "v0.93.0"}  # kserve==0.15.2 (pyproject.toml), prometheus-operator
+    checked = [o for o in rendered + pinned_version() if o["kind"] in CRD_KINDS]
+    assert sorted(o["kind"] for o in checked) == sorted(
+        ["InferenceService", "InferenceService", "PodMonitor", "PrometheusRule", "ServingRuntime"])
+    for obj in checked:
+        assert crd_errors(obj) == [], f"{obj['kind']} {obj['metadata']['name']}"
+    record_property("crd_validated", ", ".join(f"{o['kind']} {o['apiVersion']}" for o in checked))
+
+
+@pytest.mark.parametrize(("kind", "path", "value", "message"), [
+    ("InferenceService", ("spec", "predictor", "scaleMetrics"), "rps", "'scaleMetrics' was unexpected"),
+    ("InferenceService", ("spec", "predictor", "scaleMetric"), "qps", "'qps' is not one of"),
+    ("InferenceService", ("spec", "predictor", "scaleTarget"), "156", "'156' is not of type 'integer'"),
+    ("InferenceService", ("spec", "predictor", "containers", 0, "envFrom", 0, "configMapRef", "nam"), "x",
+     "'nam' was unexpected"),
+    ("PodMonitor", ("spec", "podMetricsEndpoints", 0, "paths"), "/metrics", "'paths' was unexpected"),
+    ("PodMonitor", ("spec", "selector"), None, "'selector' is a required property"),
+    ("PrometheusRule", ("spec", "groups", 0, "rules", 0, "alerts"), "x", "'alerts' was unexpected"),
+])
+def test_the_crd_schemas_catch_typos_and_wrong_values(rendered, kind, path, value, message):
+    obj = copy.deepcopy(find(rendered, kind)[0])
+    *parents, last = path
+    node = functools.reduce(lambda n, k: n[k], parents, obj)
+    node.pop(last) if value is None else node.__setitem__(last, value)
+    assert any(message in e for e in crd_errors(obj)), crd_errors(obj)
+
+
+# ---------------------------------------------------------------- the server: pointer, site values, autoscaling
+
+
+def test_the_config_map_is_the_values_file_schedule_reads(rendered):
+    [config_map] = find(rendered, "ConfigMap", CONFIG_MAP)
+    values = read_values(str(ROOT / VALUES))  # what `recloop schedule --values` fills the recurring run from
+    assert config_map["data"] == values
+    assert {"REGISTRY_URI", "LOGS_URI", "CATALOG_URI", "RUN_STATE_URI", "AWS_ENDPOINT_URL",
+            "AWS_DEFAULT_REGION"} <= set(values)
+    assert set(storage.S3_CONFIG_ENV) <= set(values)  # what every pipeline task takes from this ConfigMap
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(values)  # credentials: the Secret only
+
+
+def test_the_server_follows_the_registry_pointer_with_the_site_values(rendered):
+    spec = predictor(rendered)
+    [container] = spec["containers"]
+    assert container["name"] == "kserve-container" and "model" not in spec  # no storageUri: no storage initializer
+    assert container["image"] == "IMAGE_REGISTRY/recloop:TAG"  # kustomization.yaml's images:
+    assert container["command"] == ["recloop"] and container["args"] == [
+        "serve", "--registry", "$(REGISTRY_URI)", "--catalog", "$(CATALOG_URI)", "--logs", "$(LOGS_URI)",
+        "--host", "0.0.0.0", "--port", "8080"]
+    assert container["envFrom"] == [{"configMapRef": {"name": CONFIG_MAP}}]
+    assert container["env"] == [{"name": var, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key}}}
+                                for key, var in storage.S3_SECRET_ENV.items()]
+    # Kubernetes expands $(VAR) in args from the container's environment: each is a key of the ConfigMap
+    values = find(rendered, "ConfigMap", CONFIG_MAP)[0]["data"]
+    expanded = [re.sub(r"\$\((\w+)\)", lambda m: values[m[1]], a) for a in container["args"]]
+    assert "$(" not in " ".join(expanded)
+    # recloop's own command line takes them (parsed as `recloop serve` would, not run)
+    serve = typer.main.get_command(app).commands["serve"]
+    params = serve.make_context("serve", expanded[1:]).params
+    assert (params["registry"], params["logs"], params["port"]) == (values["REGISTRY_URI"], values["LOGS_URI"], 8080)
+    # the pipeline's parameters name the same keys: the server logs where the next run reads
+    run_spec = yaml.safe_load((MANIFESTS / "recurring-run.yaml").read_text())["parameters"]
+    assert (run_spec["logs"], run_spec["registry"], run_spec["catalog"]) == (
+        "${LOGS_URI}", "${REGISTRY_URI}", "${CATALOG_URI}")
+    assert [p["containerPort"] for p in container["ports"]] == [cluster.PORT]
+    [account] = find(rendered, "ServiceAccount", spec["serviceAccountName"])
+    assert account["automountServiceAccountToken"] is False  # the server calls no Kubernetes API
+
+
+def test_the_pinned_version_runtime_takes_the_same_values(rendered):
+    [runtime] = [o for o in pinned_version() if o["kind"] == "ServingRuntime"]
+    [container] = runtime["spec"]["containers"]
+    assert (container["envFrom"], container["env"]) == (predictor(rendered)["containers"][0]["envFrom"],
+                                                        predictor(rendered)["containers"][0]["env"])
+    serve = typer.main.get_command(app).commands["serve"]
+    assert serve.make_context("serve", container["args"][1:]).params["model"] == "/mnt/models"
+
+
+FRACTION = 0.6  # of a pod's measured throughput within the latency alert: manifests/inferenceservice.yaml says why
+
+
+def test_the_autoscaling_target_is_a_fraction_of_the_measured_throughput_within_the_latency_alert(rendered):
+    runs = json.loads((ROOT / "bench/results/serving.json").read_text())["figures"]["runs"]
+    [rule] = [r for g in find(rendered, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]
+              if r["alert"] == "RecloopLatencyP99High"]
+    budget_ms = float(re.search(r">\s*([\d.]+)\s*$", rule["expr"].strip())[1]) * 1000
+    within = [r for r in runs if r["ms"]["p99"] <= budget_ms and r["errors"] == 0]
+    assert [r["clients"] for r in within] == [1, 8] and budget_ms == 250  # 32 clients: p99 365 ms
+    measured = max(r["throughput_rps"] for r in within)
+    spec = predictor(rendered)
+    assert (spec["scaleMetric"], spec["scaleTarget"]) == ("rps", math.floor(FRACTION * measured)) == ("rps", 156)
+    # Knative aims at target x utilization: 100% so that the target is the number aimed at
+    assert spec["annotations"]["autoscaling.knative.dev/target-utilization-percentage"] == "100"
+    isvc = find(rendered, "InferenceService")[0]
+    assert isvc["metadata"]["annotations"][cluster.MODE_ANNOTATION] == "Serverless"  # KPA: rps (HPA: cpu, memory)
+    assert spec["minReplicas"] >= 2 and spec["maxReplicas"] * spec["scaleTarget"] > max(
+        r["throughput_rps"] for r in runs)
+
+
+# ---------------------------------------------------------------- scraping: the PodMonitor and the alerts
+
+# the labels a PodMonitor's targets carry (prometheus-operator): job is <namespace>/<PodMonitor name>
+POD_TARGET_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance"}
+
+
+def test_the_podmonitor_scrapes_the_server_pods(rendered):
+    [monitor] = find(rendered, "PodMonitor")
+    isvc = find(rendered, "InferenceService")[0]
+    # the labels KServe puts on every predictor pod of the InferenceService
+    labels = {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"], "component": "predictor"}
+    assert monitor["spec"]["selector"] == {"matchLabels": labels}
+    assert "namespaceSelector" not in monitor["spec"]  # its own namespace: the InferenceService's
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["targetPort"] == predictor(rendered)["containers"][0]["ports"][0]["containerPort"]
+    assert endpoint["path"] == "/metrics" and "/metrics" in string_literals()  # the server's route
+    # instance = the pod's name: the name each replica reports under in REGISTRY/serving/<name>.json
+    assert endpoint["relabelings"] == [{"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "instance"}]
+
+
+def test_the_alerts_group_by_labels_the_podmonitor_gives(rules_spec, rendered):
+    metric_labels = {label for _, labels in metric_families().values() for label in labels} | {"le"}
+    [monitor] = find(rendered, "PodMonitor")
+    for alert in (r for g in rules_spec["groups"] for r in g["rules"]):
+        text = alert["expr"] + " ".join(alert["annotations"].values())
+        used = {label.strip() for group in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", text)
+                for label in group.split(",") if label.strip()}
+        used |= set(re.findall(r"\$labels\.(\w+)", text))
+        assert used - metric_labels <= POD_TARGET_LABELS, f"{alert['alert']}: {used - metric_labels}"
+        for job in re.findall(r'\bjob\s*=~?\s*"([^"]*)"', text):  # none today; if one appears, it is the PodMonitor's
+            assert job == f"{monitor['metadata']['namespace']}/{monitor['metadata']['name']}", alert["alert"]
 
 
 # ---------------------------------------------------------------- RBAC
@@ -101,24 +323,28 @@ def test_rbac_is_namespaced_named_and_without_wildcards(rendered, record_propert
     kinds = {o["kind"] for o in rendered}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
     for obj in find(rendered, "Role") + find(rendered, "RoleBinding"):
-        assert obj["metadata"].get("namespace") in (NAMESPACE, "kserve"), obj["metadata"]
+        assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]
     for role in find(rendered, "Role"):
         for rule in role["rules"]:
             for key in ("apiGroups", "resources", "verbs", "resourceNames"):
                 assert "*" not in rule.get(key, []), f"Role {role['metadata']['name']}: a wildcard in {key}"
-            assert not {"secrets", "pods/exec"} & set(rule["resources"])
+            assert "pods/exec" not in rule["resources"] and "serving.kserve.io" not in rule["apiGroups"]
+            if "secrets" in rule["resources"]:  # the KFP launcher reads the artifact store's credentials
+                assert (rule["resources"], rule["resourceNames"], rule["verbs"]) == (["secrets"], [SECRET], ["get"])
     for binding in find(rendered, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SA, "namespace": NAMESPACE}]
-    isvc = find(rendered, "InferenceService")[0]["metadata"]["namespace"]
     run_spec = yaml.safe_load((MANIFESTS / "recurring-run.yaml").read_text())
-    assert (find(rendered, "ServiceAccount")[0]["metadata"]["namespace"], run_spec["service_account"]) == (isvc, SA)
+    assert run_spec["service_account"] == SA and find(rendered, "ServiceAccount", SA)
     sa = (NAMESPACE, SA)
-    assert allowed(rendered, sa, "patch", "serving.kserve.io", "inferenceservices", NAMESPACE, "recloop")
-    for namespace in ("kserve", "default", "kubeflow"):
-        assert not allowed(rendered, sa, "patch", "serving.kserve.io", "inferenceservices", namespace, "recloop")
-    assert allowed(rendered, sa, "get", "", "configmaps", "kserve", "inferenceservice-config")
-    assert not allowed(rendered, sa, "get", "", "configmaps", "kserve", "another-config")
-    assert not allowed(rendered, sa, "delete", "serving.kserve.io", "inferenceservices", NAMESPACE, "recloop")
+    assert allowed(rendered, sa, "get", "", "secrets", NAMESPACE, SECRET)
+    assert allowed(rendered, sa, "get", "", "configmaps", NAMESPACE, "kfp-launcher")
+    for verb, resource, name in (("get", "secrets", "other"), ("list", "secrets", None), ("get", "configmaps",
+                                                                                         CONFIG_MAP)):
+        assert not allowed(rendered, sa, verb, "", resource, NAMESPACE, name), (verb, resource, name)
+    for namespace in (NAMESPACE, "kserve", "kubeflow"):  # the pipeline never touches an InferenceService
+        for verb in ("get", "create", "patch"):
+            assert not allowed(rendered, sa, verb, "serving.kserve.io", "inferenceservices", namespace, "recloop")
+    assert not allowed(rendered, sa, "get", "", "configmaps", "kserve", "inferenceservice-config")
     record_property("cluster_roles", sum(o["kind"] in ("ClusterRole", "ClusterRoleBinding") for o in rendered))
     record_property("roles", len(find(rendered, "Role")))
     record_property("wildcards", 0)
@@ -211,41 +437,54 @@ def api_server(rendered):
         k8s.Configuration.set_default(before)
 
 
-def test_push_and_promote_need_exactly_what_the_pipeline_role_grants(api_server, rendered):
-    server, client = api_server
+# The pinned-version path (manifests/pinned-version/, `recloop push --inference-service`): what the person or job
+# running it needs, as docs/deploy.md states it. Not shipped: whoever runs it brings their own identity.
+PINNED_PUSH = [
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+     "metadata": {"name": "pinned-push", "namespace": NAMESPACE},
+     "rules": [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
+                "verbs": ["get", "create", "patch"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "pinned-push", "namespace": NAMESPACE},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pinned-push"},
+     "subjects": [{"kind": "ServiceAccount", "name": "pusher", "namespace": NAMESPACE}]}]
+
+
+def test_the_pipelines_account_cannot_touch_an_inference_service(api_server, record_property):
+    server, client = api_server  # authenticated as the pipeline's service account
+    with pytest.raises(RuntimeError, match="403"):
+        cluster.deploy(client, "recloop", NAMESPACE, V1)
+    with pytest.raises(RuntimeError, match="403"):
+        cluster.promote(client, "recloop", NAMESPACE)
+    with pytest.raises(k8s.ApiException, match="403"):
+        client.core_api.read_namespaced_config_map("inferenceservice-config", "kserve")
+    assert server.objects.keys() == {("", "configmaps", "kserve", "inferenceservice-config")}  # nothing created
+    record_property("refused_403", "deploy, promote, read KServe's ConfigMap as the pipeline's account")
+
+
+def test_the_pinned_version_push_needs_exactly_get_create_and_patch(api_server, rendered):
+    server, _ = api_server
+    server.rbac = rendered + PINNED_PUSH
+    client = KServeClient(config_dict=server.kubeconfig(NAMESPACE, "pusher"))
     assert cluster.deploy(client, "recloop", NAMESPACE, V1).action == "create"
     rollout = cluster.deploy(client, "recloop", NAMESPACE, V2, canary_percent=10)
     assert rollout.action == "patch" and rollout.mode.name == "Serverless"  # read off its annotation
     assert cluster.promote(client, "recloop", NAMESPACE).action == "patch"
-    predictor = server.objects["serving.kserve.io", "inferenceservices", NAMESPACE, "recloop"]["spec"]["predictor"]
-    assert predictor["model"]["storageUri"] == V2 and "canaryTrafficPercent" not in predictor
-    # an InferenceService without the annotation: the mode is the cluster default, read from KServe's namespace
+    spec = server.objects["serving.kserve.io", "inferenceservices", NAMESPACE, "recloop"]["spec"]["predictor"]
+    assert spec["model"]["storageUri"] == V2 and "canaryTrafficPercent" not in spec
+    # without the annotation the mode would be the cluster default, in KServe's namespace (kserve upstream, kubeflow
+    # in Kubeflow's manifests): unreadable here, so push assumes KServe 0.15's default and says so
     legacy = cluster.serialize(cluster.inference_service("legacy", NAMESPACE, V1))
     del legacy["metadata"]["annotations"][cluster.MODE_ANNOTATION]
     server.objects["serving.kserve.io", "inferenceservices", NAMESPACE, "legacy"] = legacy
-    with pytest.raises(cluster.CanaryRefused, match="RawDeployment mode \\(the cluster default, ConfigMap kserve"):
-        cluster.deploy(client, "legacy", NAMESPACE, V2, canary_percent=10)
-    used = {r[:3] for r in server.requests}
-    push_roles = [r for r in find(rendered, "Role") if "kfp-runtime" not in r["metadata"]["name"]]  # KFP's own
-    granted = {(verb, group, resource) for role in push_roles for rule in role["rules"]
-               for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
-    assert used == granted, f"granted but never used: {granted - used}; used but not granted: {used - granted}"
-
-
-def test_the_service_account_is_confined_to_its_namespace_and_objects(api_server, rendered, record_property):
-    server, client = api_server
+    rollout = cluster.deploy(client, "legacy", NAMESPACE, V2, canary_percent=10)
+    assert "unreadable (HTTP 403 Forbidden)" in rollout.mode.source
     with pytest.raises(RuntimeError, match="403"):
         cluster.deploy(client, "recloop", "default", V1)
-    with pytest.raises(k8s.ApiException, match="403"):
-        client.core_api.read_namespaced_config_map("other", "kserve")
-    server.rbac = [o for o in rendered if "kserve-config" not in o["metadata"]["name"]]  # without the kserve Role
-    legacy = cluster.serialize(cluster.inference_service("legacy", NAMESPACE, V1))
-    del legacy["metadata"]["annotations"][cluster.MODE_ANNOTATION]
-    server.objects["serving.kserve.io", "inferenceservices", NAMESPACE, "legacy"] = legacy
-    rollout = cluster.deploy(client, "legacy", NAMESPACE, V2, canary_percent=10)  # blind: assumes Serverless
-    assert "unreadable (HTTP 403 Forbidden)" in rollout.mode.source
-    record_property("refused_403", "deploy to namespace default; read ConfigMap kserve/other; read the kserve "
-                                   "ConfigMap without its Role")
+    used = {r[:3] for r in server.requests if r[3] == NAMESPACE}
+    granted = {(verb, group, resource) for rule in PINNED_PUSH[0]["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    assert used == granted, f"granted but never used: {granted - used}; used but not granted: {used - granted}"
 
 
 # ---------------------------------------------------------------- alert rules
@@ -367,10 +606,10 @@ def test_promtool_checks_and_unit_tests_the_rules(rules_spec, tmp_path):
 # ---------------------------------------------------------------- the recurring run
 
 
-def test_the_recurring_run_ships_as_written(rendered):
-    text = (MANIFESTS / "recurring-run.yaml").read_text()
-    [config_map] = find(rendered, "ConfigMap", "recloop-recurring-run")
-    assert config_map["data"] == {"recurring-run.yaml": text}  # no hash suffix, byte for byte
-    spec = load_spec(str(MANIFESTS / "recurring-run.yaml"))  # what `recloop schedule --spec` reads, typed
+def test_the_recurring_run_is_scheduled_not_applied_and_reads_the_site_values(rendered):
+    assert not find(rendered, "ConfigMap", "recloop-recurring-run")  # nothing on the cluster read it
+    spec = load_spec(str(MANIFESTS / "recurring-run.yaml"), str(ROOT / VALUES))  # what `recloop schedule` sends
     assert spec.max_concurrency == 1 and spec.catchup is False  # one run at a time, no backfill storm
     assert find(rendered, "ServiceAccount", spec.service_account), spec.service_account  # the RBAC above
+    values = find(rendered, "ConfigMap", CONFIG_MAP)[0]["data"]
+    assert (spec.parameters["logs"], spec.parameters["registry"]) == (values["LOGS_URI"], values["REGISTRY_URI"])

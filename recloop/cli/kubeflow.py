@@ -2,7 +2,8 @@
 
 compile writes a pipeline's IR YAML; submit starts one run; schedule creates the recurring run a spec file
 (``manifests/recurring-run.yaml``) describes. Each compiles with recloop's image (--image or $RECLOOP_IMAGE,
-required) and each task's CPU and memory (defaults, or a --resources file). Parameters are checked and typed
+required), each task's CPU and memory (defaults, or a --resources file) and the Secret and ConfigMap each step's
+pod takes the object store's settings from (--credentials-secret, --config-map). Parameters are checked and typed
 against the pipeline's declared inputs, and crons against KFP's scheduler, before anything reaches the cluster.
 This module parses and prints; compiling is ``pipelines.compile``, the checks ``pipelines.kfp_spec``, the API
 calls ``pipelines.remote``.
@@ -22,6 +23,7 @@ import typer
 from recloop.cli.console import console
 from recloop.pipelines import kfp_spec, remote
 from recloop.pipelines.compile import CompileError, compile_pipeline, images, task_order
+from recloop.pipelines.env import DEFAULT_ENV, ClusterEnv
 from recloop.pipelines.resources import DEFAULTS, load_resources
 
 
@@ -37,13 +39,15 @@ def _pipeline_option(value: str) -> str:
         raise _bad("--pipeline", e) from None
 
 
-def _compile(pipeline: str, out: str, image: str | None, resources: str | None) -> dict[str, Any]:
+def _compile(pipeline: str, out: str, image: str | None, resources: str | None, secret: str,
+             config_map: str) -> dict[str, Any]:
     try:
         table = load_resources(resources) if resources is not None else DEFAULTS
     except ValueError as e:
         raise _bad("--resources", e) from None
+    env = ClusterEnv(credentials_secret=secret or None, config_map=config_map or None)
     try:
-        return compile_pipeline(pipeline, out, image, table)
+        return compile_pipeline(pipeline, out, image, table, env)
     except CompileError as e:
         console.print(f"[red]compile failed:[/red] {e}", soft_wrap=True)
         raise typer.Exit(1) from None
@@ -58,6 +62,12 @@ ImageOpt = Annotated[str | None, typer.Option(
 ResourcesOpt = Annotated[str | None, typer.Option(
     help="a YAML file of CPU and memory per task, overriding the defaults: TASK: {cpu_request, cpu_limit, "
          "memory_request, memory_limit}")]
+SecretOpt = Annotated[str, typer.Option(
+    help="the Secret every step takes the object store's credentials from (keys accesskey, secretkey -> "
+         "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); '' for none (gs:// with Workload Identity)")]
+ConfigMapOpt = Annotated[str, typer.Option(
+    help="the ConfigMap every step takes AWS_ENDPOINT_URL and AWS_DEFAULT_REGION from (manifests/recloop.env's); "
+         "'' for none")]
 HostOpt = Annotated[str, typer.Option(help="the KFP API endpoint, e.g. http://localhost:8080 (port-forward of "
                                            "ml-pipeline-ui) or https://kubeflow.example.com/pipeline")]
 NamespaceOpt = Annotated[str | None, typer.Option(help="the Kubeflow profile namespace (multi-user KFP)")]
@@ -68,10 +78,12 @@ def compile(
     pipeline: PipelineOpt = "recloop-weekly",
     image: ImageOpt = None,
     resources: ResourcesOpt = None,
+    credentials_secret: SecretOpt = DEFAULT_ENV.credentials_secret or "",
+    config_map: ConfigMapOpt = DEFAULT_ENV.config_map or "",
 ) -> None:
     """Compile a pipeline to KFP IR YAML (a compiler warning fails it), to upload in the Kubeflow UI."""
     name = _pipeline_option(pipeline)
-    ir = _compile(name, out, image, resources)
+    ir = _compile(name, out, image, resources, credentials_secret, config_map)
     console.print(f"wrote {name} to {out}: {' -> '.join(task_order(ir))}; image {', '.join(images(ir))}",
                   soft_wrap=True)
 
@@ -143,6 +155,8 @@ def submit(
     service_account: Annotated[str | None, typer.Option(help="the Kubernetes service account of the run")] = None,
     image: ImageOpt = None,
     resources: ResourcesOpt = None,
+    credentials_secret: SecretOpt = DEFAULT_ENV.credentials_secret or "",
+    config_map: ConfigMapOpt = DEFAULT_ENV.config_map or "",
 ) -> None:
     """Start one run of a pipeline on Kubeflow Pipelines (compiled here, parameters checked first)."""
     name = _pipeline_option(pipeline)
@@ -152,7 +166,7 @@ def submit(
     run_name = run_name or f"{name} {'..'.join(str(arguments[k]) for k in kfp_spec.SPAN[name])}"
     with tempfile.TemporaryDirectory() as tmp:
         package = str(Path(tmp, f"{name}.yaml"))
-        _compile(name, package, image, resources)
+        _compile(name, package, image, resources, credentials_secret, config_map)
         try:
             run_id = remote.start_run(host, namespace, package, arguments, run_name, experiment, service_account)
         except Exception as e:  # noqa: BLE001 - no endpoint, auth, an API error: nothing started
@@ -167,25 +181,30 @@ def schedule(
     host: HostOpt,
     spec: Annotated[str, typer.Option(help="the recurring run: name, experiment, cron, parameters, ...")
                     ] = "manifests/recurring-run.yaml",
+    values: Annotated[str, typer.Option(help="KEY=VALUE file filling the spec's ${KEY} placeholders: the site "
+                                             "values kustomize gives the server (read only if the spec has any)")
+                      ] = kfp_spec.VALUES,
     cron: Annotated[str | None, typer.Option(help="instead of the spec's cron: 5 fields, UTC (or 6, second first)")
                     ] = None,
     namespace: NamespaceOpt = None,
     image: ImageOpt = None,
     resources: ResourcesOpt = None,
+    credentials_secret: SecretOpt = DEFAULT_ENV.credentials_secret or "",
+    config_map: ConfigMapOpt = DEFAULT_ENV.config_map or "",
     replace: Annotated[bool, typer.Option(help="replace the experiment's recurring run of the same name")] = False,
 ) -> None:
     """Create the recurring run a spec describes (the weekly run: Mondays 03:00 UTC, each on the week before)."""
     try:
-        run = kfp_spec.load_spec(spec)
+        run = kfp_spec.load_spec(spec, values)
     except ValueError as e:
-        raise _bad("--spec", e) from None
+        raise _bad("--values" if str(e).startswith(f"{values}:") else "--spec", e) from None
     try:
         expression = kfp_spec.kfp_cron(cron if cron is not None else run.cron)
     except kfp_spec.CronError as e:
         raise _bad("--cron", e) from None
     with tempfile.TemporaryDirectory() as tmp:
         package = str(Path(tmp, f"{run.pipeline}.yaml"))
-        _compile(run.pipeline, package, image, resources)
+        _compile(run.pipeline, package, image, resources, credentials_secret, config_map)
         try:
             done = remote.schedule(host, namespace, run, expression, package, replace)
         except Exception as e:  # noqa: BLE001 - no endpoint, auth, an API error, a duplicate

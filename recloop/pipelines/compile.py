@@ -3,8 +3,10 @@
 The weekly and daily pipelines (``definitions``) are compiled by KFP's own compiler; a compiler warning is an
 error here, since a spec that warned is not one to hand to a cluster. So is a spec without recloop's image: the
 components name a placeholder (``IMAGE_UNSET``), replaced by ``image`` or $RECLOOP_IMAGE, one of which is
-required. Each task's caching, retries, CPU and memory are the pipeline's (``definitions``, ``resources``).
-``task_order`` and ``images`` read the compiled IR back for the CLI's one-line summary and the tests.
+required. Each task's caching, retries, CPU and memory are the pipeline's (``definitions``, ``resources``), and so
+is the Secret and ConfigMap its pod takes the object store's settings from (``definitions.ClusterEnv``): those go
+into the IR's platform spec, a second YAML document. ``read_ir`` reads both documents back; ``task_order`` and
+``images`` read the IR for the CLI's one-line summary and the tests.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import yaml
 
 from recloop.pipelines import kfp_spec
+from recloop.pipelines.env import DEFAULT_ENV, ClusterEnv
 from recloop.pipelines.resources import DEFAULTS, Resources
 
 IMAGE_ENV = "RECLOOP_IMAGE"
@@ -28,7 +31,7 @@ class CompileError(RuntimeError):
 
 
 def compile_pipeline(pipeline: str, out: str, image: str | None = None,
-                     resources: Mapping[str, Resources] = DEFAULTS) -> dict[str, Any]:
+                     resources: Mapping[str, Resources] = DEFAULTS, env: ClusterEnv = DEFAULT_ENV) -> dict[str, Any]:
     """Compiles a recloop pipeline to KFP IR YAML at ``out``, every step on ``image`` (default: $RECLOOP_IMAGE).
 
     The image is set in the compiled PipelineSpec (``deploymentSpec.executors.*.container.image``) and the file
@@ -36,9 +39,10 @@ def compile_pipeline(pipeline: str, out: str, image: str | None = None,
 
     Args:
       resources: each task's CPU and memory (``resources.load_resources`` reads a file of overrides).
+      env: the Secret and ConfigMap every task's pod takes the object store's settings from.
 
     Returns:
-      The IR as a dict.
+      The IR as ``read_ir`` reads it.
 
     Raises:
       ValueError: an unknown pipeline, no image (neither ``image`` nor $RECLOOP_IMAGE), a malformed image, not
@@ -55,14 +59,21 @@ def compile_pipeline(pipeline: str, out: str, image: str | None = None,
         warnings.simplefilter("always")
         from recloop.pipelines.definitions import PIPELINES
 
-        func = PIPELINES[name](resources=resources)
+        func = PIPELINES[name](resources=resources, env=env)
         compiler.Compiler().compile(func, out)
         _write_with_image(func, out, image)
     if caught:
         Path(out).unlink(missing_ok=True)
         raise CompileError(f"compiling {name} warned (treated as an error): "
                            + "; ".join(f"{w.category.__name__}: {w.message}" for w in caught))
-    return yaml.safe_load(Path(out).read_text())
+    return read_ir(out)
+
+
+def read_ir(path: str | Path) -> dict[str, Any]:
+    """A compiled IR file as a dict: the PipelineSpec, with the platform spec (the second YAML document, where the
+    pipeline has one) under ``platforms``, e.g. ``platforms.kubernetes.deploymentSpec.executors``."""
+    spec, *platform = yaml.safe_load_all(Path(path).read_text())
+    return {**spec, **(platform[0] if platform else {})}
 
 
 def _image(image: str | None) -> str:

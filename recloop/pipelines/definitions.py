@@ -10,9 +10,11 @@ same pipeline runs under ``kfp.local``).
 from collections.abc import Mapping
 from typing import Any
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
+from recloop import storage
 from recloop.components import definitions as c
+from recloop.pipelines.env import DEFAULT_ENV, ClusterEnv
 from recloop.pipelines.resources import DEFAULTS, Resources
 
 WEEKLY = "recloop-weekly"
@@ -35,8 +37,9 @@ RETRIED = frozenset({"ingest", "train", "evaluate", "infra-validate"})
 RETRY = {"num_retries": 2, "backoff_duration": "60s", "backoff_factor": 2.0}  # after 60 s, then 120 s
 
 
-def _on_cluster(task: dsl.PipelineTask, resources: Mapping[str, Resources]) -> dsl.PipelineTask:
-    """Caching, CPU and memory, retries: what a cluster reads of a task (kfp.local ignores them)."""
+def _on_cluster(task: dsl.PipelineTask, resources: Mapping[str, Resources], env: ClusterEnv) -> dsl.PipelineTask:
+    """Caching, CPU and memory, retries, the object store's environment: what a cluster reads of a task
+    (kfp.local ignores them)."""
     name = task.component_spec.name
     task.set_caching_options(name in CACHED)
     r = resources[name]
@@ -44,13 +47,18 @@ def _on_cluster(task: dsl.PipelineTask, resources: Mapping[str, Resources]) -> d
     task.set_memory_request(r.memory_request).set_memory_limit(r.memory_limit)
     if name in RETRIED:
         task.set_retry(**RETRY)
+    if env.credentials_secret:
+        kubernetes.use_secret_as_env(task, env.credentials_secret, storage.S3_SECRET_ENV)
+    if env.config_map:
+        kubernetes.use_config_map_as_env(task, env.config_map, {k: k for k in storage.S3_CONFIG_ENV})
     return task
 
 
 def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
-           resources: Mapping[str, Resources] = DEFAULTS) -> Any:
+           resources: Mapping[str, Resources] = DEFAULTS, env: ClusterEnv = DEFAULT_ENV) -> Any:
     """The weekly pipeline. ``scheduled_time`` is KFP's placeholder on a cluster; kfp.local cannot resolve it,
-    so local runs build it with ``""`` and pass start and end. ``resources``: each task's CPU and memory."""
+    so local runs build it with ``""`` and pass start and end. ``resources``: each task's CPU and memory; ``env``:
+    the Secret and ConfigMap its pods take the object store's settings from."""
 
     @dsl.pipeline(name=WEEKLY, description="recloop: one week of serving logs -> a validated, gated, pushed model")
     def weekly_pipeline(
@@ -90,26 +98,26 @@ def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
         """
         ingest = _on_cluster(c.ingest(logs=logs, start=start, end=end, scheduled_time=scheduled_time,
                                       span_clock=span_clock, sample_users=sample_users, sample_data=sample_data,
-                                      max_dead_letter_share=max_dead_letter_share, beam_args=beam_args), resources)
+                                      max_dead_letter_share=max_dead_letter_share, beam_args=beam_args), resources, env)
         validate = _on_cluster(c.validate(examples=ingest.outputs["examples"], run_state=run_state,
                                           registry=registry, alertmanager_url=alertmanager_url,
-                                          config=validation_config), resources)
-        check = _on_cluster(c.check(validation=validate.outputs["validation"]), resources)
+                                          config=validation_config), resources, env)
+        check = _on_cluster(c.check(validation=validate.outputs["validation"]), resources, env)
         train = _on_cluster(c.train(examples=ingest.outputs["examples"], validation=validate.outputs["validation"],
-                                    config=train_config, epochs=epochs, seed=seed).after(check), resources)
+                                    config=train_config, epochs=epochs, seed=seed).after(check), resources, env)
         evaluate = _on_cluster(c.evaluate(model=train.outputs["model"], examples=ingest.outputs["examples"],
-                                          registry=registry, config=gate_config, catalog=catalog), resources)
+                                          registry=registry, config=gate_config, catalog=catalog), resources, env)
         infra = _on_cluster(c.infra_validate(model=train.outputs["model"], blessing=evaluate.outputs["blessing"],
                                              examples=ingest.outputs["examples"], catalog=catalog,
-                                             requests=infra_requests, p99_ms=infra_p99_ms), resources)
+                                             requests=infra_requests, p99_ms=infra_p99_ms), resources, env)
         _on_cluster(c.push(model=train.outputs["model"], blessing=evaluate.outputs["blessing"],
-                           infra_blessing=infra.outputs["infra_blessing"], registry=registry), resources)
+                           infra_blessing=infra.outputs["infra_blessing"], registry=registry), resources, env)
 
     return weekly_pipeline
 
 
 def daily(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
-          resources: Mapping[str, Resources] = DEFAULTS) -> Any:
+          resources: Mapping[str, Resources] = DEFAULTS, env: ClusterEnv = DEFAULT_ENV) -> Any:
     """The daily skew check (``recloop monitor``): fails on a blocking anomaly, after alerting."""
 
     @dsl.pipeline(name=DAILY, description="recloop: yesterday's serving logs vs production's training statistics")
@@ -120,8 +128,8 @@ def daily(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
         monitor = _on_cluster(c.monitor(logs=logs, day=day, scheduled_time=scheduled_time, span_clock=span_clock,
                                         registry=registry,
                                         run_state=run_state, alertmanager_url=alertmanager_url,
-                                        config=validation_config), resources)
-        _on_cluster(c.check(validation=monitor.outputs["validation"]), resources)
+                                        config=validation_config), resources, env)
+        _on_cluster(c.check(validation=monitor.outputs["validation"]), resources, env)
 
     return daily_pipeline
 

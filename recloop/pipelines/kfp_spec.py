@@ -1,5 +1,6 @@
 """What KFP will accept, checked before anything reaches it: pipeline parameters typed against a pipeline's
-declared inputs, crons as KFP's scheduler reads them, and the recurring-run spec (``manifests/recurring-run.yaml``).
+declared inputs, crons as KFP's scheduler reads them, and the recurring-run spec (``manifests/recurring-run.yaml``),
+its ``${NAME}`` placeholders filled from the site values kustomize also reads (``manifests/recloop.env``).
 
 ``recloop submit`` and ``recloop schedule`` (``cli.kubeflow``) use these; each error names the key and the value.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+VALUES = "manifests/recloop.env"  # the site values: kustomize's configMapGenerator reads the same file
 SHORT = {"weekly": "recloop-weekly", "daily": "recloop-daily-skew"}
 # the parameters that set a run's span: a one-off run needs them; a recurring run takes it from its scheduled time
 SPAN = {"recloop-weekly": ("start", "end"), "recloop-daily-skew": ("day",)}
@@ -191,15 +194,90 @@ class RecurringRunSpec(BaseModel):
             raise ValueError(f"parameters: {e}") from None
         if missing := missing_parameters(self.pipeline, self.parameters):
             raise ValueError(f"parameters: {self.pipeline} needs {', '.join(missing)}")
+        from recloop.components.steps import SPAN_CLOCKS  # the steps' own check, at schedule time
+
+        if self.parameters.get("span_clock", SPAN_CLOCKS[0]) not in SPAN_CLOCKS:
+            raise ValueError(f"parameters: span_clock: expected one of {', '.join(SPAN_CLOCKS)}, got "
+                             f"{self.parameters['span_clock']!r}")
         return self
 
 
-def load_spec(path: str) -> RecurringRunSpec:
-    """Reads and validates a recurring-run spec; ValueError names the file and the key at fault."""
+# -- site values and placeholders -----------------------------------------------------------------------------
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_KEY = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")  # Kubernetes' env var name check, as kustomize applies it
+
+
+def read_values(path: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines as kustomize's configMapGenerator reads an env file, so both see the same values.
+
+    Leading whitespace, blank lines and ``#`` lines are skipped; the value is everything after the first ``=``,
+    taken as is (no quotes removed). Stricter than kustomize: a line without ``=`` (kustomize would take the value
+    from its own environment) and a key given twice are refused.
+
+    Raises:
+      ValueError: naming the file and line.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: {' '.join(str(e).split())}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        line = line.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not _KEY.fullmatch(key) or key in values:
+            why = "expected KEY=VALUE" if not sep else "a key given twice" if key in values else "not a variable name"
+            raise ValueError(f"{path}:{number}: {why}, got {line!r}")
+        values[key] = value
+    return values
+
+
+def fill_placeholders(data: Any, values_path: str | None, where: str) -> Any:
+    """``data`` with every ``${NAME}`` in its strings replaced by NAME's value in the values file.
+
+    The file is read only when there is a placeholder to fill.
+
+    Raises:
+      ValueError: naming every placeholder the file does not fill (or no file), and ``where``.
+    """
+    names: set[str] = set()
+
+    def collect(node: Any) -> None:
+        if isinstance(node, str):
+            names.update(PLACEHOLDER.findall(node))
+        elif isinstance(node, dict | list):
+            for child in node.values() if isinstance(node, dict) else node:
+                collect(child)
+
+    collect(data)
+    if not names:
+        return data
+    values = read_values(values_path) if values_path is not None else {}
+    if missing := sorted(names - set(values)):
+        source = f"not in {values_path}" if values_path is not None else "no values file given"
+        raise ValueError(f"{where}: unfilled placeholder{'s' * (len(missing) > 1)} "
+                         f"{', '.join('${' + n + '}' for n in missing)}: {source}")
+
+    def fill(node: Any) -> Any:
+        if isinstance(node, str):
+            return PLACEHOLDER.sub(lambda m: values[m[1]], node)
+        if isinstance(node, dict):
+            return {k: fill(v) for k, v in node.items()}
+        return [fill(v) for v in node] if isinstance(node, list) else node
+
+    return fill(data)
+
+
+def load_spec(path: str, values: str | None = None) -> RecurringRunSpec:
+    """Reads and validates a recurring-run spec, its ``${NAME}`` placeholders filled from ``values`` (a
+    ``KEY=VALUE`` file, ``manifests/recloop.env``); ValueError names the file and the key or placeholder at fault."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as e:
         raise ValueError(f"{path}: {' '.join(str(e).split())}") from None
+    data = fill_placeholders(data, values, path)
     try:
         return RecurringRunSpec.model_validate(data)
     except ValidationError as e:

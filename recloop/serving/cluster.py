@@ -1,6 +1,9 @@
 """The KServe side of a push: the InferenceService that serves a registry version, and its rollout.
 
-Production is an InferenceService on the ``recloop`` ServingRuntime (``recloop serve --model
+The shipped manifests (manifests/) serve by the registry pointer: the servers run ``recloop serve
+--registry`` and hot-swap to whatever the pointer names, so a push is the pointer write alone and nothing
+here is used. This module is the pinned-version alternative (``recloop push --inference-service``,
+manifests/pinned-version/): an InferenceService on the ``recloop`` ServingRuntime (``recloop serve --model
 /mnt/models``); KServe's storage initializer downloads its ``spec.predictor.model.storageUri`` (a
 registry version) to /mnt/models. A push patches that field (and ``canaryTrafficPercent`` for a
 canary); ``promote`` removes ``canaryTrafficPercent``.
@@ -28,6 +31,8 @@ from typing import Any
 import kserve
 from kserve import constants
 from kubernetes import client as k8s
+
+from recloop import storage
 
 RUNTIME = "recloop"  # the ServingRuntime's name and the model format it serves
 MODEL_NAME = "recommender"  # the kserve model inside: POST /v1/models/recommender:predict
@@ -95,17 +100,28 @@ def check_storage_uri(uri: str) -> str:
     return uri
 
 
-def serving_runtime(namespace: str, image: str, catalog: str, logs: str) -> kserve.V1alpha1ServingRuntime:
+def serving_runtime(namespace: str | None, image: str, catalog: str, logs: str, config_map: str | None = None,
+                    credentials_secret: str | None = None) -> kserve.V1alpha1ServingRuntime:
     """The ``recloop`` ServingRuntime: ``recloop serve`` over whatever version KServe placed in /mnt/models.
 
     Args:
+      namespace: None leaves it to ``kubectl apply -n``.
       image: a container image with recloop installed (``recloop`` on the PATH).
-      catalog, logs: ``recloop serve``'s ``--catalog`` (the item feed) and ``--logs`` (request logs) URIs.
+      catalog, logs: ``recloop serve``'s ``--catalog`` (the item feed) and ``--logs`` (request logs) URIs, or
+        ``$(CATALOG_URI)``-style references to the config map's keys (Kubernetes expands them in args).
+      config_map: a ConfigMap the container takes whole as its environment (manifests/recloop.env's).
+      credentials_secret: a Secret with ``accesskey`` and ``secretkey`` (Kubeflow's MinIO artifact Secret),
+        given to s3fs and boto3 as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
     """
+    env_from = [k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=config_map))] if config_map else None
+    env = [k8s.V1EnvVar(name=var, value_from=k8s.V1EnvVarSource(
+        secret_key_ref=k8s.V1SecretKeySelector(name=credentials_secret, key=key)))
+        for key, var in storage.S3_SECRET_ENV.items()] if credentials_secret else None
     container = k8s.V1Container(
         name="kserve-container", image=image, command=["recloop"],
         args=["serve", "--model", "/mnt/models", "--catalog", catalog, "--logs", logs,
               "--host", "0.0.0.0", "--port", str(PORT)],
+        env_from=env_from, env=env,
         ports=[k8s.V1ContainerPort(container_port=PORT, protocol="TCP")],
         # the server binds its port before loading the version: ready once kserve answers for the model
         readiness_probe=k8s.V1Probe(http_get=k8s.V1HTTPGetAction(path=f"/v1/models/{MODEL_NAME}", port=PORT)))
@@ -118,7 +134,7 @@ def serving_runtime(namespace: str, image: str, catalog: str, logs: str) -> kser
                                          metadata=k8s.V1ObjectMeta(name=RUNTIME, namespace=namespace), spec=spec)
 
 
-def inference_service(name: str, namespace: str, storage_uri: str, mode: str = DEFAULT_MODE, cpu: str = "2",
+def inference_service(name: str, namespace: str | None, storage_uri: str, mode: str = DEFAULT_MODE, cpu: str = "2",
                       memory: str = "4Gi", min_replicas: int = 1, max_replicas: int = 4
                       ) -> kserve.V1beta1InferenceService:
     """The InferenceService serving the version at ``storage_uri`` on the ``recloop`` runtime.

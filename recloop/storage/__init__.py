@@ -29,6 +29,12 @@ from recloop.storage.objects import (
     write_text,
 )
 
-__all__ = ["StorageError", "create", "download", "exists", "filesystem", "is_local", "join", "listdir", "local_file", "local_output",
-           "local_view", "read_bytes", "read_json", "read_text", "remove", "upload", "write_bytes", "write_json",
-           "write_text"]
+__all__ = ["S3_CONFIG_ENV", "S3_SECRET_ENV", "StorageError", "create", "download", "exists", "filesystem", "is_local",
+           "join", "listdir", "local_file", "local_output", "local_view", "read_bytes", "read_json", "read_text",
+           "remove", "upload", "write_bytes", "write_json", "write_text"]
+
+# On a cluster, the environment s3fs and boto3 read comes from Kubernetes objects: the keys of Kubeflow's MinIO
+# artifact Secret (mlpipeline-minio-artifact) -> the variables, and the site ConfigMap's keys (manifests/recloop.env)
+# under their own names. The server's manifests and the pipeline's tasks (pipelines.definitions) both use these.
+S3_SECRET_ENV = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
+S3_CONFIG_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
