@@ -123,6 +123,18 @@ def test_the_span_comes_from_the_dates_or_the_scheduled_time():
             steps.span(*bad)
 
 
+def test_a_remote_beam_runner_writes_the_examples_to_the_artifacts_uri_on_the_object_store():
+    path, direct = "/minio/mlpipeline/v2/artifacts/run/ingest/examples", ["--runner", "DirectRunner"]
+    assert steps.ingest_target(path, "minio://mlpipeline/v2/artifacts/run/ingest/examples", direct) == path
+    assert steps.ingest_target(path, "minio://mlpipeline/v2/artifacts/run/ingest/examples", []) == path
+    flink = ["--runner", "PortableRunner", "--job_endpoint", "jobserver:8099"]
+    assert steps.ingest_target(path, "minio://mlpipeline/v2/artifacts/run/ingest/examples", flink) == (
+        "s3://mlpipeline/v2/artifacts/run/ingest/examples")
+    assert steps.ingest_target("/gcs/b/x", "gs://b/x", ["--runner=DataflowRunner"]) == "gs://b/x"
+    with pytest.raises(steps.StepError, match="DataflowRunner writes the examples where its workers can reach"):
+        steps.ingest_target("/tmp/x", "/tmp/x", ["--runner", "DataflowRunner"])  # kfp.local: a local pipeline root
+
+
 @pytest.mark.parametrize("unfilled", ["", "{{$.pipeline_job_schedule_time_utc}}"])  # KFP 2.16, and before
 def test_a_backend_that_leaves_the_scheduled_time_unfilled_needs_span_clock_run_start(unfilled):
     started = dt.datetime(2026, 1, 12, 3, 0, 41, tzinfo=dt.UTC)  # the pod's clock as the scheduled run starts

@@ -21,13 +21,19 @@ def ingest(logs: str, start: str, end: str, scheduled_time: str, span_clock: str
            metrics: Output[Metrics], summary: Output[Markdown]):
     """Beam: one span of request logs and events -> labelled examples, dead letters, reconciled counts."""
     import datetime as dt
+    import os
     import time
 
     from recloop.components import publish, steps
 
     t0 = time.perf_counter()
     first, last = steps.span(start, end, scheduled_time, span_clock=span_clock, now=dt.datetime.now(dt.UTC))
-    s = steps.ingest(logs, first, last, examples.path, sample_users, sample_data, max_dead_letter_share, beam_args)
+    out = steps.ingest_target(examples.path, examples.uri, beam_args)
+    if out != examples.path:  # a remote runner writes the artifact's URI itself; the launcher uploads a note
+        os.makedirs(examples.path, exist_ok=True)
+        with open(os.path.join(examples.path, "_written_by_the_runner.txt"), "w") as f:
+            f.write(f"the examples were written to {out} by the Beam runner\n")
+    s = steps.ingest(logs, first, last, out, sample_users, sample_data, max_dead_letter_share, beam_args)
     publish.ingest(s, examples, metrics, summary, time.perf_counter() - t0)
 
 

@@ -92,6 +92,26 @@ def ingest(logs: str, first: dt.date, last: dt.date, out: str, sample_users: flo
     return run(config, beam_args=list(beam_args) or ["--runner", "DirectRunner"])
 
 
+def ingest_target(path: str, uri: str, beam_args: Sequence[str]) -> str:
+    """Where ingest writes its examples artifact: the pod-local ``path`` on the DirectRunner (KFP's launcher
+    uploads it), else the artifact's own ``uri`` on the object store, which a remote runner's workers reach
+    (KFP's ``minio://`` is S3's API: fsspec's ``s3://`` with the endpoint from the environment).
+
+    Raises:
+      StepError: a remote runner and an artifact URI that is not on an object store (kfp.local's are paths).
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
+    if runner in ("DirectRunner", "direct"):
+        return path
+    for prefix, scheme in (("minio://", "s3://"), ("s3://", "s3://"), ("gs://", "gs://")):
+        if uri.startswith(prefix):
+            return scheme + uri[len(prefix):]
+    raise StepError(f"beam_args: the {runner} writes the examples where its workers can reach them, an object "
+                    f"store; this run's artifact URI is {uri!r} (a pipeline root on S3, MinIO or GCS is needed)")
+
+
 def production(registry: str, now: dt.datetime | None = None) -> tuple[str | None, str | None]:
     """The name and directory URI of the version that actually serves (Nones before the first push).
 
