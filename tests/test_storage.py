@@ -109,3 +109,29 @@ def test_create_lets_exactly_one_writer_win(root):
     assert storage.create(uri, b'{"owner": "a"}')
     assert not storage.create(uri, b'{"owner": "b"}')
     assert storage.read_json(uri) == {"owner": "a"}
+
+
+def test_the_commands_read_their_inputs_from_s3(bucket, tiny_ingest, tiny_model, tmp_path):
+    """validate, train and evaluate take their ``--data`` (and candidate) as URIs; TensorFlow and TFDV read
+    local copies. Their output folders stay local: results are shared through the registry."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from recloop.cli.app import app
+
+    storage.upload(tiny_ingest, f"{bucket}/ingest")
+    storage.upload(tiny_model, f"{bucket}/model")
+    runner = CliRunner()
+    r = runner.invoke(app, ["validate", "--data", f"{bucket}/ingest", "--out", str(tmp_path / "v")])
+    assert r.exit_code in (0, 3), r.output
+    assert (tmp_path / "v" / "anomalies.json").exists()
+    r = runner.invoke(app, ["train", "--data", f"{bucket}/ingest", "--out", str(tmp_path / "m"), "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    assert storage.read_json(str(tmp_path / "m" / "model_card.json"))["data"]["span"]["start"] == "2026-01-12"
+    r = runner.invoke(app, ["evaluate", "--candidate", f"{bucket}/model", "--data", f"{bucket}/ingest",
+                            "--registry", f"{bucket}/registry", "--out", str(tmp_path / "g")])
+    assert r.exit_code == 0, r.output
+    assert storage.read_json(str(tmp_path / "g" / "blessing.json"))["first_run"]
+    r = runner.invoke(app, ["train", "--data", f"{bucket}/ingest", "--out", f"{bucket}/export"])
+    assert r.exit_code == 2 and "expected a local folder" in re.sub(r"\s+", " ", r.output)

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from recloop.cli.console import console
+from recloop import storage
+from recloop.cli.console import console, local_out
 
 
 def evaluate(
@@ -42,8 +43,11 @@ def evaluate(
         raise typer.BadParameter(str(e), param_hint="--data") from None
     with console.status("evaluating") as status:
         try:
-            blessing = steps.evaluate(candidate, data, registry, out, config or "", catalog or "", progress=console.log,
-                                      on_replay=lambda done, total: status.update(f"replay {done:,}/{total:,} requests"))
+            with storage.local_views([candidate, *data]) as local:  # TensorFlow reads local paths
+                blessing = steps.evaluate(local[0], local[1:], registry, local_out(out, "--out"), config or "",
+                                          catalog or "", progress=console.log,
+                                          on_replay=lambda done, total: status.update(f"replay {done:,}/{total:,}"
+                                                                                      " requests"))
         except RegistryError as e:
             console.print(f"[red]cannot read the registry:[/red] {e}")
             raise typer.Exit(2) from None

@@ -14,7 +14,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from recloop.cli.console import console
+from recloop import storage
+from recloop.cli.console import console, local_out
 
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
@@ -79,9 +80,9 @@ def train(
             bar.update(tasks[model], completed=epoch, logs=shown)
 
         try:
-            card = run(cfg, data, out, validation_dir=validation, extra_scorers=extra, truth=true_clicks,
-                       overwrite=overwrite,
-                       progress=console.log, on_epoch=on_epoch)
+            with storage.local_views([*data, validation]) as local:  # TensorFlow reads local paths
+                card = run(cfg, local[:-1], local_out(out, "--out"), validation_dir=local[-1], extra_scorers=extra,
+                           truth=true_clicks, overwrite=overwrite, progress=console.log, on_epoch=on_epoch)
         except (DataError, TrainingCheckError, FileExistsError, FileNotFoundError) as e:
             console.print(f"[red]training failed:[/red] {e}")
             raise typer.Exit(1) from None

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from recloop.cli.console import console, date_option
+from recloop import storage
+from recloop.cli.console import console, date_option, local_out
 from recloop.validation.checks import ANOMALY_COLUMNS, anomaly_cells
 
 BLOCKING_EXIT = 3
@@ -36,8 +37,10 @@ def validate(
     """Validate an ingested span with TFDV: schema, skew and drift. Exits 3 on a blocking anomaly."""
     from recloop.validation.run import validate as run
 
-    _report(run(data, out, previous=previous, reference_stats=reference_stats, schema_path=schema,
-                config_path=config, alertmanager=alertmanager, state_dir=state), out, state)
+    with storage.local_views([data, previous, reference_stats]) as (local, prev, reference):  # TFDV: local paths
+        verdict = run(local, local_out(out, "--out"), previous=prev, reference_stats=reference, schema_path=schema,
+                      config_path=config, alertmanager=alertmanager, state_dir=state)
+    _report(verdict, out, state)
 
 
 def monitor(

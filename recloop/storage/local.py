@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from recloop.storage.objects import download, exists, filesystem, is_local, upload
 
@@ -41,6 +41,14 @@ def local_view(uri: str, missing_ok: bool = False) -> Iterator[str | None]:
         return
     with tempfile.TemporaryDirectory(prefix="recloop-view-") as tmp:
         yield download(uri, os.path.join(tmp, os.path.basename(uri.rstrip("/")) or "object"))
+
+
+@contextlib.contextmanager
+def local_views(uris: Sequence[str | None]) -> Iterator[list[str | None]]:
+    """``local_view`` of each URI for the ``with`` block (None stays None): the inputs of a command that
+    reads only local paths, such as TFRecords for TensorFlow."""
+    with contextlib.ExitStack() as stack:
+        yield [None if uri is None else stack.enter_context(local_view(uri)) for uri in uris]
 
 
 @contextlib.contextmanager
