@@ -39,13 +39,12 @@ def test_a_missing_object_is_named(root):
         storage.read_json(storage.join(root, "nothing.json"))
 
 
-def test_folders_travel_both_ways_through_a_local_view(root):
-    with storage.local_output(storage.join(root, "out")) as out:
-        with open(f"{out}/top.txt", "w") as f:
-            f.write("top")
-        os.makedirs(f"{out}/sub/deeper")
-        with open(f"{out}/sub/deeper/x.json", "w") as f:
-            json.dump([1, 2], f)
+def test_folders_travel_both_ways_through_a_local_view(root, tmp_path):
+    out = tmp_path / "made-here"
+    os.makedirs(out / "sub" / "deeper")
+    (out / "top.txt").write_text("top")
+    (out / "sub" / "deeper" / "x.json").write_text(json.dumps([1, 2]))
+    storage.upload(str(out), storage.join(root, "out"))
     assert storage.read_json(storage.join(root, "out/sub/deeper/x.json")) == [1, 2]
     with storage.local_view(storage.join(root, "out")) as view:
         top, deeper = Path(view, "top.txt").read_text(), json.loads(Path(view, "sub/deeper/x.json").read_text())
@@ -56,12 +55,15 @@ def test_folders_travel_both_ways_through_a_local_view(root):
         pass
 
 
-def test_a_failed_block_uploads_nothing(bucket):
-    with pytest.raises(RuntimeError, match="boom"), storage.local_output(f"{bucket}/half") as out:
-        with open(f"{out}/a.txt", "w") as f:
-            f.write("a")
+def test_a_file_written_locally_is_uploaded_whole_or_not_at_all(bucket):
+    with storage.local_file(f"{bucket}/part-00000.bin") as path, open(path, "wb") as f:
+        f.write(b"whole")
+    assert storage.read_bytes(f"{bucket}/part-00000.bin") == b"whole"
+    with pytest.raises(RuntimeError, match="boom"), storage.local_file(f"{bucket}/part-00001.bin") as path:
+        with open(path, "wb") as f:
+            f.write(b"ha")
         raise RuntimeError("boom")
-    assert not storage.exists(f"{bucket}/half")
+    assert not storage.exists(f"{bucket}/part-00001.bin")
 
 
 def test_a_reader_sees_the_old_object_or_the_new_one_never_part(root):

@@ -9,7 +9,7 @@ arguments. ``objects`` reads and writes whole objects; ``local`` gives the libra
 local paths (TensorFlow, TFDV) a local view of a URI.
 """
 
-from recloop.storage.local import local_file, local_output, local_view, local_views
+from recloop.storage.local import local_file, local_view, local_views
 from recloop.storage.objects import (
     StorageError,
     create,
@@ -30,7 +30,7 @@ from recloop.storage.objects import (
 )
 
 __all__ = ["S3_CONFIG_ENV", "S3_SECRET_ENV", "StorageError", "create", "download", "exists", "filesystem", "is_local",
-           "join", "listdir", "local_file", "local_output", "local_view", "local_views", "read_bytes", "read_json", "read_text",
+           "join", "listdir", "local_file", "local_view", "local_views", "read_bytes", "read_json", "read_text",
            "remove", "upload", "write_bytes", "write_json", "write_text"]
 
 # On a cluster, the environment s3fs and boto3 read comes from Kubernetes objects: the keys of Kubeflow's MinIO

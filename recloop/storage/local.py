@@ -3,8 +3,8 @@
 TensorFlow reads and writes SavedModels, and TFDV its statistics and schemas, on local paths (and
 gs:// for TensorFlow, but not s3://: TF 2.16 has no S3 filesystem). A step hands them a local
 view: the path itself when the URI is local, else a temporary copy that goes away after use
-(``local_view``), or a temporary folder or file that is uploaded when the work succeeded
-(``local_output``, ``local_file``).
+(``local_view``, ``local_views``), or a temporary file that is uploaded whole when the work succeeded
+(``local_file``).
 """
 
 from __future__ import annotations
@@ -49,20 +49,6 @@ def local_views(uris: Sequence[str | None]) -> Iterator[list[str | None]]:
     reads only local paths, such as TFRecords for TensorFlow."""
     with contextlib.ExitStack() as stack:
         yield [None if uri is None else stack.enter_context(local_view(uri)) for uri in uris]
-
-
-@contextlib.contextmanager
-def local_output(uri: str) -> Iterator[str]:
-    """A local folder to write ``uri``'s contents into; on a remote ``uri`` it is uploaded when the
-    ``with`` block ends without an exception (a failed block uploads nothing)."""
-    if is_local(uri):
-        path = filesystem(uri)[1]
-        os.makedirs(path, exist_ok=True)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="recloop-out-") as tmp:
-        yield tmp
-        upload(tmp, uri)
 
 
 @contextlib.contextmanager
