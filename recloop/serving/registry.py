@@ -11,9 +11,9 @@ KServe's storage initializer reads them):
                                    without appends, so it works on object stores)
 
 A version is complete once its ``model_card.json`` exists (push copies it last).
-The pointer is written whole to a temporary name and moved over ``CURRENT``: a
-rename on a file system, a single-object write on an object store, so a reader
-sees the old pointer or the new one, never half of one. ``switch`` is a
+The pointer is written whole (``storage.write_bytes``: a temporary name renamed
+over ``CURRENT`` on a disk, a single PUT on an object store), so a reader sees
+the old pointer or the new one, never half of one. ``switch`` is a
 compare-and-swap: it refuses when the pointer no longer names the version the
 caller expected. The CAS is a read-then-write, safe against a concurrent push
 that finished first, not against two writers in the same instant; one pipeline
@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import datetime as dt
 import posixpath
-import uuid
 from collections.abc import Callable
 
 import fsspec
 from pydantic import BaseModel, ConfigDict
 
+from recloop import storage
 from recloop.features import logs
 
 CURRENT = "CURRENT"
@@ -140,8 +140,8 @@ class Registry:
         pointer = Pointer(version=version, previous=found, switched_at=at, reason=reason, note=note)
         data = pointer.model_dump_json().encode("utf-8")
         entries = len(self.history())
-        self._write(self._path("history", f"{entries:06d}-{version}.json"), data)
-        self._write(self._path(CURRENT), data)  # last: the switch itself
+        storage.write_bytes(storage.join(self.uri, "history", f"{entries:06d}-{version}.json"), data)
+        storage.write_bytes(storage.join(self.uri, CURRENT), data)  # last: the switch itself (whole, atomic)
         return pointer
 
     def push(self, model_dir: str, at: dt.datetime, blessing: str | None = None, infra_blessing: str | None = None,
@@ -233,12 +233,6 @@ class Registry:
             raise RegistryError(f"{self.uri}: {now.version} is the first version pushed; nothing before it")
         return self.switch(target, now.version, "rollback", at, note)
 
-    def _write(self, path: str, data: bytes) -> None:
-        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
-        self.fs.mv(tmp, path)
 
 
 def _read_optional(path: str) -> dict | None:
