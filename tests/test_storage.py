@@ -1,5 +1,5 @@
-"""recloop.storage on a real S3 API server (moto, on loopback) and on the local disk: the same calls, the same
-results, whole objects only."""
+"""recloop.storage on a real S3 API server (moto, on loopback), a GCS emulator (fake-gcs-server, on loopback)
+and the local disk: the same calls, the same results, whole objects only."""
 
 from __future__ import annotations
 
@@ -12,12 +12,20 @@ import pytest
 
 from recloop import storage
 
+BUCKETS = {"s3": "bucket", "gs": "gcs_bucket"}  # the conftest fixture that makes a new bucket of each store
 
-@pytest.fixture(params=["local", "s3"])
+
+@pytest.fixture(params=["local", "s3", "gs"])
 def root(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "local":
         return str(tmp_path / "root")
-    return request.getfixturevalue("bucket") + "/root"
+    return request.getfixturevalue(BUCKETS[request.param]) + "/root"
+
+
+@pytest.fixture(params=["s3", "gs"])
+def store(request: pytest.FixtureRequest) -> str:
+    """A new, empty bucket of each object store."""
+    return request.getfixturevalue(BUCKETS[request.param])
 
 
 def test_objects_round_trip_and_list(root):
@@ -55,15 +63,15 @@ def test_folders_travel_both_ways_through_a_local_view(root, tmp_path):
         pass
 
 
-def test_a_file_written_locally_is_uploaded_whole_or_not_at_all(bucket):
-    with storage.local_file(f"{bucket}/part-00000.bin") as path, open(path, "wb") as f:
+def test_a_file_written_locally_is_uploaded_whole_or_not_at_all(store):
+    with storage.local_file(f"{store}/part-00000.bin") as path, open(path, "wb") as f:
         f.write(b"whole")
-    assert storage.read_bytes(f"{bucket}/part-00000.bin") == b"whole"
-    with pytest.raises(RuntimeError, match="boom"), storage.local_file(f"{bucket}/part-00001.bin") as path:
+    assert storage.read_bytes(f"{store}/part-00000.bin") == b"whole"
+    with pytest.raises(RuntimeError, match="boom"), storage.local_file(f"{store}/part-00001.bin") as path:
         with open(path, "wb") as f:
             f.write(b"ha")
         raise RuntimeError("boom")
-    assert not storage.exists(f"{bucket}/part-00001.bin")
+    assert not storage.exists(f"{store}/part-00001.bin")
 
 
 def test_a_reader_sees_the_old_object_or_the_new_one_never_part(root):
@@ -85,14 +93,15 @@ def test_a_reader_sees_the_old_object_or_the_new_one_never_part(root):
     assert seen and seen <= {f"v{i}" for i in range(30)}
 
 
-def test_another_writer_is_seen_at_once(bucket):
+def test_another_writer_is_seen_at_once(store):
     # no listings cache on an object store: a pointer another process wrote is read, not remembered
     import fsspec
 
-    assert storage.listdir(bucket) == []
-    other = fsspec.filesystem("s3", skip_instance_cache=True)
-    other.pipe_file(f"{bucket.removeprefix('s3://')}/CURRENT", b"{}")
-    assert storage.exists(f"{bucket}/CURRENT") and storage.listdir(bucket) == ["CURRENT"]
+    assert storage.listdir(store) == []
+    scheme, name = store.split("://")
+    other = fsspec.filesystem(scheme, skip_instance_cache=True)
+    other.pipe_file(f"{name}/CURRENT", b"{}")
+    assert storage.exists(f"{store}/CURRENT") and storage.listdir(store) == ["CURRENT"]
 
 
 def test_a_scheme_without_a_backend_is_named():
