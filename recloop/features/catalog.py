@@ -15,9 +15,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import fsspec
 import numpy as np
 
+from recloop import storage
 from recloop.features import logs
 from recloop.features.spec import features_for
 
@@ -29,7 +29,7 @@ _DTYPES = {"duration_min": np.float32, "release_day": np.int64}
 
 def snapshot(root: str, day: dt.date) -> str | None:
     """The latest ``catalog/dt=`` feed on or before ``day`` under ``root``, or None."""
-    fs, base = fsspec.core.url_to_fs(f"{root.rstrip('/')}/catalog")
+    fs, base = storage.filesystem(f"{root.rstrip('/')}/catalog")
     if not fs.isdir(base):
         return None
     dates = sorted(d for d in (logs.partition_date(p + "/x") for p in fs.ls(base, detail=False)

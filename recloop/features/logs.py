@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import fsspec
 
+from recloop import storage
+
 Stream = Literal["requests", "events"]
 STREAMS: tuple[Stream, ...] = ("requests", "events")
 _SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -38,7 +40,7 @@ def partition_files(root: str, stream: str, start: dt.date, end: dt.date) -> lis
 
     Missing dates are skipped: a day without traffic has no partition.
     """
-    fs, base = fsspec.core.url_to_fs(root)
+    fs, base = storage.filesystem(root)
     files: list[str] = []
     for day in days(start, end):
         folder = partition_dir(base, stream, day)
@@ -79,7 +81,7 @@ def write_lines(path: str, lines: Iterable[str], compresslevel: int = 6) -> int:
     Returns:
       The number of lines written.
     """
-    fs, target = fsspec.core.url_to_fs(path)
+    fs, target = storage.filesystem(path)
     fs.makedirs(os.path.dirname(target), exist_ok=True)
     text = [line + "\n" for line in lines]
     data = "".join(text).encode("utf-8")

@@ -72,7 +72,7 @@ class Encoded:
 
     def spilled(self, root: str) -> Encoded:
         path = f"{root}/_spill/{self.split}-{self.bucket:05d}.arrow"
-        fs, local = fsspec.core.url_to_fs(path)
+        fs, local = storage.filesystem(path)
         fs.makedirs(f"{root}/_spill", exist_ok=True)
         table = pa.table({"record": self.records})
         with fs.open(local, "wb") as f, pa.ipc.new_file(f, table.schema) as writer:

@@ -20,6 +20,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recloop import storage
 from recloop.features import logs
 from recloop.ingest import progress
 from recloop.ingest.read import NAMESPACE, Span, bucket_count, plan_inputs
@@ -86,7 +87,7 @@ def run(config: IngestConfig, beam_args: Sequence[str] = (),
         read, a reconciliation fails or the dead-letter share is over the limit.
     """
     t0 = time.perf_counter()
-    fs, out = fsspec.core.url_to_fs(config.out)
+    fs, out = storage.filesystem(config.out)
     if fs.exists(out) and fs.ls(out) and not config.overwrite:
         raise IngestError(f"{config.out} already holds an ingest output; pass --overwrite to replace it")
     files = plan_inputs(config.logs, config.span)

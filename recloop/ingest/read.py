@@ -22,6 +22,7 @@ import apache_beam as beam
 import fsspec
 import numpy as np
 
+from recloop import storage
 from recloop.features import logs
 from recloop.ingest.progress import report
 
@@ -91,7 +92,7 @@ class InputFile:
 def plan_inputs(logs_root: str, span: Span) -> list[InputFile]:
     """The files an ingest of ``span`` reads, with their sizes (bytes on disk)."""
     margin = dt.timedelta(days=span.margin_days)
-    fs, _ = fsspec.core.url_to_fs(logs_root)
+    fs, _ = storage.filesystem(logs_root)
     plan = [("requests", "requests", span.start, span.end),
             ("keys", "requests", span.start - margin, span.start - dt.timedelta(days=1)),
             ("keys", "requests", span.end + dt.timedelta(days=1), span.end + margin),

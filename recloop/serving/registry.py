@@ -65,7 +65,8 @@ class Registry:
 
     def __init__(self, uri: str):
         self.uri = uri.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.uri)
+        # no listings cache (storage.filesystem): servers poll this registry while pipelines push to it
+        self.fs, self.root = storage.filesystem(self.uri)
 
     def _path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
@@ -200,13 +201,13 @@ class Registry:
     def _copy_version(self, model_dir: str, version: str, extra: dict[str, str],
                       progress: Callable[[str], None]) -> None:
         """Copies the export and the ``extra`` files (name -> path), the model card last."""
-        src_fs, src_root = fsspec.core.url_to_fs(model_dir)
+        src_fs, src_root = storage.filesystem(model_dir)
         target = self._path("versions", version)
         if self.fs.exists(target):  # an earlier push died before its model card: start over
             self.fs.rm(target, recursive=True)
         files = [(src_fs, p, posixpath.relpath(p, src_root)) for p in sorted(src_fs.find(src_root))
                  if posixpath.relpath(p, src_root) not in (CARD, *extra)]
-        files += [(*fsspec.core.url_to_fs(path), name) for name, path in extra.items()]
+        files += [(*storage.filesystem(path), name) for name, path in extra.items()]
         for fs, path, rel in files:
             progress(f"copy {rel}")
             self._put(fs, path, posixpath.join(target, rel))
@@ -236,7 +237,7 @@ class Registry:
 
 
 def _read_optional(path: str) -> dict | None:
-    fs, local = fsspec.core.url_to_fs(path)
+    fs, local = storage.filesystem(path)
     return logs.read_json(path) if fs.exists(local) else None
 
 

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyarrow_hotfix  # noqa: F401  CVE-2023-47248: pyarrow 10 is pinned (tfx-bsl); refuse its unsafe type
 
+from recloop import storage
 from recloop.features import logs
 from recloop.features.spec import PLATFORMS
 from recloop.simulator import behaviour
@@ -82,10 +83,10 @@ class Oracle:
         """
         sim_dir = sim_dir.rstrip("/")
         manifest_path, npz_path = f"{sim_dir}/simulation.json", f"{sim_dir}/truth/world.npz"
-        fs, _ = fsspec.core.url_to_fs(sim_dir)
+        fs, _ = storage.filesystem(sim_dir)
         for path, what in ((manifest_path, "the simulation's parameters"),
                            (npz_path, "the hidden world, written by simulate after its last week")):
-            if not fs.exists(fsspec.core.url_to_fs(path)[1]):
+            if not fs.exists(storage.filesystem(path)[1]):
                 raise FileNotFoundError(f"oracle: {path} not found ({what}); is {sim_dir} a finished simulation?")
         manifest = logs.read_json(manifest_path)
         params = manifest["params"]
@@ -241,7 +242,7 @@ class Oracle:
             if self.sim_dir is None:
                 raise ValueError("this oracle was not loaded from a simulation folder: no logged impressions")
             folder = f"{self.sim_dir}/truth/impressions"
-            fs, local = fsspec.core.url_to_fs(folder)
+            fs, local = storage.filesystem(folder)
             files = sorted(fs.glob(posixpath.join(local, "week-*.parquet")))
             if not files:
                 raise FileNotFoundError(f"oracle: no week-*.parquet under {folder}")

@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pyarrow_hotfix  # noqa: F401  CVE-2023-47248: pyarrow 10 is pinned (tfx-bsl); refuse its unsafe type
 
+from recloop import storage
 from recloop.features import logs
 from recloop.features.records import EVENT_TYPES
 from recloop.features.spec import CATEGORIES, COUNTRIES, LANGUAGES, PLATFORMS
@@ -186,7 +186,7 @@ class Simulation:
             "explored": slates.explored.ravel(),
         })
         path = f"{self.out}/truth/impressions/week-{week:05d}.parquet"
-        fs, local = fsspec.core.url_to_fs(path)
+        fs, local = storage.filesystem(path)
         fs.makedirs(posixpath.dirname(local), exist_ok=True)
         with fs.open(local, "wb") as f:
             pq.write_table(table, f)
@@ -252,7 +252,7 @@ class Simulation:
         arrays = {f"{group}.{name}": value for group, obj in
                   (("items", w.items), ("members", w.members), ("creators", w.creators))
                   for name, value in vars(obj).items()}
-        fs, local = fsspec.core.url_to_fs(f"{self.out}/truth/world.npz")
+        fs, local = storage.filesystem(f"{self.out}/truth/world.npz")
         fs.makedirs(posixpath.dirname(local), exist_ok=True)
         with fs.open(local, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -306,7 +306,7 @@ def simulate(out: str, weeks: int, start: dt.date, scale: str = "tiny", seed: in
                                         f"are simulated: it would never happen")
     if not 0.0 <= corrupt_rate <= 1.0:
         raise SimulationConfigError(f"corrupt rate must be in [0, 1], got {corrupt_rate}")
-    fs, root = fsspec.core.url_to_fs(out)
+    fs, root = storage.filesystem(out)
     used = [name for name in OUTPUTS if fs.exists(f"{root}/{name}")]
     if used and not overwrite:
         raise SimulationConfigError(f"{out} already holds a simulation ({', '.join(used)}); "
