@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
-import os
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
@@ -81,16 +80,11 @@ def write_lines(path: str, lines: Iterable[str], compresslevel: int = 6) -> int:
     Returns:
       The number of lines written.
     """
-    fs, target = storage.filesystem(path)
-    fs.makedirs(os.path.dirname(target), exist_ok=True)
     text = [line + "\n" for line in lines]
     data = "".join(text).encode("utf-8")
     if path.endswith(".gz"):
         data = gzip.compress(data, compresslevel=compresslevel, mtime=0)  # mtime=0: same bytes every run
-    tmp = f"{target}.tmp-{os.getpid()}"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, target)
+    storage.write_bytes(path, data)  # whole: a rename on a disk, one PUT on an object store
     return len(text)
 
 
