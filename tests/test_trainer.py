@@ -36,8 +36,13 @@ def test_the_export_holds_both_models_the_index_the_tables_and_a_model_card(tiny
     card = _json(root / "model_card.json")
     assert card["version"].startswith("v20260118-")
     assert card["data"]["span"] == {"start": "2026-01-12", "end": "2026-01-18",
-                                    "eval_start": "2026-01-18T00:00:00+00:00"}
+                                    "eval_start": "2026-01-18T00:00:00+00:00",
+                                    "validation_start": "2026-01-17T00:00:00+00:00"}
     assert card["data"]["train_examples"] > 10_000 and card["data"]["eval_examples"] > 1_000
+    # the validation day is held out of `fit` only: the models train on every day
+    assert card["data"]["fit_examples"] + card["data"]["validation_examples"] == card["data"]["train_examples"]
+    assert card["data"]["validation_examples"] > 0 and card["data"]["eval_sources"] == []
+    assert card["data"]["eval"]["impressions"] == card["data"]["eval_examples"]
     assert card["features"]["training_only"] == ["position"]
     assert "position" not in card["features"]["ranking"]
     assert card["config"]["retrieval"]["epochs"] == 3 and card["config"]["seed"] == 0
@@ -52,7 +57,11 @@ def test_the_export_holds_both_models_the_index_the_tables_and_a_model_card(tiny
 
 def test_metrics_cover_every_scorer_view_and_cohort_with_their_sizes(tiny_model):
     m = _json(Path(tiny_model) / "metrics.json")
-    assert set(m["scorers"]) == {"model", "popularity", "oracle"}
+    assert set(m["scorers"]) == {"model", "popularity", "recent_popularity", "oracle"}
+    e = m["eval"]
+    assert e["start"] == "2026-01-18T00:00:00+00:00" and e["sources"][0].endswith("week1")
+    assert e["impressions"] > 1_000 and 0 < e["members"] <= e["requests"] <= e["impressions"]
+    assert 0 < e["requests_with_click"] <= e["requests"] and e["positives"]["click"] >= e["requests_with_click"]
     for name, r in m["scorers"].items():
         for view in ("logged", "explored"):
             overall = r["retrieval"][view]["overall"]
@@ -68,6 +77,11 @@ def test_metrics_cover_every_scorer_view_and_cohort_with_their_sizes(tiny_model)
         for head in LABELS:
             assert 0 <= ranking[f"auc_{head}"] <= 1
         assert 0 < ranking["ndcg@10"] <= 1 and 0 < ranking["ndcg@10_debiased"] <= 1
+        # every figure says how sure it is
+        figures = [k for k, v in ranking.items() if isinstance(v, float) and not k.endswith("_se")]
+        assert figures and all(0 < ranking[f"{k}_se"] < 0.2 for k in figures), (name, ranking)
+        for view in ("logged", "explored", "expected"):
+            assert 0 < r["retrieval"][view]["overall"]["recall@100_se"] < 0.2, (name, view)
         bias = r["retrieval"]["popularity_bias"]
         assert 1 <= bias["items_for_50pct"] <= bias["items_for_90pct"] <= bias["distinct_items"]
     # ranking by the true click probability maximises the expected view: nothing may beat the oracle there
@@ -79,7 +93,22 @@ def test_metrics_cover_every_scorer_view_and_cohort_with_their_sizes(tiny_model)
         m["scorers"]["popularity"]["ranking"]["overall"]["auc_click"]
     seen = m["examination"]
     assert seen[0] == 1 and seen[9] < 0.8 and all(a >= b for a, b in itertools.pairwise(seen))
-    assert set(m["ratios"]["retrieval_recall@100_explored"]) == {"model", "oracle"}
+    assert set(m["ratios"]) == {"retrieval_recall@100_explored", "retrieval_recall@100_logged",
+                                "ranking_ndcg@10_debiased", "ranking_ndcg@10", "ranking_auc_click_explored"}
+    for figure, by_scorer in m["ratios"].items():
+        assert set(by_scorer) == {"model", "recent_popularity", "oracle"}, figure
+        for r in by_scorer.values():
+            assert 0 < r["low"] < r["ratio"] < r["high"], (figure, r)
+            assert r["difference_low"] < r["difference"] < r["difference_high"] and r["requests"] > 0
+    # the oracle ranks the logged impressions better than popularity, and the paired interval says so
+    assert m["ratios"]["ranking_auc_click_explored"]["oracle"]["low"] > 1
+    recent = m["recent_popularity"]
+    assert recent["chosen_on"] == "validation" and recent["validation_start"] == "2026-01-17"
+    assert set(recent["candidates"]) == {"1", "3", "7", "14", "28", "all"}
+    assert recent["validation_recall@100"] == max(recent["candidates"].values())
+    card = _json(Path(tiny_model) / "model_card.json")
+    assert card["metrics"]["recent_popularity"]["window_days"] == recent["window_days"]
+    assert card["metrics"]["ratios"] == m["ratios"]
 
 
 def test_exports_load_in_a_fresh_process_with_tensorflow_and_scann_only(tiny_model):

@@ -9,12 +9,19 @@ import numpy as np
 import pytest
 
 from recloop.trainer.metrics import (
+    Estimate,
     auc,
+    auc_estimate,
     concentration,
+    difference,
     map_at_k,
+    map_by_group,
+    mean_estimate,
     ndcg_at_k,
+    ndcg_by_group,
     order_within_groups,
     positive_ranks,
+    ratio,
     recall_at_k,
     tiebreak_key,
 )
@@ -321,3 +328,80 @@ def test_vectorised_metrics_match_slow_loops(k):
         same = sum(s == row[p] for s in row) - 1
         slow.append(sum(higher + u < k for u in range(same + 1)) / (same + 1))
     assert recall_at_k(greater, ties, [k])[k] == pytest.approx(sum(slow) / len(slow))
+
+
+# ---------------------------------------------------------------- standard errors over requests
+
+
+def test_per_group_values_are_in_the_order_of_the_distinct_groups():
+    # groups a, b, c (see test_ndcg_by_hand / test_map_by_hand); c has no positive: NaN, not 0
+    ndcg = ndcg_by_group(GROUPS, LABELS, SCORES, TIEBREAK)
+    np.testing.assert_allclose(ndcg, [1.5 / (1 + 1 / LOG2_3), 1 / LOG2_3, np.nan])
+    np.testing.assert_allclose(map_by_group(GROUPS, LABELS, SCORES, TIEBREAK), [5 / 6, 0.5, np.nan])
+    assert ndcg_at_k(GROUPS, LABELS, SCORES, TIEBREAK) == (pytest.approx(np.nanmean(ndcg)), 2)
+
+
+def test_a_mean_of_one_value_per_cluster_has_the_textbook_standard_error():
+    values = np.array([0.2, 0.9, 0.4, 0.4, 1.0])
+    e = mean_estimate(values, np.array(["e", "d", "c", "b", "a"]))
+    assert e.value == pytest.approx(0.58)
+    assert e.se == pytest.approx(values.std(ddof=1) / math.sqrt(5))
+    assert e.clusters.tolist() == ["a", "b", "c", "d", "e"] and e.influence.sum() == pytest.approx(0)
+    # two positives of one request are one observation, not two: the request's sum is what varies
+    clustered = mean_estimate(np.array([1.0, 1.0, 0.0, 0.0]), np.array([1, 1, 2, 2]))
+    assert clustered.se == pytest.approx(0.5) and mean_estimate(np.array([1.0, 1.0, 0.0, 0.0]),
+                                                                 np.arange(4)).se == pytest.approx(math.sqrt(1 / 12))
+    assert math.isnan(mean_estimate(np.zeros(0), np.zeros(0)).value)
+    assert math.isnan(mean_estimate(np.ones(1), np.ones(1)).se)  # one cluster says nothing about the spread
+    with pytest.raises(ValueError, match="values must not be NaN"):
+        mean_estimate(np.array([np.nan]), np.array([1]))
+
+
+def test_auc_estimate_is_delong_with_one_row_per_cluster():
+    rng = np.random.default_rng(3)
+    y = (rng.random(400) < 0.3).astype(int)
+    s = rng.normal(size=400) + y
+    e = auc_estimate(y, s, np.arange(400))
+    assert e.value == auc(y, s)
+    pos, neg = s[y == 1], s[y == 0]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    delong = math.sqrt(v10.var(ddof=1) / len(pos) + v01.var(ddof=1) / len(neg))
+    assert e.se == pytest.approx(delong, rel=0.01)  # DeLong's per-class (n - 1) vs one (K - 1) for all rows
+    assert math.isnan(auc_estimate(np.ones(3), np.arange(3.0), np.arange(3)).value)
+
+
+def test_auc_standard_error_counts_requests_not_impressions_and_matches_a_request_bootstrap():
+    rng = np.random.default_rng(11)
+    requests, per = 150, 10
+    cluster = np.repeat(np.arange(requests), per)
+    # a request-level effect shared by its impressions' labels and scores: impressions are not independent
+    effect = np.repeat(rng.normal(size=requests), per)
+    y = (rng.random(len(cluster)) < 1 / (1 + np.exp(-(effect * 2 - 1.5)))).astype(int)
+    s = effect * 1.5 + rng.normal(size=len(cluster)) + 0.3 * y
+    e = auc_estimate(y, s, cluster)
+    naive = auc_estimate(y, s, np.arange(len(cluster)))
+    boot = []
+    for _ in range(400):
+        pick = rng.integers(0, requests, requests)
+        rows = (pick[:, None] * per + np.arange(per)).ravel()
+        boot.append(auc(y[rows], s[rows]))
+    assert e.se == pytest.approx(np.std(boot, ddof=1), rel=0.2)
+    assert e.se > 1.3 * naive.se
+
+
+def test_paired_differences_cancel_the_noise_both_scorers_share():
+    rng = np.random.default_rng(5)
+    hard = rng.random(500)  # per request: what every scorer finds hard
+    a = mean_estimate(np.clip(hard + 0.05 + rng.normal(0, 0.02, 500), 0, 1), np.arange(500))
+    b = mean_estimate(hard, np.arange(500))
+    d = difference(a, b)
+    assert d.value == pytest.approx(a.value - b.value)
+    assert d.se < 0.1 * math.hypot(a.se, b.se)  # unpaired would call this noise; paired it is clear
+    assert difference(a, a).se == 0
+    r = ratio(a, b)
+    assert r.value == pytest.approx(a.value / b.value) and 0 < r.se < 0.1 * r.value
+    assert math.isnan(ratio(a, Estimate(0.0, b.clusters, b.influence)).value)
+    # clusters present in one estimate only count with no influence from the other
+    part = difference(mean_estimate(np.array([1.0, 0.0]), np.array([0, 900])), b)
+    assert part.clusters.tolist() == [*range(500), 900] and part.influence[-1] == pytest.approx(-0.5 / 2)

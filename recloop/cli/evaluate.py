@@ -25,6 +25,8 @@ def evaluate(
     catalog: Annotated[str | None, typer.Option(
         help="the item feed the server served (a root with catalog/dt=...), for the off-policy replay; "
              "default: the newest --data's item summaries (an approximation of the pool)")] = None,
+    eval_data: Annotated[list[str] | None, typer.Option(
+        help="the separate eval ingest(s) the candidate was trained with (`recloop train --eval-data`)")] = None,
 ) -> None:
     """Evaluate a candidate against production; write blessing.json (blessed or not: both are normal outcomes)."""
     from recloop.components import steps
@@ -36,18 +38,21 @@ def evaluate(
         load_gate_config(config)
     except GateConfigError as e:
         raise typer.BadParameter(str(e), param_hint="--config") from None
-    try:
-        for folder in data:
-            read_summary(folder)
-    except DataError as e:
-        raise typer.BadParameter(str(e), param_hint="--data") from None
+    held = eval_data or []
+    for option, folders in (("--data", data), ("--eval-data", held)):
+        try:
+            for folder in folders:
+                read_summary(folder)
+        except DataError as e:
+            raise typer.BadParameter(str(e), param_hint=option) from None
     with console.status("evaluating") as status:
         try:
-            with storage.local_views([candidate, *data]) as local:  # TensorFlow reads local paths
-                blessing = steps.evaluate(local[0], local[1:], registry, local_out(out, "--out"), config or "",
-                                          catalog or "", progress=console.log,
+            with storage.local_views([candidate, *data, *held]) as local:  # TensorFlow reads local paths
+                blessing = steps.evaluate(local[0], local[1 : 1 + len(data)], registry, local_out(out, "--out"),
+                                          config or "", catalog or "", progress=console.log,
                                           on_replay=lambda done, total: status.update(f"replay {done:,}/{total:,}"
-                                                                                      " requests"))
+                                                                                      " requests"),
+                                          eval_data=local[1 + len(data) :])
         except RegistryError as e:
             console.print(f"[red]cannot read the registry:[/red] {e}")
             raise typer.Exit(2) from None
@@ -58,17 +63,20 @@ def evaluate(
 
 
 def _print(blessing: dict[str, Any], out: str) -> None:
-    table = Table(title="gate checks")
-    for column in ("verdict", "check", "slice", "candidate", "reference", "threshold", "note"):
+    z = blessing.get("z", 1.96)
+    table = Table(title=f"gate checks (± {z:.2f} standard errors)")
+    for column in ("verdict", "check", "slice", "candidate", "reference", "threshold", "support", "note"):
         table.add_column(column)
     colour = {"pass": "green", "fail": "red", "skipped": "dim"}
 
-    def f(v: Any) -> str:
-        return "–" if v is None else f"{v:.4f}"
+    def f(v: Any, se: Any = None) -> str:
+        return "–" if v is None else f"{v:.4f}" if se is None else f"{v:.4f} ± {z * se:.4f}"
 
     for c in blessing["checks"]:
+        support = "–" if c["support"] is None else f"{c['support']:,.0f}"
         table.add_row(f"[{colour[c['verdict']]}]{c['verdict']}[/]", f"{c['metric']} {c['rule']}", c["slice"],
-                      f(c["value"]), f(c["reference"]), f(c["threshold"]), c["note"])
+                      f(c["value"], c.get("se")), f(c["reference"], c.get("reference_se")), f(c["threshold"]),
+                      support, c["note"])
     console.print(table)
     est = blessing["offpolicy"].get("estimate")
     if est:

@@ -8,6 +8,7 @@ is never a training input).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Annotated, Any
 
 import typer
@@ -45,10 +46,21 @@ def train(
     data: Annotated[list[str], typer.Option(help="an ingest output folder; repeat for several weeks")],
     out: Annotated[str, typer.Option(help="export folder: SavedModels, index, tables, model_card.json, metrics.json")],
     config: Annotated[str | None, typer.Option(help="training config, YAML or JSON (any subset of fields)")] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="epochs of both models (overrides the config)")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="most epochs of both models (overrides the config)")] = None,
+    retrieval_epochs: Annotated[int | None, typer.Option(
+        min=1, help="most epochs of the retrieval model (early stopping on the validation days may stop sooner)")] = None,
+    ranking_epochs: Annotated[int | None, typer.Option(min=1, help="most epochs of the ranking model")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (overrides the config)")] = None,
     window_weeks: Annotated[int | None, typer.Option(min=1, help="use the newest N --data weeks")] = None,
-    positives: Annotated[str | None, typer.Option(help="retrieval positives: click | start | complete")] = None,
+    positives: Annotated[str | None, typer.Option(help="retrieval positives: click | start | complete | like")] = None,
+    eval_days: Annotated[int | None, typer.Option(
+        min=1, help="evaluate on the last N days of the data (every split); default: the newest --data's eval "
+                    "split")] = None,
+    validation_days: Annotated[int | None, typer.Option(
+        min=0, help="the last N training days are a validation split, for choices that must not see the eval "
+                    "set, e.g. recent popularity's window (0: none; the models still train on them)")] = None,
+    eval_data: Annotated[list[str] | None, typer.Option(
+        help="a separate ingest output to evaluate on, after the --data span; repeatable")] = None,
     validation: Annotated[str | None, typer.Option(
         help="a `recloop validate` output: its statistics and schema go into the export")] = None,
     truth: Annotated[str | None, typer.Option(
@@ -62,8 +74,9 @@ def train(
     from recloop.trainer.train import run
 
     try:
-        cfg = load_config(config, seed=seed, window_weeks=window_weeks, retrieval__epochs=epochs,
-                          ranking__epochs=epochs, retrieval__positives=positives)
+        cfg = load_config(config, seed=seed, window_weeks=window_weeks, retrieval__epochs=retrieval_epochs or epochs,
+                          ranking__epochs=ranking_epochs or epochs, retrieval__positives=positives, eval_days=eval_days,
+                          validation_days=validation_days)
     except ConfigError as e:
         raise typer.BadParameter(str(e)) from None
     extra, true_clicks = None, None
@@ -76,13 +89,16 @@ def train(
                  "ranking": bar.add_task("ranking", total=cfg.ranking.epochs, logs="")}
 
         def on_epoch(model: str, epoch: int, total: int, logs: dict[str, float]) -> None:
-            shown = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if k == "loss" or k.endswith("auc"))
+            shown = " ".join(f"{k} {_auc(v) if k.endswith('auc') else f'{v:.4g}'}" for k, v in logs.items()
+                             if k == "loss" or k.endswith("auc"))
             bar.update(tasks[model], completed=epoch, logs=shown)
 
+        held = eval_data or []
         try:
-            with storage.local_views([*data, validation]) as local:  # TensorFlow reads local paths
-                card = run(cfg, local[:-1], local_out(out, "--out"), validation_dir=local[-1], extra_scorers=extra,
-                           truth=true_clicks, overwrite=overwrite, progress=console.log, on_epoch=on_epoch)
+            with storage.local_views([*data, *held, validation]) as local:  # TensorFlow reads local paths
+                card = run(cfg, local[: len(data)], local_out(out, "--out"), validation_dir=local[-1],
+                           extra_scorers=extra, truth=true_clicks, overwrite=overwrite, progress=console.log,
+                           on_epoch=on_epoch, eval_dirs=local[len(data) : -1])
         except (DataError, TrainingCheckError, FileExistsError, FileNotFoundError) as e:
             console.print(f"[red]training failed:[/red] {e}")
             raise typer.Exit(1) from None
@@ -90,20 +106,45 @@ def train(
 
 
 def _print_card(card: dict[str, Any], out: str) -> None:
+    from recloop.trainer.evaluate import CONFIDENCE, Z
+
     scorers = {name: m for name, m in card["metrics"].items() if name != "ratios"}
     expected = any("expected" in m["retrieval"] for m in scorers.values())
-    table = Table(title=f"{card['version']}: offline evaluation on {card['data']['eval_examples']:,} eval examples")
-    columns = ["scorer", *(["recall@100 expected"] if expected else []), "recall@100 explored (± se)",
-               "recall@100 logged", "NDCG@10 debiased", "NDCG@10 logged", "AUC click", "AUC click explored"]
-    for column in columns:
-        table.add_column(column, justify="right" if column != "scorer" else "left")
+    e = card["data"].get("eval", {})
+    title = f"{card['version']}: offline evaluation on {card['data']['eval_examples']:,} eval examples"
+    table = Table(title=title, caption=f"± the {CONFIDENCE:.0%} interval ({Z:.2f} standard errors, over requests)")
+    figures = [*([("recall@100 expected", ("retrieval", "expected", "recall@100"))] if expected else []),
+               ("recall@100 explored", ("retrieval", "explored", "recall@100")),
+               ("recall@100 logged", ("retrieval", "logged", "recall@100")),
+               ("NDCG@10 debiased", ("ranking", "ndcg@10_debiased")), ("NDCG@10 logged", ("ranking", "ndcg@10")),
+               ("AUC click", ("ranking", "auc_click")), ("AUC click explored", ("ranking", "auc_click_explored"))]
+    table.add_column("scorer")
+    for column, _ in figures:
+        table.add_column(column, justify="right")
     for name, m in scorers.items():
-        r, k = m["retrieval"], m["ranking"]
-        explored = f"{_fmt(r['explored']['recall@100'])} ± {_fmt(r['explored']['recall@100_se'])}"
-        table.add_row(name, *([_fmt(r["expected"]["recall@100"])] if expected else []), explored,
-                      *(_fmt(v) for v in (r["logged"]["recall@100"], k["ndcg@10_debiased"], k["ndcg@10"],
-                                          k["auc_click"], k["auc_click_explored"])))
+        table.add_row(name, *(_interval(m, path, Z) for _, path in figures))
     console.print(table)
+    if e:
+        console.print(f"eval set from {e['start']} ({', '.join(e['sources'])}): {e['impressions']:,} impressions, "
+                      f"{e['requests']:,} requests, {e['members']:,} members, {e['positives']['click']:,} clicks "
+                      f"({e['explored_impressions']:,} explored impressions), {e['retrieval_positives']:,} "
+                      "retrieval positives.")
+    recent = scorers.get("recent_popularity", {})
+    if "window_days" in recent:
+        days = recent["window_days"]
+        window = "all days" if days is None else f"{days} day{'s' if days != 1 else ''}"
+        console.print(f"recent_popularity: clicks over the last {window}, chosen on {recent['chosen_on']}"
+                      + (f" from {recent['validation_start']} (recall@100 {_fmt(recent.get('validation_recall@100'))}"
+                         f" on {recent['validation_positives']:,} positives)" if recent["validation_start"] else ""))
+    ratios = card["metrics"].get("ratios", {})
+    if ratios:
+        vs = Table(title=f"against popularity, paired on the same requests: ratio [{CONFIDENCE:.0%} interval]")
+        vs.add_column("scorer")
+        for figure in ratios:
+            vs.add_column(figure.replace("_", " "), justify="right")
+        for name in next(iter(ratios.values())):
+            vs.add_row(name, *(_ratio(ratios[figure].get(name, {})) for figure in ratios))
+        console.print(vs)
     console.print("logged: all eval feedback, biased toward what the logging policy showed; explored: clicks in "
                   "slots shown at random (unbiased, few); expected: true click probabilities (--truth).")
     t = card["training"]
@@ -114,3 +155,25 @@ def _print_card(card: dict[str, Any], out: str) -> None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _interval(metrics: dict[str, Any], path: tuple[str, ...], z: float) -> str:
+    """``value ± z * se`` of the figure at ``path`` (``-`` when not measured)."""
+    *parents, key = path
+    node: Any = metrics
+    for p in parents:
+        node = node.get(p, {})
+    value, se = node.get(key), node.get(f"{key}_se")
+    return _fmt(value) if value is None or se is None else f"{_fmt(value)} ± {z * se:.3f}"
+
+
+def _ratio(r: dict[str, Any]) -> str:
+    if r.get("ratio") is None:
+        return "-"
+    low, high = ("-" if v is None else f"{v:.2f}" for v in (r.get("low"), r.get("high")))
+    return f"{r['ratio']:.2f} [{low}, {high}]"
+
+
+def _auc(value: float) -> str:
+    """Keras reports an undefined AUC (no positive or no negative seen) as 0: say so instead."""
+    return "n/a" if math.isnan(value) or value == 0 else f"{value:.4g}"

@@ -212,12 +212,13 @@ def train(data: str, validation: str, out: str, config: str = "", epochs: int = 
 
 def evaluate(candidate: str, data: Sequence[str], registry: str, out: str, config: str = "",
              catalog: str = "", progress: Callable[[str], None] = print,
-             on_replay: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+             on_replay: Callable[[int, int], None] | None = None, eval_data: Sequence[str] = ()) -> dict[str, Any]:
     """Gates ``candidate`` against the registry's production version; returns the blessing (``blessing.json``).
 
     The production pointer is read once: the version evaluated is the ``baseline_version`` push compares
     against. ``catalog`` is the served item feed (a root with ``catalog/dt=...``) for the off-policy replay;
-    without it the newest data's item summaries approximate the pool.
+    without it the newest data's item summaries approximate the pool. ``eval_data``: the separate eval
+    ingests the candidate was trained with (``recloop train --eval-data``).
     """
     from recloop.serving.replay import target_probabilities
     from recloop.serving.rows import RowsConfig
@@ -226,7 +227,7 @@ def evaluate(candidate: str, data: Sequence[str], registry: str, out: str, confi
     from recloop.trainer.gate_config import load_gate_config
 
     cfg = load_gate_config(config or None)
-    newest = max(data, key=lambda folder: read_summary(folder)["span"]["start"])
+    newest = max([*data, *eval_data], key=lambda folder: read_summary(folder)["span"]["start"])
     feed = catalog or posixpath.join(newest, "items", "items.jsonl.gz")
     version, version_dir = production(registry)
 
@@ -237,9 +238,11 @@ def evaluate(candidate: str, data: Sequence[str], registry: str, out: str, confi
                                "catalog_is_served_feed": bool(catalog)}
 
     if version_dir is None:
-        return run(candidate, None, data, out, cfg, replay=replay, baseline_version=version, progress=progress)
+        return run(candidate, None, data, out, cfg, replay=replay, baseline_version=version, progress=progress,
+                   eval_dirs=eval_data)
     with storage.local_view(version_dir) as local:  # TensorFlow loads SavedModels from local paths
-        return run(candidate, local, data, out, cfg, replay=replay, baseline_version=version, progress=progress)
+        return run(candidate, local, data, out, cfg, replay=replay, baseline_version=version, progress=progress,
+                   eval_dirs=eval_data)
 
 
 def infra_validate(model: str, blessing: str, data: str, out: str, catalog: str = "", requests: int = 200,

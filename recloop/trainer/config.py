@@ -29,10 +29,15 @@ class _Strict(BaseModel):
 class RetrievalConfig(_Strict):
     """The two-tower model (``towers.py``, ``retrieval.py``)."""
 
-    positives: Literal["click", "start", "complete"] = "click"
+    positives: Literal["click", "start", "complete", "like"] = "click"
+    # pointwise: sigmoid(a * q.c + b + position term) against positive / not over every logged impression,
+    # what members do once shown an item. softmax: in-batch softmax over positives, which also learns what
+    # the logging policy chose to show (bench/README.md, ablation). auto: pointwise when the impressions
+    # hold negatives (a logged page), softmax when every impression is a positive (interaction logs)
+    loss: Literal["auto", "pointwise", "softmax"] = "auto"
     embedding_dim: Positive = 32
     hidden: Positive = 64
-    epochs: Positive = 12
+    epochs: Positive = 4
     batch_size: Positive = 512
     learning_rate: Rate = 0.005
     # log-Q: subtract log(sampling probability) from in-batch logits so popular
@@ -45,10 +50,7 @@ class RetrievalConfig(_Strict):
     # (shown uniformly) then count for what members like, not what the logging
     # policy chose to show; 1 = unweighted
     ips_cap: Annotated[float, Field(ge=1.0)] = 1.0
-    # weight of a second, pointwise loss: sigmoid(a * q.c + b) against click /
-    # no click over every logged impression. The softmax over positives alone
-    # learns what the logging policy showed; impressions teach what is clicked
-    # once shown (0 = softmax only)
+    # softmax loss only: weight of the pointwise loss added to it (0 = softmax only)
     impression_loss_weight: Annotated[float, Field(ge=0.0)] = 0.0
     impression_batch_size: Positive = 4096
     temperature: Annotated[float, Field(gt=0.0)] | None = None  # softmax temperature (None = 1)
@@ -56,6 +58,9 @@ class RetrievalConfig(_Strict):
     remove_accidental_hits: bool = True
     # members/items seen fewer times than this share OOV buckets (hashed)
     min_count: Positive = 1
+    # L2 penalty on the member and item id embedding tables, against the mean loss per example (0 = none):
+    # ids seen rarely stay near 0 and their items are scored by their features
+    id_l2: Annotated[float, Field(ge=0.0)] = 2e-4
     oov_buckets: Positive = 50
     candidates: Positive = 200  # what the index returns to ranking
 
@@ -97,6 +102,12 @@ class TrainConfig(_Strict):
     recall_ks: tuple[Positive, ...] = (10, 50, 100)
     eval_max_queries: Positive = 20_000  # retrieval eval positives scored against the catalog
     top_k: Positive = 10  # the list length of NDCG/MAP and of the popularity-bias figures
+    # the evaluation set: None = the newest --data's eval split; N = every example in the last N days of the
+    # data (all splits), so it is sized by the support it needs, not by one ingest (data.load)
+    eval_days: Positive | None = None
+    # the last N training days before the evaluation set, held out of `fit` for choices that must not see
+    # the eval set (recent popularity's window; early stopping) (0 = none); the final models train on every day
+    validation_days: Annotated[int, Field(ge=0)] = 1
 
     def fingerprint(self) -> str:
         """A short stable hash of the config, part of the model version."""

@@ -3,16 +3,32 @@
 The trainer reads what ingest wrote (``train/``, ``eval/``: gzip TFRecords of
 ``features.examples.COLUMNS``; ``items/items.jsonl.gz``; ``summary.json``) and
 nothing else. With several weeks (``--data`` repeated) the newest ``window_weeks``
-are used: the newest week's eval split is the evaluation set and everything
-before it (older weeks' train and eval splits, the newest train split) is
-training data, so evaluation is always later in time than training.
+are used. The evaluation set is one of:
+
+- the newest week's eval split (the default): one day unless ingest held out more;
+- with ``eval_days`` N, every example of the weeks' train and eval splits whose
+  request falls in the last N days before the end of the newest span (midnight
+  UTC), so it can be sized by its support rather than by one ingest;
+- with ``eval_dirs``, the train and eval splits of separate ingest outputs,
+  which must start after the training data ends.
+
+Everything before the evaluation set is training data, so evaluation is always
+later in time than training. The last ``validation_days`` days of the training
+data are the validation split, for choices that must not see the evaluation set
+(recent popularity's window, early stopping); ``fit`` is the training data before
+them, and the final models still train on all of it. Two caveats when the evaluation set is cut out of train splits: their
+examples passed ingest's training filters (activity threshold, freshness), and
+the labels of the last training day may count events up to the attribution
+window after the cut (examples carry no event time); an ingest's own eval split
+has neither.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +41,7 @@ from recloop.features.spec import missing_value
 
 _TF = {str: tf.string, int: tf.int64, float: tf.float32}
 _PARSE = {name: tf.io.FixedLenFeature([], _TF[kind], default_value=missing_value(kind)) for name, kind in COLUMNS.items()}
+DAY_SECONDS = 86_400
 
 
 class DataError(ValueError):
@@ -62,16 +79,26 @@ class Examples:
 class TrainingData:
     """The training and evaluation examples, the catalog and where they came from."""
 
-    train: Examples
+    train: Examples  # every training day: what the final models train on
     eval: Examples
     catalog: Examples  # features.catalog.item_columns, newest metadata per item
     sources: list[str]
-    span: dict[str, str]  # start, end, eval_start of the data used
+    span: dict[str, str | None]  # start, end, eval_start, validation_start (None: no validation split)
+    fit: Examples  # train before the validation days
+    validation: Examples  # train's last validation days (held out by time, for choices)
+    eval_sources: list[str] = field(default_factory=list)  # the separate eval ingests, if any
+    eval_from: list[str] = field(default_factory=list)  # the folders the evaluation set was read from
+    validation_note: str | None = None  # why the validation split is empty, when it is
 
-    def sizes(self) -> dict[str, int]:
-        return {"train_examples": len(self.train), "eval_examples": len(self.eval), "catalog_items": len(self.catalog),
-                "train_members": len(np.unique(self.train["member_id"])),
-                "train_items": len(np.unique(self.train["item_id"]))}
+    def sizes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "train_examples": len(self.train), "eval_examples": len(self.eval), "catalog_items": len(self.catalog),
+            "train_members": len(np.unique(self.train["member_id"])),
+            "train_items": len(np.unique(self.train["item_id"])),
+            "fit_examples": len(self.fit), "validation_examples": len(self.validation)}
+        if self.validation_note:
+            out["validation_note"] = self.validation_note
+        return out
 
 
 def _numpy_dtype(kind: type) -> Any:
@@ -123,34 +150,100 @@ def catalog_columns(items: Sequence[dict[str, Any]]) -> Examples:
         raise DataError(str(e)) from None
 
 
-def load(folders: Sequence[str], window_weeks: int = 4) -> TrainingData:
-    """Reads the newest ``window_weeks`` ingest outputs of ``folders`` (any order).
+def _spans(folders: Sequence[str], option: str) -> list[tuple[dict[str, Any], str]]:
+    """``(span, folder)`` of each ingest output, oldest first.
 
     Raises:
-      DataError: for a folder that is not a finished ingest output, two folders
-        with the same span, or an empty training or evaluation split.
+      DataError: for a folder that is not a finished ingest output, or two with the same span.
+    """
+    spans = sorted(((read_summary(f)["span"], f) for f in folders), key=lambda s: s[0]["start"])
+    starts = [s["start"] for s, _ in spans]
+    if len(set(starts)) != len(starts):
+        raise DataError(f"two {option} folders cover the same span: {[f for _, f in spans]}")
+    return spans
+
+
+def _every_split(spans: Sequence[tuple[dict[str, Any], str]]) -> Examples:
+    return Examples.concat([read_examples(posixpath.join(f, s)) for _, f in spans for s in ("train", "eval")])
+
+
+def _midnight(day: str) -> dt.datetime:
+    return dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), tzinfo=dt.UTC)
+
+
+def load(folders: Sequence[str], window_weeks: int = 4, eval_days: int | None = None, validation_days: int = 1,
+         eval_dirs: Sequence[str] = ()) -> TrainingData:
+    """Reads the newest ``window_weeks`` ingest outputs of ``folders`` (any order), split by time.
+
+    Args:
+      folders: ingest outputs (``--data``).
+      window_weeks: how many of the newest ``folders`` are used.
+      eval_days: None: the newest folder's eval split is the evaluation set; N: the last N days of the data.
+      validation_days: the last N training days before the evaluation set form ``validation`` (0: none).
+      eval_dirs: separate ingest outputs whose train and eval splits are the evaluation set (``--eval-data``).
+
+    Raises:
+      DataError: for a folder that is not a finished ingest output, two folders with the same span,
+        ``eval_days`` together with ``eval_dirs``, eval data that does not start after the training data
+        ends, or an empty training or evaluation split.
     """
     if not folders:
         raise DataError("no --data folder given")
-    weeks = sorted(((read_summary(f)["span"], f) for f in folders), key=lambda s: s[0]["start"])
-    starts = [s["start"] for s, _ in weeks]
-    if len(set(starts)) != len(starts):
-        raise DataError(f"two --data folders cover the same span: {[f for _, f in weeks]}")
-    weeks = weeks[-window_weeks:]
-    *older, (newest_span, newest) = weeks
-    train = Examples.concat([read_examples(posixpath.join(f, s)) for _, f in older for s in ("train", "eval")]
-                            + [read_examples(posixpath.join(newest, "train"))])
-    evaluation = read_examples(posixpath.join(newest, "eval"))
+    weeks = _spans(folders, "--data")[-window_weeks:]
+    newest_span, newest = weeks[-1]
+    data_end = _midnight(newest_span["end"]) + dt.timedelta(days=1)  # the first instant after the newest span
+    held: list[tuple[dict[str, Any], str]] = []
+    if eval_dirs:
+        if eval_days is not None:
+            raise DataError(f"eval_days={eval_days} (--eval-days) and --eval-data {list(eval_dirs)} both choose the "
+                            "evaluation set; give one")
+        held = _spans(eval_dirs, "--eval-data")
+        eval_start = _midnight(held[0][0]["start"])
+        if eval_start < data_end:
+            raise DataError(f"--eval-data {[f for _, f in held]} starts {held[0][0]['start']}, before the training "
+                            f"data {[f for _, f in weeks]} ends ({newest_span['end']}): evaluation must be later "
+                            "than training")
+        train, evaluation, train_end = _every_split(weeks), _every_split(held), data_end
+    elif eval_days is not None:
+        everything = _every_split(weeks)
+        eval_start = train_end = data_end - dt.timedelta(days=eval_days)
+        later = everything["ts"] >= eval_start.timestamp()
+        train, evaluation = everything.take(~later), everything.take(later)
+    else:
+        train = Examples.concat([_every_split(weeks[:-1]), read_examples(posixpath.join(newest, "train"))])
+        evaluation = read_examples(posixpath.join(newest, "eval"))
+        eval_start = train_end = dt.datetime.fromisoformat(newest_span["eval_start"])
+    used = [f for _, f in (*weeks, *held)]
     for name, split in (("training", train), ("evaluation", evaluation)):
         if not len(split):
-            raise DataError(f"the {name} split is empty (data: {[f for _, f in weeks]}); "
-                            "ingest with --eval-days >= 1 and a span with traffic")
+            hint = ("ingest with --eval-days >= 1 and a span with traffic" if eval_days is None and not held else
+                    "choose eval days inside the data's span, after at least one training day")
+            raise DataError(f"the {name} split is empty (data: {used}, eval from {eval_start.isoformat()}); {hint}")
+    fit, validation, validation_start, note = _validation(train, train_end, validation_days)
     items: dict[str, dict[str, Any]] = {}
-    for _, f in weeks:  # oldest first, so the newest metadata wins
+    for _, f in (*weeks, *held):  # oldest first, so the newest metadata wins
         items.update((item["item_id"], item) for item in read_items(posixpath.join(f, "items", "items.jsonl.gz")))
-    span = {"start": weeks[0][0]["start"], "end": newest_span["end"], "eval_start": newest_span["eval_start"]}
+    span = {"start": weeks[0][0]["start"], "end": (held or weeks)[-1][0]["end"], "eval_start": eval_start.isoformat(),
+            "validation_start": validation_start}
     return TrainingData(train=train, eval=evaluation, catalog=catalog_columns(list(items.values())),
-                        sources=[f for _, f in weeks], span=span)
+                        sources=[f for _, f in weeks], span=span, fit=fit, validation=validation,
+                        eval_sources=[f for _, f in held], validation_note=note,
+                        eval_from=[f for s, f in (held or weeks) if _midnight(s["end"]) >= eval_start])
+
+
+def _validation(train: Examples, end: dt.datetime, days: int) -> tuple[Examples, Examples, str | None, str | None]:
+    """``(fit, validation, validation start, note)``: the last ``days`` days before ``end`` held out of ``fit``."""
+    if not days:
+        return train, train.take(np.zeros(len(train), dtype=bool)), None, None
+    start = end - dt.timedelta(days=days)
+    held = train["ts"] >= start.timestamp()
+    if held.all():
+        note = (f"no validation split: validation_days={days} would leave nothing to fit "
+                f"(every training example is after {start.isoformat()})")
+        return train, train.take(~held), None, note
+    if not held.any():
+        return train, train.take(held), start.isoformat(), f"no training example after {start.isoformat()}"
+    return train.take(~held), train.take(held), start.isoformat(), None
 
 
 

@@ -21,12 +21,20 @@ training impressions, where item and position are independent.
 Cohorts: ``member=new`` (no training example) vs ``member=active``,
 ``platform=<p>``, ``item=new`` (not in the training data) vs ``item=established``.
 Every cohort reports its size, so an empty one says so instead of vanishing.
+
+Every figure ``m`` comes with ``m_se``, its standard error: recall in the logged
+and explored views is binomial over positives; the expected view and NDCG/MAP
+are std / sqrt(n) of per-query or per-request values; AUC is DeLong's with
+requests as clusters (``metrics.auc_estimate``; a page's impressions are not
+independent). Scorers are compared with the baseline paired on the same
+requests (``paired_ratios``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -44,6 +52,10 @@ RankingScorer = Callable[[Examples], dict[str, np.ndarray]]
 # (1 - epsilon) + that. Anything below one half was explored.
 EXPLORED_BELOW = 0.5
 CHUNK = 1024  # queries scored at a time: bounds memory to CHUNK x catalog floats
+CONFIDENCE = 0.95  # of the intervals in metrics.json and the tables
+Z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)  # 1.96
+# figure name (``retrieval_recall@K_<view>``, ``ranking_<metric>``) -> its overall estimate, for one scorer
+Estimates = MutableMapping[str, metrics.Estimate]
 
 
 def clean(value: Any) -> Any:
@@ -76,9 +88,18 @@ def request_queries(rows: Examples) -> tuple[Examples, np.ndarray]:
     return Examples(rows.take(first).features((*QUERY, "ts", "request_id"))), inverse
 
 
+def sizes(rows: Examples) -> dict[str, Any]:
+    """What an evaluation set's figures rest on: impressions, requests, members and positives per head."""
+    clicked = rows["request_id"][rows["label_click"] == 1]
+    return {"impressions": len(rows), "requests": len(np.unique(rows["request_id"])),
+            "members": len(np.unique(rows["member_id"])), "requests_with_click": len(np.unique(clicked)),
+            "explored_impressions": int(explored(rows).sum()),
+            "positives": {h: int(rows[f"label_{h}"].sum()) for h in LABELS}}
+
+
 def evaluate_retrieval(scorer: RetrievalScorer, train: Examples, positives: Examples, catalog: Examples,
                        ks: tuple[int, ...], top_k: int, max_queries: int,
-                       truth: RetrievalScorer | None = None) -> dict[str, Any]:
+                       truth: RetrievalScorer | None = None, estimates: Estimates | None = None) -> dict[str, Any]:
     """Recall@K over the catalog in both views, by cohort, and the popularity bias of the top-K lists.
 
     Args:
@@ -93,6 +114,8 @@ def evaluate_retrieval(scorer: RetrievalScorer, train: Examples, positives: Exam
         in benchmarks): adds the ``expected`` view, the share of a query's
         expected clicks under uniform exposure that its top K holds. It is what
         the explored view estimates, without the sampling noise.
+      estimates: receives the overall recall of every view as ``retrieval_recall@K_<view>``, clustered by
+        request (for paired comparisons between scorers).
     """
     keep = _sample(positives["request_id"], max_queries)
     positives = positives.take(keep)
@@ -125,8 +148,16 @@ def evaluate_retrieval(scorer: RetrievalScorer, train: Examples, positives: Exam
         result[view] = {"overall": _recall(greater[mask], ties[mask], ks) | {"positives": int(mask.sum())},
                         "cohorts": {name: _recall(greater[m & mask], ties[m & mask], ks) | {
                             "positives": int((m & mask).sum())} for name, m in groups.items()}}
+        if estimates is not None:  # clustered by request: one page's positives are not independent
+            for k in ks:
+                hit = np.clip((k - greater[mask]) / (ties[mask] + 1.0), 0.0, 1.0)  # as metrics.recall_at_k
+                estimates[f"retrieval_recall@{k}_{view}"] = metrics.mean_estimate(hit, inverse[mask])
     if truth is not None:
-        result["expected"] = {"overall": {f"recall@{k}": float(v.mean()) for k, v in expected.items()}}
+        found = {k: metrics.mean_estimate(v, np.arange(len(queries))) for k, v in expected.items()}
+        result["expected"] = {"overall": {key: value for k, e in found.items()
+                                          for key, value in ((f"recall@{k}", e.value), (f"recall@{k}_se", e.se))}}
+        if estimates is not None:
+            estimates.update((f"retrieval_recall@{k}_expected", e) for k, e in found.items())
     result["queries"] = len(queries)
     result["popularity_bias"] = metrics.concentration(catalog["item_id"][top], len(catalog))
     return result
@@ -177,46 +208,78 @@ def _sample(keys: np.ndarray, limit: int) -> np.ndarray:
 
 
 def evaluate_ranking(scorer: RankingScorer, train: Examples, rows: Examples, k: int,
-                     seen: np.ndarray) -> dict[str, Any]:
-    """AUC per head, NDCG@k and MAP@k of clicks per request, overall and by cohort.
+                     seen: np.ndarray, estimates: Estimates | None = None) -> dict[str, Any]:
+    """AUC per head, NDCG@k and MAP@k of clicks per request, overall and by cohort, each with its ``_se``.
 
     A scorer without heads (a baseline, the oracle) is measured on every head
     with its one score.
 
     Args:
       seen: relative examination probability per position (``examination``).
+      estimates: receives every overall figure as ``ranking_<metric>`` (for paired comparisons).
     """
     out = scorer(rows)
     tiebreak = metrics.tiebreak_key(rows["request_id"], rows["item_id"])
     shown_at_random = explored(rows)
+    # requests as int codes: the groups of NDCG/MAP and the clusters of every standard error (strings sorted once)
+    request = np.unique(rows["request_id"], return_inverse=True)[1].reshape(-1)
     # IPS gain click / seen(position), passed as a graded label: (2 ** log2(1 + g)) - 1 = g
     ips = np.log2(1.0 + rows["label_click"] / seen[np.clip(rows["position"], 0, len(seen) - 1)])
 
-    def measure(mask: np.ndarray) -> dict[str, Any]:
-        res: dict[str, Any] = {}
+    def measure(mask: np.ndarray, keep: Estimates | None = None) -> dict[str, Any]:
+        found: dict[str, metrics.Estimate] = {}
         for view, m in (("", mask), ("_explored", mask & shown_at_random)):
-            res |= {f"auc_{h}{view}": metrics.auc(rows[f"label_{h}"][m], out.get(h, out["score"])[m]) for h in LABELS}
-        groups, scores, ties = rows["request_id"][mask], out["score"][mask], tiebreak[mask]
-        clicks = rows["label_click"][mask]
-        res[f"ndcg@{k}"], res["requests_with_click"] = metrics.ndcg_at_k(groups, clicks, scores, ties, k)
-        res[f"ndcg@{k}_debiased"], _ = metrics.ndcg_at_k(groups, ips[mask], scores, ties, k)
-        res[f"map@{k}"], _ = metrics.map_at_k(groups, clicks, scores, ties, k)
+            for h in LABELS:
+                found[f"auc_{h}{view}"] = metrics.auc_estimate(rows[f"label_{h}"][m], out.get(h, out["score"])[m],
+                                                               request[m])
+        groups, scores, ties = request[mask], out["score"][mask], tiebreak[mask]
+        clicks, ids = rows["label_click"][mask], np.unique(groups)
+        for name, by_group, labels in ((f"ndcg@{k}", metrics.ndcg_by_group, clicks),
+                                       (f"ndcg@{k}_debiased", metrics.ndcg_by_group, ips[mask]),
+                                       (f"map@{k}", metrics.map_by_group, clicks)):
+            values = by_group(groups, labels, scores, ties, k)
+            counted = ~np.isnan(values)  # requests with a click
+            found[name] = metrics.mean_estimate(values[counted], ids[counted])
+        res: dict[str, Any] = {}
+        for name, e in found.items():
+            res[name], res[f"{name}_se"] = e.value, e.se
+        if keep is not None:
+            keep.update((f"ranking_{name}", e) for name, e in found.items())
+        res["requests_with_click"] = len(found[f"ndcg@{k}"].clusters)
         res["impressions"] = int(mask.sum())
         res["explored_impressions"] = int((mask & shown_at_random).sum())
         return res
 
     everything = np.ones(len(rows), dtype=bool)
-    return {"overall": measure(everything),
+    return {"overall": measure(everything, estimates),
             "cohorts": {name: measure(m) for name, m in cohorts(train, rows).items()}}
 
 
-def ratios(results: Mapping[str, Any], path: tuple[str, ...], baseline: str) -> dict[str, float]:
-    """The figure at ``path`` (under each scorer) of every scorer divided by the baseline's."""
+def paired_ratios(estimates: Mapping[str, Mapping[str, metrics.Estimate]], figure: str, baseline: str,
+                  z: float = Z) -> dict[str, dict[str, float | int]]:
+    """Every scorer against ``baseline`` on one figure, paired on the same requests.
 
-    def at(r: Mapping[str, Any]) -> float:
-        for key in path:
-            r = r[key]
-        return float(r)  # type: ignore[arg-type]
+    Args:
+      estimates: ``{scorer: {figure: estimate}}``, as ``evaluate_retrieval`` and ``evaluate_ranking`` fill them.
+      figure: the figure's name, e.g. ``ranking_ndcg@10_debiased``.
+      baseline: the scorer every other one is divided by.
+      z: the intervals' half-width in standard errors.
 
-    base = at(results[baseline])
-    return {name: at(r) / base if base else float("nan") for name, r in results.items() if name != baseline}
+    Returns:
+      ``{scorer: {"ratio", "low", "high", "difference", "difference_se", "difference_low",
+      "difference_high", "requests"}}``. The ratio's interval is the delta method's on the log scale (it
+      stays positive and is not symmetric); the difference's is ``difference -/+ z * se``. NaN where the
+      baseline's figure is zero or undefined.
+    """
+    base = estimates[baseline][figure]
+    out: dict[str, dict[str, float | int]] = {}
+    for name, found in estimates.items():
+        if name == baseline:
+            continue
+        d, r = metrics.difference(found[figure], base), metrics.ratio(found[figure], base)
+        spread = z * r.se / r.value if r.value > 0 else math.nan
+        d_low, d_high = d.interval(z)
+        out[name] = {"ratio": r.value, "low": r.value * math.exp(-spread), "high": r.value * math.exp(spread),
+                     "difference": d.value, "difference_se": d.se, "difference_low": d_low,
+                     "difference_high": d_high, "requests": len(d.clusters)}
+    return out

@@ -29,9 +29,11 @@ class Fitted:
     examples: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    loss: str | None = None  # the retrieval loss used: pointwise or softmax
+    best_epoch: int | None = None  # the epoch kept by early stopping (None: no validation split, the last)
 
     def record(self) -> dict[str, Any]:
-        return {"examples": self.examples, "epochs": len(self.history), "seconds": round(self.seconds, 2),
+        return {**({"loss": self.loss} if self.loss else {}), "best_epoch": self.best_epoch, "examples": self.examples, "epochs": len(self.history), "seconds": round(self.seconds, 2),
                 "examples_per_second": round(self.examples * len(self.history) / max(self.seconds, 1e-9), 1),
                 "history": self.history}
 
@@ -52,29 +54,62 @@ def retrieval_positives(train: Examples, positive: str) -> Examples:
     return train.take(train[f"label_{positive}"] == 1)
 
 
+def pointwise_loss(train: Examples, config: TrainConfig) -> bool:
+    """Whether the retrieval model trains pointwise: configured, or ``auto`` and some impression is a negative."""
+    rc = config.retrieval
+    if rc.loss != "auto":
+        return rc.loss == "pointwise"
+    return bool(len(train)) and bool((train[f"label_{rc.positives}"] == 0).any())
+
+
 def fit_retrieval(train: Examples, vocabs: Mapping[str, Vocab], config: TrainConfig,
-                  on_epoch: OnEpoch | None = None) -> Fitted:
-    """Trains the two towers on the positives of ``train``."""
+                  on_epoch: OnEpoch | None = None, validation: Examples | None = None) -> Fitted:
+    """Trains the two towers on the impressions (pointwise) or the positives (softmax) of ``train``.
+
+    With ``validation`` (later in time than ``train``), training stops when its loss stops falling
+    and keeps the best epoch's weights.
+    """
     rc = config.retrieval
     positives = retrieval_positives(train, rc.positives)
     if len(positives) < 2:
         raise ValueError(f"retrieval needs at least 2 training positives ({rc.positives}), got {len(positives)}")
+    pointwise = pointwise_loss(train, config)
+    model = RetrievalModel(query_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, rc.normalize, rc.id_l2),
+                           candidate_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, rc.normalize,
+                                           rc.id_l2), rc, pointwise)
+    model.compile(optimizer=tf.keras.optimizers.Adam(rc.learning_rate))
+    impressions = None
+    if pointwise or rc.impression_loss_weight > 0:
+        # an epoch is one pass over the impressions (positives repeat as needed with the softmax)
+        impressions = dataset(_impressions(train, rc.positives), rc.impression_batch_size, config.seed + 1,
+                              id_dropout=ID_DROPOUT)
+    if pointwise:
+        held_out = None if validation is None or not len(validation) else dataset(
+            _impressions(validation, rc.positives), rc.impression_batch_size, config.seed, shuffle=False)
+        return _fit("retrieval", model, impressions, len(train), rc.epochs, on_epoch, held_out, loss="pointwise")
+    ds = dataset(_positives(positives, train, rc), rc.batch_size, config.seed, id_dropout=ID_DROPOUT)
+    held_out = None
+    if validation is not None and impressions is None:  # a (positives, impressions) pair has no held-out twin
+        later = retrieval_positives(validation, rc.positives)
+        if len(later):
+            held_out = dataset(_positives(later, validation, rc), rc.batch_size, config.seed, shuffle=False)
+    if impressions is not None:
+        ds = tf.data.Dataset.zip((ds.repeat(), impressions))
+    return _fit("retrieval", model, ds, len(positives), rc.epochs, on_epoch, held_out, loss="softmax")
+
+
+def _impressions(rows: Examples, positive: str) -> dict[str, np.ndarray]:
+    return rows.features((*QUERY, *CANDIDATE, "position")) | {
+        "label": rows[f"label_{positive}"].astype(np.float32)[:, None]}
+
+
+def _positives(positives: Examples, shown: Examples, rc: Any) -> dict[str, np.ndarray]:
+    """The softmax's columns: features, the item key, its sampling probability and IPS weight."""
     q = sampling_probability(positives["item_id"])
     if rc.exposure_correction:
-        q = q / exposure_share(train["item_id"], positives["item_id"])
-    columns = positives.features((*QUERY, *CANDIDATE)) | {"item_key": positives["item_id"], "sampling_probability": q,
-                                                          "weight": ips_weights(positives["propensity"], rc.ips_cap)}
-    model = RetrievalModel(query_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, rc.normalize),
-                           candidate_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, rc.normalize), rc)
-    model.compile(optimizer=tf.keras.optimizers.Adam(rc.learning_rate))
-    ds = dataset(columns, rc.batch_size, config.seed, id_dropout=ID_DROPOUT)
-    if rc.impression_loss_weight > 0:
-        # an epoch is one pass over the impressions; positives repeat as needed
-        impressions = dataset(train.features((*QUERY, *CANDIDATE, "position")) | {
-            "label": train[f"label_{rc.positives}"].astype(np.float32)[:, None]}, rc.impression_batch_size,
-            config.seed + 1, id_dropout=ID_DROPOUT)
-        ds = tf.data.Dataset.zip((ds.repeat(), impressions))
-    return _fit("retrieval", model, ds, len(positives), rc.epochs, on_epoch)
+        q = q / exposure_share(shown["item_id"], positives["item_id"])
+    return positives.features((*QUERY, *CANDIDATE)) | {"item_key": positives["item_id"], "sampling_probability": q,
+                                                       "weight": ips_weights(positives["propensity"], rc.ips_cap)}
 
 
 def ips_weights(propensity: np.ndarray, cap: float) -> np.ndarray:
@@ -91,20 +126,28 @@ def exposure_share(shown: np.ndarray, items: np.ndarray) -> np.ndarray:
 
 
 def fit_ranking(train: Examples, vocabs: Mapping[str, Vocab], config: TrainConfig,
-                on_epoch: OnEpoch | None = None) -> Fitted:
-    """Trains the DCN ranker on every training impression."""
+                on_epoch: OnEpoch | None = None, validation: Examples | None = None) -> Fitted:
+    """Trains the DCN ranker on every training impression (early stopping on ``validation``, as retrieval)."""
     rk = config.ranking
-    features = train.features((*FEATURES, "position"))
-    labels = {label: train[f"label_{label}"].astype(np.float32)[:, None] for label in LABELS}
-    ds = dataset((features, labels), rk.batch_size, config.seed, id_dropout=ID_DROPOUT)
+
+    def columns(rows: Examples) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        return (rows.features((*FEATURES, "position")),
+                {label: rows[f"label_{label}"].astype(np.float32)[:, None] for label in LABELS})
+
+    ds = dataset(columns(train), rk.batch_size, config.seed, id_dropout=ID_DROPOUT)
+    held_out = None if validation is None or not len(validation) else dataset(
+        columns(validation), rk.batch_size, config.seed, shuffle=False)
     model = RankingModel(vocabs, rk, config.retrieval.oov_buckets)
     model.compile(optimizer=tf.keras.optimizers.Adam(rk.learning_rate))
-    return _fit("ranking", model, ds, len(train), rk.epochs, on_epoch)
+    return _fit("ranking", model, ds, len(train), rk.epochs, on_epoch, held_out)
 
 
 def _fit(name: str, model: tf.keras.Model, ds: tf.data.Dataset, examples: int, epochs: int,
-         on_epoch: OnEpoch | None) -> Fitted:
+         on_epoch: OnEpoch | None, validation: tf.data.Dataset | None = None, loss: str | None = None) -> Fitted:
     history: list[dict[str, float]] = []
+    callbacks: list[tf.keras.callbacks.Callback] = []
+    if validation is not None:  # more epochs only while the later days' loss falls; keep the best
+        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True))
 
     class _Progress(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -114,5 +157,9 @@ def _fit(name: str, model: tf.keras.Model, ds: tf.data.Dataset, examples: int, e
                 on_epoch(name, epoch + 1, epochs, row)
 
     start = time.perf_counter()
-    model.fit(ds, epochs=epochs, verbose=0, callbacks=[_Progress()])
-    return Fitted(model=model, examples=examples, seconds=time.perf_counter() - start, history=history)
+    model.fit(ds, epochs=epochs, verbose=0, callbacks=[_Progress(), *callbacks], validation_data=validation)
+    best = None
+    if validation is not None and history:
+        best = 1 + int(np.argmin([row.get("val_loss", np.inf) for row in history]))
+    return Fitted(model=model, examples=examples, seconds=time.perf_counter() - start, history=history, loss=loss,
+                  best_epoch=best)

@@ -8,8 +8,10 @@ summary of ``gate_summary.py``. The blessing is what push reads before it moves
 production.
 
 A metric that was not measured fails its check: a gate never passes by not
-looking. Not blessed is a normal outcome, written like a blessing; only unusable
-inputs raise.
+looking. Each figure's standard error widens the checks (``gate_config.py``): a
+floor must be cleared by the figure's lower bound, and a drop from production
+fails only when the data show it. Not blessed is a normal outcome, written like a
+blessing; only unusable inputs raise.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -42,8 +45,8 @@ Verdict = Literal["pass", "fail", "skipped"]
 def flat_metrics(result: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
     """One scorer's evaluation (``retrieval`` + ``ranking``) as ``{slice: {metric: value}}``.
 
-    Every metric ``m`` comes with ``m:support``, the count its value rests on (positives for recall,
-    impressions for AUC, requests with a click for NDCG/MAP); recall also with ``m:se``.
+    Every metric ``m`` comes with ``m:se``, its standard error (``evaluate.py``), and ``m:support``, the
+    count its value rests on (positives for recall, impressions for AUC, requests with a click for NDCG/MAP).
     """
     out: dict[str, dict[str, float | None]] = {}
     retrieval, ranking = result["retrieval"], result["ranking"]
@@ -58,9 +61,10 @@ def flat_metrics(result: Mapping[str, Any]) -> dict[str, dict[str, float | None]
     for slice_, values in [("overall", ranking["overall"]), *ranking["cohorts"].items()]:
         row = out.setdefault(slice_, {})
         for key, value in values.items():
-            if key in ("impressions", "explored_impressions", "requests_with_click"):
+            if key in ("impressions", "explored_impressions", "requests_with_click") or key.endswith("_se"):
                 continue
             row[key] = value
+            row[f"{key}:se"] = values.get(f"{key}_se")
             count = ("requests_with_click" if not key.startswith("auc_") else
                      "explored_impressions" if key.endswith("_explored") else "impressions")
             row[f"{key}:support"] = values[count]
@@ -79,26 +83,34 @@ def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
         the first run) and the popularity baseline.
       estimate: the candidate's off-policy estimate (``OffPolicyEstimate.to_dict``), None when unavailable.
 
-    Blessed when no check failed and at least one check on the candidate alone passed.
+    Blessed when no check failed and at least one check on the candidate alone passed. A floor (``min``,
+    ``min_vs_popularity``) passes when the candidate's lower bound ``value - z * se`` clears it; ``max_drop``
+    fails only when ``value + z * sqrt(se**2 + reference_se**2)`` is below ``production - max_drop``, z
+    from ``config.confidence``. A figure without a standard error is judged on its value and says so.
+    Every check records ``se``, ``reference_se`` and ``bound``, the figure compared with its threshold.
     """
+    z = NormalDist().inv_cdf(0.5 + config.confidence / 2)
     checks: list[dict[str, Any]] = []
     for t in config.thresholds:
         got = candidate.get(t.slice, {})
-        value, support = _number(got.get(t.metric)), got.get(f"{t.metric}:support")
-        base = {"metric": t.metric, "slice": t.slice, "value": value, "support": support}
-        bounds: list[tuple[str, float | None, float | None, str]] = []  # kind, reference, threshold, note
+        value, se = _number(got.get(t.metric)), _number(got.get(f"{t.metric}:se"))
+        support = got.get(f"{t.metric}:support")
+        base = {"metric": t.metric, "slice": t.slice, "value": value, "se": se, "support": support}
+        # kind, reference and its se, threshold, rule
+        bounds: list[tuple[str, float | None, float | None, float | None, str]] = []
         if t.min is not None:
-            bounds.append(("min", None, t.min, f">= {t.min:g}"))
+            bounds.append(("min", None, None, t.min, f">= {t.min:g}"))
         if t.min_vs_popularity is not None:
-            ref = _number((baseline or {}).get(t.slice, {}).get(t.metric))
-            bounds.append(("min_vs_popularity", ref, None if ref is None else t.min_vs_popularity * ref,
+            ref, ref_se = _reference(baseline, t.slice, t.metric)
+            bounds.append(("min_vs_popularity", ref, ref_se, None if ref is None else t.min_vs_popularity * ref,
                            f">= {t.min_vs_popularity:g} x popularity"))
         if t.max_drop is not None:
-            ref = None if production is None else _number(production.get(t.slice, {}).get(t.metric))
-            bounds.append(("max_drop", ref, None if ref is None else ref - t.max_drop,
+            ref, ref_se = _reference(production, t.slice, t.metric)
+            bounds.append(("max_drop", ref, ref_se, None if ref is None else ref - t.max_drop,
                            f">= production - {t.max_drop:g}"))
-        for kind, ref, threshold, rule in bounds:
-            check = base | {"kind": kind, "reference": ref, "threshold": threshold, "rule": rule}
+        for kind, ref, ref_se, threshold, rule in bounds:
+            check = base | {"kind": kind, "reference": ref, "reference_se": ref_se, "threshold": threshold,
+                            "rule": rule, "bound": None}
             if kind == "max_drop" and production is None:
                 checks.append(check | {"verdict": "skipped", "note": "first run: no production model"})
             elif support is not None and support < t.min_support:
@@ -109,16 +121,42 @@ def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
                     "production's value" if kind == "max_drop" else "the baseline's value")
                 checks.append(check | {"verdict": "fail", "note": f"not measured: {what} is missing or undefined"})
             else:
-                checks.append(check | {"verdict": "pass" if value >= threshold - 1e-12 else "fail",
-                                       "note": _margin(value, threshold)})
+                checks.append(check | _bounded(kind, value, se, ref, ref_se, threshold, z))
     checks.append(_offpolicy_check(config.offpolicy, estimate))
     failed = any(c["verdict"] == "fail" for c in checks)
     passed_alone = any(c["verdict"] == "pass" and c["kind"] in ("min", "min_vs_popularity") for c in checks)
     return (not failed and passed_alone), checks
 
 
+def _reference(metrics: Mapping[str, Mapping[str, Any]] | None, slice_: str, metric: str
+               ) -> tuple[float | None, float | None]:
+    """A reference scorer's value and standard error (None, None without the scorer)."""
+    got = (metrics or {}).get(slice_, {})
+    return _number(got.get(metric)), _number(got.get(f"{metric}:se"))
+
+
+def _bounded(kind: str, value: float, se: float | None, ref: float | None, ref_se: float | None,
+             threshold: float, z: float) -> dict[str, Any]:
+    """The verdict of a measured check: the bound, ``pass`` or ``fail``, and a note that says how sure it is."""
+    unknown = [who for who, e in (("the candidate", se), ("the reference", ref_se if kind == "max_drop" else 0.0))
+               if e is None]
+    if kind == "max_drop":
+        assert ref is not None
+        spread = z * ((se or 0.0) ** 2 + (ref_se or 0.0) ** 2) ** 0.5
+        bound = value + spread  # worse only when even the favourable end of the difference is below the drop
+        note = f"difference {value - ref:+.4f} ± {spread:.4f} vs allowed -{ref - threshold:g}"
+    else:
+        spread = z * (se or 0.0)
+        bound = value - spread  # a floor is cleared by the lower bound, not by noise
+        note = f"lower bound {bound:.4f} ({value:.4f} - {spread:.4f}) {_margin(bound, threshold)}"
+    if unknown:
+        note += f"; no standard error for {' and '.join(unknown)}: judged on the value"
+    return {"bound": bound, "verdict": "pass" if bound >= threshold - 1e-12 else "fail", "note": note}
+
+
 def _offpolicy_check(config: OffPolicyConfig, estimate: Mapping[str, Any] | None) -> dict[str, Any]:
     check: dict[str, Any] = {"kind": "offpolicy", "metric": "snips_click_rate", "slice": "overall",
+                             "se": None, "reference_se": None, "bound": None,
                              "rule": f">= logged rate x (1 - {config.max_relative_drop:g}), when ESS >= "
                                      f"{config.min_ess:g} and mean weight ~ 1"}
     if not config.enabled or estimate is None:
@@ -154,26 +192,34 @@ def _margin(value: float, threshold: float) -> str:
 
 def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: str, config: GateConfig,
         replay: Replay | None = None, baseline_version: str | None = None,
-        progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+        progress: Callable[[str], None] = lambda line: None, eval_dirs: Sequence[str] = ()) -> dict[str, Any]:
     """Evaluates ``candidate`` against ``production`` on the eval split and writes ``OUT/blessing.json``
     and ``OUT/summary.md``; returns the blessing.
 
     Args:
       candidate, production: trainer exports (local paths); production None on the first run.
-      data_dirs: the ingest outputs the candidate was trained on (its eval split is the gate's).
+      data_dirs: the ingest outputs the candidate was trained on (its evaluation set is the gate's, chosen
+        by the candidate's training config: ``eval_days``, ``validation_days``).
       replay: the off-policy estimate's target side (``serving.replay``); None: no estimate.
       baseline_version: the registry version ``production`` is; recorded for push's compare-and-swap.
+      eval_dirs: the separate eval ingests the candidate was evaluated on (``recloop train --eval-data``).
 
     Raises:
-      DataError: the data's span is not the one the candidate was trained and held out on.
+      DataError: the data's span is not the one the candidate was trained and held out on, or the
+        candidate was evaluated on separate eval ingests and ``eval_dirs`` is empty.
     """
     card = logs.read_json(posixpath.join(candidate, "model_card.json"))
     train_config = TrainConfig.model_validate(card["config"])
-    data = load(data_dirs, train_config.window_weeks)
-    if data.span != card["data"]["span"]:
+    if card["data"].get("eval_sources") and not eval_dirs:
+        raise DataError(f"{card['version']} was evaluated on separate eval data {card['data']['eval_sources']}; "
+                        "pass the same --eval-data as to train")
+    data = load(data_dirs, train_config.window_weeks, train_config.eval_days, train_config.validation_days,
+                eval_dirs)
+    trained = card["data"]["span"]
+    if {k: data.span.get(k) for k in trained} != trained:  # a card from before a key was added has fewer
         raise DataError(f"the data spans {data.span}, but {card['version']} was trained with span "
-                        f"{card['data']['span']}: the gate evaluates on the eval split the candidate held out; "
-                        "pass the same --data as to train")
+                        f"{trained}: the gate evaluates on the eval split the candidate held out; "
+                        "pass the same --data as to train (and the same --eval-data)")
     day = dt.datetime.fromisoformat(data.span["eval_start"]).date()
     notes = []
     production_card = None
@@ -214,10 +260,11 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
         "baseline_version": baseline_version,
         "first_run": production is None,
         "production_version": production_card["version"] if production_card else None,
-        "data": {"sources": data.sources, "span": data.span, **data.sizes(),
-                 "eval_requests": len(np.unique(data.eval["request_id"])),
+        "data": {"sources": data.sources, "eval_sources": data.eval_sources, "span": data.span, **data.sizes(),
+                 "eval_requests": len(np.unique(data.eval["request_id"])), "eval": evaluate.sizes(data.eval),
                  "logging_versions": _counts(data.eval["model_version"])},
         "config": config.model_dump(mode="json"),
+        "z": NormalDist().inv_cdf(0.5 + config.confidence / 2),
         "checks": checks,
         "failed": [_name(c) for c in checks if c["verdict"] == "fail"],
         "metrics": {name: f["overall"] for name, f in flat.items()},

@@ -15,8 +15,17 @@ Kinds of check (``GateConfig.thresholds``; each names a metric and a slice):
   ``offpolicy.py``) not below the logged rate by more than a share, used only
   when the effective sample size is large enough.
 
+Every figure comes with its standard error, and the checks use it at
+``GateConfig.confidence``: a floor (``min``, ``min_vs_popularity``) passes only
+when the candidate's lower bound ``value - z * se`` clears it, so a figure that
+clears it by noise does not bless; ``max_drop`` fails only when the candidate is
+worse than production by more than the allowed drop with that confidence,
+``(candidate - production) + z * sqrt(se_c**2 + se_p**2) < -max_drop``.
+
 A slice with less support (positives, impressions, requests with a click) than
-a check's ``min_support`` skips that check and says so.
+a check's ``min_support`` skips that check and says so; a skipped check never
+blesses. ``min_support`` also keeps the standard errors honest: they are large-
+sample figures over requests.
 """
 
 from __future__ import annotations
@@ -75,6 +84,8 @@ class GateConfig(_Strict):
 
     thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
     offpolicy: OffPolicyConfig = OffPolicyConfig()
+    # two-sided confidence of the threshold checks' intervals (0.95: z = 1.96)
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
 
 
 class GateConfigError(ValueError):

@@ -7,6 +7,14 @@ under-reports recall because float rounding makes tied scores unequal. Here ties
 are explicit: recall is the exact expectation under uniformly random tie-breaking,
 and per-request metrics break ties with a deterministic key the caller supplies
 (never the logged position, which would leak the logging policy's ranking).
+
+Standard errors: impressions and positives of one request are not independent
+(one member, one page), requests are. So a figure's uncertainty is taken over
+requests: an ``Estimate`` holds each request's first-order influence on the
+figure, the standard error is the cluster-robust sum of their squares, and two
+scorers measured on the same requests are compared paired (``difference``,
+``ratio``). For a mean of per-request values this is std / sqrt(n); for AUC it is
+DeLong's variance with requests as clusters (Obuchowski, Biometrics 1997).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -45,6 +54,91 @@ def _scores(scores: np.ndarray) -> np.ndarray:
     if np.isnan(s).any():
         raise ValueError(f"scores must not be NaN, got {int(np.isnan(s).sum())} NaN value(s)")
     return s
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A figure and each cluster's (request's) first-order influence on it.
+
+    ``value`` minus its expectation is about ``influence.sum()``, a sum of independent
+    terms, so ``se = sqrt(K / (K - 1) * sum(influence ** 2))`` over the K clusters.
+    Two estimates on the same rows pair by cluster (``difference``, ``ratio``).
+    """
+
+    value: float
+    clusters: np.ndarray  # sorted distinct cluster keys
+    influence: np.ndarray  # one per cluster, in that order
+
+    @classmethod
+    def undefined(cls) -> Estimate:
+        return cls(math.nan, np.zeros(0, dtype=np.int64), np.zeros(0))
+
+    @property
+    def se(self) -> float:
+        """The standard error; NaN when the value is undefined or rests on fewer than two clusters."""
+        k = len(self.influence)
+        if k < 2 or math.isnan(self.value):
+            return math.nan
+        return math.sqrt(k / (k - 1) * float(np.sum(self.influence**2)))
+
+    def interval(self, z: float) -> tuple[float, float]:
+        """``value -/+ z * se``."""
+        return self.value - z * self.se, self.value + z * self.se
+
+
+def mean_estimate(values: np.ndarray, clusters: np.ndarray) -> Estimate:
+    """The mean of ``values`` with each cluster's influence ``sum(value - mean) / n``.
+
+    With one value per cluster the standard error is ``std(values, ddof=1) / sqrt(n)``.
+
+    Args:
+      values: (n,) per-row values (a request's NDCG, a positive's hit).
+      clusters: (n,) the cluster of each row.
+
+    Returns:
+      The estimate; NaN value and no clusters for no rows.
+
+    Raises:
+      ValueError: on mismatched shapes or NaN values.
+    """
+    v, c = _columns(None, values=values, clusters=clusters)
+    v = v.astype(np.float64)
+    if np.isnan(v).any():
+        raise ValueError(f"values must not be NaN, got {int(np.isnan(v).sum())} NaN value(s)")
+    if not len(v):
+        return Estimate.undefined()
+    keys, inverse = np.unique(c, return_inverse=True)
+    mean = float(v.mean())
+    return Estimate(mean, keys, np.bincount(inverse.reshape(-1), weights=v - mean, minlength=len(keys)) / len(v))
+
+
+def _paired(a: Estimate, b: Estimate) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The union of both estimates' clusters and each one's influence on it (0 where it has none)."""
+    keys = np.union1d(a.clusters, b.clusters)
+    out = []
+    for e in (a, b):
+        influence = np.zeros(len(keys))
+        influence[np.searchsorted(keys, e.clusters)] = e.influence
+        out.append(influence)
+    return keys, out[0], out[1]
+
+
+def difference(a: Estimate, b: Estimate) -> Estimate:
+    """``a - b``, paired by cluster: on the same requests the shared noise cancels."""
+    keys, ia, ib = _paired(a, b)
+    return Estimate(a.value - b.value, keys, ia - ib)
+
+
+def ratio(a: Estimate, b: Estimate) -> Estimate:
+    """``a / b``, paired by cluster; its influence by the delta method, ``(ia - ratio * ib) / b``.
+
+    NaN when ``b`` is zero or undefined.
+    """
+    if not b.value or math.isnan(b.value) or math.isnan(a.value):
+        return Estimate.undefined()
+    keys, ia, ib = _paired(a, b)
+    r = a.value / b.value
+    return Estimate(r, keys, (ia - r * ib) / b.value)
 
 
 def positive_ranks(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +225,41 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def auc_estimate(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray) -> Estimate:
+    """``auc`` with each cluster's influence: DeLong's placement values summed per cluster (Obuchowski 1997).
+
+    A positive's placement is its share of negatives scored lower (a tie counts one half), a negative's
+    its share of positives scored higher; AUC is the mean of either. Each cluster's influence is
+    ``sum(placement - AUC) / count`` over its positives plus the same over its negatives.
+
+    Args:
+      labels, scores: as ``auc``.
+      clusters: (n,) the cluster of each row (request ids or int codes).
+
+    Returns:
+      The estimate; NaN value and no clusters when only one class (or nothing) is present.
+
+    Raises:
+      ValueError: as ``auc``, or on a clusters column of another length.
+    """
+    value = auc(labels, scores)
+    y, s, c = _columns(None, labels=labels, scores=scores, clusters=clusters)
+    if math.isnan(value):
+        return Estimate.undefined()
+    s, pos = s.astype(np.float64), y == 1
+    negatives, positives = np.sort(s[~pos]), np.sort(s[pos])
+    below = (np.searchsorted(negatives, s[pos], "left") + np.searchsorted(negatives, s[pos], "right")) / 2.0
+    above = len(positives) - (np.searchsorted(positives, s[~pos], "left")
+                              + np.searchsorted(positives, s[~pos], "right")) / 2.0
+    keys, inverse = np.unique(c, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    influence = (np.bincount(inverse[pos], weights=below / len(negatives) - value, minlength=len(keys))
+                 / len(positives)
+                 + np.bincount(inverse[~pos], weights=above / len(positives) - value, minlength=len(keys))
+                 / len(negatives))
+    return Estimate(value, keys, influence)
+
+
 def tiebreak_key(*parts: Sequence[str]) -> np.ndarray:
     """A deterministic uint32 key per row, the CRC-32 of its strings joined (same in every process and run).
 
@@ -194,15 +323,16 @@ def _ranked(groups, labels, scores, tiebreak, k: int) -> tuple[np.ndarray, np.nd
     return y[order], group, np.arange(len(group)) - (np.cumsum(sizes) - sizes)[group]
 
 
-def _mean_counted(per_group: np.ndarray, counted: np.ndarray) -> tuple[float, int]:
+def _mean_counted(per_group: np.ndarray) -> tuple[float, int]:
+    counted = ~np.isnan(per_group)
     n = int(counted.sum())
     return (float(per_group[counted].mean()), n) if n else (math.nan, 0)
 
 
-def ndcg_at_k(
+def ndcg_by_group(
     groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, tiebreak: np.ndarray, k: int = 10
-) -> tuple[float, int]:
-    """Mean NDCG@k over groups with at least one positive label.
+) -> np.ndarray:
+    """NDCG@k of each group, in the order of ``np.unique(groups)``; NaN for a group without a positive.
 
     Gain ``2**label - 1`` at 0-based position ``r`` is discounted by ``log2(r + 2)``;
     a group's DCG@k is divided by its ideal DCG@k (labels sorted descending).
@@ -210,9 +340,6 @@ def ndcg_at_k(
     Args:
       groups, labels, scores, tiebreak: (n,) arrays (see ``order_within_groups``); labels graded, >= 0.
       k: cut-off, a positive int.
-
-    Returns:
-      ``(mean NDCG@k, groups counted)``; ``(nan, 0)`` when no group has a positive.
 
     Raises:
       ValueError: on mismatched shapes, negative labels, NaN scores or a bad k.
@@ -222,17 +349,30 @@ def ndcg_at_k(
     dcg = np.bincount(group, weights=(np.exp2(y) - 1.0) * discount)
     ideal_y = y[np.lexsort((-y, group))]  # group is non-decreasing, so positions stay the same
     ideal = np.bincount(group, weights=(np.exp2(ideal_y) - 1.0) * discount)
-    counted = ideal > 0
-    return _mean_counted(np.divide(dcg, ideal, where=counted, out=np.zeros(len(dcg))), counted)
+    return np.divide(dcg, ideal, where=ideal > 0, out=np.full(len(dcg), math.nan))
 
 
-def map_at_k(
+def ndcg_at_k(
     groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, tiebreak: np.ndarray, k: int = 10
 ) -> tuple[float, int]:
-    """Mean average precision@k over groups with at least one positive.
+    """Mean NDCG@k over groups with at least one positive label (``ndcg_by_group``).
+
+    Returns:
+      ``(mean NDCG@k, groups counted)``; ``(nan, 0)`` when no group has a positive.
+
+    Raises:
+      ValueError: as ``ndcg_by_group``.
+    """
+    return _mean_counted(ndcg_by_group(groups, labels, scores, tiebreak, k))
+
+
+def map_by_group(
+    groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, tiebreak: np.ndarray, k: int = 10
+) -> np.ndarray:
+    """Average precision@k of each group, in the order of ``np.unique(groups)``; NaN without a positive.
 
     ``AP@k = sum_{i<k} precision@(i+1) * rel_i / min(k, positives in the group)``, a row
-    being relevant when its label is > 0. Args, Returns and Raises as ``ndcg_at_k``.
+    being relevant when its label is > 0. Args and Raises as ``ndcg_by_group``.
     """
     y, group, position = _ranked(groups, labels, scores, tiebreak, k)
     rel = (y > 0).astype(np.float64)
@@ -240,7 +380,17 @@ def map_at_k(
     hits = cum - (cum[first] - rel[first])[group]  # relevant rows at or above each row, in its group
     ap_sum = np.bincount(group, weights=np.where(position < k, hits / (position + 1.0) * rel, 0.0))
     n_pos = np.bincount(group, weights=rel)
-    return _mean_counted(ap_sum / np.maximum(np.minimum(k, n_pos), 1.0), n_pos > 0)
+    return np.where(n_pos > 0, ap_sum / np.maximum(np.minimum(k, n_pos), 1.0), math.nan)
+
+
+def map_at_k(
+    groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, tiebreak: np.ndarray, k: int = 10
+) -> tuple[float, int]:
+    """Mean average precision@k over groups with at least one positive (``map_by_group``).
+
+    Returns and Raises as ``ndcg_at_k``.
+    """
+    return _mean_counted(map_by_group(groups, labels, scores, tiebreak, k))
 
 
 def concentration(

@@ -1,16 +1,21 @@
-"""Scorers the offline evaluation measures: an exported model and the popularity baseline.
+"""Scorers the offline evaluation measures: an exported model and the popularity baselines.
 
 The model is scored through its exported SavedModels, so what is measured is
 what serving loads. The popularity-in-context baseline is the heuristic of
 ``baselines/`` (the bootstrap policy and the server's fallback) fitted on the
-training clicks, decayed to the evaluation day.
+training clicks, decayed to the evaluation day. Recent popularity is plain click
+counts over a window before the evaluation day, without context; the window is
+chosen on the validation split (``choose_recent_window``), so a model is compared
+with the best simple baseline, not with one picked after seeing the eval set.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -18,12 +23,16 @@ import tensorflow as tf
 from recloop.baselines import PopularInContext, decay_weights
 from recloop.features.catalog import candidate_inputs, embed
 from recloop.features.spec import LABELS
+from recloop.trainer import metrics
 from recloop.trainer.data import Examples
 from recloop.trainer.evaluate import RankingScorer, RetrievalScorer
 from recloop.trainer.ranking import FEATURES
 from recloop.trainer.towers import QUERY
 
 DAY_SECONDS = 86_400
+RECENT_WINDOWS: tuple[int | None, ...] = (1, 3, 7, 14, 28, None)  # days; None: all of the training data
+RECENT_WINDOW_K = 100  # the window is chosen by logged recall@100 of the validation positives
+RECENT_DEFAULT_WINDOW = 7  # without a validation split
 
 
 def model_scorers(export_dir: str, day: dt.date) -> tuple[RetrievalScorer, RankingScorer]:
@@ -93,3 +102,75 @@ def popularity_scorers(table: PopularInContext) -> tuple[RetrievalScorer, Rankin
         return {"score": scores}
 
     return retrieval, ranking
+
+
+def recent_popularity(train: Examples, day: dt.date, window_days: int | None) -> dict[str, float]:
+    """Clicks per item in the ``window_days`` days before ``day`` (None: every example before ``day``).
+
+    Plain counts: no context, no decay; an item without a click in the window is absent (scores 0).
+    """
+    end = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
+    keep = (train["ts"] < end) & (train["label_click"] == 1)
+    if window_days is not None:
+        keep &= train["ts"] >= end - window_days * DAY_SECONDS
+    items, counts = np.unique(train["item_id"][keep], return_counts=True)
+    return dict(zip(items.tolist(), counts.astype(float).tolist(), strict=True))
+
+
+def counts_scorers(counts: Mapping[str, float]) -> tuple[RetrievalScorer, RankingScorer]:
+    """A context-free table ``{item: score}`` as scorers: every query gets the same ranking."""
+    cache: dict[int, np.ndarray] = {}
+
+    def scores(items: np.ndarray) -> np.ndarray:
+        return np.array([counts.get(i, 0.0) for i in items.tolist()], dtype=np.float64)
+
+    def retrieval(queries: Examples, catalog: Examples) -> np.ndarray:
+        key = id(catalog)
+        if key not in cache:  # one catalog per evaluation
+            cache.clear()
+            cache[key] = scores(catalog["item_id"])
+        return np.broadcast_to(cache[key], (len(queries), len(cache[key])))
+
+    def ranking(rows: Examples) -> dict[str, np.ndarray]:
+        return {"score": scores(rows["item_id"])}
+
+    return retrieval, ranking
+
+
+def choose_recent_window(fit: Examples, validation: Examples, catalog: Examples, day: dt.date | None,
+                         positive: str, windows: Sequence[int | None] = RECENT_WINDOWS, k: int = RECENT_WINDOW_K) -> dict[str, Any]:
+    """The recent-popularity window with the best logged recall@k of the validation positives.
+
+    Each window's counts are fitted on ``fit`` up to ``day``, so nothing of the validation or evaluation
+    set is used to fit, and the evaluation set is not used to choose. Ties go to the shorter window.
+
+    Args:
+      fit, validation: ``TrainingData.fit`` and ``TrainingData.validation``.
+      catalog: the items ranked.
+      day: the validation split's first day (``span["validation_start"]``); None: no validation split.
+      positive: the retrieval positives' label (``click``, ...).
+
+    Returns:
+      ``{"window_days", "chosen_on", "validation_start", "validation_positives", "validation_recall@k",
+      "validation_recall@k_se", "candidates": {window: recall}}``, window ``None`` meaning all days.
+    """
+    positives = validation.take(validation[f"label_{positive}"] == 1)
+    positives = positives.take(np.isin(positives["item_id"], catalog["item_id"]))
+    if day is None or not len(positives) or not len(fit):
+        return {"window_days": RECENT_DEFAULT_WINDOW, "chosen_on": "default: no validation positives",
+                "validation_start": None, "validation_positives": 0, "candidates": {}}
+    index = {item: i for i, item in enumerate(catalog["item_id"].tolist())}
+    target = np.array([index[i] for i in positives["item_id"].tolist()], dtype=np.int64)
+    found: dict[int | None, float] = {}
+    for window in windows:
+        score = counts_scorers(recent_popularity(fit, day, window))[0](positives.take(np.arange(1)), catalog)[0]
+        ordered = np.sort(score)
+        # the same ranking for every query: greater / tied counts by binary search, as metrics.positive_ranks
+        right, left = np.searchsorted(ordered, score[target], "right"), np.searchsorted(ordered, score[target], "left")
+        found[window] = metrics.recall_at_k(len(ordered) - right, right - left - 1, [k])[k]
+    best = max(found, key=lambda w: found[w])  # the first (shortest) of equals
+    r = found[best]
+    return {"window_days": best, "chosen_on": "validation", "validation_start": day.isoformat(),
+            "validation_positives": len(positives), f"validation_recall@{k}": r,
+            f"validation_recall@{k}_se": math.sqrt(r * (1 - r) / len(positives)),
+            "candidates": {("all" if w is None else str(w)): v for w, v in found.items()}}

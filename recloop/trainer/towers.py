@@ -65,8 +65,8 @@ def input_specs(names: Sequence[str]) -> dict[str, tf.TensorSpec]:
     return {n: tf.TensorSpec([None], dtypes[feature(n).dtype], name=n) for n in names}
 
 
-def encoder(vocab: Vocab, dim: int, oov_buckets: int = 1) -> tf.keras.Sequential:
-    """Raw feature (1-D) -> embedding (batch, dim): lookup or bucketing, then an embedding table."""
+def encoder(vocab: Vocab, dim: int, oov_buckets: int = 1, l2: float = 0.0) -> tf.keras.Sequential:
+    """Raw feature (1-D) -> embedding (batch, dim): lookup or bucketing, then an embedding table (L2 ``l2``)."""
     if vocab.vocabulary is not None:
         words = list(vocab.vocabulary) or ["<none seen>"]  # a lookup needs a word; every id then is OOV
         lookup = tf.keras.layers.StringLookup(vocabulary=words, num_oov_indices=oov_buckets,
@@ -75,7 +75,9 @@ def encoder(vocab: Vocab, dim: int, oov_buckets: int = 1) -> tf.keras.Sequential
     else:
         lookup = tf.keras.layers.Discretization(bin_boundaries=list(vocab.boundaries), name=f"{vocab.name}_buckets")
         size = len(vocab.boundaries) + 1
-    return tf.keras.Sequential([lookup, tf.keras.layers.Embedding(size, dim, name=f"{vocab.name}_embedding")],
+    regularizer = tf.keras.regularizers.L2(l2) if l2 else None
+    return tf.keras.Sequential([lookup, tf.keras.layers.Embedding(size, dim, embeddings_regularizer=regularizer,
+                                                                  name=f"{vocab.name}_embedding")],
                                name=f"{vocab.name}_encoder")
 
 
@@ -90,13 +92,14 @@ class Tower(tf.keras.Model):
     """
 
     def __init__(self, vocabs: Sequence[Vocab], embedding_dim: int, hidden: int, oov_buckets: int = 1,
-                 normalize: bool = False, name: str | None = None):
+                 normalize: bool = False, id_l2: float = 0.0, name: str | None = None):
         super().__init__(name=name)
         self.normalize = normalize
         self.names = [v.name for v in vocabs]
         ids = ("member_id", "item_id")
         self.encoders = {v.name: encoder(v, embedding_dim if v.name in ids else max(4, embedding_dim // 4),
-                                         oov_buckets if v.name in ids else 1) for v in vocabs}
+                                         oov_buckets if v.name in ids else 1, id_l2 if v.name in ids else 0.0)
+                         for v in vocabs}
         self.hidden = tf.keras.layers.Dense(hidden, activation="relu")
         self.out = tf.keras.layers.Dense(embedding_dim)
 
@@ -107,11 +110,11 @@ class Tower(tf.keras.Model):
 
 
 def query_tower(vocabs: Mapping[str, Vocab], embedding_dim: int, hidden: int, oov_buckets: int,
-                normalize: bool = False) -> Tower:
-    return Tower([vocabs[n] for n in QUERY], embedding_dim, hidden, oov_buckets, normalize, name="query_tower")
+                normalize: bool = False, id_l2: float = 0.0) -> Tower:
+    return Tower([vocabs[n] for n in QUERY], embedding_dim, hidden, oov_buckets, normalize, id_l2, name="query_tower")
 
 
 def candidate_tower(vocabs: Mapping[str, Vocab], embedding_dim: int, hidden: int, oov_buckets: int,
-                    normalize: bool = False) -> Tower:
-    return Tower([vocabs[n] for n in CANDIDATE], embedding_dim, hidden, oov_buckets, normalize,
+                    normalize: bool = False, id_l2: float = 0.0) -> Tower:
+    return Tower([vocabs[n] for n in CANDIDATE], embedding_dim, hidden, oov_buckets, normalize, id_l2,
                  name="candidate_tower")

@@ -27,7 +27,14 @@ from recloop.trainer.config import TrainConfig
 from recloop.trainer.data import TrainingData, load
 from recloop.trainer.evaluate import RankingScorer, RetrievalScorer
 from recloop.trainer.ranking import FEATURES as RANKING_INPUTS
-from recloop.trainer.scorers import model_scorers, popularity, popularity_scorers
+from recloop.trainer.scorers import (
+    choose_recent_window,
+    counts_scorers,
+    model_scorers,
+    popularity,
+    popularity_scorers,
+    recent_popularity,
+)
 from recloop.trainer.tables import write_tables
 from recloop.trainer.towers import CANDIDATE, MAX_POSITION, QUERY
 
@@ -52,7 +59,7 @@ def eval_day(data: TrainingData) -> dt.date:
 def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir: str | None = None,
         extra_scorers: ExtraScorers | None = None, truth: RetrievalScorer | None = None, overwrite: bool = False,
         progress: Callable[[str], None] = lambda line: None,
-        on_epoch: fit.OnEpoch | None = None) -> dict[str, Any]:
+        on_epoch: fit.OnEpoch | None = None, eval_dirs: Sequence[str] = ()) -> dict[str, Any]:
     """Trains, exports and evaluates; returns the model card.
 
     Args:
@@ -66,6 +73,8 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
       overwrite: replace an existing export at ``out``.
       progress: receives one line per step.
       on_epoch: receives per-epoch training logs.
+      eval_dirs: separate ingest outputs to evaluate on (``data.load``); by default the evaluation set
+        comes from ``data_dirs`` (``config.eval_days``).
 
     Raises:
       FileExistsError: when ``out`` exists and ``overwrite`` is false.
@@ -74,8 +83,8 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     started = time.perf_counter()
-    progress(f"reading {len(data_dirs)} ingest output(s)")
-    data = load(data_dirs, config.window_weeks)
+    progress(f"reading {len(data_dirs) + len(eval_dirs)} ingest output(s)")
+    data = load(data_dirs, config.window_weeks, config.eval_days, config.validation_days, eval_dirs)
     day = eval_day(data)
     checks.check_inputs((*QUERY, *CANDIDATE, *RANKING_INPUTS, "position"))
     checks.check_no_label_copies(data.train, (*RANKING_INPUTS, "position"))
@@ -86,8 +95,10 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
 
     fit.seed_everything(config.seed)
     vocabs = fit.vocabularies(data.train, config)
-    retrieval = fit.fit_retrieval(data.train, vocabs, config, on_epoch)
-    ranking = fit.fit_ranking(data.train, vocabs, config, on_epoch)
+    # with a validation split the models fit the days before it and stop early on it
+    rows, held_out = (data.fit, data.validation) if len(data.validation) else (data.train, None)
+    retrieval = fit.fit_retrieval(rows, vocabs, config, on_epoch, held_out)
+    ranking = fit.fit_ranking(rows, vocabs, config, on_epoch, held_out)
 
     staging = f"{out.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}"
     try:
@@ -120,51 +131,75 @@ def _export(config: TrainConfig, data: TrainingData, day: dt.date, retrieval: fi
     tables = write_tables(data.train, day, posixpath.join(staging, "tables"))
     validation = _copy_validation(validation_dir, posixpath.join(staging, "validation"))
 
-    progress("evaluating on the eval split")
-    scorers: dict[str, Scorers] = {"model": model_scorers(staging, day),
-                                   "popularity": popularity_scorers(popularity(data.train, day))}
+    progress("choosing the recent-popularity window on the validation split")
+    validation_start = data.span.get("validation_start")
+    recent = choose_recent_window(data.fit, data.validation, data.catalog,
+                                  dt.datetime.fromisoformat(validation_start).date() if validation_start else None,
+                                  config.retrieval.positives)
+    progress(f"evaluating on the eval split from {data.span['eval_start']}")
+    scorers: dict[str, Scorers] = {
+        "model": model_scorers(staging, day), "popularity": popularity_scorers(popularity(data.train, day)),
+        # refitted on every training day with the window chosen on validation
+        "recent_popularity": counts_scorers(recent_popularity(data.train, day, recent["window_days"]))}
     for name, make in (extra_scorers or {}).items():
         scorers[name] = make(data, day)
     positives = data.eval.take(data.eval[f"label_{config.retrieval.positives}"] == 1)
     seen = evaluate.examination(data.train, MAX_POSITION)
-    results = {}
+    results, estimates = {}, {}
     for name, (retrieve, rank) in scorers.items():
         progress(f"evaluating {name}")
         if name == "model":
             checks.check_scores("ranking model", rank(data.eval.take(np.arange(min(len(data.eval), 50_000)))))
+        found = estimates[name] = {}
         results[name] = {
             "retrieval": evaluate.evaluate_retrieval(retrieve, data.train, positives, data.catalog, config.recall_ks,
-                                                     config.top_k, config.eval_max_queries, truth),
-            "ranking": evaluate.evaluate_ranking(rank, data.train, data.eval, config.top_k, seen)}
-    metrics = evaluate.clean({"scorers": results, "examination": seen.tolist(), "ratios": headline_ratios(results, config)})
+                                                     config.top_k, config.eval_max_queries, truth, found),
+            "ranking": evaluate.evaluate_ranking(rank, data.train, data.eval, config.top_k, seen, found)}
+    eval_set = {"start": data.span["eval_start"], "end": data.span["end"],
+                "sources": data.eval_from, **evaluate.sizes(data.eval),
+                "retrieval_positives": len(positives)}
+    metrics = evaluate.clean({"eval": eval_set, "confidence": evaluate.CONFIDENCE, "scorers": results,
+                              "recent_popularity": recent, "examination": seen.tolist(),
+                              "ratios": headline_ratios(estimates, config)})
     logs.write_json(posixpath.join(staging, "metrics.json"), metrics)
+    card_metrics: dict[str, Any] = {
+        name: {"retrieval": {view: r["retrieval"][view]["overall"]
+                             for view in ("logged", "explored", "expected") if view in r["retrieval"]},
+               "ranking": r["ranking"]["overall"]}
+        for name, r in metrics["scorers"].items()}
+    card_metrics["recent_popularity"] |= {k: v for k, v in metrics["recent_popularity"].items() if k != "candidates"}
     return {
         "version": model_version(data, config),
         "recloop_version": recloop.__version__,
         "tensorflow_version": tf.__version__,
-        "data": {"sources": data.sources, "span": data.span, "weeks": len(data.sources), **data.sizes(),
+        "data": {"sources": data.sources, "eval_sources": data.eval_sources, "span": data.span,
+                 "weeks": len(data.sources), **data.sizes(),
                  "positives": {h: int(data.train[f"label_{h}"].sum()) for h in LABELS},
-                 "eval_positives": {h: int(data.eval[f"label_{h}"].sum()) for h in LABELS}},
+                 "eval_positives": eval_set["positives"], "eval": eval_set},
         "features": {"query": list(QUERY), "candidate": list(CANDIDATE), "ranking": list(RANKING_INPUTS),
                      "training_only": [f.name for f in FEATURES if f.training_only]},
         "config": config.model_dump(mode="json"),
         "training": {"retrieval": retrieval.record(), "ranking": ranking.record()},
         "index": index, "tables": tables, "validation": validation,
-        "metrics": {name: {"retrieval": {view: r["retrieval"][view]["overall"]
-                                         for view in ("logged", "explored", "expected") if view in r["retrieval"]},
-                           "ranking": r["ranking"]["overall"]}
-                    for name, r in metrics["scorers"].items()} | {"ratios": metrics["ratios"]},
+        "metrics": card_metrics | {"ratios": metrics["ratios"]},
     }
 
 
-def headline_ratios(results: Mapping[str, Any], config: TrainConfig) -> dict[str, dict[str, float]]:
-    """Each scorer over the popularity baseline on the figures the quality bar is stated in."""
+def headline_ratios(estimates: Mapping[str, Mapping[str, Any]], config: TrainConfig
+                    ) -> dict[str, dict[str, dict[str, float | int]]]:
+    """Each scorer against the popularity baseline on the figures the quality bar is stated in.
+
+    Args:
+      estimates: ``{scorer: {figure: metrics.Estimate}}`` from the evaluation.
+
+    Returns:
+      ``{figure: {scorer: {"ratio", "low", "high", "difference", ...}}}`` (``evaluate.paired_ratios``): paired
+      on the same requests, with the intervals at ``evaluate.CONFIDENCE``.
+    """
     k, n = max(config.recall_ks), config.top_k
-    paths = {f"retrieval_recall@{k}_{view}": ("retrieval", view, "overall", f"recall@{k}")
-             for view in ("explored", "logged")}
-    paths |= {f"ranking_ndcg@{n}{suffix}": ("ranking", "overall", f"ndcg@{n}{suffix}") for suffix in ("_debiased", "")}
-    paths["ranking_auc_click_explored"] = ("ranking", "overall", "auc_click_explored")
-    return {name: evaluate.ratios(results, path, "popularity") for name, path in paths.items()}
+    figures = [*(f"retrieval_recall@{k}_{view}" for view in ("explored", "logged")),
+               *(f"ranking_ndcg@{n}{suffix}" for suffix in ("_debiased", "")), "ranking_auc_click_explored"]
+    return {figure: evaluate.paired_ratios(estimates, figure, "popularity") for figure in figures}
 
 
 def _copy_validation(source: str | None, target: str) -> dict[str, Any] | None:
