@@ -5,6 +5,7 @@ Usage:
     uv run python bench/run.py ingest        # ingest throughput, linearity, reference join (~6 min)
     uv run python bench/run.py validate      # validate a default-scale week (~3 min)
     uv run python bench/run.py train         # training quality vs baseline and oracle, time (~15 min)
+    uv run python bench/run.py ablation      # the learning levers one at a time vs the oracle and hand rule (~40 min)
     uv run python bench/run.py serving       # the server under hey at 1, 8, 32 clients, 10k items (~4 min)
     uv run python bench/run.py offpolicy     # the gate's off-policy estimate vs the simulator's truth (~13 min)
     uv run python bench/run.py closed_loop   # `recloop demo` (defaults): online click rate week after week (~10-20 min)
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ablation
 import audit
 import closed_loop
 import faults
@@ -130,6 +132,7 @@ MODULES = {
     "validate": (validate.bench_validate, validate.NOTES),
     "serving": (serving.bench_serving, serving.NOTES),
     "train": (train.bench_train, train.NOTES),
+    "ablation": (ablation.bench_ablation, ablation.NOTES),
     "offpolicy": (offpolicy.bench_offpolicy, offpolicy.NOTES),
     "closed_loop": (closed_loop.bench_closed_loop, closed_loop.NOTES),
     "scaling": (scaling.bench_scaling, scaling.NOTES),
@@ -151,6 +154,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any], Path], str]] = {
     "ingest": ingest.section,
     "validate": validate.section,
     "train": train.section,
+    "ablation": ablation.section,
     "closed_loop": closed_loop.section,
     "offpolicy": offpolicy.section,
     "simulate": _section_simulate,
@@ -164,6 +168,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "scaling": scaling.headline,
     "ingest": ingest.headline,
     "train": train.headline,
+    "ablation": ablation.headline,
     "closed_loop": closed_loop.headline,
     "offpolicy": offpolicy.headline,
     "faults": faults.headline,

@@ -341,3 +341,30 @@ def test_logs_and_outputs_on_s3(hand_logs, hand, bucket, tmp_path):
     local = storage.download(f"{bucket}/ingest", str(tmp_path / "u"))
     assert read_examples(Path(local) / "train") == read_examples(out / "train")
     assert {d["source"].split("://")[0] for d in dead_letters(Path(local))} == {"s3"}
+
+
+def test_a_weekly_backfill_writes_one_ingest_output_per_week_in_one_process(clean_world, tiny_ingest, tmp_path):
+    from typer.testing import CliRunner
+
+    from recloop.cli.app import app
+    from recloop.ingest.backfill import weeks
+
+    start = clean_world.week_start(0)
+    with pytest.raises(ValueError, match=r"whole weeks: .* is 10 days \(3 left over\); end on 2026-01-11"):
+        weeks(start, start + 9 * DAY)
+    out = tmp_path / "backfill"
+    result = CliRunner().invoke(app, ["ingest", "--logs", clean_world.root, "--start", start.isoformat(),
+                                      "--end", (start + 13 * DAY).isoformat(), "--out", str(out), "--weekly"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    folders = sorted(p.name for p in out.iterdir())
+    assert folders == ["week=2026-01-05", "week=2026-01-12"]
+    for folder in folders:
+        summary = json.loads((out / folder / "summary.json").read_text())
+        assert summary["status"] == "ok" and all(eq["holds"] for eq in summary["reconciliation"].values())
+    # the second week is the same ingest as a plain run of that week
+    same = json.loads(Path(tiny_ingest, "summary.json").read_text())
+    again = json.loads((out / "week=2026-01-12" / "summary.json").read_text())
+    assert again["examples"] == same["examples"] and again["span"] == same["span"]
+    bad = CliRunner().invoke(app, ["ingest", "--logs", clean_world.root, "--start", start.isoformat(),
+                                   "--end", (start + 9 * DAY).isoformat(), "--out", str(tmp_path / "x"), "--weekly"])
+    assert bad.exit_code == 2 and "whole weeks" in bad.output

@@ -39,7 +39,7 @@ def test_the_export_holds_both_models_the_index_the_tables_and_a_model_card(tiny
                                     "eval_start": "2026-01-18T00:00:00+00:00",
                                     "validation_start": "2026-01-17T00:00:00+00:00"}
     assert card["data"]["train_examples"] > 10_000 and card["data"]["eval_examples"] > 1_000
-    # the validation day is held out of `fit` only: the models train on every day
+    # the validation day is held out of `fit`: the models fit the days before it and stop early on it
     assert card["data"]["fit_examples"] + card["data"]["validation_examples"] == card["data"]["train_examples"]
     assert card["data"]["validation_examples"] > 0 and card["data"]["eval_sources"] == []
     assert card["data"]["eval"]["impressions"] == card["data"]["eval_examples"]
@@ -47,8 +47,14 @@ def test_the_export_holds_both_models_the_index_the_tables_and_a_model_card(tiny
     assert "position" not in card["features"]["ranking"]
     assert card["config"]["retrieval"]["epochs"] == 3 and card["config"]["seed"] == 0
     for model in ("retrieval", "ranking"):
-        assert len(card["training"][model]["history"]) == 3
+        history = card["training"][model]["history"]
+        assert 1 <= len(history) <= 3 and all("val_loss" in row for row in history)
+        # the kept epoch is the one with the lowest validation loss
+        best = card["training"][model]["best_epoch"]
+        assert history[best - 1]["val_loss"] == min(row["val_loss"] for row in history)
         assert card["training"][model]["examples_per_second"] > 0
+    # simulated logs hold whole pages, so retrieval learns pointwise from every impression
+    assert card["training"]["retrieval"]["loss"] == "pointwise"
     assert card["index"]["items"] == card["data"]["catalog_items"]
     assert card["tables"]["member_profiles"] > 0 and card["tables"]["popularity_contexts"] > 0
     profiles_day = json.loads(__import__("gzip").decompress((root / "tables" / "profiles.json.gz").read_bytes()))
@@ -273,3 +279,78 @@ def test_validation_statistics_and_schema_are_copied_into_the_export(tmp_path):
     assert (tmp_path / "export" / "validation" / "stats" / "train.pb").read_bytes() == b"stats"
     with pytest.raises(FileNotFoundError, match="recloop validate"):
         _copy_validation(str(tmp_path / "empty"), str(tmp_path / "x"))
+
+
+def test_retrieval_learns_pointwise_from_pages_and_by_softmax_from_interaction_logs():
+    from recloop.trainer.fit import pointwise_loss
+
+    pages = _rows()
+    interactions = pages.take(pages["label_click"] == 1)
+    assert pointwise_loss(pages, load_config()) and not pointwise_loss(interactions, load_config())
+    assert not pointwise_loss(pages, load_config(retrieval__loss="softmax"))
+    assert pointwise_loss(interactions, load_config(retrieval__loss="pointwise"))
+    with pytest.raises(ConfigError, match=r"retrieval\.loss"):
+        load_config(retrieval__loss="listwise")
+
+
+def test_recency_weights_halve_every_half_life_and_keep_a_mean_of_one():
+    from recloop.trainer.fit import recency_weights
+
+    day = 86_400
+    ts = np.array([0, 7 * day, 14 * day])
+    w = recency_weights(ts, 14 * day, 7.0)
+    np.testing.assert_allclose(w / w[-1], [0.25, 0.5, 1.0], rtol=1e-6)
+    assert w.mean() == pytest.approx(1.0)
+    np.testing.assert_array_equal(recency_weights(ts, 14 * day, None), np.ones(3))
+
+
+def test_the_window_uses_every_folder_unless_told_and_says_what_it_dropped(tiny_ingest, tmp_path):
+    import shutil
+
+    older = tmp_path / "week0"
+    shutil.copytree(tiny_ingest, older)
+    summary = _json(older / "summary.json")
+    summary["span"] = {k: (dt.datetime.fromisoformat(v) - dt.timedelta(days=7)).isoformat()[: len(v)]
+                       for k, v in summary["span"].items() if isinstance(v, str)} | {
+        k: v for k, v in summary["span"].items() if not isinstance(v, str)}
+    (older / "summary.json").write_text(json.dumps(summary))
+    lines: list[str] = []
+    both = load([tiny_ingest, str(older)], progress=lines.append)
+    assert both.sources == [str(older), tiny_ingest] and lines == []
+    newest = load([tiny_ingest, str(older)], window_weeks=1, progress=lines.append)
+    assert newest.sources == [tiny_ingest]
+    assert lines == [f"window_weeks=1: using the newest 1 of 2 --data folders, dropping {[str(older)]}"]
+
+
+def test_the_item_feed_joins_the_catalog_so_unserved_items_are_indexed(tiny_ingest, tmp_path):
+    import gzip
+
+    served = load([tiny_ingest]).catalog
+    item = {"item_id": "i_never_served", "category": "yoga", "creator": "c00001", "duration_min": 20.0,
+            "language": "en", "release_date": "2026-01-10"}
+    feed = tmp_path / "catalog" / "dt=2026-01-18" / "items.jsonl.gz"
+    feed.parent.mkdir(parents=True)
+    feed.write_bytes(gzip.compress((json.dumps(item) + "\n").encode()))
+    for source in (str(feed), str(tmp_path)):  # a feed file, or a root holding catalog/dt=
+        catalog = load([tiny_ingest], feed=source).catalog
+        assert len(catalog) == len(served) + 1 and "i_never_served" in set(catalog["item_id"])
+    with pytest.raises(DataError, match="no item feed"):
+        load([tiny_ingest], feed=str(tmp_path / "nowhere.jsonl.gz"))
+
+
+def test_truth_agreement_ranks_offline_figures_against_the_expected_recall():
+    from recloop.trainer.evaluate import truth_agreement
+
+    def scorer(expected: float, explored: float, logged: float) -> dict:
+        return {"retrieval": {"expected": {"overall": {"recall@100": expected}},
+                              "explored": {"overall": {"recall@100": explored}},
+                              "logged": {"overall": {"recall@100": logged}}},
+                "ranking": {"overall": {"ndcg@10_debiased": explored, "ndcg@10": logged, "auc_click_explored": None}}}
+
+    results = {"a": scorer(0.1, 0.11, 0.9), "b": scorer(0.2, 0.19, 0.5), "c": scorer(0.3, 0.33, 0.4),
+               "d": scorer(0.25, 0.3, 0.45)}
+    a = truth_agreement(results, 100, 10)
+    assert a["scorers"] == ["a", "b", "c", "d"]
+    assert a["recall@100_explored"] == pytest.approx(1.0) and a["recall@100_logged"] == pytest.approx(-1.0)
+    assert a["auc_click_explored"] is None  # not measured: no figure rather than a made-up one
+    assert truth_agreement({"a": results["a"], "b": results["b"]}, 100, 10)["recall@100_explored"] is None

@@ -32,6 +32,9 @@ def ingest(
                       ] = "DirectRunner",
     join_buckets: Annotated[int | None, typer.Option(help="join buckets (default: from the input size)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an earlier ingest output in --out")] = False,
+    weekly: Annotated[bool, typer.Option(
+        help="backfill: cut the span into weeks from --start, one ingest output each under OUT/week=YYYY-MM-DD, "
+             "all in this one process")] = False,
 ) -> None:
     """Turn one span of logs into labelled training examples (an Apache Beam job).
 
@@ -51,6 +54,9 @@ def ingest(
         first = e.errors(include_url=False)[0]
         where = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-") if first["loc"] else None
         raise typer.BadParameter(first["msg"].removeprefix("Value error, "), param_hint=where) from None
+    if weekly:
+        _backfill(config, ["--runner", runner, *ctx.args])
+        return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}"),
                   TimeElapsedColumn(), console=console) as bar:
         tasks: dict[str, Any] = {}
@@ -71,6 +77,38 @@ def ingest(
             console.print(f"[bold red]ingest failed:[/] {e}")
             raise typer.Exit(1) from None
     _print_ingest(summary, out)
+
+
+def _backfill(config: Any, beam_args: list[str]) -> None:
+    import datetime as dt
+
+    from recloop.ingest import IngestError
+    from recloop.ingest.backfill import backfill, week_folder, weeks
+
+    try:
+        count = len(weeks(config.start, config.end))
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--end") from None
+    table = Table(title=f"backfill {config.start}..{config.end}: {count} weeks -> {config.out}")
+    for col in ("week", "requests read", "dead letters", "train examples", "eval examples", "reconciliation", "s"):
+        table.add_column(col, justify="left" if col == "week" else "right")
+
+    def on_week(i: int, n: int, start: dt.date, s: dict[str, Any]) -> None:
+        ok = all(eq["holds"] for eq in s["reconciliation"].values())
+        console.log(f"week {i + 1}/{n} {start}: {s['examples']['train']:,} train, {s['examples']['eval']:,} eval "
+                    f"examples in {s['wall_seconds']:.1f} s -> {week_folder(config.out, start)}")
+        table.add_row(start.isoformat(), f"{s['lines']['requests']['read']:,}",
+                      f"{s['dead_letters']['requests']['dead_letters'] + s['dead_letters']['events']['dead_letters']:,}",
+                      f"{s['examples']['train']:,}", f"{s['examples']['eval']:,}", "holds" if ok else "FAILS",
+                      f"{s['wall_seconds']:.1f}")
+
+    try:
+        backfill(config, beam_args, on_week)
+    except IngestError as e:
+        console.print(table)
+        console.print(f"[bold red]backfill failed:[/] {e}")
+        raise typer.Exit(1) from None
+    console.print(table)
 
 
 def _print_ingest(s: dict[str, Any], out: str) -> None:

@@ -57,10 +57,13 @@ def train(
         min=1, help="evaluate on the last N days of the data (every split); default: the newest --data's eval "
                     "split")] = None,
     validation_days: Annotated[int | None, typer.Option(
-        min=0, help="the last N training days are a validation split, for choices that must not see the eval "
-                    "set, e.g. recent popularity's window (0: none; the models still train on them)")] = None,
+        min=0, help="the last N training days are a validation split: the models fit the days before it and stop "
+                    "early on it, recent popularity's window is chosen on it (0: none; every day, all epochs)")] = None,
     eval_data: Annotated[list[str] | None, typer.Option(
         help="a separate ingest output to evaluate on, after the --data span; repeatable")] = None,
+    catalog: Annotated[str | None, typer.Option(
+        help="the item feed (a file, or a root with catalog/dt=...): indexed and evaluated beside the items "
+             "served in the data")] = None,
     validation: Annotated[str | None, typer.Option(
         help="a `recloop validate` output: its statistics and schema go into the export")] = None,
     truth: Annotated[str | None, typer.Option(
@@ -98,7 +101,7 @@ def train(
             with storage.local_views([*data, *held, validation]) as local:  # TensorFlow reads local paths
                 card = run(cfg, local[: len(data)], local_out(out, "--out"), validation_dir=local[-1],
                            extra_scorers=extra, truth=true_clicks, overwrite=overwrite, progress=console.log,
-                           on_epoch=on_epoch, eval_dirs=local[len(data) : -1])
+                           on_epoch=on_epoch, eval_dirs=local[len(data) : -1], feed=catalog)
         except (DataError, TrainingCheckError, FileExistsError, FileNotFoundError) as e:
             console.print(f"[red]training failed:[/red] {e}")
             raise typer.Exit(1) from None

@@ -50,18 +50,24 @@ class RetrievalConfig(_Strict):
     # (shown uniformly) then count for what members like, not what the logging
     # policy chose to show; 1 = unweighted
     ips_cap: Annotated[float, Field(ge=1.0)] = 1.0
+    # weight examples by recency: halved every N days before the newest training example (None = all alike);
+    # tastes and what is popular move, and years-old interactions otherwise count as much as last week's
+    recency_half_life_days: Annotated[float, Field(gt=0.0)] | None = None
     # softmax loss only: weight of the pointwise loss added to it (0 = softmax only)
     impression_loss_weight: Annotated[float, Field(ge=0.0)] = 0.0
     impression_batch_size: Positive = 4096
-    temperature: Annotated[float, Field(gt=0.0)] | None = None  # softmax temperature (None = 1)
-    normalize: bool = False  # L2-normalise both towers' outputs (cosine scores)
+    temperature: Annotated[float, Field(gt=0.0)] | None = 0.1  # softmax temperature (None = 1)
+    # L2-normalise both towers' outputs (cosine scores); None: with the softmax only, where cosine
+    # scores over a temperature beat dot products on interaction logs (bench/README.md, real data)
+    normalize: bool | None = None
     remove_accidental_hits: bool = True
     # members/items seen fewer times than this share OOV buckets (hashed)
     min_count: Positive = 1
     # L2 penalty on the member and item id embedding tables, against the mean loss per example (0 = none):
     # ids seen rarely stay near 0 and their items are scored by their features
     id_l2: Annotated[float, Field(ge=0.0)] = 2e-4
-    oov_buckets: Positive = 50
+    # OOV buckets of the id lookups: 1 gives every new member (item) one shared, well-trained vector
+    oov_buckets: Positive = 1
     candidates: Positive = 200  # what the index returns to ranking
 
 
@@ -96,7 +102,7 @@ class TrainConfig(_Strict):
     """Everything a training run depends on besides its data."""
 
     seed: int = 0
-    window_weeks: Positive = 4  # newest N of the --data folders are used
+    window_weeks: Positive | None = None  # newest N of the --data folders are used (None: all; drops are reported)
     retrieval: RetrievalConfig = RetrievalConfig()
     ranking: RankingConfig = RankingConfig()
     recall_ks: tuple[Positive, ...] = (10, 50, 100)
@@ -106,7 +112,8 @@ class TrainConfig(_Strict):
     # data (all splits), so it is sized by the support it needs, not by one ingest (data.load)
     eval_days: Positive | None = None
     # the last N training days before the evaluation set, held out of `fit` for choices that must not see
-    # the eval set (recent popularity's window; early stopping) (0 = none); the final models train on every day
+    # the eval set (recent popularity's window; early stopping: the models fit the days before it) (0 = none:
+    # the models fit every training day for all their epochs)
     validation_days: Annotated[int, Field(ge=0)] = 1
 
     def fingerprint(self) -> str:

@@ -16,7 +16,8 @@ Everything before the evaluation set is training data, so evaluation is always
 later in time than training. The last ``validation_days`` days of the training
 data are the validation split, for choices that must not see the evaluation set
 (recent popularity's window, early stopping); ``fit`` is the training data before
-them, and the final models still train on all of it. Two caveats when the evaluation set is cut out of train splits: their
+them, what the models fit while the validation days decide when they stop. Two
+caveats when the evaluation set is cut out of train splits: their
 examples passed ingest's training filters (activity threshold, freshness), and
 the labels of the last training day may count events up to the attribution
 window after the cut (examples carry no event time); an ingest's own eval split
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from recloop.features import logs
-from recloop.features.catalog import item_columns, read_items
+from recloop.features.catalog import item_columns, read_items, snapshot
 from recloop.features.examples import COLUMNS
 from recloop.features.spec import missing_value
 
@@ -79,7 +80,7 @@ class Examples:
 class TrainingData:
     """The training and evaluation examples, the catalog and where they came from."""
 
-    train: Examples  # every training day: what the final models train on
+    train: Examples  # every training day (the models fit on ``fit`` when there is a validation split)
     eval: Examples
     catalog: Examples  # features.catalog.item_columns, newest metadata per item
     sources: list[str]
@@ -171,16 +172,20 @@ def _midnight(day: str) -> dt.datetime:
     return dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), tzinfo=dt.UTC)
 
 
-def load(folders: Sequence[str], window_weeks: int = 4, eval_days: int | None = None, validation_days: int = 1,
-         eval_dirs: Sequence[str] = ()) -> TrainingData:
+def load(folders: Sequence[str], window_weeks: int | None = None, eval_days: int | None = None,
+         validation_days: int = 1, eval_dirs: Sequence[str] = (), feed: str | None = None,
+         progress: Callable[[str], None] = lambda line: None) -> TrainingData:
     """Reads the newest ``window_weeks`` ingest outputs of ``folders`` (any order), split by time.
 
     Args:
       folders: ingest outputs (``--data``).
-      window_weeks: how many of the newest ``folders`` are used.
+      window_weeks: how many of the newest ``folders`` are used (None: all); the dropped ones are reported.
       eval_days: None: the newest folder's eval split is the evaluation set; N: the last N days of the data.
       validation_days: the last N training days before the evaluation set form ``validation`` (0: none).
       eval_dirs: separate ingest outputs whose train and eval splits are the evaluation set (``--eval-data``).
+      feed: the item feed (a ``feed.jsonl.gz``-style file, or a root holding ``catalog/dt=...``: the snapshot
+        of the data's last day) added to the catalog, so items never served are indexed and evaluated too.
+      progress: receives a line naming the folders the window dropped.
 
     Raises:
       DataError: for a folder that is not a finished ingest output, two folders with the same span,
@@ -189,7 +194,11 @@ def load(folders: Sequence[str], window_weeks: int = 4, eval_days: int | None = 
     """
     if not folders:
         raise DataError("no --data folder given")
-    weeks = _spans(folders, "--data")[-window_weeks:]
+    every = _spans(folders, "--data")
+    weeks = every[-window_weeks:] if window_weeks else every
+    if len(weeks) < len(every):
+        progress(f"window_weeks={window_weeks}: using the newest {len(weeks)} of {len(every)} --data folders, "
+                 f"dropping {[f for _, f in every[: len(every) - len(weeks)]]}")
     newest_span, newest = weeks[-1]
     data_end = _midnight(newest_span["end"]) + dt.timedelta(days=1)  # the first instant after the newest span
     held: list[tuple[dict[str, Any], str]] = []
@@ -223,6 +232,14 @@ def load(folders: Sequence[str], window_weeks: int = 4, eval_days: int | None = 
     items: dict[str, dict[str, Any]] = {}
     for _, f in (*weeks, *held):  # oldest first, so the newest metadata wins
         items.update((item["item_id"], item) for item in read_items(posixpath.join(f, "items", "items.jsonl.gz")))
+    if feed is not None:  # the feed is the catalog as published: its metadata wins, its unserved items join
+        path = snapshot(feed, dt.date.fromisoformat((held or weeks)[-1][0]["end"])) or feed
+        try:
+            items.update((item["item_id"], item) for item in read_items(path))
+        except FileNotFoundError:
+            raise DataError(f"{feed}: no item feed (expected a feed file or a root with catalog/dt=YYYY-MM-DD/)") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: not an item feed of JSON objects with item_id: {e}") from None
     span = {"start": weeks[0][0]["start"], "end": (held or weeks)[-1][0]["end"], "eval_start": eval_start.isoformat(),
             "validation_start": validation_start}
     return TrainingData(train=train, eval=evaluation, catalog=catalog_columns(list(items.values())),

@@ -283,3 +283,46 @@ def paired_ratios(estimates: Mapping[str, Mapping[str, metrics.Estimate]], figur
                      "difference": d.value, "difference_se": d.se, "difference_low": d_low,
                      "difference_high": d_high, "requests": len(d.clusters)}
     return out
+
+
+def truth_agreement(results: Mapping[str, Any], k: int, n: int) -> dict[str, Any]:
+    """How well each offline figure orders the scorers of a run as the truth does (the simulator's, in benchmarks).
+
+    Spearman's rank correlation, across scorers, between each offline figure and the expected recall@``k``
+    (the share of the true expected clicks the top ``k`` holds); None below three scorers or with ties only.
+    """
+    truth_path = ("retrieval", "expected", "overall", f"recall@{k}")
+    figures = {f"recall@{k}_explored": ("retrieval", "explored", "overall", f"recall@{k}"),
+               f"recall@{k}_logged": ("retrieval", "logged", "overall", f"recall@{k}"),
+               f"ndcg@{n}_debiased": ("ranking", "overall", f"ndcg@{n}_debiased"),
+               f"ndcg@{n}": ("ranking", "overall", f"ndcg@{n}"),
+               "auc_click_explored": ("ranking", "overall", "auc_click_explored")}
+
+    def at(r: Any, path: tuple[str, ...]) -> float:
+        for key in path:
+            r = r.get(key, {}) if isinstance(r, Mapping) else {}
+        return float(r) if isinstance(r, (int, float)) and r is not None else math.nan
+
+    names = [s for s, r in results.items() if not math.isnan(at(r, truth_path))]
+    truth = np.array([at(results[s], truth_path) for s in names])
+    out: dict[str, Any] = {"scorers": names, "truth": f"expected recall@{k}"}
+    for figure, path in figures.items():
+        values = np.array([at(results[s], path) for s in names])
+        ok = ~np.isnan(values)
+        out[figure] = _spearman(values[ok], truth[ok]) if ok.sum() >= 3 else None
+    return out
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties sharing their mean rank (as Spearman's coefficient needs)."""
+    inverse = np.unique(x, return_inverse=True)[1].reshape(-1)
+    counts = np.bincount(inverse)
+    starts = np.cumsum(counts) - counts
+    return (starts + (counts - 1) / 2.0)[inverse]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    ra, rb = _average_ranks(a), _average_ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from recloop.features.spec import LABELS
-from recloop.trainer.config import TrainConfig
+from recloop.trainer.config import RetrievalConfig, TrainConfig
 from recloop.trainer.data import Examples
 from recloop.trainer.ranking import FEATURES, RankingModel
 from recloop.trainer.retrieval import RetrievalModel, dataset, sampling_probability
@@ -74,42 +74,55 @@ def fit_retrieval(train: Examples, vocabs: Mapping[str, Vocab], config: TrainCon
     if len(positives) < 2:
         raise ValueError(f"retrieval needs at least 2 training positives ({rc.positives}), got {len(positives)}")
     pointwise = pointwise_loss(train, config)
-    model = RetrievalModel(query_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, rc.normalize, rc.id_l2),
-                           candidate_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, rc.normalize,
-                                           rc.id_l2), rc, pointwise)
+    end = float(train["ts"].max())  # recency weights count back from the newest training example
+    normalize = (not pointwise) if rc.normalize is None else rc.normalize
+    model = RetrievalModel(query_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, normalize, rc.id_l2),
+                           candidate_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, normalize, rc.id_l2),
+                           rc, pointwise)
     model.compile(optimizer=tf.keras.optimizers.Adam(rc.learning_rate))
     impressions = None
     if pointwise or rc.impression_loss_weight > 0:
         # an epoch is one pass over the impressions (positives repeat as needed with the softmax)
-        impressions = dataset(_impressions(train, rc.positives), rc.impression_batch_size, config.seed + 1,
+        impressions = dataset(_impressions(train, rc, end), rc.impression_batch_size, config.seed + 1,
                               id_dropout=ID_DROPOUT)
     if pointwise:
         held_out = None if validation is None or not len(validation) else dataset(
-            _impressions(validation, rc.positives), rc.impression_batch_size, config.seed, shuffle=False)
+            _impressions(validation, rc, end), rc.impression_batch_size, config.seed, shuffle=False)
         return _fit("retrieval", model, impressions, len(train), rc.epochs, on_epoch, held_out, loss="pointwise")
-    ds = dataset(_positives(positives, train, rc), rc.batch_size, config.seed, id_dropout=ID_DROPOUT)
+    ds = dataset(_positives(positives, train, rc, end), rc.batch_size, config.seed, id_dropout=ID_DROPOUT)
     held_out = None
     if validation is not None and impressions is None:  # a (positives, impressions) pair has no held-out twin
         later = retrieval_positives(validation, rc.positives)
         if len(later):
-            held_out = dataset(_positives(later, validation, rc), rc.batch_size, config.seed, shuffle=False)
+            held_out = dataset(_positives(later, validation, rc, end), rc.batch_size, config.seed, shuffle=False)
     if impressions is not None:
         ds = tf.data.Dataset.zip((ds.repeat(), impressions))
     return _fit("retrieval", model, ds, len(positives), rc.epochs, on_epoch, held_out, loss="softmax")
 
 
-def _impressions(rows: Examples, positive: str) -> dict[str, np.ndarray]:
+def _impressions(rows: Examples, rc: RetrievalConfig, end: float) -> dict[str, np.ndarray]:
     return rows.features((*QUERY, *CANDIDATE, "position")) | {
-        "label": rows[f"label_{positive}"].astype(np.float32)[:, None]}
+        "label": rows[f"label_{rc.positives}"].astype(np.float32)[:, None],
+        "weight": recency_weights(rows["ts"], end, rc.recency_half_life_days)}
 
 
-def _positives(positives: Examples, shown: Examples, rc: Any) -> dict[str, np.ndarray]:
-    """The softmax's columns: features, the item key, its sampling probability and IPS weight."""
+def recency_weights(ts: np.ndarray, end: float, half_life_days: float | None) -> np.ndarray:
+    """``0.5 ** (days before end / half-life)``, scaled to mean 1; all ones without a half-life."""
+    if half_life_days is None or not len(ts):
+        return np.ones(len(ts), np.float32)
+    w = np.power(0.5, np.maximum(end - ts.astype(np.float64), 0.0) / 86_400.0 / half_life_days)
+    return (w / w.mean()).astype(np.float32)
+
+
+def _positives(positives: Examples, shown: Examples, rc: RetrievalConfig, end: float) -> dict[str, np.ndarray]:
+    """The softmax's columns: features, the item key, its sampling probability and weight (IPS x recency)."""
     q = sampling_probability(positives["item_id"])
     if rc.exposure_correction:
         q = q / exposure_share(shown["item_id"], positives["item_id"])
     return positives.features((*QUERY, *CANDIDATE)) | {"item_key": positives["item_id"], "sampling_probability": q,
-                                                       "weight": ips_weights(positives["propensity"], rc.ips_cap)}
+                                                       "weight": ips_weights(positives["propensity"], rc.ips_cap)
+                                                       * recency_weights(positives["ts"], end,
+                                                                         rc.recency_half_life_days)}
 
 
 def ips_weights(propensity: np.ndarray, cap: float) -> np.ndarray:

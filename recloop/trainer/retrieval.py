@@ -29,7 +29,7 @@ class RetrievalModel(tfrs.Model):
     """Query tower + candidate tower, trained pointwise on impressions or by an in-batch softmax.
 
     ``pointwise``: batches are impressions (``QUERY``, ``CANDIDATE``, ``position``,
-    ``label``); the logit ``a * q.c + b + position term`` is fitted to the label.
+    ``label``, ``weight``); the logit ``a * q.c + b + position term`` is fitted to the label.
     ``softmax``: batches are positives holding ``QUERY`` and ``CANDIDATE``
     columns, ``item_key`` (the item id, never dropped to OOV: accidental hits are
     found by it), ``sampling_probability`` (the item's share of training positives)
@@ -70,7 +70,7 @@ class RetrievalModel(tfrs.Model):
         position = tf.clip_by_value(tf.cast(impressions["position"], tf.int32), 0, MAX_POSITION + 1)
         logit = self.scale * tf.reduce_sum(q * c, axis=-1, keepdims=True) + self.offset + self.position_bias(position)
         n = tf.cast(tf.shape(logit)[0], tf.float32)
-        return self.clicked(labels=impressions["label"], predictions=logit) / n
+        return self.clicked(labels=impressions["label"], predictions=logit, sample_weight=impressions["weight"]) / n
 
     def _softmax_loss(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         q = self.query_tower({n: features[n] for n in QUERY})

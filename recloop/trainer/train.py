@@ -59,12 +59,12 @@ def eval_day(data: TrainingData) -> dt.date:
 def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir: str | None = None,
         extra_scorers: ExtraScorers | None = None, truth: RetrievalScorer | None = None, overwrite: bool = False,
         progress: Callable[[str], None] = lambda line: None,
-        on_epoch: fit.OnEpoch | None = None, eval_dirs: Sequence[str] = ()) -> dict[str, Any]:
+        on_epoch: fit.OnEpoch | None = None, eval_dirs: Sequence[str] = (), feed: str | None = None) -> dict[str, Any]:
     """Trains, exports and evaluates; returns the model card.
 
     Args:
       config: the training configuration.
-      data_dirs: ingest outputs (one per week); the newest ``config.window_weeks`` are used.
+      data_dirs: ingest outputs (one per week); all, or the newest ``config.window_weeks``.
       out: the export directory (local path).
       validation_dir: a ``recloop validate`` output whose statistics and schema
         go into the export (the serving skew reference).
@@ -75,6 +75,8 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
       on_epoch: receives per-epoch training logs.
       eval_dirs: separate ingest outputs to evaluate on (``data.load``); by default the evaluation set
         comes from ``data_dirs`` (``config.eval_days``).
+      feed: the item feed (a file, or a root with ``catalog/dt=``) the index and evaluation cover beside
+        the items served in the data.
 
     Raises:
       FileExistsError: when ``out`` exists and ``overwrite`` is false.
@@ -84,7 +86,7 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     started = time.perf_counter()
     progress(f"reading {len(data_dirs) + len(eval_dirs)} ingest output(s)")
-    data = load(data_dirs, config.window_weeks, config.eval_days, config.validation_days, eval_dirs)
+    data = load(data_dirs, config.window_weeks, config.eval_days, config.validation_days, eval_dirs, feed, progress)
     day = eval_day(data)
     checks.check_inputs((*QUERY, *CANDIDATE, *RANKING_INPUTS, "position"))
     checks.check_no_label_copies(data.train, (*RANKING_INPUTS, "position"))
@@ -160,7 +162,9 @@ def _export(config: TrainConfig, data: TrainingData, day: dt.date, retrieval: fi
                 "retrieval_positives": len(positives)}
     metrics = evaluate.clean({"eval": eval_set, "confidence": evaluate.CONFIDENCE, "scorers": results,
                               "recent_popularity": recent, "examination": seen.tolist(),
-                              "ratios": headline_ratios(estimates, config)})
+                              "ratios": headline_ratios(estimates, config)}
+                             | ({"truth_agreement": evaluate.truth_agreement(results, max(config.recall_ks),
+                                                                             config.top_k)} if truth else {}))
     logs.write_json(posixpath.join(staging, "metrics.json"), metrics)
     card_metrics: dict[str, Any] = {
         name: {"retrieval": {view: r["retrieval"][view]["overall"]
