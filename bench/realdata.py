@@ -48,8 +48,8 @@ logs ingested up to 2010-05-31, May 2010 as eval) and the one chosen there is
 reported on the eval year. ``recloop validate`` runs on the ingest output to
 record what the weekly pipeline's check would say about such data.
 
-Run: ``uv run python bench/realdata.py`` (all variants, ~60 min on 2 cores;
-``--reuse`` re-measures what ``/tmp/realdata/work`` already holds, ``--variants``
+Run: ``uv run python bench/realdata.py --commit HEAD`` (all variants, ~45 min on 2 cores;
+``--commit`` freezes that commit's recloop/, ``--reuse`` re-measures what ``--work`` holds, ``--variants``
 and ``--extra`` pick variants); results to ``/tmp/realdata/results.json``.
 """
 
