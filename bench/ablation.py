@@ -12,7 +12,6 @@ well each offline figure orders the run's scorers as the true expected recall do
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import sys
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import START, run_timed, table
+from common import ingest_week, run_timed, table
 
 SEEDS = (1,)  # seed 2 next: one seed is ~25 min on 2 cores
 # lever -> TrainConfig overrides; each row changes one thing from the row it names
@@ -66,12 +65,6 @@ def _hand_rule() -> Any:
     return retrieval, ranking
 
 
-def _ingest(logs: str, out: str, week: int, eval_days: int) -> None:
-    start = START + dt.timedelta(days=7 * week)
-    run_timed(["recloop", "ingest", "--logs", logs, "--start", start.isoformat(),
-               "--end", (start + dt.timedelta(days=6)).isoformat(), "--eval-days", str(eval_days), "--out", out])
-
-
 def _figures(metrics: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, r in metrics["scorers"].items():
@@ -100,7 +93,7 @@ def bench_ablation(seeds: tuple[int, ...] = SEEDS) -> dict[str, Any]:
             logs = f"{tmp}/sim{seed}"
             run_timed(["recloop", "simulate", "--out", logs, "--scale", "small", "--weeks", "3", "--seed", str(seed)])
             for week, eval_days in ((0, 1), (1, 1), (2, 6)):
-                _ingest(logs, f"{tmp}/s{seed}w{week}", week, eval_days)
+                ingest_week(logs, f"{tmp}/s{seed}w{week}", week, eval_days)
             make, truth = oracle_scorers(logs)
             for name, overrides in VARIANTS.items():
                 config = TrainConfig.model_validate(overrides)

@@ -38,6 +38,14 @@ def run_timed(argv: list[str], ok: tuple[int, ...] = (0,)) -> float:
     return time.perf_counter() - t0
 
 
+def ingest_week(logs: str, out: str, week: int, eval_days: int) -> float:
+    """``recloop ingest`` of simulated week ``week`` (its last ``eval_days`` as eval) into ``out``; wall seconds."""
+    start = START + dt.timedelta(days=7 * week)
+    return run_timed(["recloop", "ingest", "--logs", logs, "--start", start.isoformat(),
+                      "--end", (start + dt.timedelta(days=6)).isoformat(), "--eval-days", str(eval_days),
+                      "--out", out])
+
+
 def reference_join(logs: str, start: dt.date, end: dt.date) -> dict[str, Any]:
     """Plain single-process join of one span: the single-core ceiling ingest is compared with (kept fixed).
 

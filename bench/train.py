@@ -13,7 +13,6 @@ time of one small week.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 import tempfile
@@ -21,19 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import plots
-from common import MEASURED, START, run_timed, table
+from common import MEASURED, ingest_week, run_timed, table
 
 SEEDS = (1, 2)
 VARIANTS = {"default": [], "no log-Q": ["--config", "NO_LOGQ"]}
 NOTES = ("Quality runs train on weeks 0-1 and the Monday of week 2 and evaluate on the rest of week 2 (default "
          "config: 12 retrieval and 3 ranking epochs). Week 0 is the bootstrap heuristic's first week. Process "
          "seconds include interpreter start, imports, export, index and evaluation of three scorers.")
-
-
-def _ingest(logs: str, out: str, week: int, eval_days: int) -> None:
-    start = START + dt.timedelta(days=7 * week)
-    run_timed(["recloop", "ingest", "--logs", logs, "--start", start.isoformat(),
-               "--end", (start + dt.timedelta(days=6)).isoformat(), "--eval-days", str(eval_days), "--out", out])
 
 
 SLICES = ("member=new", "member=active", "item=new", "item=established")
@@ -85,7 +78,7 @@ def bench_train() -> dict[str, Any]:
             logs = f"{tmp}/sim{seed}"
             run_timed(["recloop", "simulate", "--out", logs, "--scale", "small", "--weeks", "3", "--seed", str(seed)])
             for week, eval_days in ((0, 1), (1, 1), (2, 6)):
-                _ingest(logs, f"{tmp}/s{seed}w{week}", week, eval_days)
+                ingest_week(logs, f"{tmp}/s{seed}w{week}", week, eval_days)
             jobs = {name: ["--data", f"{tmp}/s{seed}w0", "--data", f"{tmp}/s{seed}w1", "--data", f"{tmp}/s{seed}w2",
                            *[str(no_logq) if a == "NO_LOGQ" else a for a in extra]]
                     for name, extra in VARIANTS.items()}
