@@ -22,7 +22,7 @@ from typing import Any
 
 from common import ingest_week, run_timed, table
 
-SEEDS = (1,)  # seed 2 next: one seed is ~25 min on 2 cores
+SEEDS = (1, 2)  # one seed is ~25 min on 2 cores (bench/run.py ablation --seeds N measures one)
 # lever -> TrainConfig overrides; each row changes one thing from the row it names
 BEFORE = {"loss": "softmax", "epochs": 12, "id_l2": 0.0, "oov_buckets": 50, "normalize": False, "temperature": None}
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -144,12 +144,13 @@ def section(r: dict[str, Any], results: Any) -> str:
         if run["variant"] == DEFAULT and a:
             agreement.append([run["seed"], *(_r(a.get(k), digits=2) for k in (
                 "recall@100_explored", "recall@100_logged", "ndcg@10_debiased", "ndcg@10", "auc_click_explored"))])
-    e = f["runs"][0]["eval"] if f["runs"] else {}
+    evals = {run["seed"]: run["eval"] for run in f["runs"] if run["variant"] == DEFAULT}
+    sizes = "; ".join(f"seed {seed}: {e['impressions']:,} impressions, {e['requests']:,} requests, "
+                      f"{e['retrieval_positives']:,} clicks" for seed, e in evals.items())
     return "\n".join([
         "## Learning: the ablation", "",
-        (f"Each row changes one lever from the row above it (or names its start). Eval: the rest of week 2, "
-         f"{e.get('impressions', 0):,} impressions, {e.get('requests', 0):,} requests, "
-         f"{e.get('retrieval_positives', 0):,} clicks (seed {f['runs'][0]['seed'] if f['runs'] else '-'})."), "",
+        f"Each row changes one lever from the row above it (or names its start). Eval: the rest of week 2 ({sizes}).",
+        "",
         table(["seed", "lever", "recall@100 expected", "explored", "NDCG@10 debiased", "AUC click",
                "retrieval loss, epochs (kept)", "training s"], rows), "",
         "The references on the same eval (from the default's run):", "",

@@ -48,9 +48,12 @@ logs ingested up to 2010-05-31, May 2010 as eval) and the one chosen there is
 reported on the eval year. ``recloop validate`` runs on the ingest output to
 record what the weekly pipeline's check would say about such data.
 
-Run: ``uv run python bench/realdata.py --commit HEAD`` (all variants, ~45 min on 2 cores;
-``--commit`` freezes that commit's recloop/, ``--reuse`` re-measures what ``--work`` holds, ``--variants``
-and ``--extra`` pick variants); results to ``/tmp/realdata/results.json``.
+Get the data: ``git clone https://github.com/rafaelpossas/admusic`` (commit ``afcc86f``) and point
+``RECLOOP_REALDATA`` at its ``data/`` folder (default ``/tmp/realdata/lastfm_hetrec2011``).
+Run: ``uv run python bench/run.py realdata`` (every variant on the working tree, ~25 min on 2 cores; results
+to ``bench/results/realdata.json`` and its README section), or ``uv run python bench/realdata.py --commit HEAD``
+(``--commit`` freezes that commit's recloop/, ``--reuse`` re-measures what ``--work`` holds, ``--variants`` and
+``--extra`` pick variants; results to ``/tmp/realdata/results.json``).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import MEASURED, table
+from common import MEASURED, machine, table
 
 SRC = Path(os.environ.get("RECLOOP_REALDATA", "/tmp/realdata/lastfm_hetrec2011"))  # the HetRec files
 WORK = Path(os.environ.get("RECLOOP_REALDATA_WORK", "/tmp/realdata/work"))
@@ -103,28 +106,22 @@ PLACEHOLDERS = {
 }
 MEMBER = {"tenure_days": None, "country": None, "preferred_category": None}
 
-_COS = {"temperature": 0.1, "normalize": True}
-# measured one at a time, in this order: one field each, then combinations of what helped, then seeds of the best
+# measured one at a time against the defaults; "before" is the configuration before issue #21
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    "retrieval epochs 2": {"retrieval": {"epochs": 2}},
-    "no log-Q": {"retrieval": {"log_q": False}},
-    "min_count 2": {"retrieval": {"min_count": 2}},
+    "before #21 (dot products, 50 OOV buckets, no id L2, 12 epochs, no early stopping)": {
+        "retrieval": {"normalize": False, "temperature": None, "oov_buckets": 50, "id_l2": 0.0, "epochs": 12},
+        "validation_days": 0},
+    "dot products (no cosine, temperature 1)": {"retrieval": {"normalize": False, "temperature": None}},
+    "no L2 on ids": {"retrieval": {"id_l2": 0.0}},
+    "50 OOV buckets": {"retrieval": {"oov_buckets": 50}},
+    "recency weights (90-day half-life)": {"retrieval": {"recency_half_life_days": 90.0}},
     "embedding 64": {"retrieval": {"embedding_dim": 64}},
-    "oov_buckets 1": {"retrieval": {"oov_buckets": 1}},
-    "cosine t0.1": {"retrieval": _COS},
-    "cosine t0.05": {"retrieval": _COS | {"temperature": 0.05}},
-    "cosine t0.1, epochs 2": {"retrieval": _COS | {"epochs": 2}},
-    "cosine t0.1, oov_buckets 1": {"retrieval": _COS | {"oov_buckets": 1}},
-    "cosine t0.1, epochs 2, oov_buckets 1": {"retrieval": _COS | {"epochs": 2, "oov_buckets": 1}},
-    "cosine t0.1, epochs 2, oov_buckets 1, seed 1": {"seed": 1, "retrieval": _COS | {"epochs": 2, "oov_buckets": 1}},
-    "cosine t0.1, epochs 2, oov_buckets 1, seed 2": {"seed": 2, "retrieval": _COS | {"epochs": 2, "oov_buckets": 1}},
 }
 # The variants above are compared on the eval year itself, so the best of them is an optimistic figure. The
 # honest one: choose among these on a validation split that ends at SPLIT (the same logs ingested up to
 # 2010-05-31, its last month as eval), then read the chosen one's figure on the eval year.
-VALIDATED = ("default", "oov_buckets 1", "cosine t0.1", "cosine t0.1, epochs 2", "cosine t0.1, oov_buckets 1",
-             "cosine t0.1, epochs 2, oov_buckets 1")
+VALIDATED = ("default", "no L2 on ids", "recency weights (90-day half-life)", "embedding 64")
 VALIDATION_END = SPLIT - dt.timedelta(days=1)
 VALIDATION_EVAL_DAYS = (VALIDATION_END - VALIDATION_START).days + 1  # 31: eval = 2010-05
 VALIDATION_RECENT_START = dt.date(2010, 4, 1)  # recent popularity's W, for the validation split, chosen on 2010-04
@@ -230,11 +227,13 @@ def convert(src_dir: str | Path, out_logs: str | Path, split: dt.date = SPLIT) -
         rid = f"lfm-u{user}-a{artist}"
         cat = category.get(artist, UNTAGGED)
         shown = ImpressionColumns(item_id=[item(artist)], position=[0], row=[ROW],
-                                  score=[PLACEHOLDERS["impression.score"]], propensity=[1.0], category=[cat],
-                                  creator=[item(artist)], duration_min=[PLACEHOLDERS["item.duration_min"]],
-                                  language=[PLACEHOLDERS["item.language"]], release_date=[release.isoformat()],
-                                  age_days=[(ts.date() - release).days])
-        line = format_request(rid, ts, MODEL_VERSION, f"u{user}", MEMBER, ts.hour, ts.weekday(), PLATFORM, shown)
+                                  score=[PLACEHOLDERS["impression.score"]], propensity=[1.0],
+                                  item={"category": [cat], "creator": [item(artist)],
+                                        "duration_min": [PLACEHOLDERS["item.duration_min"]],
+                                        "language": [PLACEHOLDERS["item.language"]]},
+                                  release_date=[release.isoformat()], age_days=[(ts.date() - release).days])
+        context = {"hour_of_day": ts.hour, "day_of_week": ts.weekday(), "platform": PLATFORM}
+        line = format_request(rid, ts, MODEL_VERSION, f"u{user}", MEMBER, context, shown)
         parse_request(line, source=rid)  # the contract's own check: raises naming the field
         requests[ts.date()].append(line)
         click = ts + dt.timedelta(seconds=CLICK_DELAY_S)
@@ -363,6 +362,18 @@ def train(data: Path, out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
             "ranking_s": card["training"]["ranking"]["seconds"],
             "version": card["version"], "data": {k: card["data"][k] for k in (
                 "train_examples", "eval_examples", "catalog_items", "train_members", "train_items")}}
+
+
+def gate(model: Path, data: Path, out: Path) -> dict[str, Any]:
+    """``recloop evaluate`` on a model with an empty registry (a first run): what the weekly pipeline's gate
+    would decide on such logs, with the default checks it picks for them."""
+    wall, _ = _recloop("evaluate", "--candidate", str(model), "--data", str(data), "--registry",
+                       str(out.parent / "empty-registry"), "--out", str(out), log=out.with_suffix(".log"))
+    b = json.loads((out / "blessing.json").read_text())
+    keys = ("kind", "metric", "slice", "value", "se", "reference", "reference_se", "threshold", "bound", "verdict",
+            "note")
+    return {"blessed": b["blessed"], "logs": b["logs"], "process_s": round(wall, 1),
+            "checks": [{k: c.get(k) for k in keys} for c in b["checks"]]}
 
 
 # ---------------------------------------------------------------- measuring
@@ -596,6 +607,9 @@ def bench_realdata(work: Path = WORK, variants: dict[str, dict[str, Any]] | None
         runs[name] = run | ev.figures(hits) | {"trainer_ratios": metrics.get("ratios", {})}
         _save_partial(work, conversion, ingested, ev, runs, checks)
     result = _result(conversion, ingested, ev, runs, checks) | {"validate": validation}
+    if "default" in variants:
+        result["gate"] = gate(work / "model-default", data_dir, work / "gate-default")
+        print(f"gate on the default model: blessed {result['gate']['blessed']}", file=sys.stderr)
     chosen = [n for n in validated if n in variants]
     if chosen:
         selection = select_on_validation(work, {n: variants[n] for n in chosen}, reuse)
@@ -705,6 +719,13 @@ def section(r: dict[str, Any], results: Path) -> str:
                "x popularity @10 [95%]", "hit@100 new / seen members", "train s", "process s"], rows), "",
         ("Placeholders (the contract requires them, the data has none): "
          + ", ".join(f"`{k}` = {v!r}" for k, v in c["placeholders"].items()) + "; member features null."), ""]
+    g = f.get("gate")
+    if g:
+        judged = [c for c in g["checks"] if c["verdict"] != "skipped"]
+        parts += [(f"`recloop evaluate` on the default model (first run, the default checks it picks for "
+                   f"{g['logs']}): **{'blessed' if g['blessed'] else 'not blessed'}**; "
+                   + "; ".join(f"{c['metric']} {c['kind']} {c['verdict']} (bound {c['bound']:.4f} vs "
+                               f"{c['threshold']:.4f})" for c in judged if c["bound"] is not None) + "."), ""]
     val = f.get("validate")
     if val:
         parts += [(f"`recloop validate` on this ingest output: exit {val['exit_code']}"
@@ -730,15 +751,9 @@ def headline(f: dict[str, Any]) -> str:
     return line + "."
 
 
-def _machine() -> dict[str, object]:
-    """What the figures were measured on (as bench/run.py records it, so the file can go into bench/results/)."""
-    import platform
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1),
-            "python": platform.python_version(), "os": platform.platform()}
+def bench() -> dict[str, Any]:
+    """``bench/run.py realdata``: every variant on the working tree's recloop/, with what was measured."""
+    return bench_realdata() | {"product": product_state()}
 
 
 def main() -> None:
@@ -761,7 +776,7 @@ def main() -> None:
     command = " ".join(["python", "bench/realdata.py", *sys.argv[1:]])
     args.out.write_text(json.dumps({"benchmark": "realdata", "command": command,
                                     "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                                    "machine": _machine(), "figures": figures, "notes": NOTES},
+                                    "machine": machine(), "figures": figures, "notes": NOTES},
                                    indent=2, default=str) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -42,27 +40,15 @@ import closed_loop
 import faults
 import ingest  # bench/*.py (bench/ is on sys.path when this file runs as a script)
 import offpolicy
+import realdata
 import scaling
 import serving
 import train
 import validate
-from common import table
+from common import machine, table
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-
-
-def machine() -> dict[str, object]:
-    """What the figures were measured on."""
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1),
-            "python": platform.python_version(), "os": platform.platform()}
 
 
 def _record(name: str, command: str, figures: dict[str, object], notes: str) -> Path:
@@ -133,6 +119,7 @@ MODULES = {
     "serving": (serving.bench_serving, serving.NOTES),
     "train": (train.bench_train, train.NOTES),
     "ablation": (ablation.bench_ablation, ablation.NOTES),
+    "realdata": (realdata.bench, realdata.NOTES),
     "offpolicy": (offpolicy.bench_offpolicy, offpolicy.NOTES),
     "closed_loop": (closed_loop.bench_closed_loop, closed_loop.NOTES),
     "scaling": (scaling.bench_scaling, scaling.NOTES),
@@ -147,6 +134,22 @@ def bench_module(name: str) -> Path:
     return _record(name, f"uv run python bench/run.py {name}", measure(), notes)
 
 
+def bench_ablation_seeds(seeds: tuple[int, ...]) -> Path:
+    """The ablation on ``seeds`` only (one seed is ~25 min on 2 cores), merged with the recorded runs of the
+    other seeds; the command says which seeds were measured when."""
+    path = RESULTS / "ablation.json"
+    before = json.loads(path.read_text()) if path.exists() else None
+    kept = [r for r in (before["figures"]["runs"] if before else []) if r["seed"] not in seeds]
+    figures = ablation.bench_ablation(seeds)
+    if kept and before["figures"]["variants"] != figures["variants"]:
+        raise SystemExit("the recorded ablation ran other variants: rerun every seed")
+    figures["runs"] = sorted(kept + figures["runs"], key=lambda r: r["seed"])  # stable: variant order kept
+    merged = "" if not kept else f" (merged with seed(s) {sorted({r['seed'] for r in kept})} of " \
+        f"{before['date']}: {before['command']})"
+    command = f"uv run python bench/run.py ablation --seeds {','.join(map(str, seeds))}{merged}"
+    return _record("ablation", command, figures, ablation.NOTES)
+
+
 # name -> section(result, results folder for its PNGs) -> markdown, in the README's order
 SECTIONS: dict[str, Callable[[dict[str, Any], Path], str]] = {
     "serving": serving.section,
@@ -155,6 +158,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any], Path], str]] = {
     "validate": validate.section,
     "train": train.section,
     "ablation": ablation.section,
+    "realdata": realdata.section,
     "closed_loop": closed_loop.section,
     "offpolicy": offpolicy.section,
     "simulate": _section_simulate,
@@ -169,6 +173,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ingest": ingest.headline,
     "train": train.headline,
     "ablation": ablation.headline,
+    "realdata": realdata.headline,
     "closed_loop": closed_loop.headline,
     "offpolicy": offpolicy.headline,
     "faults": faults.headline,
@@ -205,8 +210,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("benchmark", choices=["simulate", *MODULES, "report"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seeds", help="ablation only: comma-separated seeds to measure, merged with the "
+                                        "recorded runs of the others")
     args = parser.parse_args(argv)
-    if args.benchmark == "simulate":
+    if args.benchmark == "ablation" and args.seeds:
+        print(f"wrote {bench_ablation_seeds(tuple(int(x) for x in args.seeds.split(',')))}", file=sys.stderr)
+    elif args.benchmark == "simulate":
         print(f"wrote {bench_simulate(args.repeats)}", file=sys.stderr)
     elif args.benchmark in MODULES:
         print(f"wrote {bench_module(args.benchmark)}", file=sys.stderr)
