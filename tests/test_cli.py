@@ -128,8 +128,8 @@ def test_ingest_succeeds_and_summarises(simulated, tmp_path: Path) -> None:
     assert f"requests {summary['lines']['requests']['read']:,} {summary['lines']['requests']['used']:,}" in text
     assert summary["beam_args"] == ["--runner", "DirectRunner", "--direct_running_mode", "in_memory"]
     assert summary["parameters"]["max_dead_letter_share"] == 0.05
-    assert sorted(p.name for p in out.iterdir()) == ["dead_letters", "eval", "items", "retrieval", "summary.json",
-                                                     "train"]
+    assert sorted(p.name for p in out.iterdir()) == ["dead_letters", "eval", "features.yaml", "items", "retrieval",
+                                                     "summary.json", "train"]
 
 
 def test_ingest_over_the_dead_letter_limit_exits_1_with_the_reason(simulated, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def version(tiny_model, clean_world):
 def _query(request_id: str, member_id: str = "m0000001", platform: str = "ios", **member) -> Query:
     return Query(request_id=request_id, member_id=member_id,
                  member={"tenure_days": 40, "country": "US", "preferred_category": "yoga"} | member,
-                 hour_of_day=7, day_of_week=0, platform=platform, day=DAY.toordinal(), k=3)
+                 context={"hour_of_day": 7, "day_of_week": 0, "platform": platform}, day=DAY.toordinal(), k=3)
 
 
 def test_a_page_has_every_row_scored_with_heads_and_propensities(version, tiny_model):

@@ -32,8 +32,9 @@ IDS = [f"m{i:07d}" for i in range(10_000)]
 
 
 def queries(members: list[str], prefix: str = "r") -> list[Query]:
-    return [Query(request_id=f"{prefix}{i}", member_id=m, member={"country": "US"}, hour_of_day=8, day_of_week=0,
-                  platform="ios", day=NOW.date().toordinal(), k=4) for i, m in enumerate(members)]
+    return [Query(request_id=f"{prefix}{i}", member_id=m, member={"country": "US"},
+                  context={"hour_of_day": 8, "day_of_week": 0, "platform": "ios"}, day=NOW.date().toordinal(), k=4)
+            for i, m in enumerate(members)]
 
 
 def instances(name: str, **labels: str) -> float:

@@ -506,7 +506,7 @@ def test_submit_the_daily_check_for_one_day(kfp_api):
 
 @pytest.mark.parametrize(("args", "message"), [
     ([*WEEK, "--param", "nope=1"], ("Invalid value for --param: 'nope' is not a parameter of recloop-weekly; its "
-                                   "parameters: alertmanager_url, beam_args, catalog, end, epochs, gate_config,")),
+                                   "parameters: alertmanager_url, beam_args, catalog, end, epochs, features, gate_config,")),
     ([*WEEK, "--param", "seed=abc"], "--param: parameter seed: expected an integer, got 'abc' (str)"),
     ([*WEEK, "--param", "sample_data=true"], "parameter sample_data: expected a number, got True (bool)"),
     ([*WEEK, "--param", "seed"], "Invalid value for --param: expected KEY=VALUE, got 'seed'"),

@@ -27,7 +27,8 @@ def test_a_valid_payload_becomes_queries_with_defaults():
                    IDS, NOW, ROWS)
     assert (q.request_id, q.member_id, q.k, q.rows, q.day) == ("r0", "m0000001", 10, None, NOW.date().toordinal())
     assert q.member == {"tenure_days": 3, "country": "US", "preferred_category": None}
-    assert (r.k, r.rows, r.platform, r.hour_of_day) == (4, ["quick"], "a-new-platform", 0)  # unseen platform: served
+    # an unseen platform: served
+    assert (r.k, r.rows, r.context["platform"], r.context["hour_of_day"]) == (4, ["quick"], "a-new-platform", 0)
 
 
 def test_each_instance_needs_its_own_request_id():
@@ -76,4 +77,4 @@ def test_fuzzed_payloads_are_queries_or_a_named_refusal_never_a_crash(payload):
     except InvalidRequest as e:
         assert str(e)
     else:
-        assert all(0 <= q.hour_of_day <= 23 and q.member_id for q in queries)
+        assert all(0 <= q.context["hour_of_day"] <= 23 and q.member_id for q in queries)

@@ -17,8 +17,8 @@ NOW = dt.datetime(2026, 1, 19, 8, tzinfo=dt.UTC)
 
 
 def _query(i: int, member: str = "m0000001") -> Query:
-    return Query(request_id=f"r{i}", member_id=member, member={"country": "US"}, hour_of_day=8, day_of_week=0,
-                 platform="ios", day=NOW.date().toordinal(), k=4)
+    return Query(request_id=f"r{i}", member_id=member, member={"country": "US"},
+                 context={"hour_of_day": 8, "day_of_week": 0, "platform": "ios"}, day=NOW.date().toordinal(), k=4)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,8 @@ def test_items_released_after_the_request_day_are_never_served(tiny_model, clean
     assert later
     shown = set()
     for i in range(30):
-        query = Query(request_id=f"r{i}", member_id=f"member-{i}", member={}, hour_of_day=8, day_of_week=1,
-                      platform="ios", day=tuesday.toordinal(), k=10)
+        query = Query(request_id=f"r{i}", member_id=f"member-{i}", member={},
+                      context={"hour_of_day": 8, "day_of_week": 1, "platform": "ios"}, day=tuesday.toordinal(), k=10)
         [page] = s.serve([query], [tuesday])
         shown |= {item["item_id"] for row in page["rows"] for item in row["items"]}
     assert len(shown) > 100 and not shown & later

@@ -94,8 +94,9 @@ def test_value_ranges_match_the_record_bounds():
     assert feature("duration_min").value_range[0] > 0
 
 
-def test_nullable_features_are_the_optional_member_features():
-    assert {f.name for f in FEATURES if f.nullable} == {"tenure_days", "country", "preferred_category"}
+def test_nullable_features_are_the_optional_member_features_and_item_age():
+    # age_days is missing for an item served without a release_date
+    assert {f.name for f in FEATURES if f.nullable} == {"tenure_days", "country", "preferred_category", "age_days"}
 
 
 def test_query_tower_reads_only_member_and_context_features():

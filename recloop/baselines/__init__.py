@@ -6,10 +6,11 @@ the server's fallback (docs/architecture.md, "Layers"), so all three mean the sa
 """
 
 from recloop.baselines.explore import Slot, epsilon_greedy, slot_probability
-from recloop.baselines.popularity import PopularInContext, context_key, daypart
+from recloop.baselines.popularity import NO_HOUR, PopularInContext, context_key, daypart
 from recloop.baselines.usual import MemberProfile, MemberUsual, decay_weights
 
 __all__ = [
+    "NO_HOUR",
     "MemberProfile",
     "MemberUsual",
     "PopularInContext",

@@ -3,6 +3,8 @@
 Sparse contexts back off to the daypart and then to all traffic, so an unseen
 platform (a renamed one, a new client) still gets a sensible ranking instead of
 an error. Ties (items nobody clicked yet) keep the caller's candidate order.
+Data without an hour (a feature declaration with no ``hour`` role) passes
+``NO_HOUR``: every request then falls in one daypart, ``any``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numpy as np
 # hour_of_day -> daypart; the hidden behaviour of the simulator does not use these
 # buckets, they are only the heuristic's notion of "in context".
 _DAYPARTS = np.array(["night"] * 5 + ["morning"] * 7 + ["afternoon"] * 5 + ["evening"] * 5 + ["night"] * 2)
+
+NO_HOUR = -1  # no hour of day is known (features.roles.ABSENT): one daypart for every request
 
 # Weight of each back-off level in the score: exact context, daypart, everything.
 _BACKOFF = (1.0, 0.2, 0.05)
@@ -27,8 +31,12 @@ def daypart(hour_of_day: int) -> str:
 
 
 def context_key(hour_of_day: int, platform: str) -> tuple[str, str]:
-    """The context bucket a request falls in."""
-    return daypart(hour_of_day), platform
+    """The context bucket a request falls in (daypart ``any`` for ``NO_HOUR``)."""
+    return _part(hour_of_day), platform
+
+
+def _part(hour_of_day: int) -> str:
+    return "any" if hour_of_day == NO_HOUR else daypart(hour_of_day)
 
 
 class PopularInContext:
@@ -72,7 +80,7 @@ class PopularInContext:
 
     def scores(self, hour_of_day: int, platform: str, candidates: Sequence[str]) -> np.ndarray:
         """Back-off popularity score of each candidate in this context (0 if never clicked)."""
-        part = daypart(hour_of_day)
+        part = _part(hour_of_day)
         levels = (self._exact.get((part, platform), {}), self._daypart.get(part, {}), self._all)
         out = np.zeros(len(candidates))
         for w, table in zip(_BACKOFF, levels, strict=True):

@@ -31,8 +31,12 @@ def demo(
     """Run the closed loop: simulated members, the real server, the weekly pipeline; print the weekly table."""
     from recloop.cli import demo_page, report
     from recloop.cli.demo_loop import DemoConfig, run
-    from recloop.simulator import SCALES, SimulationConfigError, parse_drift
+    from recloop.simulator import SCALES, SimulationConfigError, check_declaration, parse_drift
 
+    try:
+        check_declaration()  # before anything: the demo's members are simulated
+    except SimulationConfigError as e:
+        raise typer.BadParameter(str(e)) from None
     if scale not in SCALES:
         raise typer.BadParameter(f"expected one of {', '.join(SCALES)}, got {scale!r}", param_hint="--scale")
     drifts = ["unit-bug@2:1"] if drift is None else [d for d in drift if d != "none"]

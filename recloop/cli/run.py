@@ -46,6 +46,7 @@ def run(
 ) -> None:
     """Run the weekly pipeline locally (kfp.local): ingest -> validate -> check -> train -> evaluate ->
     infra-validate -> push. Prints each task's outputs and where the run folder is."""
+    from recloop.features import spec
     from recloop.pipelines import local
     from recloop.pipelines.definitions import daily, weekly
 
@@ -59,12 +60,13 @@ def run(
             "catalog": catalog if catalog is not None else logs, "alertmanager_url": alertmanager_url,
             "epochs": epochs, "seed": seed, "sample_users": sample_users, "sample_data": sample_data,
             "train_config": train_config, "gate_config": gate_config, "validation_config": validation_config,
-            "beam_args": beam_arg or ["--runner", "DirectRunner"]}
+            "beam_args": beam_arg or ["--runner", "DirectRunner"], "features": spec.SOURCE or ""}
     elif pipeline == "daily":
         if not day:
             raise typer.BadParameter("the daily skew check needs --day", param_hint="--day")
         func, arguments = daily(""), {"logs": logs, "registry": registry, "run_state": state, "day": day,
-                                      "alertmanager_url": alertmanager_url, "validation_config": validation_config}
+                                      "alertmanager_url": alertmanager_url, "validation_config": validation_config,
+                                      "features": spec.SOURCE or ""}
     else:
         raise typer.BadParameter(f"expected weekly or daily, got {pipeline!r}", param_hint="--pipeline")
     with console.status(f"{func.name}: starting") as status:

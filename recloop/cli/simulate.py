@@ -26,9 +26,13 @@ def simulate(
     overwrite: Annotated[bool, typer.Option(help="replace an earlier simulation in --out")] = False,
 ) -> None:
     """Simulate members on a streaming-fitness platform and write their logs."""
-    from recloop.simulator import SCALES, SimulationConfigError, parse_drift
+    from recloop.simulator import SCALES, SimulationConfigError, check_declaration, parse_drift
     from recloop.simulator import simulate as run
 
+    try:
+        check_declaration()  # before anything: the simulator generates the default features only
+    except SimulationConfigError as e:
+        raise typer.BadParameter(str(e)) from None
     if scale not in SCALES:
         raise typer.BadParameter(f"expected one of {', '.join(SCALES)}, got {scale!r}", param_hint="--scale")
     try:

@@ -35,11 +35,16 @@ def validate(
     state: State = None,
 ) -> None:
     """Validate an ingested span with TFDV: schema, skew and drift. Exits 3 on a blocking anomaly."""
+    from recloop.features.recorded import DeclarationMismatch
     from recloop.validation.run import validate as run
 
-    with storage.local_views([data, previous, reference_stats]) as (local, prev, reference):  # TFDV: local paths
-        verdict = run(local, local_out(out, "--out"), previous=prev, reference_stats=reference, schema_path=schema,
-                      config_path=config, alertmanager=alertmanager, state_dir=state)
+    try:
+        with storage.local_views([data, previous, reference_stats]) as (local, prev, reference):  # TFDV: local paths
+            verdict = run(local, local_out(out, "--out"), previous=prev, reference_stats=reference,
+                          schema_path=schema, config_path=config, alertmanager=alertmanager, state_dir=state)
+    except DeclarationMismatch as e:
+        console.print(f"[red]validation failed:[/red] {e}")
+        raise typer.Exit(1) from None
     _report(verdict, out, state)
 
 

@@ -4,6 +4,11 @@ Kubeflow UI shows (Metrics, Markdown, HTML).
 Lightweight Python components are hermetic: imports live in the body, which runs
 in recloop's own image on a cluster (built from the repository's Dockerfile) and
 in the current environment under ``kfp.local``. The logic is in ``steps``.
+
+Each task that reads or writes data runs in a process of its own, so it takes the
+feature declaration as a parameter (``features``: a URI, "" for the default one)
+and puts it into ``RECLOOP_FEATURES`` before importing recloop, which reads it
+once at import (``features.spec``).
 """
 
 from kfp import dsl
@@ -18,11 +23,13 @@ component = dsl.component(base_image=IMAGE_UNSET, install_kfp_package=False)  # 
 @component
 def ingest(logs: str, start: str, end: str, scheduled_time: str, span_clock: str, sample_users: float,
            sample_data: float, max_dead_letter_share: float, beam_args: list, examples: Output[Dataset],
-           metrics: Output[Metrics], summary: Output[Markdown]):
+           metrics: Output[Metrics], summary: Output[Markdown], features: str = ""):
     """Beam: one span of request logs and events -> labelled examples, dead letters, reconciled counts."""
     import datetime as dt
     import os
     import time
+
+    os.environ["RECLOOP_FEATURES"] = features  # before recloop is imported: read once per process
 
     from recloop.components import publish, steps
 
@@ -40,9 +47,12 @@ def ingest(logs: str, start: str, end: str, scheduled_time: str, span_clock: str
 @component
 def validate(examples: Input[Dataset], run_state: str, registry: str, alertmanager_url: str, config: str,
              validation: Output[Artifact], statistics: Output[HTML], anomalies: Output[HTML],
-             anomaly_table: Output[Markdown], metrics: Output[Metrics]):
+             anomaly_table: Output[Markdown], metrics: Output[Metrics], features: str = ""):
     """TFDV: statistics, schema, skew vs production, drift vs the previous span, alerts. Always succeeds."""
+    import os
     import time
+
+    os.environ["RECLOOP_FEATURES"] = features
 
     from recloop.components import publish, steps
 
@@ -62,8 +72,12 @@ def check(validation: Input[Artifact]) -> str:
 
 @component
 def train(examples: Input[Dataset], validation: Input[Artifact], config: str, epochs: int, seed: int,
-          model: Output[Model], metrics: Output[Metrics], card: Output[Markdown]):
+          model: Output[Model], metrics: Output[Metrics], card: Output[Markdown], features: str = ""):
     """TFRS two-tower retrieval + DCN ranking, exported with the serving tables and the skew reference."""
+    import os
+
+    os.environ["RECLOOP_FEATURES"] = features
+
     from recloop.components import publish, steps
 
     model_card = steps.train(examples.path, validation.path, model.path, config, epochs, seed)
@@ -72,9 +86,13 @@ def train(examples: Input[Dataset], validation: Input[Artifact], config: str, ep
 
 @component
 def evaluate(model: Input[Model], examples: Input[Dataset], registry: str, config: str, catalog: str,
-             blessing: Output[Artifact], summary: Output[Markdown], plots: Output[HTML], metrics: Output[Metrics]):
+             blessing: Output[Artifact], summary: Output[Markdown], plots: Output[HTML], metrics: Output[Metrics],
+             features: str = ""):
     """The gate: candidate vs production vs popularity on the held-out day; writes the blessing (data)."""
+    import os
     import time
+
+    os.environ["RECLOOP_FEATURES"] = features
 
     from recloop.components import publish, steps
 
@@ -85,9 +103,13 @@ def evaluate(model: Input[Model], examples: Input[Dataset], registry: str, confi
 
 @component
 def infra_validate(model: Input[Model], blessing: Input[Artifact], examples: Input[Dataset], catalog: str,
-                   requests: int, p99_ms: float, infra_blessing: Output[Artifact], metrics: Output[Metrics]):
+                   requests: int, p99_ms: float, infra_blessing: Output[Artifact], metrics: Output[Metrics],
+                   features: str = ""):
     """The real server loads the candidate on 127.0.0.1 and answers canned requests (skipped if not blessed)."""
+    import os
     import time
+
+    os.environ["RECLOOP_FEATURES"] = features  # the server it starts inherits it
 
     from recloop.components import publish, steps
 
@@ -114,10 +136,13 @@ def push(model: Input[Model], blessing: Input[Artifact], infra_blessing: Input[A
 @component
 def monitor(logs: str, day: str, scheduled_time: str, span_clock: str, registry: str, run_state: str,
             alertmanager_url: str, config: str, validation: Output[Artifact], statistics: Output[HTML],
-            anomalies: Output[HTML], anomaly_table: Output[Markdown], metrics: Output[Metrics]):
+            anomalies: Output[HTML], anomaly_table: Output[Markdown], metrics: Output[Metrics], features: str = ""):
     """The daily skew check: one day of serving logs vs the production model's training statistics."""
     import datetime as dt
+    import os
     import time
+
+    os.environ["RECLOOP_FEATURES"] = features
 
     from recloop.components import publish, steps
 

@@ -1,9 +1,10 @@
 """The log contract: feature spec, log record types, partitions, tf.Example encoding.
 
 Everything that crosses a process boundary in recloop (the server's request log,
-client events, ingest's training examples) is defined here, once. This package
-imports nothing else of recloop's. ``examples`` imports TensorFlow and is not
-re-exported, so reading logs stays cheap.
+client events, ingest's training examples) is defined here, once, from the feature
+declaration (``declaration``: ``features.yaml`` or ``RECLOOP_FEATURES``). This
+package imports nothing else of recloop's but ``storage``. ``examples`` imports
+TensorFlow and is not re-exported, so reading logs stays cheap.
 """
 
 from recloop.features.records import (

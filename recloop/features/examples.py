@@ -43,8 +43,8 @@ _ARROW = {str: pa.large_list(pa.large_binary()), int: pa.large_list(pa.int64()),
 
 # Where each column lives in a request record.
 _MEMBER = tuple(f.name for f in features_for(group="member"))  # request["member"], nullable ones may be absent
-_CONTEXT = tuple(f.name for f in features_for(group="context"))  # request["context"]
-_ITEM = tuple(f.name for f in features_for(group="item") if f.name != "item_id")  # impressions[].item
+_CONTEXT = tuple(f.name for f in features_for(group="context"))  # request["context"], nullable ones may be absent
+_ITEM = tuple(f.name for f in features_for(group="item") if f.name != "item_id")  # impressions[].item, or absent
 _IMPRESSION = ("item_id", *(f.name for f in features_for(group="impression")), "row", "score", "propensity")
 _REQUEST = ("request_id", "model_version")  # and ts, as unix seconds
 
@@ -52,7 +52,7 @@ _REQUEST = ("request_id", "model_version")  # and ts, as unix seconds
 def flatten(request: RequestRecord, impression: Impression) -> dict[str, Any]:
     """Model inputs and metadata of one impression, exactly as served (no labels).
 
-    A nullable member feature left out of the record is ``None`` here.
+    A nullable feature left out of the record is ``None`` here.
     """
     return _request_part(request) | _impression_part(impression)
 
@@ -66,7 +66,7 @@ def flatten_all(request: RequestRecord) -> list[dict[str, Any]]:
 def _request_part(request: RequestRecord) -> dict[str, Any]:
     member, context = request["member"], request["context"]
     out = {name: member.get(name) for name in _MEMBER}
-    out.update((name, context[name]) for name in _CONTEXT)
+    out.update((name, context.get(name)) for name in _CONTEXT)
     out.update((name, request[name]) for name in _REQUEST)
     out["ts"] = unix_seconds(request["ts"])
     return out
@@ -74,7 +74,7 @@ def _request_part(request: RequestRecord) -> dict[str, Any]:
 
 def _impression_part(impression: Impression) -> dict[str, Any]:
     item = impression["item"]
-    out = {name: item[name] for name in _ITEM}
+    out = {name: item.get(name) for name in _ITEM}
     out.update((name, impression[name]) for name in _IMPRESSION)
     return out
 
@@ -109,14 +109,14 @@ class ExampleColumns:
         for name in _MEMBER:
             cols[name] += [member.get(name)] * k
         for name in _CONTEXT:
-            cols[name] += [context[name]] * k
+            cols[name] += [context.get(name)] * k
         for name in _REQUEST:
             cols[name] += [request[name]] * k
         cols["ts"] += [unix_seconds(request["ts"])] * k
         for name in _IMPRESSION:
             cols[name] += [imp[name] for imp in shown]
         for name in _ITEM:
-            cols[name] += [imp["item"][name] for imp in shown]
+            cols[name] += [imp["item"].get(name) for imp in shown]
         labels = labels or {}
         for name in LABEL_COLUMNS:
             values = labels.get(name)

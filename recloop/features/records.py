@@ -3,7 +3,9 @@
 The request record carries the exact features the server used, so training
 reads them instead of re-deriving them (docs/architecture.md, "Data contract"). Parsing is
 strict on structure and types (a string where a number belongs is an error) and
-lenient on domains (an unseen platform is valid: validation reports it).
+lenient on domains (an unseen platform is valid: validation reports it). The
+member, context and item objects hold the declared features (``spec``), so their
+types are built from the declaration at import.
 
 Records are plain dicts checked against ``TypedDict`` schemas by pydantic: a
 request holds ~20 nested objects, and building model instances for them made
@@ -22,6 +24,8 @@ import orjson
 import pydantic
 from pydantic import BeforeValidator, ConfigDict, Field, PlainSerializer, TypeAdapter, with_config
 from typing_extensions import TypedDict
+
+from recloop.features.spec import Feature, feature, features_for
 
 EVENT_TYPES = ("click", "start", "complete", "like")
 
@@ -50,35 +54,40 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 _STRICT = with_config(ConfigDict(strict=True, extra="forbid"))
 
 
-@_STRICT
-class MemberFeatures(TypedDict):
-    """Static member features, as the server received them (each may be null or absent)."""
+def contract_type(f: Feature) -> Any:
+    """The type a record field of a declared feature has: strict on structure and type, lenient on domain.
 
-    member_id: NonEmpty
-    tenure_days: NotRequired[Annotated[int, Field(ge=0)] | None]
-    country: NotRequired[str | None]
-    preferred_category: NotRequired[str | None]
-
-
-@_STRICT
-class Context(TypedDict):
-    """Request context: the reason inference is online."""
-
-    hour_of_day: Annotated[int, Field(ge=0, le=23)]
-    day_of_week: Annotated[int, Field(ge=0, le=6)]
-    platform: NonEmpty
+    A string is non-empty unless the feature is nullable; a number is >= 0 (the models read -1 as missing),
+    > 0 when ``strictly_positive``, and inside ``value_range`` when a slot per value encodes it (an hour of 25
+    has no slot); a nullable feature may be null or absent.
+    """
+    if f.kind == "categorical":
+        base: Any = str if f.nullable else NonEmpty
+    elif f.buckets == "per_value" and f.value_range:
+        base = Annotated[f.dtype, Field(ge=f.value_range[0], le=f.value_range[1])]
+    else:
+        base = Annotated[f.dtype, Field(gt=0) if f.strictly_positive else Field(ge=0)]
+    return NotRequired[base | None] if f.nullable else base
 
 
-@_STRICT
-class ItemFeatures(TypedDict):
-    """Item metadata as served with an impression (the item id is on the impression)."""
+def _record(name: str, doc: str, fields: dict[str, Any]) -> Any:
+    """A strict ``TypedDict`` built from the declaration (the features are known only at import)."""
+    record = TypedDict(name, fields)  # type: ignore[operator]
+    record.__doc__ = doc
+    return _STRICT(record)
 
-    category: NonEmpty
-    creator: NonEmpty
-    duration_min: Annotated[float, Field(gt=0)]
-    language: NonEmpty
-    release_date: dt.date
-    age_days: Annotated[int, Field(ge=0)]
+
+MemberFeatures = _record(
+    "MemberFeatures", "Static member features, as the server received them (nullable ones may be null or absent).",
+    {f.name: contract_type(f) for f in features_for(group="member")})
+Context = _record(
+    "Context", "Request context: the reason inference is online.",
+    {f.name: contract_type(f) for f in features_for(group="context")})
+# the item id is on the impression; release_date is the item's fixed metadata that age_days is measured from
+ItemFeatures = _record(
+    "ItemFeatures", "Item metadata as served with an impression (the item id is on the impression).",
+    {**{f.name: contract_type(f) for f in features_for(group="item") if f.name not in ("item_id", "age_days")},
+     "release_date": NotRequired[dt.date | None], "age_days": contract_type(feature("age_days"))})
 
 
 @_STRICT
@@ -214,31 +223,28 @@ class ImpressionColumns(NamedTuple):
     row: list[str]
     score: list[float]
     propensity: list[float]
-    category: list[str]
-    creator: list[str]
-    duration_min: list[float]
-    language: list[str]
-    release_date: list[str]  # ISO date
-    age_days: list[int]
+    item: Mapping[str, list[Any]]  # every declared item feature by name (None: missing)
+    release_date: list[str | None]  # ISO date
+    age_days: list[int | None]
 
 
 def format_request(request_id: str, ts: dt.datetime, model_version: str, member_id: str, member: Mapping[str, Any],
-                   hour_of_day: int, day_of_week: int, platform: str, shown: ImpressionColumns) -> str:
+                   context: Mapping[str, Any], shown: ImpressionColumns) -> str:
     """The request record of a served page as one JSON line, what ``parse_request`` reads back.
 
-    ``member`` is the declared member features exactly as received. The server writes one line per
+    ``member`` and ``context`` are the declared features exactly as received. The server writes one line per
     answer, so the record is built as plain dicts and dumped by orjson, without validation.
     """
+    names = list(shown.item)
+    metadata = zip(*(shown.item[n] for n in names)) if names else [()] * len(shown.item_id)
     impressions = [
         {"item_id": item_id, "position": position, "row": row, "score": score, "propensity": propensity,
-         "item": {"category": category, "creator": creator, "duration_min": duration, "language": language,
-                  "release_date": release, "age_days": age}}
-        for item_id, position, row, score, propensity, category, creator, duration, language, release, age
-        in zip(*shown, strict=True)]
+         "item": {**dict(zip(names, values)), "release_date": release, "age_days": age}}
+        for item_id, position, row, score, propensity, values, release, age
+        in zip(shown.item_id, shown.position, shown.row, shown.score, shown.propensity, metadata,
+               shown.release_date, shown.age_days, strict=True)]
     record = {"request_id": request_id, "ts": format_ts(ts), "model_version": model_version,
-              "member": {"member_id": member_id, **member},
-              "context": {"hour_of_day": hour_of_day, "day_of_week": day_of_week, "platform": platform},
-              "impressions": impressions}
+              "member": {"member_id": member_id, **member}, "context": dict(context), "impressions": impressions}
     return orjson.dumps(record).decode("utf-8")
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from recloop.features.examples import ExampleColumns, unix_seconds
 from recloop.features.records import EventRecord, RecordError, RequestRecord, parse_event, parse_request
+from recloop.features.spec import features_for
 from recloop.ingest.labels import label_request
 from recloop.ingest.progress import report
 from recloop.ingest.read import NAMESPACE, Chunk, Span, bucket_of, request_id_of, unpack
@@ -207,16 +208,23 @@ def _note_items(seen: dict[str, list], request: RequestRecord, kept: list[int]) 
 
 
 def _item_summaries(seen: dict[str, list]) -> dict[str, dict[str, Any]]:
-    return {item_id: {"item_id": item_id, **meta, "release_date": meta["release_date"].isoformat(),
+    return {item_id: {"item_id": item_id, **{k: meta.get(k) for k in _METADATA}, "release_date": _iso(meta),
                       "impressions": n, "first_served": first, "last_served": last}
             for item_id, (n, first, last, meta) in seen.items()}
 
 
-_METADATA = ("category", "creator", "duration_min", "language", "release_date", "age_days")
+def _iso(item: dict[str, Any]) -> str | None:
+    release = item.get("release_date")
+    return None if release is None else release.isoformat()
+
+
+# the item metadata as served: the declared item features, the release date and the age it gives
+_METADATA = (*(f.name for f in features_for(group="item") if f.name not in ("item_id", "age_days")),
+             "release_date", "age_days")
 
 
 def _metadata(item: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(item[k]) for k in _METADATA)
+    return tuple(str(item.get(k)) for k in _METADATA)
 
 
 def merge_item(items: dict[str, dict[str, Any]], item: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recloop import storage
-from recloop.features import logs
+from recloop.features import logs, recorded
 from recloop.ingest import progress
 from recloop.ingest.read import NAMESPACE, Span, bucket_count, plan_inputs
 from recloop.ingest.summary import IngestError, check, summarize
@@ -125,6 +125,7 @@ def run(config: IngestConfig, beam_args: Sequence[str] = (),
             fs.rm(f"{staging}/{scratch}", recursive=True)
     for folder in OUTPUT_DIRS:  # present even when empty, so readers need no special case
         fs.makedirs(f"{staging}/{folder}", exist_ok=True)
+    recorded.write(url(staging))  # the feature declaration the examples follow: the trainer checks it
     wall = time.perf_counter() - t0
     summary = summarize(counters, distinct, {
         "status": "ok", "span": _span_facts(config), "parameters": config.model_dump(mode="json"),

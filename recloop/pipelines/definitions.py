@@ -81,6 +81,7 @@ def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
         beam_args: list = ["--runner", "DirectRunner"],  # noqa: B006 - a KFP parameter default, never mutated
         infra_requests: int = 200,
         infra_p99_ms: float = 250.0,
+        features: str = "",
     ):
         """Args (pipeline parameters):
           logs: the logs root (requests/, events/ by dt=; catalog/ feeds), any fsspec URI.
@@ -95,21 +96,27 @@ def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
           sample_users, sample_data: eval members / training examples kept (quick iteration).
           beam_args: Beam pipeline options for ingest (e.g. --runner DataflowRunner --project P --region R).
           infra_requests, infra_p99_ms: infra validation's canned requests and latency budget.
+          features: the feature declaration (a YAML URI; empty: recloop's default), set as RECLOOP_FEATURES in
+            every task that reads or writes data (docs/architecture.md, "Declaring your own features").
         """
         ingest = _on_cluster(c.ingest(logs=logs, start=start, end=end, scheduled_time=scheduled_time,
                                       span_clock=span_clock, sample_users=sample_users, sample_data=sample_data,
-                                      max_dead_letter_share=max_dead_letter_share, beam_args=beam_args), resources, env)
+                                      max_dead_letter_share=max_dead_letter_share, beam_args=beam_args,
+                                      features=features), resources, env)
         validate = _on_cluster(c.validate(examples=ingest.outputs["examples"], run_state=run_state,
                                           registry=registry, alertmanager_url=alertmanager_url,
-                                          config=validation_config), resources, env)
+                                          config=validation_config, features=features), resources, env)
         check = _on_cluster(c.check(validation=validate.outputs["validation"]), resources, env)
         train = _on_cluster(c.train(examples=ingest.outputs["examples"], validation=validate.outputs["validation"],
-                                    config=train_config, epochs=epochs, seed=seed).after(check), resources, env)
+                                    config=train_config, epochs=epochs, seed=seed, features=features).after(check),
+                           resources, env)
         evaluate = _on_cluster(c.evaluate(model=train.outputs["model"], examples=ingest.outputs["examples"],
-                                          registry=registry, config=gate_config, catalog=catalog), resources, env)
+                                          registry=registry, config=gate_config, catalog=catalog, features=features),
+                               resources, env)
         infra = _on_cluster(c.infra_validate(model=train.outputs["model"], blessing=evaluate.outputs["blessing"],
                                              examples=ingest.outputs["examples"], catalog=catalog,
-                                             requests=infra_requests, p99_ms=infra_p99_ms), resources, env)
+                                             requests=infra_requests, p99_ms=infra_p99_ms, features=features),
+                            resources, env)
         _on_cluster(c.push(model=train.outputs["model"], blessing=evaluate.outputs["blessing"],
                            infra_blessing=infra.outputs["infra_blessing"], registry=registry), resources, env)
 
@@ -122,13 +129,13 @@ def daily(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
 
     @dsl.pipeline(name=DAILY, description="recloop: yesterday's serving logs vs production's training statistics")
     def daily_pipeline(logs: str, registry: str, run_state: str, day: str = "", span_clock: str = "scheduled",
-                       alertmanager_url: str = "", validation_config: str = ""):
+                       alertmanager_url: str = "", validation_config: str = "", features: str = ""):
         """day: the day checked (YYYY-MM-DD); empty on a schedule: the day before the scheduled time (or the
-        run's start, with span_clock ``run-start``: see the weekly pipeline)."""
+        run's start, with span_clock ``run-start``: see the weekly pipeline); features: as the weekly's."""
         monitor = _on_cluster(c.monitor(logs=logs, day=day, scheduled_time=scheduled_time, span_clock=span_clock,
                                         registry=registry,
                                         run_state=run_state, alertmanager_url=alertmanager_url,
-                                        config=validation_config), resources, env)
+                                        config=validation_config, features=features), resources, env)
         _on_cluster(c.check(validation=monitor.outputs["validation"]), resources, env)
 
     return daily_pipeline

@@ -23,13 +23,16 @@ import numpy as np
 
 from recloop import storage
 from recloop.baselines import MemberProfile, PopularInContext, context_key
-from recloop.features import logs
-from recloop.features.catalog import QUERY_INPUTS, candidate_inputs, embed
-from recloop.features.spec import LABELS, feature, missing_value
+from recloop.features import logs, recorded, roles
+from recloop.features.catalog import QUERY_INPUTS, RANKING_INPUTS, candidate_inputs, embed
+from recloop.features.spec import LABELS, feature, features_for, missing_value
 from recloop.serving.registry import read_card
 from recloop.serving.rows import Candidates, Impression, RowsConfig, fill
 
-MEMBER_FIELDS = ("tenure_days", "country", "preferred_category")
+MEMBER_FIELDS = tuple(f.name for f in features_for(group="member") if f.name != "member_id")  # declared
+CONTEXT_FIELDS = tuple(f.name for f in features_for(group="context"))
+# what the models read of a request, in spec order: the member id and the declared member and context inputs
+REQUEST_INPUTS = tuple(n for n in ("member_id", *MEMBER_FIELDS, *CONTEXT_FIELDS) if n in {*QUERY_INPUTS, *RANKING_INPUTS})
 MAX_CONTEXTS = 256
 
 
@@ -39,13 +42,16 @@ class Query:
 
     request_id: str
     member_id: str
-    member: Mapping[str, Any]  # MEMBER_FIELDS; a missing one is None
-    hour_of_day: int
-    day_of_week: int
-    platform: str
+    member: Mapping[str, Any]  # MEMBER_FIELDS as received; a missing one is absent or None
+    context: Mapping[str, Any]  # CONTEXT_FIELDS as received
     day: int  # date ordinal of the request
     k: int = 10
     rows: Sequence[str] | None = None
+
+    @property
+    def popular_context(self) -> tuple[int, str]:
+        """The hour and platform popularity is looked up by (the declared roles; ``features.roles``)."""
+        return roles.value("hour", self.context), roles.value("platform", self.context)
 
 
 @dataclass(frozen=True)
@@ -142,12 +148,15 @@ def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.da
     Raises:
       OSError, ValueError: from TensorFlow or the tables when the version is broken;
         the server treats any exception here as "this version failed to load".
+      recorded.DeclarationMismatch: the version was trained under another feature declaration.
     """
     import tensorflow as tf
 
     # TensorFlow loads SavedModels from local paths (not s3://): a remote version is copied here for the load;
     # once loaded, the models live in memory and the copy can go
     with storage.local_view(version_dir) as local:
+        recorded.check(local, "model", shown=version_dir)  # its inputs must mean what this server's requests hold
+
         def signature(name: str) -> Any:
             return tf.saved_model.load(posixpath.join(local, name)).signatures["serving_default"]
 
@@ -168,16 +177,16 @@ def _encoded(values: np.ndarray) -> np.ndarray:
 
 
 def query_inputs(queries: Sequence[Query]) -> dict[str, np.ndarray]:
-    """The query tower's raw inputs; a missing member feature becomes ``missing_value``."""
-    cols: dict[str, list[Any]] = {n: [] for n in QUERY_INPUTS}
+    """The raw inputs the models read of each request (``REQUEST_INPUTS``); a missing feature becomes
+    ``missing_value``."""
+    cols: dict[str, list[Any]] = {n: [] for n in REQUEST_INPUTS}
+    missing = {n: missing_value(feature(n).dtype) for n in REQUEST_INPUTS}
+    members = set(MEMBER_FIELDS)
     for q in queries:
         cols["member_id"].append(q.member_id)
-        for name in MEMBER_FIELDS:
-            value = q.member.get(name)
-            cols[name].append(missing_value(feature(name).dtype) if value is None else value)
-        cols["hour_of_day"].append(q.hour_of_day)
-        cols["day_of_week"].append(q.day_of_week)
-        cols["platform"].append(q.platform)
+        for name in REQUEST_INPUTS[1:]:
+            value = (q.member if name in members else q.context).get(name)
+            cols[name].append(missing[name] if value is None else value)
     kinds = {str: str, int: np.int64, float: np.float32}
     return {n: _encoded(np.array(v, dtype=kinds[feature(n).dtype])) for n, v in cols.items()}
 
@@ -186,7 +195,7 @@ def retrieve(version: Version, queries: Sequence[Query], inputs: Mapping[str, np
              popular_top: int) -> list[np.ndarray]:
     """Per query, catalog indices of its pool: the best ``candidates`` by dot product and the context's
     ``popular_top`` most popular items."""
-    q = embed(version.query_tower, inputs)
+    q = embed(version.query_tower, {n: inputs[n] for n in QUERY_INPUTS})
     days = np.array([query.day for query in queries])
     scores = np.empty((len(queries), len(version.catalog["item_id"])), dtype=np.float32)
     for day in np.unique(days):
@@ -202,7 +211,7 @@ def retrieve(version: Version, queries: Sequence[Query], inputs: Mapping[str, np
         np.arange(scores.shape[1]), (len(queries), 1))
     pools = []
     for i, query in enumerate(queries):
-        order = version.tables.popular_order(query.hour_of_day, query.platform)
+        order = version.tables.popular_order(*query.popular_context)
         top = order[release[order] <= query.day][:popular_top]
         pool = np.union1d(best[i], top)
         pools.append(pool[release[pool] <= query.day])
@@ -218,8 +227,8 @@ def rank(version: Version, queries: Sequence[Query], inputs: Mapping[str, np.nda
     index = np.concatenate(pools)
     rows = np.repeat(np.arange(len(queries)), sizes)
     days = np.repeat(np.array([query.day for query in queries]), sizes)
-    items = candidate_inputs({n: v[index] for n, v in version.encoded.items()}, days)
-    pairs = {n: v[rows] for n, v in inputs.items()} | items
+    items = candidate_inputs({n: v[index] for n, v in version.encoded.items()}, days, RANKING_INPUTS)
+    pairs = {n: v[rows] for n, v in inputs.items() if n in RANKING_INPUTS} | items
     out = version.ranker(**{k: tf.constant(v) for k, v in pairs.items()})
     parts = {k: np.split(v.numpy(), np.cumsum(sizes)[:-1]) for k, v in out.items()}
     return [{k: parts[k][i] for k in parts} for i in range(len(pools))]
@@ -253,11 +262,8 @@ def candidates(version: Version, queries: Sequence[Query], config: RowsConfig,
     out = []
     cat = version.catalog
     for query, pool_index, s in zip(queries, pools, scored, strict=True):
-        popular = version.popular_scores(query.hour_of_day, query.platform)[pool_index]
-        out.append(Candidates(item_id=cat["item_id"][pool_index], category=cat["category"][pool_index],
-                              creator=cat["creator"][pool_index], duration_min=cat["duration_min"][pool_index],
-                              release_day=cat["release_day"][pool_index], score=s["score"],
-                              heads={h: s[h] for h in LABELS}, popularity=popular, index=pool_index))
+        popular = version.popular_scores(*query.popular_context)[pool_index]
+        out.append(Candidates.from_catalog(cat, pool_index, s["score"], {h: s[h] for h in LABELS}, popular))
     return out
 
 
@@ -272,22 +278,18 @@ def heuristic_pages(tables: Heuristic, queries: Sequence[Query], config: RowsCon
     pages = []
     for query in queries:
         released = np.flatnonzero(cat["release_day"] <= query.day)
-        popular = tables.popular_scores(query.hour_of_day, query.platform)[released]
+        popular = tables.popular_scores(*query.popular_context)[released]
         order = np.lexsort((-cat["release_day"][released], -popular))[:pool_size]
         index, popular = released[order], popular[order]
         score = popular / popular[0] if len(popular) and popular[0] > 0 else np.zeros(len(index))
-        pool = Candidates(item_id=cat["item_id"][index], category=cat["category"][index],
-                          creator=cat["creator"][index], duration_min=cat["duration_min"][index],
-                          release_day=cat["release_day"][index], score=score, heads={}, popularity=popular,
-                          index=index)
-        pages.append(_page(query, pool, tables, config))
+        pages.append(_page(query, Candidates.from_catalog(cat, index, score, {}, popular), tables, config))
     return pages
 
 
 def _page(query: Query, pool: Candidates, tables: Heuristic, config: RowsConfig) -> Page:
     rng = np.random.default_rng(list(query.request_id.encode("utf-8")))
     impressions = fill(pool, config, query.k, tables.profiles.get(query.member_id),
-                       query.member.get("preferred_category"), query.day, rng, query.rows)
+                       roles.value("preferred_category", query.member), query.day, rng, query.rows)
     return Page(query=query, impressions=impressions, pool=pool)
 
 

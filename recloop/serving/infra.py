@@ -31,6 +31,7 @@ from recloop.features import logs
 from recloop.features.catalog import item_columns, read_items
 from recloop.features.records import RecordError, format_ts, parse_request
 from recloop.serving.clock import TIME_HEADER
+from recloop.serving.funnel import CONTEXT_FIELDS, MEMBER_FIELDS
 from recloop.serving.registry import read_card
 from recloop.serving.rows import RowsConfig
 
@@ -52,11 +53,10 @@ def canned_requests(data: str, n: int) -> list[tuple[dt.datetime, dict[str, Any]
         ex = from_tf_example(record.numpy())
         if ex["request_id"] in seen:
             continue
-        member = {k: ex[k] for k in ("tenure_days", "country", "preferred_category") if ex.get(k) is not None}
+        member = {k: ex[k] for k in MEMBER_FIELDS if ex.get(k) is not None}  # a missing one is left out
+        context = {k: ex[k] for k in CONTEXT_FIELDS if ex.get(k) is not None}
         seen[ex["request_id"]] = (dt.datetime.fromtimestamp(ex["ts"], dt.UTC), {
-            "member_id": ex["member_id"], "member": member,
-            "context": {"hour_of_day": ex["hour_of_day"], "day_of_week": ex["day_of_week"], "platform": ex["platform"]},
-            "k": 10})
+            "member_id": ex["member_id"], "member": member, "context": context, "k": 10})
         if len(seen) >= n:
             break
     return sorted(seen.values(), key=lambda r: r[0])
@@ -155,7 +155,7 @@ def validate(model: str, out: str, data: str | None = None, catalog: str | None 
                                   (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))}
         _stop(proc)
         logged = _logged(os.path.join(work, "logs"))
-        expected = 1 + 10 + len(canned)
+        expected = 1 + len(canned[:10]) + len(canned)  # the first answer, the warm-up, the timed ones
         blessing["logged_records"] = logged
         if logged != expected:
             raise _Failed(f"the request log holds {logged} valid records for {expected} answers")

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from recloop.features.catalog import DECLARED, NO_RELEASE
 from recloop.features.records import ImpressionColumns, format_request
-from recloop.features.spec import LABELS
+from recloop.features.spec import LABELS, Feature, missing_value
 from recloop.serving.funnel import Page
 
 
@@ -54,17 +55,26 @@ def log_line(page: Page, version: str, ts: dt.datetime, catalog: Mapping[str, np
     """The request record of a served page (the log contract), as one JSON line: the member and context
     exactly as received, every impression with the item metadata as served.
 
-    ``catalog`` is the served catalog's columns and ``release_date`` the ISO date of each of its items.
+    ``catalog`` is the served catalog's columns and ``release_date`` the ISO date of each of its items (None:
+    unknown, and then so is the item's age).
     """
     q, pool, imps = page.query, page.pool, page.impressions
     assert pool.index is not None
     index = [imp.index for imp in imps]
     rows = pool.index[index]  # the catalog row of each impression: its metadata as served
+    release_day = catalog["release_day"][rows]
     shown = ImpressionColumns(
         item_id=catalog["item_id"][rows].tolist(), position=[imp.position for imp in imps],
         row=[imp.row for imp in imps], score=pool.score[index].tolist(), propensity=[imp.propensity for imp in imps],
-        category=catalog["category"][rows].tolist(), creator=catalog["creator"][rows].tolist(),
-        duration_min=catalog["duration_min"][rows].tolist(), language=catalog["language"][rows].tolist(),
-        release_date=release_date[rows].tolist(), age_days=(q.day - catalog["release_day"][rows]).tolist())
-    return format_request(q.request_id, ts, version, q.member_id, q.member, q.hour_of_day, q.day_of_week, q.platform,
-                          shown)
+        item={f.name: _as_served(f, catalog[f.name][rows].tolist()) for f in DECLARED},
+        release_date=release_date[rows].tolist(),
+        age_days=[None if r == NO_RELEASE else q.day - r for r in release_day.tolist()])
+    return format_request(q.request_id, ts, version, q.member_id, q.member, q.context, shown)
+
+
+def _as_served(f: Feature, values: list) -> list:
+    """A nullable feature's missing value in the catalog columns is a null in the log, as the feed had it."""
+    if not f.nullable:
+        return values
+    missing = missing_value(f.dtype)
+    return [None if v == missing else v for v in values]

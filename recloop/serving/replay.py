@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from recloop.baselines import slot_probability
+from recloop.features import roles
 from recloop.features.catalog import item_columns, read_items, snapshot
-from recloop.serving.funnel import MEMBER_FIELDS, Query, candidates, load_version
+from recloop.serving.funnel import CONTEXT_FIELDS, MEMBER_FIELDS, Query, candidates, load_version
 from recloop.serving.rows import RowsConfig, slot_rankings
 
 # the impression columns a replay reads (ingest's example columns carry them all)
-COLUMNS = ("request_id", "ts", "member_id", *MEMBER_FIELDS, "hour_of_day", "day_of_week", "platform", "item_id",
-           "position", "row")
+COLUMNS = ("request_id", "ts", "member_id", *MEMBER_FIELDS, *CONTEXT_FIELDS, "item_id", "position", "row")
 BATCH = 256  # requests per funnel call
 
 
@@ -90,8 +90,8 @@ def target_probabilities(version_dir: str, impressions: Mapping[str, np.ndarray]
             for query, r, pool in zip(queries, rows, candidates(version, queries, config), strict=True):
                 index = {item: i for i, item in enumerate(pool.item_id.tolist())}
                 profile = version.profiles.get(query.member_id)
-                rankings, _ = slot_rankings(pool, config, query.k, profile, query.member.get("preferred_category"),
-                                            query.day, query.rows)
+                rankings, _ = slot_rankings(pool, config, query.k, profile,
+                                            roles.value("preferred_category", query.member), query.day, query.rows)
                 taken: list[int] = []
                 for j in r:  # in position order
                     item = index.get(impressions["item_id"][j])
@@ -128,5 +128,5 @@ def _query(impressions: Mapping[str, np.ndarray], rows: np.ndarray) -> Query:
     k = max(names.count(r) for r in page_rows)
     return Query(request_id=str(impressions["request_id"][first]), member_id=str(impressions["member_id"][first]),
                  member={f: impressions[f][first].item() for f in MEMBER_FIELDS},
-                 hour_of_day=int(impressions["hour_of_day"][first]), day_of_week=int(impressions["day_of_week"][first]),
-                 platform=str(impressions["platform"][first]), day=_day(impressions["ts"][first]), k=k, rows=page_rows)
+                 context={f: impressions[f][first].item() for f in CONTEXT_FIELDS},
+                 day=_day(impressions["ts"][first]), k=k, rows=page_rows)

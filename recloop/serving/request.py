@@ -1,10 +1,13 @@
 """Predict requests: the V1 ``instances`` payload checked against the log contract, or a clear 400.
 
-An instance is ``{"member_id", "member": {tenure_days, country, preferred_category},
-"context": {hour_of_day, day_of_week, platform}, "rows": [...], "k": 10}``; member
-and context use the contract's own record types, so what the server accepts is
-exactly what it can log. Only structurally invalid requests are refused: an
-unseen platform or category is served as out-of-vocabulary (docs/architecture.md, "Serving").
+An instance is ``{"member_id", "member": {the declared member features}, "context":
+{the declared context features}, "rows": [...], "k": 10}`` (by default member
+``tenure_days, country, preferred_category`` and context ``hour_of_day, day_of_week,
+platform``); member and context use the contract's own field types, so what the
+server accepts is exactly what it can log. A nullable feature may be left out, and
+``member`` too when all of its features are. Only structurally invalid requests are
+refused: an unseen platform or category is served as out-of-vocabulary
+(docs/architecture.md, "Serving").
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import Annotated, Any, NotRequired
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
-from recloop.features.records import Context, NonEmpty
+from recloop.features.records import Context, NonEmpty, contract_type
+from recloop.features.spec import features_for
 from recloop.serving.funnel import Query
 
 MAX_INSTANCES = 64
@@ -27,22 +31,15 @@ class InvalidRequest(ValueError):
     """A request the server refuses (HTTP 400); the message names the field and what was expected."""
 
 
-@with_config(ConfigDict(strict=True, extra="forbid"))
-class Member(TypedDict):
-    """Static member features; each may be left out or null (a missing value)."""
-
-    tenure_days: NotRequired[Annotated[int, Field(ge=0)] | None]
-    country: NotRequired[str | None]
-    preferred_category: NotRequired[str | None]
-
-
-@with_config(ConfigDict(strict=True, extra="forbid"))
-class Instance(TypedDict):
-    member_id: NonEmpty
-    member: NotRequired[Member]
-    context: Context
-    rows: NotRequired[Annotated[list[NonEmpty], Field(min_length=1)]]
-    k: NotRequired[Annotated[int, Field(ge=1, le=MAX_K)]]
+_STRICT = with_config(ConfigDict(strict=True, extra="forbid"))
+_MEMBER = [f for f in features_for(group="member") if f.name != "member_id"]  # the id is the instance's own
+# the declared member features (a nullable one may be left out or null); the object may be left out when all are
+Member = _STRICT(TypedDict("Member", {f.name: contract_type(f) for f in _MEMBER}))  # type: ignore[operator]
+_MEMBER_FIELD = Member if any(not f.nullable for f in _MEMBER) else NotRequired[Member]
+Instance = _STRICT(TypedDict("Instance", {  # type: ignore[operator]
+    "member_id": NonEmpty, "member": _MEMBER_FIELD, "context": Context,
+    "rows": NotRequired[Annotated[list[NonEmpty], Field(min_length=1)]],
+    "k": NotRequired[Annotated[int, Field(ge=1, le=MAX_K)]]}))
 
 
 _INSTANCES = TypeAdapter(Annotated[list[Instance], Field(min_length=1, max_length=MAX_INSTANCES)])
@@ -77,9 +74,7 @@ def parse(payload: Any, request_ids: Sequence[str], now: dt.datetime, rows: Sequ
         unknown = [r for r in instance.get("rows", []) if r not in rows]
         if unknown:
             raise InvalidRequest(f"instances[{i}].rows: unknown row {unknown[0]!r}; expected some of {list(rows)}")
-        context = instance["context"]
         queries.append(Query(request_id=request_id, member_id=instance["member_id"],
-                             member=dict(instance.get("member", {})), hour_of_day=context["hour_of_day"],
-                             day_of_week=context["day_of_week"], platform=context["platform"],
+                             member=dict(instance.get("member", {})), context=dict(instance["context"]),
                              day=now.date().toordinal(), k=instance.get("k", 10), rows=instance.get("rows")))
     return queries

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from recloop.baselines import MemberProfile, epsilon_greedy
+from recloop.features import roles
 
 Filter = Literal["usual", "quick", "new", "popular"]
 QUICK_MINUTES = 20.0
@@ -57,6 +58,17 @@ class Candidates:
     popularity: np.ndarray  # popularity in the request's context (0 = never clicked)
     index: np.ndarray | None = None  # catalog row of each pool item, for the caller
 
+    @classmethod
+    def from_catalog(cls, catalog: Mapping[str, np.ndarray], index: np.ndarray, score: np.ndarray,
+                     heads: Mapping[str, np.ndarray], popularity: np.ndarray) -> Candidates:
+        """The candidates at catalog rows ``index``, with what the filters read: the declared features playing
+        the category, creator and duration roles (``features.roles``: "" or -1 where none does)."""
+        n = len(catalog["item_id"])
+        return cls(item_id=catalog["item_id"][index], category=roles.column("category", catalog, n)[index],
+                   creator=roles.column("creator", catalog, n)[index],
+                   duration_min=roles.column("duration", catalog, n)[index], release_day=catalog["release_day"][index],
+                   score=score, heads=heads, popularity=popularity, index=index)
+
 
 @dataclass(frozen=True)
 class Impression:
@@ -76,17 +88,21 @@ def admitted(spec: RowSpec, pool: Candidates, profile: MemberProfile | None, pre
     ``usual``: the member's usual category or creator (the declared category for a
     member without clicks); ``quick``: at most 20 minutes; ``new``: released in the
     last 7 days or a category the member has not tried; ``popular``: among the
-    context's ``popular_top`` most popular items that anyone clicked.
+    context's ``popular_top`` most popular items that anyone clicked. A category or
+    creator "" and a duration < 0 are unknown (no feature declared for that role, or
+    a missing value) and match nothing.
     """
+    category, creator = pool.category != "", pool.creator != ""
     if spec.filter == "usual":
         if profile is not None:
-            return (pool.category == profile.usual_category) | (pool.creator == profile.usual_creator)
+            return ((pool.category == profile.usual_category) & category) | \
+                ((pool.creator == profile.usual_creator) & creator)
         return pool.category == preferred if preferred else np.zeros(len(pool.item_id), dtype=bool)
     if spec.filter == "quick":
-        return pool.duration_min <= QUICK_MINUTES
+        return (pool.duration_min >= 0) & (pool.duration_min <= QUICK_MINUTES)
     if spec.filter == "new":
         tried = sorted(profile.categories_tried) if profile is not None else []
-        return ((day - pool.release_day) <= NEW_DAYS) | ~np.isin(pool.category, tried)
+        return ((day - pool.release_day) <= NEW_DAYS) | (~np.isin(pool.category, tried) & category)
     top = np.argsort(-pool.popularity, kind="stable")[:popular_top]
     mask = np.zeros(len(pool.item_id), dtype=bool)
     mask[top[pool.popularity[top] > 0]] = True

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from recloop.baselines import PopularInContext
-from recloop.features.catalog import item_columns, read_items, snapshot
-from recloop.features.spec import CATEGORIES, COUNTRIES, PLATFORMS
+from recloop.features.catalog import NO_RELEASE, item_columns, read_items, snapshot
+from recloop.features.spec import features_for, missing_value, role
 from recloop.serving import metrics
 from recloop.serving.clock import Clock
 from recloop.serving.funnel import (
@@ -51,8 +51,9 @@ from recloop.serving.settings import FALLBACK_VERSION, HOLDOUT_VERSION, ServeSet
 
 logger = logging.getLogger(__name__)
 
-_KNOWN = {"platform": frozenset(PLATFORMS), "country": frozenset(COUNTRIES),
-          "preferred_category": frozenset(CATEGORIES)}
+# the request features with an expected vocabulary: a value outside it is served, and counted (metrics.OOV)
+_KNOWN = {f.name: (f.group, frozenset(f.vocabulary)) for f in features_for()
+          if f.group in ("member", "context") and f.vocabulary}
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Served:
     catalog_path: str
     version_dir: str | None
     reason: str | None
-    release_date: np.ndarray  # ISO date of every catalog item, for the log
+    release_date: np.ndarray  # ISO date of every catalog item (None: unknown), for the log
 
     @property
     def name(self) -> str:
@@ -137,7 +138,8 @@ class Service:
                 return False
             started = time.perf_counter()
             catalog = item_columns(read_items(catalog_path))
-            release = np.array([dt.date.fromordinal(int(d)).isoformat() for d in catalog["release_day"]])
+            release = np.array([None if d == NO_RELEASE else dt.date.fromordinal(int(d)).isoformat()
+                                for d in catalog["release_day"]], dtype=object)
             if version_dir is None:
                 served = Served(None, Heuristic(catalog, PopularInContext({}), {}), catalog_path, None, "no_model",
                                 release)
@@ -172,10 +174,10 @@ class Service:
         Raises:
           ValueError: when a page is not a valid answer (scores outside [0, 1], an item twice, ...).
         """
-        day = self.clock.now()
-        queries = [Query(request_id=f"warm-{i}", member_id=member, member={}, hour_of_day=h, day_of_week=day.weekday(),
-                         platform=p, day=day.date().toordinal())
-                   for i, (member, h, p) in enumerate([("warm-unknown", 8, "ios"), ("warm-unknown", 20, "web")])]
+        day, hour = self.clock.now(), role("hour")  # a morning and an evening request; other context missing
+        queries = [Query(request_id=f"warm-{i}", member_id="warm-unknown", member={}, day=day.date().toordinal(),
+                         context={f.name: h if f.name == hour else missing_value(f.dtype)
+                                  for f in features_for(group="context")}) for i, h in enumerate((8, 20))]
         for page in recommend(version, queries, self.settings.rows):
             check_page(page)
 
@@ -254,9 +256,9 @@ class Service:
         if served is None:
             raise RuntimeError("the service was not started")
         for q in queries:
-            for name in ("platform", "country", "preferred_category"):
-                value = q.platform if name == "platform" else q.member.get(name)
-                if value is not None and value not in _KNOWN[name]:
+            for name, (group, known) in _KNOWN.items():
+                value = (q.member if group == "member" else q.context).get(name)
+                if value is not None and value not in known:
                     metrics.OOV.labels(field=name).inc()
         metrics.BATCH.observe(len(queries))
         held = [in_holdout(q.member_id, self.settings.holdout) for q in queries]
@@ -293,3 +295,4 @@ class Service:
             if self.log is not None:
                 self.log.put(log_line(page, page_version, ts, served.tables.catalog, served.release_date), ts)
         return out
+

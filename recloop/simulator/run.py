@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import pyarrow_hotfix  # noqa: F401  CVE-2023-47248: pyarrow 10 is pinned (tfx-bsl); refuse its unsafe type
 
 from recloop import storage
-from recloop.features import logs
+from recloop.features import logs, spec
 from recloop.features.records import EVENT_TYPES
 from recloop.features.spec import CATEGORIES, COUNTRIES, LANGUAGES, PLATFORMS
 from recloop.simulator import behaviour, corrupt, outcomes
@@ -283,6 +283,15 @@ def totals(weeks: list[dict[str, Any]]) -> dict[str, Any]:
 OUTPUTS = ("requests", "events", "catalog", "truth", "simulation.json")
 
 
+def check_declaration() -> None:
+    """The simulator plays the default declaration's platform only: its members, items and logs hold those
+    features. Raises SimulationConfigError, naming ``RECLOOP_FEATURES``, when another one is active."""
+    if not spec.is_default():
+        raise SimulationConfigError(
+            f"the simulator generates the default features only (recloop/features/features.yaml), but "
+            f"{spec.ENV}={spec.SOURCE} declares others; unset {spec.ENV} to simulate or run the demo")
+
+
 def simulate(out: str, weeks: int, start: dt.date, scale: str = "tiny", seed: int = 0,
              drifts: list[Drift] | None = None, corrupt_rate: float = 0.0, epsilon: float = 0.1,
              overwrite: bool = False, progress: Callable[[int, str], None] = lambda w, s: None) -> dict[str, Any]:
@@ -296,8 +305,10 @@ def simulate(out: str, weeks: int, start: dt.date, scale: str = "tiny", seed: in
       The contents of ``simulation.json``: parameters, per-week counts, totals.
 
     Raises:
-      SimulationConfigError: for parameters it cannot run with, before writing anything.
+      SimulationConfigError: for parameters it cannot run with, or a feature declaration other than the
+        default one, before writing anything.
     """
+    check_declaration()
     if weeks < 1:
         raise SimulationConfigError(f"weeks must be >= 1, got {weeks}")
     for d in drifts or []:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from recloop.features import logs
+from recloop.features import logs, recorded
 from recloop.features.catalog import item_columns, read_items, snapshot
 from recloop.features.examples import COLUMNS
 from recloop.features.spec import missing_value
@@ -155,9 +155,15 @@ def _spans(folders: Sequence[str], option: str) -> list[tuple[dict[str, Any], st
     """``(span, folder)`` of each ingest output, oldest first.
 
     Raises:
-      DataError: for a folder that is not a finished ingest output, or two with the same span.
+      DataError: for a folder that is not a finished ingest output, one made under another feature
+        declaration than the active one, or two with the same span.
     """
     spans = sorted(((read_summary(f)["span"], f) for f in folders), key=lambda s: s[0]["start"])
+    for _, folder in spans:
+        try:
+            recorded.check(folder, f"{option} folder")
+        except recorded.DeclarationMismatch as e:
+            raise DataError(str(e)) from None
     starts = [s["start"] for s, _ in spans]
     if len(set(starts)) != len(starts):
         raise DataError(f"two {option} folders cover the same span: {[f for _, f in spans]}")
@@ -188,7 +194,8 @@ def load(folders: Sequence[str], window_weeks: int | None = None, eval_days: int
       progress: receives a line naming the folders the window dropped.
 
     Raises:
-      DataError: for a folder that is not a finished ingest output, two folders with the same span,
+      DataError: for a folder that is not a finished ingest output, one made under another feature
+        declaration than the active one (``features.recorded``), two folders with the same span,
         ``eval_days`` together with ``eval_dirs``, eval data that does not start after the training data
         ends, or an empty training or evaluation split.
     """

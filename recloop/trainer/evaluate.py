@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from recloop.features.spec import LABELS
+from recloop.features.spec import LABELS, role
 from recloop.trainer import metrics
 from recloop.trainer.data import Examples
 from recloop.trainer.towers import QUERY
@@ -77,8 +77,10 @@ def cohorts(train: Examples, rows: Examples) -> dict[str, np.ndarray]:
     new_item = ~np.isin(rows["item_id"], np.unique(train["item_id"]))
     out = {"member=new": new_member, "member=active": ~new_member,
            "item=new": new_item, "item=established": ~new_item}
-    for p in sorted(set(np.unique(train["platform"])) | set(np.unique(rows["platform"]))):
-        out[f"platform={p}"] = rows["platform"] == p
+    platform = role("platform")  # the declared feature slices are named after (none: no platform slices)
+    if platform is not None:
+        for p in sorted(set(np.unique(train[platform])) | set(np.unique(rows[platform]))):
+            out[f"platform={p}"] = rows[platform] == p
     return out
 
 

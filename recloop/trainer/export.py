@@ -30,7 +30,7 @@ from recloop.features import logs
 from recloop.features.catalog import candidate_inputs, embed
 from recloop.features.spec import LABELS
 from recloop.trainer.data import Examples
-from recloop.trainer.ranking import FEATURES, RankingModel, combined
+from recloop.trainer.ranking import INPUTS, RankingModel, combined
 from recloop.trainer.towers import QUERY, Tower, input_specs
 
 SAVE_OPTIONS = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
@@ -62,7 +62,7 @@ class _RankingModule(tf.Module):
             out["score"] = combined(p, score_weights)
             return out
 
-        self.serve = tf.function(serve).get_concrete_function(**input_specs(FEATURES))
+        self.serve = tf.function(serve).get_concrete_function(**input_specs(INPUTS))
 
 
 def save_ranking(model: RankingModel, score_weights: Mapping[str, float], position: int, path: str) -> None:

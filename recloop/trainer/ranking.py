@@ -15,18 +15,21 @@ from collections.abc import Mapping
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recloop.features.spec import LABELS
+from recloop.features.catalog import RANKING_INPUTS
+from recloop.features.spec import LABELS, features_for
 from recloop.trainer.config import RankingConfig
 from recloop.trainer.towers import CANDIDATE, MAX_POSITION, QUERY, Vocab, encoder
 
-FEATURES = (*QUERY, *CANDIDATE)  # every model input but position
+# every model input but position (each gets a vocabulary), in spec order
+FEATURES = tuple(f.name for f in features_for() if {*QUERY, *CANDIDATE, *RANKING_INPUTS} & {f.name})
+INPUTS = RANKING_INPUTS  # what the ranker reads besides position: the declared ranking features
 
 
 class RankingModel(tfrs.Model):
-    """DCN-v2 over ``FEATURES`` + a position tower; a ``tfrs.tasks.Ranking`` per head.
+    """DCN-v2 over ``INPUTS`` + a position tower; a ``tfrs.tasks.Ranking`` per head.
 
     Args:
-      vocabs: a ``Vocab`` per name in ``FEATURES``.
+      vocabs: a ``Vocab`` per name in ``INPUTS``.
       config: the ranking section of the training config.
     """
 
@@ -34,7 +37,7 @@ class RankingModel(tfrs.Model):
         super().__init__()
         self.config = config
         self.encoders = {n: encoder(vocabs[n], config.embedding_dim, oov_buckets if n.endswith("_id") else 1)
-                         for n in FEATURES}
+                         for n in INPUTS}
         projection = config.projection_dim if config.cross == "low_rank" else None
         self.cross = [tfrs.layers.dcn.Cross(projection_dim=projection, kernel_initializer="glorot_uniform")
                       for _ in range(config.cross_layers)]
@@ -47,7 +50,7 @@ class RankingModel(tfrs.Model):
 
     def logits(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """Per-head logits (batch, len(LABELS)) with the position term included."""
-        x0 = tf.concat([self.encoders[n](features[n]) for n in FEATURES], axis=-1)
+        x0 = tf.concat([self.encoders[n](features[n]) for n in INPUTS], axis=-1)
         x = x0
         for layer in self.cross:
             x = layer(x0, x)

@@ -21,12 +21,13 @@ import numpy as np
 import tensorflow as tf
 
 from recloop.baselines import PopularInContext, decay_weights
+from recloop.features import roles
 from recloop.features.catalog import candidate_inputs, embed
 from recloop.features.spec import LABELS
 from recloop.trainer import metrics
 from recloop.trainer.data import Examples
 from recloop.trainer.evaluate import RankingScorer, RetrievalScorer
-from recloop.trainer.ranking import FEATURES
+from recloop.trainer.ranking import INPUTS
 from recloop.trainer.towers import QUERY
 
 DAY_SECONDS = 86_400
@@ -57,7 +58,7 @@ def model_scorers(export_dir: str, day: dt.date) -> tuple[RetrievalScorer, Ranki
     def ranking(rows: Examples) -> dict[str, np.ndarray]:
         parts: dict[str, list[np.ndarray]] = {h: [] for h in (*LABELS, "score")}
         for lo in range(0, len(rows), 8192):
-            batch = {n: tf.constant(rows[n][lo : lo + 8192]) for n in FEATURES}
+            batch = {n: tf.constant(rows[n][lo : lo + 8192]) for n in INPUTS}
             for name, value in ranker(**batch).items():
                 parts[name].append(value.numpy())
         return {name: np.concatenate(v) if v else np.zeros(0, np.float32) for name, v in parts.items()}
@@ -72,14 +73,17 @@ def click_weights(train: Examples, day: dt.date, half_life_days: float = 7.0) ->
 
 
 def popularity(train: Examples, day: dt.date, half_life_days: float = 7.0) -> PopularInContext:
-    """The popularity-in-context table of the training clicks, decayed to ``day``."""
-    return PopularInContext.fit(train["item_id"], train["hour_of_day"], train["platform"],
-                                click_weights(train, day, half_life_days))
+    """The popularity-in-context table of the training clicks, decayed to ``day`` (the declared hour and
+    platform roles: ``features.roles``)."""
+    n = len(train)
+    return PopularInContext.fit(train["item_id"], roles.column("hour", train.columns, n),
+                                roles.column("platform", train.columns, n), click_weights(train, day, half_life_days))
 
 
 def _contexts(rows: Examples) -> Iterator[tuple[int, str, np.ndarray]]:
     """``(hour, platform, mask)`` of each distinct request context among ``rows``."""
-    keys = np.char.add(np.char.add(rows["hour_of_day"].astype(str), "|"), rows["platform"])
+    hours, platforms = (roles.column(r, rows.columns, len(rows)) for r in ("hour", "platform"))
+    keys = np.char.add(np.char.add(hours.astype(str), "|"), platforms)
     for key in np.unique(keys):
         hour, platform = key.split("|", 1)
         yield int(hour), platform, keys == key

@@ -12,7 +12,7 @@ import posixpath
 from typing import Any
 
 from recloop.baselines import MemberUsual
-from recloop.features import logs
+from recloop.features import logs, roles
 from recloop.trainer.data import Examples
 from recloop.trainer.scorers import click_weights, popularity
 
@@ -21,9 +21,12 @@ PROFILES = "profiles.json.gz"
 
 
 def member_profiles(train: Examples, day: dt.date, half_life_days: float = 7.0) -> MemberUsual:
-    """Every clicking member's usual category/creator, categories tried and recent items."""
-    return MemberUsual.fit(train["member_id"], train["item_id"], train["category"], train["creator"],
-                           train["ts"], click_weights(train, day, half_life_days))
+    """Every clicking member's usual category/creator, categories tried and recent items (the declared
+    features playing those roles; "" for a role nobody plays)."""
+    n = len(train)
+    return MemberUsual.fit(train["member_id"], train["item_id"], roles.column("category", train.columns, n),
+                           roles.column("creator", train.columns, n), train["ts"],
+                           click_weights(train, day, half_life_days))
 
 
 def write_tables(train: Examples, day: dt.date, folder: str) -> dict[str, Any]:

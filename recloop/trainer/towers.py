@@ -22,7 +22,6 @@ from recloop.features.spec import feature
 
 QUERY = QUERY_INPUTS  # the spec's query-tower features, in spec order
 CANDIDATE = CANDIDATE_INPUTS
-NUMERIC_BUCKETS = 10
 MAX_POSITION = int(feature("position").value_range[1])  # position terms have a slot per position up to this
 
 
@@ -36,10 +35,11 @@ class Vocab:
 
 
 def fit_vocab(name: str, values: np.ndarray, min_count: int = 1) -> Vocab:
-    """Vocabulary (categorical) or quantile bucket boundaries (numeric) of one feature.
+    """Vocabulary (categorical) or bucket boundaries (numeric) of one feature.
 
     Categorical values seen fewer than ``min_count`` times are left to the OOV
-    buckets. Numeric features get a bucket of their own for missing (``-1``).
+    buckets. Numeric features get a bucket of their own for missing (``-1``), then
+    the declared ``buckets``: that many quantile buckets, or a slot per value.
     """
     spec = feature(name)
     if spec.kind == "categorical":
@@ -48,10 +48,10 @@ def fit_vocab(name: str, values: np.ndarray, min_count: int = 1) -> Vocab:
         vocab = sorted(set(uniq[counts >= min_count].tolist()) | set(spec.vocabulary or ()))
         return Vocab(name, vocabulary=tuple(v for v in vocab if v != ""))
     present = values[values >= 0].astype(np.float64)
-    if name in ("hour_of_day", "day_of_week"):  # a slot per value
+    if spec.buckets == "per_value":
         hi = int(spec.value_range[1]) if spec.value_range else int(present.max())
         return Vocab(name, boundaries=tuple(float(b) + 0.5 for b in range(-1, hi)))
-    qs = np.unique(np.quantile(present, np.linspace(0, 1, NUMERIC_BUCKETS + 1)[1:-1])) if len(present) else []
+    qs = np.unique(np.quantile(present, np.linspace(0, 1, int(spec.buckets) + 1)[1:-1])) if len(present) else []
     return Vocab(name, boundaries=(-0.5, *(float(q) for q in qs)))
 
 

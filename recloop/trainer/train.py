@@ -20,13 +20,13 @@ import numpy as np
 import tensorflow as tf
 
 import recloop
-from recloop.features import logs
+from recloop.features import logs, recorded
 from recloop.features.spec import FEATURES, LABELS
 from recloop.trainer import checks, evaluate, export, fit
 from recloop.trainer.config import TrainConfig
 from recloop.trainer.data import TrainingData, load
 from recloop.trainer.evaluate import RankingScorer, RetrievalScorer
-from recloop.trainer.ranking import FEATURES as RANKING_INPUTS
+from recloop.trainer.ranking import INPUTS as RANKING_INPUTS
 from recloop.trainer.scorers import (
     choose_recent_window,
     counts_scorers,
@@ -80,7 +80,8 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
 
     Raises:
       FileExistsError: when ``out`` exists and ``overwrite`` is false.
-      data.DataError, checks.TrainingCheckError: bad data or a failed check.
+      data.DataError, checks.TrainingCheckError: bad data (made under another feature declaration, too)
+        or a failed check.
     """
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
@@ -107,6 +108,7 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
         card = _export(config, data, day, retrieval, ranking, staging, validation_dir, extra_scorers, truth,
                        progress)
         card["training_seconds"] = round(time.perf_counter() - started, 2)
+        recorded.write(staging)  # the declaration travels with the model: the server checks it at load
         logs.write_json(posixpath.join(staging, "model_card.json"), card)
     except BaseException:
         failed = f"{out.rstrip('/')}.failed"

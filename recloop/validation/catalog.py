@@ -12,9 +12,10 @@ import json
 from typing import Any
 
 from recloop.features import logs
+from recloop.features.catalog import ITEM_FIELDS
 from recloop.validation.checks import Anomaly
 
-FIELDS = ("category", "creator", "duration_min", "language", "release_date")
+FIELDS = ITEM_FIELDS[1:]  # the declared item features and the release date
 
 
 def check_catalog(served_path: str, catalog_path: str, max_mismatch_share: float, span: str) -> tuple[

@@ -58,8 +58,9 @@ def default_rules(config: ValidationConfig) -> dict[str, FeatureRule]:
     for f in FEATURES:
         categorical = f.kind == "categorical"
         threshold = config.categorical_threshold if categorical else config.numeric_threshold
-        # position is fixed at serving; a day's traffic has one day_of_week, so only drift can compare it
-        no_skew = f.training_only or f.name == "day_of_week"
+        # position is fixed at serving; a day's traffic has one day_of_week (declared skew: false), so only
+        # drift can compare it
+        no_skew = f.training_only or not f.skew
         # which items were shown, and where, is the serving policy's choice: a new model or page layout
         # moves the mix of categories, ages and positions of impressions legitimately, so those distances
         # warn; a renamed or unknown value, or a unit bug (a value outside the domain), still blocks (schema)

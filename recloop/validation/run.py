@@ -9,7 +9,7 @@ from typing import Any
 
 import tensorflow_data_validation as tfdv
 
-from recloop.features import logs
+from recloop.features import logs, recorded
 from recloop.features.catalog import snapshot
 from recloop.validation import schema as schemas
 from recloop.validation import stats
@@ -40,7 +40,12 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
 
     Returns:
       The verdict (``anomalies.json``): ``blocking``, the anomalies and every distance measured.
+
+    Raises:
+      recorded.DeclarationMismatch: ``data`` was ingested under another feature declaration than the
+        active one (the schema is seeded from the active one).
     """
+    recorded.check(data, "--data folder")
     config = load_config(config_path)
     summary = logs.read_json(f"{data}/summary.json")
     span = f"{summary['span']['start']}..{summary['span']['end']}"
