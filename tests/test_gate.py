@@ -21,7 +21,14 @@ from recloop.serving.replay import ReplayError, target_probabilities
 from recloop.serving.rows import RowsConfig, RowSpec
 from recloop.trainer.data import DataError
 from recloop.trainer.gate import flat_metrics, judge, run
-from recloop.trainer.gate_config import GateConfig, OffPolicyConfig, Threshold
+from recloop.trainer.gate_config import (
+    DEFAULT_THRESHOLDS,
+    INTERACTION_THRESHOLDS,
+    GateConfig,
+    OffPolicyConfig,
+    Threshold,
+    thresholds_for,
+)
 
 # ------------------------------------------------------------------------------ judge, on hand-made metrics
 
@@ -100,6 +107,23 @@ def test_a_metric_not_measured_fails_its_check():
     assert _verdicts(undefined)["min:auc_click[overall]"] == "fail"
 
 
+def test_recent_popularity_is_a_floor_like_popularity_and_interaction_logs_get_their_own_checks():
+    config = GateConfig(thresholds=(Threshold(metric="recall@100_explored", min_vs_recent_popularity=1.0),),
+                        offpolicy=OffPolicyConfig(enabled=False))
+    recent = {"overall": {"recall@100_explored": 0.09, "recall@100_explored:se": 0.002}}
+    blessed, checks = judge(config, _metrics(recall=0.10), None, POPULARITY, None, recent)
+    assert blessed and _verdicts(checks)["min_vs_recent_popularity:recall@100_explored[overall]"] == "pass"
+    assert checks[0]["reference"] == 0.09 and checks[0]["rule"] == ">= 1 x recent popularity"
+    assert not judge(config, _metrics(recall=0.085), None, POPULARITY, None, recent)[0]
+    unmeasured = judge(config, _metrics(), None, POPULARITY, None, None)[1][0]
+    assert unmeasured["verdict"] == "fail" and "baseline's value" in unmeasured["note"]
+    # the defaults follow the logs: pages are judged on AUC and debiased NDCG, interactions on recall
+    assert thresholds_for(GateConfig(), False) == DEFAULT_THRESHOLDS
+    assert thresholds_for(GateConfig(), True) == INTERACTION_THRESHOLDS
+    assert thresholds_for(CONFIG, True) == CONFIG.thresholds
+    assert {t.metric for t in INTERACTION_THRESHOLDS} == {"recall@100", "recall@10"}
+
+
 def test_offpolicy_check_needs_enough_effective_samples_and_a_sane_mean_weight():
     est = {"snips": 0.085, "logged_rate": 0.10, "ess": 2000.0, "mean_weight": 1.02}
     v = _verdicts(judge(CONFIG, _metrics(), None, POPULARITY, est)[1])
@@ -145,9 +169,8 @@ def _pages_as_impressions(pages: list) -> dict[str, np.ndarray]:
             cols["member_id"].append(q.member_id)
             for f in MEMBER_FIELDS:
                 cols[f].append(q.member[f])
-            cols["hour_of_day"].append(q.hour_of_day)
-            cols["day_of_week"].append(q.day_of_week)
-            cols["platform"].append(q.platform)
+            for f in ("hour_of_day", "day_of_week", "platform"):
+                cols[f].append(q.context[f])
             cols["item_id"].append(page.pool.item_id[imp.index])
             cols["position"].append(imp.position)
             cols["row"].append(imp.row)
@@ -162,7 +185,7 @@ def test_replaying_the_serving_version_reproduces_every_logged_propensity(tiny_m
     members = [*list(version.profiles)[:40], "m-unknown-1"]
     queries = [Query(request_id=f"r-{i}", member_id=m,
                      member={"tenure_days": 30 + i, "country": "US", "preferred_category": "yoga"},
-                     hour_of_day=i % 24, day_of_week=0, platform=("ios", "web", "android")[i % 3],
+                     context={"hour_of_day": i % 24, "day_of_week": 0, "platform": ("ios", "web", "android")[i % 3]},
                      day=DAY.toordinal(), k=3 + i % 2, rows=None if i % 4 else ["popular_now", "quick"])
                for i, m in enumerate(members)]
     logged = _pages_as_impressions(recommend(version, queries, RowsConfig()))
@@ -208,7 +231,16 @@ def test_first_run_is_blessed_with_an_offpolicy_estimate(tiny_model, tiny_ingest
     assert blessing["blessed"] and blessing["first_run"] and blessing["baseline_version"] is None
     assert blessing["candidate_version"] == json.loads(Path(tiny_model, "model_card.json").read_text())["version"]
     assert {c["verdict"] for c in blessing["checks"] if c["kind"] == "max_drop"} == {"skipped"}
-    assert set(blessing["metrics"]) == {"candidate", "popularity"}
+    assert set(blessing["metrics"]) == {"candidate", "popularity", "recent_popularity"}
+    assert blessing["logs"] == "pages"
+    recent = next(c for c in blessing["checks"] if c["kind"] == "min_vs_recent_popularity")
+    assert recent["metric"] == "recall@100_explored" and recent["verdict"] in ("pass", "skipped")
+    card = json.loads(Path(tiny_model, "model_card.json").read_text())
+    assert recent["reference"] == pytest.approx(  # recent popularity in the trainer's window, refitted the same way
+        json.loads(Path(tiny_model, "metrics.json").read_text())["scorers"]["recent_popularity"]["retrieval"][
+            "explored"]["overall"]["recall@100"])
+    assert card["metrics"]["recent_popularity"]["window_days"] is None or card["metrics"]["recent_popularity"][
+        "window_days"] > 0
     est = blessing["offpolicy"]["estimate"]
     assert est["impressions"] == blessing["data"]["eval_examples"] and 0 < est["snips"] < 1
     assert 0 < est["ess"] <= est["impressions"] and est["logged_rate"] > 0
@@ -226,7 +258,7 @@ def test_a_worse_candidate_is_rejected_and_push_refuses_it(tiny_model, weak_mode
     assert not blessing["blessed"] and blessing["baseline_version"] == production
     assert blessing["production_version"] == production
     assert "max_drop:auc_click[overall]" in blessing["failed"]
-    assert set(blessing["metrics"]) == {"candidate", "production", "popularity"}
+    assert set(blessing["metrics"]) == {"candidate", "production", "popularity", "recent_popularity"}
     assert "**NOT BLESSED**" in blessing["summary_markdown"]
     infra = tmp_path / "infra_blessing.json"
     infra.write_text(json.dumps({"passed": True}))
@@ -244,3 +276,57 @@ def test_the_gate_refuses_data_the_candidate_was_not_held_out_on(tiny_model, tin
     (moved / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(DataError, match="pass the same --data as to train"):
         run(str(moved), None, [tiny_ingest], str(tmp_path / "out"), GateConfig())
+
+
+def _interaction_logs(world: str, out: Path, start: dt.date, end: dt.date) -> int:
+    """The clicks of a simulated span as interaction logs, as data brought from elsewhere usually is: one
+    request per click holding only the clicked item (position 0, propensity 1), and the click."""
+    from recloop.features import logs
+
+    clicks: dict[str, list[dict]] = {}
+    for path in logs.partition_files(world, "events", start, end + dt.timedelta(days=1)):
+        for line in logs.read_lines(path):
+            event = json.loads(line)
+            if event["event"] == "click":
+                clicks.setdefault(event["request_id"], []).append(event)
+    requests: dict[str, list[str]] = {}
+    events: dict[str, list[str]] = {}
+    for path in logs.partition_files(world, "requests", start, end):
+        for line in logs.read_lines(path):
+            request = json.loads(line)
+            shown = {imp["item_id"]: imp for imp in request["impressions"]}
+            for i, click in enumerate(clicks.get(request["request_id"], [])):
+                rid = f"{request['request_id']}-{i}"
+                imp = shown[click["item_id"]] | {"position": 0, "propensity": 1.0}
+                requests.setdefault(request["ts"][:10], []).append(
+                    json.dumps(request | {"request_id": rid, "impressions": [imp]}))
+                events.setdefault(click["ts"][:10], []).append(json.dumps(click | {"request_id": rid}))
+    for stream, by_day in (("requests", requests), ("events", events)):
+        for day, lines in by_day.items():
+            logs.write_lines(f"{logs.partition_dir(str(out), stream, dt.date.fromisoformat(day))}/part-0.jsonl.gz",
+                             lines)
+    return sum(map(len, requests.values()))
+
+
+def test_on_interaction_logs_the_gate_judges_recall_against_both_heuristics(clean_world, tmp_path):
+    from recloop.ingest import IngestConfig
+    from recloop.ingest import run as ingest
+
+    start, end = clean_world.week_start(1), clean_world.week_start(1) + dt.timedelta(days=6)
+    assert _interaction_logs(clean_world.root, tmp_path / "logs", start, end) > 1000
+    data = str(tmp_path / "ingest")
+    ingest(IngestConfig(logs=str(tmp_path / "logs"), start=start, end=end, out=data))
+    trained = CliRunner().invoke(app, ["train", "--data", data, "--out", str(tmp_path / "model"),
+                                       "--epochs", "2", "--seed", "0"])
+    assert trained.exit_code == 0, trained.output + repr(trained.exception)
+    blessing = _evaluate(str(tmp_path / "model"), data, tmp_path / "empty-registry", tmp_path / "gate")
+    assert blessing["logs"].startswith("interactions")
+    judged = [c for c in blessing["checks"] if c["kind"] != "offpolicy"]
+    assert {c["metric"] for c in judged} == {"recall@100", "recall@10"}  # AUC is undefined without negatives
+    floors = {c["kind"]: c for c in judged if c["slice"] == "overall" and c["metric"] == "recall@100"}
+    assert floors.keys() == {"min_vs_popularity", "min_vs_recent_popularity", "max_drop"}
+    recent = floors["min_vs_recent_popularity"]
+    assert recent["verdict"] in ("pass", "fail") and recent["reference"] > 0 and recent["reference_se"] > 0
+    assert recent["support"] >= 200 and recent["bound"] == pytest.approx(recent["value"] - blessing["z"] * recent["se"])
+    assert blessing["blessed"] == all(c["verdict"] != "fail" for c in blessing["checks"])
+    assert "x recent popularity" in blessing["summary_markdown"] and "recent_popularity" in blessing["summary_markdown"]

@@ -287,6 +287,11 @@ def test_retrieval_learns_pointwise_from_pages_and_by_softmax_from_interaction_l
     pages = _rows()
     interactions = pages.take(pages["label_click"] == 1)
     assert pointwise_loss(pages, load_config()) and not pointwise_loss(interactions, load_config())
+    # a few impressions whose click arrived outside the attribution window do not make interactions pages
+    late = interactions.take(np.arange(len(interactions)))
+    late.columns["label_click"] = late["label_click"].copy()
+    late.columns["label_click"][: max(1, len(late) // 10)] = 0
+    assert not pointwise_loss(late, load_config())
     assert not pointwise_loss(pages, load_config(retrieval__loss="softmax"))
     assert pointwise_loss(interactions, load_config(retrieval__loss="pointwise"))
     with pytest.raises(ConfigError, match=r"retrieval\.loss"):

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+Z = 1.96  # the card's figures are shown ± Z standard errors (a 95% interval, as the gate's default)
+
 
 def _log(metrics: Any, values: Mapping[str, Any]) -> None:
     for name, value in values.items():
@@ -64,8 +66,8 @@ def validation(verdict: Mapping[str, Any], folder: Any, statistics: Any, anomali
 
 
 def training(card: Mapping[str, Any], model: Any, metrics: Any, summary: Any) -> None:
-    """The model card's headline offline metrics (model vs popularity) and the training time."""
-    m, p = card["metrics"]["model"], card["metrics"].get("popularity")
+    """The model card's headline offline metrics (model vs both heuristics, ± their interval) and the training time."""
+    m = card["metrics"]["model"]
     values = {"train_examples": card["data"]["train_examples"], "eval_examples": card["data"]["eval_examples"],
               "recall_at_100_logged": m["retrieval"]["logged"]["recall@100"],
               "recall_at_100_explored": m["retrieval"]["explored"]["recall@100"],
@@ -78,13 +80,14 @@ def training(card: Mapping[str, Any], model: Any, metrics: Any, summary: Any) ->
             ("recall@100 explored", ("retrieval", "explored", "recall@100")),
             ("NDCG@10 debiased", ("ranking", "ndcg@10_debiased")), ("AUC click", ("ranking", "auc_click")),
             ("AUC complete", ("ranking", "auc_complete")), ("AUC like", ("ranking", "auc_like"))]
+    names = [n for n in ("model", "popularity", "recent_popularity") if n in card["metrics"]]
     lines = [f"# Model {card['version']}", "",
              (f"Trained on {card['data']['train_examples']:,} examples ({card['data']['span']['start']}.."
              f"{card['data']['span']['end']}) in {card['training_seconds']} s; evaluated on "
-             f"{card['data']['eval_examples']:,} held-out impressions."), "",
-             "| metric | model | popularity |", "|---|---|---|"]
+             f"{card['data']['eval_examples']:,} held-out impressions. Figures are ± {Z:.2f} standard errors."), "",
+             "| metric | " + " | ".join(n.replace("_", " ") for n in names) + " |", "|---|" + "---|" * len(names)]
     for name, path in rows:
-        lines.append(f"| {name} | {_fmt(_get(m, path))} | {_fmt(_get(p, path)) if p else '–'} |")
+        lines.append(f"| {name} | " + " | ".join(_pm(card["metrics"][n], path) for n in names) + " |")
     _write(summary, "\n".join(lines) + "\n")
 
 
@@ -119,8 +122,8 @@ def push(record: Mapping[str, Any], folder: Any, summary: Any, metrics: Any, sec
                     f"(registry `{record['registry']}`).\n")
 
 
-SCORERS = ("candidate", "production", "popularity")
-COLOURS = {"candidate": "#1f77b4", "production": "#ff7f0e", "popularity": "#999"}
+SCORERS = ("candidate", "production", "popularity", "recent_popularity")
+COLOURS = {"candidate": "#1f77b4", "production": "#ff7f0e", "popularity": "#999", "recent_popularity": "#bbb"}
 
 
 def evaluation_html(b: Mapping[str, Any]) -> str:
@@ -161,6 +164,12 @@ def _get(tree: Mapping[str, Any] | None, path: tuple[str, ...]) -> Any:
             return None
         tree = tree.get(key)
     return tree
+
+
+def _pm(tree: Mapping[str, Any], path: tuple[str, ...]) -> str:
+    """A card figure ``± Z * se`` (its ``<name>_se`` beside it), or the value alone without one."""
+    value, se = _get(tree, path), _get(tree, (*path[:-1], f"{path[-1]}_se"))
+    return _fmt(value) if value is None or se is None else f"{_fmt(value)} ± {Z * se:.4f}"
 
 
 def _fmt(value: Any) -> str:

@@ -33,7 +33,7 @@ class RetrievalConfig(_Strict):
     # pointwise: sigmoid(a * q.c + b + position term) against positive / not over every logged impression,
     # what members do once shown an item. softmax: in-batch softmax over positives, which also learns what
     # the logging policy chose to show (bench/README.md, ablation). auto: pointwise when the impressions
-    # hold negatives (a logged page), softmax when every impression is a positive (interaction logs)
+    # are a logged page (most not clicked), softmax for interaction logs (most impressions positives, fit.py)
     loss: Literal["auto", "pointwise", "softmax"] = "auto"
     embedding_dim: Positive = 32
     hidden: Positive = 64

@@ -54,12 +54,22 @@ def retrieval_positives(train: Examples, positive: str) -> Examples:
     return train.take(train[f"label_{positive}"] == 1)
 
 
+# A logged page has a click rate of a few percent; interaction logs (one request per interaction) have ~100%,
+# less the few positives whose event arrived outside the attribution window.
+INTERACTION_SHARE = 0.5
+
+
+def interaction_logs(rows: Examples, positive: str) -> bool:
+    """Whether ``rows`` are interaction logs (at least half the impressions positive), not logged pages."""
+    return bool(len(rows)) and float(np.mean(rows[f"label_{positive}"] == 1)) >= INTERACTION_SHARE
+
+
 def pointwise_loss(train: Examples, config: TrainConfig) -> bool:
-    """Whether the retrieval model trains pointwise: configured, or ``auto`` and some impression is a negative."""
+    """Whether the retrieval model trains pointwise: configured, or ``auto`` and the data are logged pages."""
     rc = config.retrieval
     if rc.loss != "auto":
         return rc.loss == "pointwise"
-    return bool(len(train)) and bool((train[f"label_{rc.positives}"] == 0).any())
+    return bool(len(train)) and not interaction_logs(train, rc.positives)
 
 
 def fit_retrieval(train: Examples, vocabs: Mapping[str, Vocab], config: TrainConfig,

@@ -1,7 +1,7 @@
 """The evaluation gate: is the candidate good enough, and no worse than the model in production?
 
-``run`` evaluates the candidate, the production model (when there is one) and
-the popularity baseline on the same eval split with the same code
+``run`` evaluates the candidate, the production model (when there is one), the
+popularity baseline and recent popularity (the trainer's window) on the same eval split with the same code
 (``evaluate.py``: what the trainer reports), then ``judge`` applies the checks
 of ``gate_config.py`` and ``run`` writes ``blessing.json`` and the Markdown
 summary of ``gate_summary.py``. The blessing is what push reads before it moves
@@ -27,17 +27,25 @@ from typing import Any, Literal
 import numpy as np
 
 from recloop.features import logs
-from recloop.trainer import evaluate, offpolicy
+from recloop.trainer import evaluate, fit, offpolicy
 from recloop.trainer.config import TrainConfig
-from recloop.trainer.data import DataError, Examples, load
-from recloop.trainer.gate_config import GateConfig, OffPolicyConfig
+from recloop.trainer.data import DataError, Examples, TrainingData, load
+from recloop.trainer.gate_config import GateConfig, OffPolicyConfig, thresholds_for
 from recloop.trainer.gate_summary import summary
-from recloop.trainer.scorers import model_scorers, popularity, popularity_scorers
+from recloop.trainer.scorers import (
+    choose_recent_window,
+    counts_scorers,
+    model_scorers,
+    popularity,
+    popularity_scorers,
+    recent_popularity,
+)
 from recloop.trainer.towers import MAX_POSITION
 
 # (version dir, eval impressions) -> (the version's probability of each logged item in its logged slot, facts)
 Replay = Callable[[str, Mapping[str, np.ndarray]], tuple[np.ndarray, dict[str, Any]]]
 Verdict = Literal["pass", "fail", "skipped"]
+FLOORS = ("min", "min_vs_popularity", "min_vs_recent_popularity")  # the checks on the candidate alone
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -75,13 +83,15 @@ def flat_metrics(result: Mapping[str, Any]) -> dict[str, dict[str, float | None]
 
 def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
           production: Mapping[str, Mapping[str, Any]] | None, baseline: Mapping[str, Mapping[str, Any]] | None,
-          estimate: Mapping[str, Any] | None = None) -> tuple[bool, list[dict[str, Any]]]:
+          estimate: Mapping[str, Any] | None = None, recent: Mapping[str, Mapping[str, Any]] | None = None,
+          interaction_logs: bool = False) -> tuple[bool, list[dict[str, Any]]]:
     """Applies every configured check; returns (blessed, checks).
 
     Args:
-      candidate, production, baseline: ``flat_metrics`` of the candidate, the production model (None on
-        the first run) and the popularity baseline.
+      candidate, production, baseline, recent: ``flat_metrics`` of the candidate, the production model (None
+        on the first run), the popularity baseline and recent popularity (None: its checks fail, unmeasured).
       estimate: the candidate's off-policy estimate (``OffPolicyEstimate.to_dict``), None when unavailable.
+      interaction_logs: the data are interaction logs (``fit.interaction_logs``; picks the default checks).
 
     Blessed when no check failed and at least one check on the candidate alone passed. A floor (``min``,
     ``min_vs_popularity``) passes when the candidate's lower bound ``value - z * se`` clears it; ``max_drop``
@@ -91,7 +101,7 @@ def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
     """
     z = NormalDist().inv_cdf(0.5 + config.confidence / 2)
     checks: list[dict[str, Any]] = []
-    for t in config.thresholds:
+    for t in thresholds_for(config, interaction_logs):
         got = candidate.get(t.slice, {})
         value, se = _number(got.get(t.metric)), _number(got.get(f"{t.metric}:se"))
         support = got.get(f"{t.metric}:support")
@@ -104,6 +114,11 @@ def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
             ref, ref_se = _reference(baseline, t.slice, t.metric)
             bounds.append(("min_vs_popularity", ref, ref_se, None if ref is None else t.min_vs_popularity * ref,
                            f">= {t.min_vs_popularity:g} x popularity"))
+        if t.min_vs_recent_popularity is not None:
+            ref, ref_se = _reference(recent, t.slice, t.metric)
+            bounds.append(("min_vs_recent_popularity", ref, ref_se,
+                           None if ref is None else t.min_vs_recent_popularity * ref,
+                           f">= {t.min_vs_recent_popularity:g} x recent popularity"))
         if t.max_drop is not None:
             ref, ref_se = _reference(production, t.slice, t.metric)
             bounds.append(("max_drop", ref, ref_se, None if ref is None else ref - t.max_drop,
@@ -124,7 +139,7 @@ def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
                 checks.append(check | _bounded(kind, value, se, ref, ref_se, threshold, z))
     checks.append(_offpolicy_check(config.offpolicy, estimate))
     failed = any(c["verdict"] == "fail" for c in checks)
-    passed_alone = any(c["verdict"] == "pass" and c["kind"] in ("min", "min_vs_popularity") for c in checks)
+    passed_alone = any(c["verdict"] == "pass" and c["kind"] in FLOORS for c in checks)
     return (not failed and passed_alone), checks
 
 
@@ -230,7 +245,8 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
                          f"{production_card['data']['span']['eval_start']}, after this eval split starts "
                          f"({data.span['eval_start']}): the comparison favours it")
     scorers = {"candidate": model_scorers(candidate, day),
-               "popularity": popularity_scorers(popularity(data.train, day))}
+               "popularity": popularity_scorers(popularity(data.train, day)),
+               "recent_popularity": counts_scorers(recent_popularity(data.train, day, _recent_window(candidate, data)))}
     if production is not None:
         scorers["production"] = model_scorers(production, day)
     positives = data.eval.take(data.eval[f"label_{train_config.retrieval.positives}"] == 1)
@@ -253,7 +269,9 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
             progress("off-policy estimate: replaying the candidate on the logged requests")
             estimate, offpolicy_info = _estimate(candidate, data.eval, config.offpolicy, replay)
 
-    blessed, checks = judge(config, flat["candidate"], flat.get("production"), flat["popularity"], estimate)
+    interactions = fit.interaction_logs(data.train, train_config.retrieval.positives)
+    blessed, checks = judge(config, flat["candidate"], flat.get("production"), flat["popularity"], estimate,
+                            flat["recent_popularity"], interactions)
     blessing = {
         "blessed": blessed,
         "candidate_version": card["version"],
@@ -264,6 +282,8 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
                  "eval_requests": len(np.unique(data.eval["request_id"])), "eval": evaluate.sizes(data.eval),
                  "logging_versions": _counts(data.eval["model_version"])},
         "config": config.model_dump(mode="json"),
+        # which default checks applied when the config names none
+        "logs": "interactions (most impressions positives)" if interactions else "pages",
         "z": NormalDist().inv_cdf(0.5 + config.confidence / 2),
         "checks": checks,
         "failed": [_name(c) for c in checks if c["verdict"] == "fail"],
@@ -277,6 +297,19 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
     logs.write_json(posixpath.join(out, "blessing.json"), blessing)
     Path(out, "summary.md").write_text(blessing["summary_markdown"])
     return blessing
+
+
+def _recent_window(candidate: str, data: TrainingData) -> int | None:
+    """Recent popularity's window: the one the trainer chose on its validation split (in the card), or
+    chosen the same way here for a card from before it was recorded."""
+    card = logs.read_json(posixpath.join(candidate, "model_card.json"))
+    recent = card.get("metrics", {}).get("recent_popularity", {})
+    if "window_days" in recent:
+        return recent["window_days"]
+    start = data.span.get("validation_start")
+    positives = TrainConfig.model_validate(card["config"]).retrieval.positives
+    return choose_recent_window(data.fit, data.validation, data.catalog,
+                                dt.datetime.fromisoformat(start).date() if start else None, positives)["window_days"]
 
 
 def _estimate(candidate: str, rows: Examples, config: OffPolicyConfig, replay: Replay

@@ -9,6 +9,9 @@ Kinds of check (``GateConfig.thresholds``; each names a metric and a slice):
 - ``min``: an absolute floor (AUC(click) >= 0.55);
 - ``min_vs_popularity``: at least this multiple of the popularity baseline on
   the same split, a floor that holds whatever the catalog size;
+- ``min_vs_recent_popularity``: the same against recent popularity (clicks in
+  the window the trainer chose on its validation split), the heuristic that
+  beats plain popularity on real logs where tastes and the catalog move;
 - ``max_drop``: not worse than production by more than this, in the metric's
   units; skipped on the first run, when nothing is in production;
 - ``offpolicy``: the candidate's estimated online click rate (SNIPS,
@@ -26,6 +29,13 @@ A slice with less support (positives, impressions, requests with a click) than
 a check's ``min_support`` skips that check and says so; a skipped check never
 blesses. ``min_support`` also keeps the standard errors honest: they are large-
 sample figures over requests.
+
+Two default sets of checks: ``DEFAULT_THRESHOLDS`` for logged pages (impressions
+with and without clicks) and ``INTERACTION_THRESHOLDS`` for interaction logs,
+where (nearly) every logged impression is a positive (one request per
+interaction, as data brought from elsewhere usually is; ``fit.interaction_logs``): there AUC and the debiased metrics are
+undefined, and recall of the logged positives over the whole catalog is what
+the data can judge. ``GateConfig.thresholds`` left out picks by the eval data.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ class Threshold(_Strict):
     slice: str = "overall"  # overall, member=new|active, item=new|established, platform=<p>
     min: float | None = None
     min_vs_popularity: Annotated[float, Field(gt=0)] | None = None
+    min_vs_recent_popularity: Annotated[float, Field(gt=0)] | None = None
     max_drop: Annotated[float, Field(ge=0)] | None = None
     min_support: Annotated[int, Field(ge=0)] = 0
 
@@ -73,19 +84,37 @@ class OffPolicyConfig(_Strict):
 DEFAULT_THRESHOLDS = (
     Threshold(metric="auc_click", min=0.55, max_drop=0.01, min_support=1000),
     Threshold(metric="ndcg@10_debiased", min_vs_popularity=1.0, max_drop=0.01, min_support=200),
-    Threshold(metric="recall@100_explored", min_vs_popularity=0.8, min_support=200),
+    Threshold(metric="recall@100_explored", min_vs_popularity=0.8, min_vs_recent_popularity=0.8, min_support=200),
     *(Threshold(metric=m, slice=s, max_drop=0.02, min_support=n)
       for s in ("member=new", "item=new") for m, n in (("auc_click", 1000), ("ndcg@10_debiased", 200))),
+)
+
+
+# Interaction logs: every impression is a positive, so the checks are on logged recall over the whole catalog
+# (a positive in the top K of every item), against both heuristics and production.
+INTERACTION_THRESHOLDS = (
+    Threshold(metric="recall@100", min_vs_popularity=1.0, min_vs_recent_popularity=1.0, max_drop=0.01,
+              min_support=200),
+    Threshold(metric="recall@10", max_drop=0.01, min_support=200),
+    Threshold(metric="recall@100", slice="member=new", max_drop=0.02, min_support=200),
 )
 
 
 class GateConfig(_Strict):
     """The gate's checks; ``recloop evaluate --config`` reads it from YAML or JSON."""
 
-    thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
+    # None: DEFAULT_THRESHOLDS for logged pages, INTERACTION_THRESHOLDS for interaction logs
+    thresholds: tuple[Threshold, ...] | None = None
     offpolicy: OffPolicyConfig = OffPolicyConfig()
     # two-sided confidence of the threshold checks' intervals (0.95: z = 1.96)
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+
+
+def thresholds_for(config: GateConfig, interaction_logs: bool) -> tuple[Threshold, ...]:
+    """The checks a gate applies: the configured ones, else the defaults for the kind of logs."""
+    if config.thresholds is not None:
+        return config.thresholds
+    return INTERACTION_THRESHOLDS if interaction_logs else DEFAULT_THRESHOLDS
 
 
 class GateConfigError(ValueError):

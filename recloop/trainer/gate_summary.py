@@ -41,7 +41,7 @@ def summary(blessing: Mapping[str, Any]) -> str:
         lines.append(f"| {_MARK[c['verdict']]} | {c['metric']} {c['rule']} | {c['slice']} | "
                      f"{_pm(c['value'], c.get('se'), z)} | {_pm(c['reference'], c.get('reference_se'), z)} | "
                      f"{_fmt(c['threshold'])} | {_fmt(c['support'])} | {c['note']} |")
-    names = [n for n in ("candidate", "production", "popularity") if n in b["metrics"]]
+    names = [n for n in ("candidate", "production", "popularity", "recent_popularity") if n in b["metrics"]]
     keys = [k for k in b["metrics"]["candidate"] if ":" not in k]
     lines += ["", "## Metrics (overall)", "", "| metric | " + " | ".join(names) + " | support |",
               "|---|" + "---|" * len(names) + "---|"]
