@@ -24,12 +24,14 @@ Conversion choices:
   impression at position 0, propensity 1, of the interacted artist, and one
   ``click`` event 30 s later (same day, inside the 24 h attribution window);
   no ``start``/``complete``/``like``: tagging says nothing about them;
-- item feed: every artist (artists.dat, plus tagged ids that artists.dat lacks),
-  category = the artist's most frequent tag among tagging events dated before
-  ``SPLIT`` (ties: lowest tag id; ``untagged`` when none: no leakage from eval
-  time), creator = the artist id, and constants for what the contract requires
-  but the data does not have (``PLACEHOLDERS``);
-- member features: null (the contract allows it); context platform: a constant.
+- the features are declared for this data (``bench/lastfm_features.yaml``,
+  ``RECLOOP_FEATURES``): members and requests have none besides the member id,
+  and an artist has one, ``tag``, its most frequent tag among tagging events
+  dated before ``SPLIT`` (ties: lowest tag id; ``untagged`` when none: no
+  leakage from eval time), and no release date;
+- item feed: every artist (artists.dat, plus tagged ids that artists.dat lacks);
+  the contract's logging facts the data does not have are constants
+  (``PLACEHOLDERS``: score, row, model version).
 
 Measured: for every eval interaction, whether its artist is in the top K of the
 whole catalog (the trainer's catalog: every artist shown in the span) for the
@@ -89,22 +91,17 @@ KS = (10, 100)
 BOOTSTRAP = 2000
 SEED = 0
 
-PLATFORM = "web"
 MODEL_VERSION = "import-lastfm-hetrec2011"
 ROW = "import"
 CLICK_DELAY_S = 30
 UNTAGGED = "untagged"
 # required by the contract, absent from the data: constants (friction, listed in the results)
+DECLARATION = Path(__file__).resolve().parent / "lastfm_features.yaml"  # RECLOOP_FEATURES of every step
 PLACEHOLDERS = {
-    "item.duration_min": 4.0,
-    "item.language": "en",
-    "item.release_date": "2005-01-01",
     "impression.score": 0.0,
     "impression.row": ROW,
     "request.model_version": MODEL_VERSION,
-    "context.platform": PLATFORM,
 }
-MEMBER = {"tenure_days": None, "country": None, "preferred_category": None}
 
 # measured one at a time against the defaults; "before" is the configuration before issue #21
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -215,7 +212,6 @@ def convert(src_dir: str | Path, out_logs: str | Path, split: dt.date = SPLIT) -
     tagged = {a for _, a in first}
     only_tagged = sorted(tagged - set(listed), key=int)
     artists = [*listed, *only_tagged]
-    release = dt.date.fromisoformat(PLACEHOLDERS["item.release_date"])
 
     def item(artist: str) -> str:
         return f"a{artist}"
@@ -228,12 +224,8 @@ def convert(src_dir: str | Path, out_logs: str | Path, split: dt.date = SPLIT) -
         cat = category.get(artist, UNTAGGED)
         shown = ImpressionColumns(item_id=[item(artist)], position=[0], row=[ROW],
                                   score=[PLACEHOLDERS["impression.score"]], propensity=[1.0],
-                                  item={"category": [cat], "creator": [item(artist)],
-                                        "duration_min": [PLACEHOLDERS["item.duration_min"]],
-                                        "language": [PLACEHOLDERS["item.language"]]},
-                                  release_date=[release.isoformat()], age_days=[(ts.date() - release).days])
-        context = {"hour_of_day": ts.hour, "day_of_week": ts.weekday(), "platform": PLATFORM}
-        line = format_request(rid, ts, MODEL_VERSION, f"u{user}", MEMBER, context, shown)
+                                  item={"tag": [cat]}, release_date=[None], age_days=[None])
+        line = format_request(rid, ts, MODEL_VERSION, f"u{user}", {}, {}, shown)
         parse_request(line, source=rid)  # the contract's own check: raises naming the field
         requests[ts.date()].append(line)
         click = ts + dt.timedelta(seconds=CLICK_DELAY_S)
@@ -245,9 +237,8 @@ def convert(src_dir: str | Path, out_logs: str | Path, split: dt.date = SPLIT) -
         for day in sorted(by_day):
             logs.write_lines(f"{logs.partition_dir(out, stream, day)}/part-00000.jsonl.gz", sorted(by_day[day]),
                              compresslevel=1)
-    feed = (json.dumps({"item_id": item(a), "category": category.get(a, UNTAGGED), "creator": item(a),
-                        "duration_min": PLACEHOLDERS["item.duration_min"], "language": PLACEHOLDERS["item.language"],
-                        "release_date": release.isoformat()}, separators=(",", ":")) for a in artists)
+    feed = (json.dumps({"item_id": item(a), "tag": category.get(a, UNTAGGED), "release_date": None},
+                       separators=(",", ":")) for a in artists)
     feed_day = min(requests)
     logs.write_lines(f"{out}/catalog/dt={feed_day.isoformat()}/items.jsonl.gz", feed)
     before = [d for d in first.values() if d < split]
@@ -259,7 +250,7 @@ def convert(src_dir: str | Path, out_logs: str | Path, split: dt.date = SPLIT) -
         "categories": len(set(category.values())),
         "interactions_before_split": len(before), "interactions_from_split": len(first) - len(before),
         "request_days": len(requests), "event_days": len(events),
-        "placeholders": PLACEHOLDERS, "member_features": "null (tenure_days, country, preferred_category)",
+        "placeholders": PLACEHOLDERS, "declaration": DECLARATION.name,
     }
 
 
@@ -717,8 +708,9 @@ def section(r: dict[str, Any], results: Path) -> str:
          "hit@100 of eval interactions of members without / with training interactions:"), "",
         table(["variant", "hit@100", "hit@10", "x popularity @100 [95%]", "x recent pop. @100 [95%]",
                "x popularity @10 [95%]", "hit@100 new / seen members", "train s", "process s"], rows), "",
-        ("Placeholders (the contract requires them, the data has none): "
-         + ", ".join(f"`{k}` = {v!r}" for k, v in c["placeholders"].items()) + "; member features null."), ""]
+        (f"Features declared for this data (`bench/{c.get('declaration', 'lastfm_features.yaml')}`): members and "
+         "requests none besides the member id, artists their tag. Constants for the contract's logging facts the "
+         "data does not have: " + ", ".join(f"`{k}` = {v!r}" for k, v in c["placeholders"].items()) + "."), ""]
     g = f.get("gate")
     if g:
         judged = [c for c in g["checks"] if c["verdict"] != "skipped"]
@@ -752,8 +744,15 @@ def headline(f: dict[str, Any]) -> str:
 
 
 def bench() -> dict[str, Any]:
-    """``bench/run.py realdata``: every variant on the working tree's recloop/, with what was measured."""
-    return bench_realdata() | {"product": product_state()}
+    """``bench/run.py realdata``: every variant on the working tree's recloop/, with what was measured.
+
+    In a process of its own: the declaration (``RECLOOP_FEATURES``) is read once, when recloop is first
+    imported, and bench/run.py's process has imported it with the default one.
+    """
+    out = WORK / "results.json"
+    subprocess.run([sys.executable, __file__, "--work", str(WORK), "--out", str(out)], check=True,
+                   env=os.environ | {"RECLOOP_FEATURES": str(DECLARATION)})
+    return json.loads(out.read_text())["figures"]
 
 
 def main() -> None:
@@ -767,6 +766,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS_JSON)
     parser.add_argument("--commit", help="measure this commit's recloop/ (git archive) instead of the working tree")
     args = parser.parse_args()
+    os.environ["RECLOOP_FEATURES"] = str(DECLARATION)  # before anything imports recloop, and for every step
     frozen = freeze(args.commit, args.work) if args.commit else None
     chosen = {n: VARIANTS[n] for n in (args.variants or VARIANTS)}
     if args.extra:
