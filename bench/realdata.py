@@ -28,7 +28,8 @@ Conversion choices:
   ``RECLOOP_FEATURES``): members and requests have none besides the member id,
   and an artist has one, ``tag``, its most frequent tag among tagging events
   dated before ``SPLIT`` (ties: lowest tag id; ``untagged`` when none: no
-  leakage from eval time), and no release date;
+  leakage from eval time), and no release date (so ``recloop validate`` is told
+  that ``age_days`` may be absent: ``bench/lastfm_validation.yaml``);
 - item feed: every artist (artists.dat, plus tagged ids that artists.dat lacks);
   the contract's logging facts the data does not have are constants
   (``PLACEHOLDERS``: score, row, model version).
@@ -97,6 +98,7 @@ CLICK_DELAY_S = 30
 UNTAGGED = "untagged"
 # required by the contract, absent from the data: constants (friction, listed in the results)
 DECLARATION = Path(__file__).resolve().parent / "lastfm_features.yaml"  # RECLOOP_FEATURES of every step
+VALIDATION_CONFIG = DECLARATION.with_name("lastfm_validation.yaml")  # no release dates: age_days may be absent
 PLACEHOLDERS = {
     "impression.score": 0.0,
     "impression.row": ROW,
@@ -327,7 +329,8 @@ def validate(data: Path, out: Path) -> dict[str, Any]:
     log = out.with_suffix(".log")
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        argv = [sys.executable, "-m", "recloop.cli", "validate", "--data", str(data), "--out", str(out)]
+        argv = [sys.executable, "-m", "recloop.cli", "validate", "--data", str(data), "--out", str(out),
+                "--config", str(VALIDATION_CONFIG)]
         code = subprocess.run(argv, check=False, stdout=f, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - t0
     if code not in (0, 3):
