@@ -132,6 +132,19 @@ def test_a_validation_split_that_would_leave_nothing_to_fit_is_empty_and_says_so
     assert "validation_note" not in none.sizes()
 
 
+def test_on_sparse_logs_the_validation_split_grows_to_hold_enough_positives_within_a_quarter(tmp_path):
+    week = _ingest(tmp_path, START, days=14, eval_days=1)  # 13 training days, 4 clicks a day
+    exact = load([week], validation_days=1)
+    assert exact.span["validation_start"] == "2026-01-17T00:00:00+00:00" and "validation_note" not in exact.sizes()
+    grown = load([week], validation_days=1, validation_min_positives=10)  # 3 days hold 12 clicks
+    assert grown.span["validation_start"] == "2026-01-15T00:00:00+00:00"
+    assert (grown.validation["label_click"] == 1).sum() == 12 and len(grown.fit) + len(grown.validation) == len(grown.train)
+    assert "validation split of 3 days (not 1) to hold 10 positives" in grown.sizes()["validation_note"]
+    capped = load([week], validation_days=1, validation_min_positives=10_000)  # a quarter of 13 days: 3 days
+    assert capped.span["validation_start"] == "2026-01-15T00:00:00+00:00"
+    assert len(capped.validation) <= len(capped.train) / 4
+
+
 def test_recloop_train_evaluates_on_a_separate_ingest_and_prints_intervals_and_sizes(tmp_path):
     from typer.testing import CliRunner
 
@@ -200,7 +213,7 @@ def test_recent_popularity_counts_clicks_in_the_window_and_its_window_is_chosen_
     assert sum(recent_popularity(data.train, day, 3).values()) == 3 * 4
     chosen = choose_recent_window(data.fit, data.validation, data.catalog, dt.date(2026, 1, 17), "click")
     assert chosen["chosen_on"] == "validation" and chosen["validation_positives"] == 4
-    assert set(chosen["candidates"]) == {"1", "3", "7", "14", "28", "all"}
+    assert set(chosen["candidates"]) == {"1", "3", "7", "14", "28", "91", "182", "365", "all"}
     assert chosen["validation_recall@100"] == max(chosen["candidates"].values())
     # the catalog has 40 items, so recall@100 is 1 for every window and the shortest wins the tie
     assert chosen["window_days"] == 1

@@ -110,7 +110,7 @@ def test_metrics_cover_every_scorer_view_and_cohort_with_their_sizes(tiny_model)
     assert m["ratios"]["ranking_auc_click_explored"]["oracle"]["low"] > 1
     recent = m["recent_popularity"]
     assert recent["chosen_on"] == "validation" and recent["validation_start"] == "2026-01-17"
-    assert set(recent["candidates"]) == {"1", "3", "7", "14", "28", "all"}
+    assert set(recent["candidates"]) == {"1", "3", "7", "14", "28", "91", "182", "365", "all"}
     assert recent["validation_recall@100"] == max(recent["candidates"].values())
     card = _json(Path(tiny_model) / "model_card.json")
     assert card["metrics"]["recent_popularity"]["window_days"] == recent["window_days"]

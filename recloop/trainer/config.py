@@ -115,6 +115,9 @@ class TrainConfig(_Strict):
     # the eval set (recent popularity's window; early stopping: the models fit the days before it) (0 = none:
     # the models fit every training day for all their epochs)
     validation_days: Annotated[int, Field(ge=0)] = 1
+    # sparse logs: the validation split grows back a day at a time until it holds this many positives (at most
+    # a quarter of the training examples), so an epoch or a window is not chosen on a few dozen clicks
+    validation_min_positives: Annotated[int, Field(ge=0)] = 1000
 
     def fingerprint(self) -> str:
         """A short stable hash of the config, part of the model version."""

@@ -180,7 +180,8 @@ def _midnight(day: str) -> dt.datetime:
 
 def load(folders: Sequence[str], window_weeks: int | None = None, eval_days: int | None = None,
          validation_days: int = 1, eval_dirs: Sequence[str] = (), feed: str | None = None,
-         progress: Callable[[str], None] = lambda line: None) -> TrainingData:
+         progress: Callable[[str], None] = lambda line: None, validation_min_positives: int = 0,
+         positive: str = "click") -> TrainingData:
     """Reads the newest ``window_weeks`` ingest outputs of ``folders`` (any order), split by time.
 
     Args:
@@ -188,6 +189,9 @@ def load(folders: Sequence[str], window_weeks: int | None = None, eval_days: int
       window_weeks: how many of the newest ``folders`` are used (None: all); the dropped ones are reported.
       eval_days: None: the newest folder's eval split is the evaluation set; N: the last N days of the data.
       validation_days: the last N training days before the evaluation set form ``validation`` (0: none).
+      validation_min_positives: the validation split grows back a day at a time until it holds this many
+        ``label_<positive>`` positives, but not beyond a quarter of the training examples (sparse logs: one day
+        of them says nothing about an epoch or a window).
       eval_dirs: separate ingest outputs whose train and eval splits are the evaluation set (``--eval-data``).
       feed: the item feed (a ``feed.jsonl.gz``-style file, or a root holding ``catalog/dt=...``: the snapshot
         of the data's last day) added to the catalog, so items never served are indexed and evaluated too.
@@ -235,7 +239,12 @@ def load(folders: Sequence[str], window_weeks: int | None = None, eval_days: int
             hint = ("ingest with --eval-days >= 1 and a span with traffic" if eval_days is None and not held else
                     "choose eval days inside the data's span, after at least one training day")
             raise DataError(f"the {name} split is empty (data: {used}, eval from {eval_start.isoformat()}); {hint}")
-    fit, validation, validation_start, note = _validation(train, train_end, validation_days)
+    fit, validation, validation_start, note = _validation(
+        train, train_end, _validation_length(train, train_end, validation_days, validation_min_positives, positive))
+    grown = (train_end - dt.datetime.fromisoformat(validation_start)).days if validation_start else 0
+    if note is None and grown > validation_days:
+        note = f"validation split of {grown} days (not {validation_days}) to hold {validation_min_positives} positives"
+        progress(note)
     items: dict[str, dict[str, Any]] = {}
     for _, f in (*weeks, *held):  # oldest first, so the newest metadata wins
         items.update((item["item_id"], item) for item in read_items(posixpath.join(f, "items", "items.jsonl.gz")))
@@ -253,6 +262,19 @@ def load(folders: Sequence[str], window_weeks: int | None = None, eval_days: int
                         sources=[f for _, f in weeks], span=span, fit=fit, validation=validation,
                         eval_sources=[f for _, f in held], validation_note=note,
                         eval_from=[f for s, f in (held or weeks) if _midnight(s["end"]) >= eval_start])
+
+
+def _validation_length(train: Examples, end: dt.datetime, days: int, min_positives: int, positive: str) -> int:
+    """How many days before ``end`` the validation split takes: ``days``, or more until it holds ``min_positives``
+    positives, as long as it stays within a quarter of the training examples."""
+    if not days or not min_positives or not len(train):
+        return days
+    back = np.floor((end.timestamp() - train["ts"]) / DAY_SECONDS).astype(np.int64)  # 0: the last day before end
+    positives = np.sort(back[train[f"label_{positive}"] == 1])
+    need = int(positives[min_positives - 1]) + 1 if len(positives) >= min_positives else int(back.max()) + 1
+    ordered = np.sort(back)
+    cap = int(ordered[len(ordered) // 4])  # days with back < cap hold at most a quarter of the examples
+    return max(days, min(need, cap))
 
 
 def _validation(train: Examples, end: dt.datetime, days: int) -> tuple[Examples, Examples, str | None, str | None]:

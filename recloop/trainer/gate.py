@@ -229,7 +229,8 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
         raise DataError(f"{card['version']} was evaluated on separate eval data {card['data']['eval_sources']}; "
                         "pass the same --eval-data as to train")
     data = load(data_dirs, train_config.window_weeks, train_config.eval_days, train_config.validation_days,
-                eval_dirs)
+                eval_dirs, validation_min_positives=train_config.validation_min_positives,
+                positive=train_config.retrieval.positives)
     trained = card["data"]["span"]
     if {k: data.span.get(k) for k in trained} != trained:  # a card from before a key was added has fewer
         raise DataError(f"the data spans {data.span}, but {card['version']} was trained with span "

@@ -31,7 +31,8 @@ from recloop.trainer.ranking import INPUTS
 from recloop.trainer.towers import QUERY
 
 DAY_SECONDS = 86_400
-RECENT_WINDOWS: tuple[int | None, ...] = (1, 3, 7, 14, 28, None)  # days; None: all of the training data
+# days; None: all of the training data (the long ones matter on logs spanning years: bench/README.md, real data)
+RECENT_WINDOWS: tuple[int | None, ...] = (1, 3, 7, 14, 28, 91, 182, 365, None)
 RECENT_WINDOW_K = 100  # the window is chosen by logged recall@100 of the validation positives
 RECENT_DEFAULT_WINDOW = 7  # without a validation split
 

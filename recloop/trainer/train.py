@@ -87,7 +87,8 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     started = time.perf_counter()
     progress(f"reading {len(data_dirs) + len(eval_dirs)} ingest output(s)")
-    data = load(data_dirs, config.window_weeks, config.eval_days, config.validation_days, eval_dirs, feed, progress)
+    data = load(data_dirs, config.window_weeks, config.eval_days, config.validation_days, eval_dirs, feed, progress,
+                config.validation_min_positives, config.retrieval.positives)
     day = eval_day(data)
     checks.check_inputs((*QUERY, *CANDIDATE, *RANKING_INPUTS, "position"))
     checks.check_no_label_copies(data.train, (*RANKING_INPUTS, "position"))
