@@ -25,7 +25,8 @@ from common import MEASURED, ingest_week, run_timed, table
 SEEDS = (1, 2)
 VARIANTS = {"default": [], "no log-Q": ["--config", "NO_LOGQ"]}
 NOTES = ("Quality runs train on weeks 0-1 and the Monday of week 2 and evaluate on the rest of week 2 (default "
-         "config: 12 retrieval and 3 ranking epochs). Week 0 is the bootstrap heuristic's first week. Process "
+         "config: at most 4 retrieval and 3 ranking epochs, early stopping on the last training day). "
+         "Week 0 is the bootstrap heuristic's first week. Process "
          "seconds include interpreter start, imports, export, index and evaluation of three scorers.")
 
 
