@@ -239,11 +239,10 @@ def load(folders: Sequence[str], window_weeks: int | None = None, eval_days: int
             hint = ("ingest with --eval-days >= 1 and a span with traffic" if eval_days is None and not held else
                     "choose eval days inside the data's span, after at least one training day")
             raise DataError(f"the {name} split is empty (data: {used}, eval from {eval_start.isoformat()}); {hint}")
-    fit, validation, validation_start, note = _validation(
-        train, train_end, _validation_length(train, train_end, validation_days, validation_min_positives, positive))
-    grown = (train_end - dt.datetime.fromisoformat(validation_start)).days if validation_start else 0
-    if note is None and grown > validation_days:
-        note = f"validation split of {grown} days (not {validation_days}) to hold {validation_min_positives} positives"
+    length = _validation_length(train, train_end, validation_days, validation_min_positives, positive)
+    fit, validation, validation_start, note = _validation(train, train_end, length)
+    if note is None and length > validation_days:
+        note = f"validation split of {length} days (not {validation_days}) to hold {validation_min_positives} positives"
         progress(note)
     items: dict[str, dict[str, Any]] = {}
     for _, f in (*weeks, *held):  # oldest first, so the newest metadata wins

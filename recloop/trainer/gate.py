@@ -247,7 +247,8 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
                          f"({data.span['eval_start']}): the comparison favours it")
     scorers = {"candidate": model_scorers(candidate, day),
                "popularity": popularity_scorers(popularity(data.train, day)),
-               "recent_popularity": counts_scorers(recent_popularity(data.train, day, _recent_window(candidate, data)))}
+               "recent_popularity": counts_scorers(recent_popularity(data.train, day,
+                                                                     _recent_window(card, train_config, data)))}
     if production is not None:
         scorers["production"] = model_scorers(production, day)
     positives = data.eval.take(data.eval[f"label_{train_config.retrieval.positives}"] == 1)
@@ -300,17 +301,16 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
     return blessing
 
 
-def _recent_window(candidate: str, data: TrainingData) -> int | None:
-    """Recent popularity's window: the one the trainer chose on its validation split (in the card), or
-    chosen the same way here for a card from before it was recorded."""
-    card = logs.read_json(posixpath.join(candidate, "model_card.json"))
+def _recent_window(card: Mapping[str, Any], config: TrainConfig, data: TrainingData) -> int | None:
+    """Recent popularity's window: the one the trainer chose on its validation split (in the candidate's card),
+    or chosen the same way here for a card from before it was recorded."""
     recent = card.get("metrics", {}).get("recent_popularity", {})
     if "window_days" in recent:
         return recent["window_days"]
     start = data.span.get("validation_start")
-    positives = TrainConfig.model_validate(card["config"]).retrieval.positives
     return choose_recent_window(data.fit, data.validation, data.catalog,
-                                dt.datetime.fromisoformat(start).date() if start else None, positives)["window_days"]
+                                dt.datetime.fromisoformat(start).date() if start else None,
+                                config.retrieval.positives)["window_days"]
 
 
 def _estimate(candidate: str, rows: Examples, config: OffPolicyConfig, replay: Replay
