@@ -30,6 +30,11 @@ Conversion choices:
   dated before ``SPLIT`` (ties: lowest tag id; ``untagged`` when none: no
   leakage from eval time), and no release date (so ``recloop validate`` is told
   that ``age_days`` may be absent: ``bench/lastfm_validation.yaml``);
+- the member's history: ``recent_artists``, the (up to) ``HISTORY`` artists the
+  member interacted with before the request, newest first, sent with the request
+  as a client (or the server's history store) would and logged with it; the
+  order inside a month follows the hashed instants above. ``--history 0`` drops
+  the feature from the declaration and the logs (the "no member history" row);
 - item feed: every artist (artists.dat, plus tagged ids that artists.dat lacks);
   the contract's logging facts the data does not have are constants
   (``PLACEHOLDERS``: score, row, model version).
@@ -98,6 +103,7 @@ CLICK_DELAY_S = 30
 UNTAGGED = "untagged"
 # required by the contract, absent from the data: constants (friction, listed in the results)
 DECLARATION = Path(__file__).resolve().parent / "lastfm_features.yaml"  # RECLOOP_FEATURES of every step
+HISTORY_FEATURE, HISTORY = "recent_artists", 20  # the declared list feature and its max_length
 VALIDATION_CONFIG = DECLARATION.with_name("lastfm_validation.yaml")  # no release dates: age_days may be absent
 PLACEHOLDERS = {
     "impression.score": 0.0,
@@ -190,7 +196,7 @@ def categories(tagging: list[tuple[str, str, int, dt.date]], tags: dict[int, str
     return out
 
 
-def convert(src_dir: str | Path, out_logs: str | Path, split: dt.date = SPLIT) -> dict[str, Any]:
+def convert(src_dir: str | Path, out_logs: str | Path, split: dt.date = SPLIT, history: int = 0) -> dict[str, Any]:
     """Writes the dataset as recloop logs: ``requests/``, ``events/`` (``dt=`` partitions) and ``catalog/``.
 
     Layout (the simulator's): ``<out>/requests/dt=D/part-00000.jsonl.gz``,
@@ -220,14 +226,19 @@ def convert(src_dir: str | Path, out_logs: str | Path, split: dt.date = SPLIT) -
 
     requests: dict[dt.date, list[str]] = defaultdict(list)
     events: dict[dt.date, list[str]] = defaultdict(list)
-    for (user, artist), day in sorted(first.items(), key=lambda kv: (kv[1], int(kv[0][0]), int(kv[0][1]))):
-        ts = spread(user, artist, day.year, day.month)
+    stamped = sorted(((spread(user, artist, day.year, day.month), int(user), int(artist))
+                      for (user, artist), day in first.items()))
+    seen: dict[str, list[str]] = defaultdict(list)  # member -> artists so far, oldest first
+    for ts, user_id, artist_id in stamped:
+        user, artist = str(user_id), str(artist_id)
         rid = f"lfm-u{user}-a{artist}"
         cat = category.get(artist, UNTAGGED)
         shown = ImpressionColumns(item_id=[item(artist)], position=[0], row=[ROW],
                                   score=[PLACEHOLDERS["impression.score"]], propensity=[1.0],
                                   item={"tag": [cat]}, release_date=[None], age_days=[None])
-        line = format_request(rid, ts, MODEL_VERSION, f"u{user}", {}, {}, shown)
+        member = {HISTORY_FEATURE: seen[user][::-1][:history]} if history else {}
+        seen[user].append(item(artist))
+        line = format_request(rid, ts, MODEL_VERSION, f"u{user}", member, {}, shown)
         parse_request(line, source=rid)  # the contract's own check: raises naming the field
         requests[ts.date()].append(line)
         click = ts + dt.timedelta(seconds=CLICK_DELAY_S)
@@ -252,7 +263,7 @@ def convert(src_dir: str | Path, out_logs: str | Path, split: dt.date = SPLIT) -
         "categories": len(set(category.values())),
         "interactions_before_split": len(before), "interactions_from_split": len(first) - len(before),
         "request_days": len(requests), "event_days": len(events),
-        "placeholders": PLACEHOLDERS, "declaration": DECLARATION.name,
+        "placeholders": PLACEHOLDERS, "declaration": DECLARATION.name, "history": history,
     }
 
 
@@ -556,7 +567,8 @@ def select_on_validation(work: Path, variants: dict[str, dict[str, Any]], reuse:
 
 
 def bench_realdata(work: Path = WORK, variants: dict[str, dict[str, Any]] | None = None,
-                   validated: tuple[str, ...] = VALIDATED, reuse: bool = False) -> dict[str, Any]:
+                   validated: tuple[str, ...] = VALIDATED, reuse: bool = False, history: int = HISTORY
+                   ) -> dict[str, Any]:
     """Converts, ingests, trains every variant and measures; returns the figures.
 
     Args:
@@ -564,6 +576,7 @@ def bench_realdata(work: Path = WORK, variants: dict[str, dict[str, Any]] | None
       variants: name -> TrainConfig overrides (``VARIANTS`` by default).
       validated: names of ``variants`` compared on the validation split (``select_on_validation``).
       reuse: keep logs, ingest output and exports already in ``work`` (re-measures them).
+      history: the length of ``recent_artists`` in the logs (0: no history; the declaration must match).
     """
     variants = VARIANTS if variants is None else variants
     work.mkdir(parents=True, exist_ok=True)
@@ -573,7 +586,7 @@ def bench_realdata(work: Path = WORK, variants: dict[str, dict[str, Any]] | None
         conversion = json.loads(conversion_file.read_text())
     else:
         t0 = time.perf_counter()
-        conversion = convert(SRC, logs_dir) | {"seconds": None}
+        conversion = convert(SRC, logs_dir, history=history) | {"seconds": None}
         conversion["seconds"] = round(time.perf_counter() - t0, 1)
         conversion_file.write_text(json.dumps(conversion, indent=2))
     print(f"converted: {conversion['interactions']:,} interactions", file=sys.stderr)
@@ -594,6 +607,9 @@ def bench_realdata(work: Path = WORK, variants: dict[str, dict[str, Any]] | None
         run = _trained(data_dir, export, overrides, reuse)
         print(f"  {name}: {run['process_s']} s", file=sys.stderr)
         hits = ev.model_hits(export)
+        if name == "default":  # kept for the paired comparison across declarations (bench())
+            np.savez(work / "default-hits.npz", members=ev.positives["member_id"], request=ev.positives["request_id"],
+                     **{f"hit{k}": hits[k] for k in KS})
         metrics = json.loads((export / "metrics.json").read_text())
         checks[name] = check_against_trainer(metrics, "model", hits)
         if "popularity" not in checks:
@@ -711,9 +727,16 @@ def section(r: dict[str, Any], results: Path) -> str:
          "hit@100 of eval interactions of members without / with training interactions:"), "",
         table(["variant", "hit@100", "hit@10", "x popularity @100 [95%]", "x recent pop. @100 [95%]",
                "x popularity @10 [95%]", "hit@100 new / seen members", "train s", "process s"], rows), "",
-        (f"Features declared for this data (`bench/{c.get('declaration', 'lastfm_features.yaml')}`): members and "
-         "requests none besides the member id, artists their tag. Constants for the contract's logging facts the "
+        (f"Features declared for this data (`bench/{c.get('declaration', 'lastfm_features.yaml')}`): members "
+         f"their last {c.get('history', 0)} artists before the request (`recent_artists`, sent with the request and "
+         "logged with it), requests none, artists their tag. Constants for the contract's logging facts the "
          "data does not have: " + ", ".join(f"`{k}` = {v!r}" for k, v in c["placeholders"].items()) + "."), ""]
+    plain = f["variants"].get(NO_HISTORY)
+    if plain:
+        h = plain["vs_history"]
+        parts += [(f"The member's history (`recent_artists`) as a query feature: the default model with it over the "
+                   f"same model without it, paired on the same eval interactions: hit@100 {_ratio(h['100'])}, "
+                   f"hit@10 {_ratio(h['10'])}."), ""]
     g = f.get("gate")
     if g:
         judged = [c for c in g["checks"] if c["verdict"] != "skipped"]
@@ -752,10 +775,39 @@ def bench() -> dict[str, Any]:
     In a process of its own: the declaration (``RECLOOP_FEATURES``) is read once, when recloop is first
     imported, and bench/run.py's process has imported it with the default one.
     """
-    out = WORK / "results.json"
-    subprocess.run([sys.executable, __file__, "--work", str(WORK), "--out", str(out)], check=True,
-                   env=os.environ | {"RECLOOP_FEATURES": str(DECLARATION)})
-    return json.loads(out.read_text())["figures"]
+    out, plain = WORK / "results.json", WORK / "no-history"
+    subprocess.run([sys.executable, __file__, "--work", str(WORK), "--out", str(out)], check=True)
+    subprocess.run([sys.executable, __file__, "--work", str(plain), "--out", str(plain / "results.json"),
+                    "--history", "0", "--variants", "default"], check=True)
+    figures = json.loads(out.read_text())["figures"]
+    without = json.loads((plain / "results.json").read_text())["figures"]
+    figures["variants"][NO_HISTORY] = without["variants"]["default"] | {
+        "vs_history": history_ratio(WORK / "default-hits.npz", plain / "default-hits.npz")}
+    return figures
+
+
+NO_HISTORY = "no member history (declaration without recent_artists)"
+
+
+def history_ratio(with_history: Path, without: Path) -> dict[str, Any]:
+    """The default model with the member's history over the one without, paired on the same eval interactions."""
+    a, b = np.load(with_history), np.load(without)
+    ia, ib = np.argsort(a["request"], kind="stable"), np.argsort(b["request"], kind="stable")
+    if not np.array_equal(a["request"][ia], b["request"][ib]):
+        raise ValueError(f"{with_history} and {without} hold different eval interactions")
+    return {str(k): paired_ratio(a[f"hit{k}"][ia], b[f"hit{k}"][ib], a["members"][ia]) for k in KS}
+
+
+def declaration_without_history(work: Path) -> Path:
+    """``DECLARATION`` without ``HISTORY_FEATURE``, written under ``work``: the no-history run's RECLOOP_FEATURES."""
+    import yaml
+
+    raw = yaml.safe_load(DECLARATION.read_text())
+    raw["features"] = [f for f in raw["features"] if f["name"] != HISTORY_FEATURE]
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "features-no-history.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 def main() -> None:
@@ -768,13 +820,16 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS_JSON)
     parser.add_argument("--commit", help="measure this commit's recloop/ (git archive) instead of the working tree")
+    parser.add_argument("--history", type=int, default=HISTORY, choices=(0, HISTORY),
+                        help=f"{HISTORY}: requests carry the member's recent artists; 0: no history feature")
     args = parser.parse_args()
-    os.environ["RECLOOP_FEATURES"] = str(DECLARATION)  # before anything imports recloop, and for every step
+    declared = DECLARATION if args.history else declaration_without_history(args.work)
+    os.environ["RECLOOP_FEATURES"] = str(declared)  # before anything imports recloop, and for every step
     frozen = freeze(args.commit, args.work) if args.commit else None
     chosen = {n: VARIANTS[n] for n in (args.variants or VARIANTS)}
     if args.extra:
         chosen |= json.loads(args.extra)
-    figures = bench_realdata(args.work, chosen, reuse=args.reuse)
+    figures = bench_realdata(args.work, chosen, reuse=args.reuse, history=args.history)
     figures["product"] = product_state() | (frozen or {})
     command = " ".join(["python", "bench/realdata.py", *sys.argv[1:]])
     args.out.write_text(json.dumps({"benchmark": "realdata", "command": command,

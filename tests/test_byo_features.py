@@ -85,6 +85,11 @@ def test_the_default_declaration_round_trips_through_what_travels():
                                  "tower")),
     ({"name": "member_id"}, "feature 'member_id' (features[0]): name: 'member_id' is fixed by recloop"),
     ({"value_range": [-5, 3]}, "value_range: expected [min, max] with 0 <= min <= max, got [-5.0, 3.0]"),
+    ({"max_length": 5}, "feature 'age' (features[0]): max_length: only a categorical feature can be a list"),
+    ({"kind": "categorical", "dtype": "str", "max_length": 0},
+     "feature 'age' (features[0]): field 'max_length': Input should be greater than or equal to 1, got 0"),
+    ({"kind": "categorical", "dtype": "str", "group": "item", "towers": ["candidate"], "max_length": 3},
+     "max_length: a list is a member or context feature"),
 ])
 def test_a_bad_declaration_is_refused_naming_the_file_the_feature_and_the_field(tmp_path, feature, message):
     age = {"name": "age", "group": "member", "kind": "numeric", "dtype": "float", "towers": ["query"]}
@@ -95,13 +100,38 @@ def test_a_bad_declaration_is_refused_naming_the_file_the_feature_and_the_field(
     assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
 
 
+def test_a_list_feature_holds_up_to_max_length_non_empty_strings():
+    from pydantic import TypeAdapter, ValidationError
+
+    from recloop.features.records import contract_type
+
+    recent = TypeAdapter(contract_type(Feature("recent_items", "member", "categorical", str, ("query",), "",
+                                               max_length=3)))
+    assert recent.validate_python(["i1", "i2"]) == ["i1", "i2"]
+    assert recent.validate_python([]) == []  # a member with nothing to list yet
+    for bad, why in ((["a", "b", "c", "d"], "at most 3 items"), ([""], "at least 1 character"),
+                     ([1], "valid string"), ("i1", "valid list"), (None, "valid list")):
+        with pytest.raises(ValidationError, match=why):
+            recent.validate_python(bad)
+
+
+def test_replay_rebuilds_a_logged_list_without_its_padding():
+    import numpy as np
+
+    from recloop.serving.replay import _value
+
+    assert _value(np.array(["i3", "i1", "", ""])) == ["i3", "i1"]
+    assert _value(np.array(["", ""])) == []
+    assert _value(np.array(["US", "GB"])[0]) == "US" and _value(np.array([7, 8])[1]) == 8
+
+
 def test_a_role_must_name_a_declared_feature_of_its_kind(tmp_path):
     path = tmp_path / "features.yaml"
     path.write_text("features:\n  - {name: genre, group: item, kind: categorical, dtype: str, towers: [candidate]}\n"
                     "roles:\n  platform: genre\n")
     with pytest.raises(declaration.DeclarationError) as info:
         declaration.load(str(path))
-    assert str(info.value) == f"{path}: roles.platform: expected a declared categorical context feature, got 'genre'"
+    assert str(info.value) == f"{path}: roles.platform: expected a declared single-valued categorical context feature, got 'genre'"
 
 
 def test_a_bad_declaration_fails_the_import_naming_the_file(tmp_path):
@@ -138,6 +168,8 @@ features:
   - {name: gender, group: member, kind: categorical, dtype: str, towers: [query, ranking], vocabulary: [f, m, x],
      nullable: true}
   - {name: occupation, group: member, kind: categorical, dtype: str, towers: [query, ranking]}
+  - {name: recent_items, group: member, kind: categorical, dtype: str, towers: [query, ranking], max_length: 5,
+     nullable: true, description: "the member's last clicked items, newest first"}
   - {name: hour_of_day, group: context, kind: numeric, dtype: int, towers: [query, ranking], value_range: [0, 23],
      buckets: per_value}
   - {name: day_of_week, group: context, kind: numeric, dtype: int, towers: [query, ranking], value_range: [0, 6],
@@ -185,11 +217,14 @@ def _write_logs(root: Path) -> None:
             member["gender"] = None
         members.append(member)
     events: dict[dt.date, list[str]] = {}  # by the event's own date
+    clicked: dict[str, list[str]] = {}  # member -> items clicked so far, newest first
     for day in range(7):
         date = START + dt.timedelta(days=day)
         requests = []
         for r in range(40):
-            member = rng.choice(members)
+            member = dict(rng.choice(members))
+            if member["member_id"] != "m07":  # one member's client never sends the list (nullable)
+                member["recent_items"] = clicked.get(member["member_id"], [])[:5]
             ts = dt.datetime.combine(date, dt.time(rng.randrange(24), rng.randrange(60)), tzinfo=dt.UTC)
             shown = rng.sample(items, 5)
             impressions = []
@@ -201,6 +236,7 @@ def _write_logs(root: Path) -> None:
                                     "score": 0.5, "propensity": 0.2, "item": meta})
                 liked = GENRES.index(item["genre"]) == OCCUPATIONS.index(member["occupation"])
                 if rng.random() < (0.6 if liked else 0.1):
+                    clicked.setdefault(member["member_id"], []).insert(0, item["item_id"])
                     for event, after in (("click", 20), ("complete", 900)):
                         at = ts + dt.timedelta(seconds=after)
                         events.setdefault(at.date(), []).append(json.dumps({
@@ -276,8 +312,8 @@ def custom_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 @pytest.mark.slow
 def test_a_custom_declaration_is_ingested_validated_trained_and_served(custom_run):
     work, out = custom_run
-    assert out["features"] == ["member_id", "age", "gender", "occupation", "hour_of_day", "day_of_week", "item_id",
-                               "genre", "runtime_min", "age_days", "position"]
+    assert out["features"] == ["member_id", "age", "gender", "occupation", "recent_items", "hour_of_day",
+                               "day_of_week", "item_id", "genre", "runtime_min", "age_days", "position"]
     assert "unexpected field 'member.country' (not in the log contract)" in out["default_shaped"]
     assert "was made under another feature declaration (none recorded: the default one)" in out["unrecorded"]
     assert out["simulate"]["code"] == 2 and "generates the default features only" in out["simulate"]["output"]
@@ -289,8 +325,17 @@ def test_a_custom_declaration_is_ingested_validated_trained_and_served(custom_ru
     # the declaration travelled with the data and the model
     written = declaration.load(str(work / "ingest" / "features.yaml"))
     assert written == declaration.load(str(work / "model" / "features.yaml"))
-    assert [f.name for f in written.features] == ["age", "gender", "occupation", "hour_of_day", "day_of_week",
-                                                  "genre", "runtime_min"]
+    assert [f.name for f in written.features] == ["age", "gender", "occupation", "recent_items", "hour_of_day",
+                                                  "day_of_week", "genre", "runtime_min"]
+    # the list feature: examples hold each request's list as logged, and the query tower reads it padded
+    import tensorflow as tf
+
+    lengths = [len(tf.train.Example.FromString(r.numpy()).features.feature["recent_items"].bytes_list.value)
+               for r in tf.data.TFRecordDataset(tf.io.gfile.glob(str(work / "ingest/train/*.tfrecord.gz")),
+                                                compression_type="GZIP")]
+    assert max(lengths) == 5 and 0 in lengths and len(set(lengths)) > 2
+    query = tf.saved_model.load(str(work / "model" / "query_tower")).signatures["serving_default"]
+    assert query.structured_input_signature[1]["recent_items"].shape.as_list() == [None, 5]
     # items without a release date were served, with their age missing
     items = {i["item_id"]: i for i in map(json.loads, logs.read_lines(str(work / "ingest/items/items.jsonl.gz")))}
     assert items["i000"]["release_date"] is None and items["i000"]["age_days"] is None
@@ -309,7 +354,7 @@ def test_this_process_refuses_to_train_on_or_serve_what_the_custom_declaration_m
     assert message.startswith(f"--data folder {work / 'ingest'} was made under another feature declaration "
                               f"({work / 'ingest' / 'features.yaml'}) than the active one (RECLOOP_FEATURES=the "
                               "default one")
-    assert "features only there: ['age', 'gender', 'genre', 'occupation', 'runtime_min']" in message
+    assert "features only there: ['age', 'gender', 'genre', 'occupation', 'recent_items', 'runtime_min']" in message
     with pytest.raises(recorded.DeclarationMismatch, match="model .* was made under another feature declaration"):
         load_version(str(work / "model"), {}, dt.date(2026, 1, 11))
 

@@ -268,6 +268,37 @@ def test_a_worse_candidate_is_rejected_and_push_refuses_it(tiny_model, weak_mode
     assert Registry(str(registry)).pointer().version == production
 
 
+OTHER_DECLARATION = "features:\n  - {name: genre, group: item, kind: categorical, dtype: str, towers: [candidate]}\n"
+
+
+def test_a_production_model_of_another_declaration_gets_no_change_checks(tiny_model, weak_model, tiny_ingest,
+                                                                         tmp_path):
+    # the weak candidate would fail max_drop against tiny_model; made under another declaration, production
+    # cannot be scored on this data, so only the floors judge (as on a first run) and the note says why
+    production = tmp_path / "production"
+    shutil.copytree(tiny_model, production)
+    (production / "features.yaml").write_text(OTHER_DECLARATION)
+    run(weak_model, str(production), [tiny_ingest], str(tmp_path / "gate"), GateConfig())
+    blessing = json.loads((tmp_path / "gate" / "blessing.json").read_text())
+    assert blessing["production_version"] and not blessing["production_compared"] and not blessing["first_run"]
+    assert "production" not in blessing["metrics"]
+    drops = [c for c in blessing["checks"] if c["kind"] == "max_drop"]
+    assert drops and {c["verdict"] for c in drops} == {"skipped"}
+    assert all("made under another feature declaration (features only there: ['genre']" in c["note"]
+               for c in drops)
+    assert "made under another feature declaration (absolute checks only)" in blessing["summary_markdown"]
+
+
+def test_the_gate_refuses_a_candidate_of_another_declaration(tiny_model, tiny_ingest, tmp_path):
+    candidate = tmp_path / "candidate"
+    shutil.copytree(tiny_model, candidate)
+    (candidate / "features.yaml").write_text(OTHER_DECLARATION)
+    result = CliRunner().invoke(app, ["evaluate", "--candidate", str(candidate), "--data", tiny_ingest,
+                                      "--registry", str(tmp_path / "registry"), "--out", str(tmp_path / "gate")])
+    assert result.exit_code == 2, result.output
+    assert "candidate model" in result.output and "another feature declaration" in result.output
+
+
 def test_the_gate_refuses_data_the_candidate_was_not_held_out_on(tiny_model, tiny_ingest, tmp_path):
     moved = tmp_path / "candidate"
     shutil.copytree(tiny_model, moved)

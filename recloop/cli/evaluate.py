@@ -30,6 +30,7 @@ def evaluate(
 ) -> None:
     """Evaluate a candidate against production; write blessing.json (blessed or not: both are normal outcomes)."""
     from recloop.components import steps
+    from recloop.features.recorded import DeclarationMismatch
     from recloop.serving.registry import RegistryError
     from recloop.trainer.data import DataError, read_summary
     from recloop.trainer.gate_config import GateConfigError, load_gate_config
@@ -56,7 +57,7 @@ def evaluate(
         except RegistryError as e:
             console.print(f"[red]cannot read the registry:[/red] {e}")
             raise typer.Exit(2) from None
-        except (DataError, FileNotFoundError) as e:
+        except (DataError, DeclarationMismatch, FileNotFoundError) as e:
             console.print(f"[red]cannot evaluate:[/red] {e}")
             raise typer.Exit(2) from None
     _print(blessing, out)

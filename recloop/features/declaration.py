@@ -45,6 +45,9 @@ class Declared(BaseModel):
     buckets: int | Literal["per_value"] | None = Field(default=None, union_mode="left_to_right")
     strictly_positive: bool = False  # numeric: the contract refuses 0 (every number must be >= 0: -1 is "missing")
     skew: bool = True  # False: one day of serving holds one value (day_of_week), so only drift can compare it
+    # categorical member/context only: a list of up to max_length values, newest first (a member's recent items),
+    # read by the models as the mean of its values' embeddings; an empty list is "none yet"
+    max_length: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -69,11 +72,15 @@ class Declared(BaseModel):
                     raise ValueError(f"{field}: only a numeric feature has one")
             if self.strictly_positive:
                 raise ValueError("strictly_positive: only a numeric feature has one")
+            if self.max_length is not None and self.group == "item":
+                raise ValueError("max_length: a list is a member or context feature (an item's is not supported)")
             return self
         if self.dtype == "str":
             raise ValueError("dtype: a numeric feature is an int or a float, got str")
         if self.vocabulary is not None:
             raise ValueError("vocabulary: only a categorical feature has one")
+        if self.max_length is not None:
+            raise ValueError("max_length: only a categorical feature can be a list")
         if self.value_range is not None and not 0 <= self.value_range[0] <= self.value_range[1]:
             raise ValueError(f"value_range: expected [min, max] with 0 <= min <= max, got {list(self.value_range)}")
         if self.buckets == "per_value" and (self.dtype != "int" or self.value_range is None):
@@ -122,8 +129,10 @@ class Declaration(BaseModel):
                 continue
             group, kind, nullable = _ROLE_NEEDS[role]
             f = by_name.get(name)
-            if f is None or f.group != group or f.kind != kind or (f.nullable and not nullable):
-                raise ValueError(f"roles.{role}: expected a declared {'' if nullable else 'non-nullable '}{kind} "
+            if (f is None or f.group != group or f.kind != kind or (f.nullable and not nullable)
+                    or f.max_length is not None):
+                raise ValueError(f"roles.{role}: expected a declared single-valued "
+                                 f"{'' if nullable else 'non-nullable '}{kind} "
                                  f"{group} feature, got {name!r}")
             if role == "hour" and (f.dtype != "int" or f.value_range is None or f.value_range[1] > 23):
                 raise ValueError(f"roles.hour: {name!r} must be an int with a value_range inside [0, 23]")

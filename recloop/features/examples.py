@@ -37,6 +37,8 @@ METADATA: dict[str, type] = {
 # them; "start" is a weaker positive the retrieval model can be trained on.
 LABEL_COLUMNS: dict[str, type] = {f"label_{event}": int for event in EVENT_TYPES}
 COLUMNS: dict[str, type] = {f.name: f.dtype for f in FEATURES} | LABEL_COLUMNS | METADATA
+# List-valued columns (declared with ``max_length``): a list of values where the others hold one.
+LISTS: dict[str, int] = {f.name: f.max_length for f in FEATURES if f.max_length is not None}
 
 _ARROW = {str: pa.large_list(pa.large_binary()), int: pa.large_list(pa.int64()),
           float: pa.large_list(pa.float32())}
@@ -158,16 +160,27 @@ def to_tf_example(example: Mapping[str, Any]) -> tf.train.Example:
     for name, value in example.items():
         if value is None:
             continue
-        _check(name, value)
+        values = _values(name, value)
+        for v in values:
+            _check(name, v)
         feature = proto.features.feature[name]
         kind = COLUMNS[name]
         if kind is str:
-            feature.bytes_list.value.append(value.encode("utf-8"))
+            feature.bytes_list.value.extend(v.encode("utf-8") for v in values)
         elif kind is int:
-            feature.int64_list.value.append(value)
+            feature.int64_list.value.extend(values)
         else:
-            feature.float_list.value.append(value)
+            feature.float_list.value.extend(values)
     return proto
+
+
+def _values(name: str, value: Any) -> list[Any]:
+    """The values of one column: a list column's list, or a plain column's one value."""
+    if name not in LISTS:
+        return [value]
+    if not isinstance(value, list):
+        raise TypeError(f"example column {name!r}: expected a list of {COLUMNS[name].__name__}, got {value!r}")
+    return value
 
 
 def from_tf_example(serialized: bytes | tf.train.Example) -> dict[str, Any]:
@@ -180,6 +193,9 @@ def from_tf_example(serialized: bytes | tf.train.Example) -> dict[str, Any]:
             out[name] = None
             continue
         values = f.bytes_list.value if kind is str else f.int64_list.value if kind is int else f.float_list.value
+        if name in LISTS:
+            out[name] = [v.decode("utf-8") if kind is str else kind(v) for v in values]
+            continue
         # an empty list is how the batched coder writes a missing value
         out[name] = None if not values else values[0].decode("utf-8") if kind is str else kind(values[0])
     return out
@@ -205,6 +221,12 @@ _ALLOWED = {str: {str}, int: {int}, float: {float, int}}
 
 def _list_column(name: str, values: list[Any], check: bool) -> pa.LargeListArray:
     kind = COLUMNS[name]
+    if name in LISTS:  # already a list per example (None: missing)
+        if check:
+            for value in values:
+                for v in [] if value is None else _values(name, value):
+                    _check(name, v)
+        return pa.array(values, type=_ARROW[kind])
     if check:  # one set of the value types per column, not a check per value
         wrong = set(map(type, values)) - _ALLOWED[kind] - {type(None)}
         if wrong:

@@ -43,16 +43,23 @@ def check(folder: str, what: str, shown: str | None = None) -> None:
     Raises:
       DeclarationMismatch: naming the folder's declaration, the active one and ``RECLOOP_FEATURES``.
     """
-    theirs = read(folder)
-    if theirs.comparable() == spec.ACTIVE.comparable():
+    differs = difference(folder)
+    if differs is None:
         return
     uri = storage.join(folder, FILE)
     recorded = storage.join(shown or folder, FILE) if storage.exists(uri) else "none recorded: the default one"
     active = spec.SOURCE or f"the default one (recloop/features/{FILE})"
-    ours = {f.name for f in spec.ACTIVE.features}
-    mine = {f.name for f in theirs.features}
-    differs = (f"features only there: {sorted(mine - ours)}, only here: {sorted(ours - mine)}" if mine != ours
-               else "same features, other attributes or roles")
     raise DeclarationMismatch(
         f"{what} {shown or folder} was made under another feature declaration ({recorded}) than the active one "
         f"({spec.ENV}={active}): {differs}; set {spec.ENV} to the declaration it was made with")
+
+
+def difference(folder: str) -> str | None:
+    """How ``folder``'s declaration differs from the active one (the features only in each), or None when equal."""
+    theirs = read(folder)
+    if theirs.comparable() == spec.ACTIVE.comparable():
+        return None
+    ours, mine = {f.name for f in spec.ACTIVE.features}, {f.name for f in theirs.features}
+    if mine == ours:
+        return "same features, other attributes or roles"
+    return f"features only there: {sorted(mine - ours)}, only here: {sorted(ours - mine)}"

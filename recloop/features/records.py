@@ -59,10 +59,13 @@ def contract_type(f: Feature) -> Any:
 
     A string is non-empty unless the feature is nullable; a number is >= 0 (the models read -1 as missing),
     > 0 when ``strictly_positive``, and inside ``value_range`` when a slot per value encodes it (an hour of 25
-    has no slot); a nullable feature may be null or absent.
+    has no slot); a list feature (``max_length``) is a list of up to that many non-empty strings, empty
+    when there is nothing to list; a nullable feature may be null or absent.
     """
-    if f.kind == "categorical":
-        base: Any = str if f.nullable else NonEmpty
+    if f.is_list:
+        base: Any = Annotated[list[NonEmpty], Field(max_length=f.max_length)]
+    elif f.kind == "categorical":
+        base = str if f.nullable else NonEmpty
     elif f.buckets == "per_value" and f.value_range:
         base = Annotated[f.dtype, Field(ge=f.value_range[0], le=f.value_range[1])]
     else:

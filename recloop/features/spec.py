@@ -73,6 +73,7 @@ class Feature:
         the training data, or ``per_value`` (a slot per integer in ``value_range``).
       strictly_positive: the log contract refuses 0 (every number is >= 0: -1 means missing).
       skew: whether serving is compared with training (one day of traffic holds one day_of_week).
+      max_length: a list-valued categorical feature holds up to this many values (newest first); None: one value.
     """
 
     name: str
@@ -88,6 +89,11 @@ class Feature:
     buckets: int | Literal["per_value"] | None = None
     strictly_positive: bool = False
     skew: bool = True
+    max_length: int | None = None
+
+    @property
+    def is_list(self) -> bool:
+        return self.max_length is not None
 
 
 def _declared(d: declaration.Declared) -> Feature:
@@ -95,7 +101,7 @@ def _declared(d: declaration.Declared) -> Feature:
     value_range = (dtype(d.value_range[0]), dtype(d.value_range[1])) if d.value_range else None
     return Feature(d.name, d.group, d.kind, dtype, d.towers, d.description,
                    vocabulary=d.vocabulary, value_range=value_range, nullable=d.nullable, buckets=d.buckets,
-                   strictly_positive=d.strictly_positive, skew=d.skew)
+                   strictly_positive=d.strictly_positive, skew=d.skew, max_length=d.max_length)
 
 
 def features_of(decl: declaration.Declaration) -> tuple[Feature, ...]:

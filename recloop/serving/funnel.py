@@ -188,7 +188,15 @@ def query_inputs(queries: Sequence[Query]) -> dict[str, np.ndarray]:
             value = (q.member if name in members else q.context).get(name)
             cols[name].append(missing[name] if value is None else value)
     kinds = {str: str, int: np.int64, float: np.float32}
-    return {n: _encoded(np.array(v, dtype=kinds[feature(n).dtype])) for n, v in cols.items()}
+    return {n: _encoded(np.array(_padded(n, v), dtype=kinds[feature(n).dtype])) for n, v in cols.items()}
+
+
+def _padded(name: str, values: list[Any]) -> list[Any]:
+    """A list feature's values padded with "" (its lookup's mask) to the declared length; others as they are."""
+    length = feature(name).max_length
+    if length is None:
+        return values
+    return [[*(v or ()), *[""] * (length - len(v or ()))][:length] for v in values]
 
 
 def retrieve(version: Version, queries: Sequence[Query], inputs: Mapping[str, np.ndarray],

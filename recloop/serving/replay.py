@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -120,6 +121,13 @@ def _feed(catalog: str, day: dt.date) -> str:
     return found
 
 
+def _value(column_value: np.ndarray) -> Any:
+    """One request's value of a column: a list feature's row (padded with "") as the list it was served as."""
+    if column_value.ndim:
+        return [v for v in column_value.tolist() if v != ""]
+    return column_value.item()
+
+
 def _query(impressions: Mapping[str, np.ndarray], rows: np.ndarray) -> Query:
     """The request a logged page answered: its member and context, its rows in page order, k per row."""
     first = rows[0]
@@ -127,6 +135,6 @@ def _query(impressions: Mapping[str, np.ndarray], rows: np.ndarray) -> Query:
     page_rows = list(dict.fromkeys(names))
     k = max(names.count(r) for r in page_rows)
     return Query(request_id=str(impressions["request_id"][first]), member_id=str(impressions["member_id"][first]),
-                 member={f: impressions[f][first].item() for f in MEMBER_FIELDS},
-                 context={f: impressions[f][first].item() for f in CONTEXT_FIELDS},
+                 member={f: _value(impressions[f][first]) for f in MEMBER_FIELDS},
+                 context={f: _value(impressions[f][first]) for f in CONTEXT_FIELDS},
                  day=_day(impressions["ts"][first]), k=k, rows=page_rows)

@@ -37,11 +37,13 @@ import tensorflow as tf
 
 from recloop.features import logs, recorded
 from recloop.features.catalog import item_columns, read_items, snapshot
-from recloop.features.examples import COLUMNS
+from recloop.features.examples import COLUMNS, LISTS
 from recloop.features.spec import missing_value
 
 _TF = {str: tf.string, int: tf.int64, float: tf.float32}
-_PARSE = {name: tf.io.FixedLenFeature([], _TF[kind], default_value=missing_value(kind)) for name, kind in COLUMNS.items()}
+_PARSE: dict[str, Any] = {
+    name: tf.io.RaggedFeature(_TF[kind]) if name in LISTS
+    else tf.io.FixedLenFeature([], _TF[kind], default_value=missing_value(kind)) for name, kind in COLUMNS.items()}
 DAY_SECONDS = 86_400
 
 
@@ -51,7 +53,8 @@ class DataError(ValueError):
 
 @dataclass
 class Examples:
-    """Examples as aligned numpy columns (strings as ``str`` arrays, missing values per ``missing_value``)."""
+    """Examples as aligned numpy columns (strings as ``str`` arrays, missing values per ``missing_value``);
+    a list column (``examples.LISTS``) is 2-D, ``(examples, max_length)``, padded with ``""``."""
 
     columns: dict[str, np.ndarray]
 
@@ -72,7 +75,7 @@ class Examples:
     def concat(cls, parts: Sequence[Examples]) -> Examples:
         parts = [p for p in parts if len(p)]
         if not parts:
-            return cls({name: np.array([], dtype=_numpy_dtype(kind)) for name, kind in COLUMNS.items()})
+            return cls({name: _empty(name, kind) for name, kind in COLUMNS.items()})
         return cls({k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns})
 
 
@@ -106,6 +109,10 @@ def _numpy_dtype(kind: type) -> Any:
     return {str: str, int: np.int64, float: np.float32}[kind]
 
 
+def _empty(name: str, kind: type) -> np.ndarray:
+    return np.zeros((0, LISTS[name]) if name in LISTS else (0,), dtype=_numpy_dtype(kind))
+
+
 def read_examples(folder: str) -> Examples:
     """Every example under ``folder`` (``*.tfrecord.gz``), in file order.
 
@@ -120,10 +127,15 @@ def read_examples(folder: str) -> Examples:
         ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(16_384)
         for batch in ds.map(lambda x: tf.io.parse_example(x, _PARSE)):
             for name, value in batch.items():
+                if name in LISTS:  # ragged -> padded with "" (the lookups' mask) to the declared length
+                    value = value.to_tensor(default_value=missing_value(COLUMNS[name]), shape=[None, LISTS[name]])
                 batches[name].append(value.numpy())
     out = {}
     for name, kind in COLUMNS.items():
-        values = np.concatenate(batches[name]) if batches[name] else np.array([], dtype=object)
+        if not batches[name]:
+            out[name] = _empty(name, kind)
+            continue
+        values = np.concatenate(batches[name])
         out[name] = np.char.decode(values.astype(bytes), "utf-8") if kind is str else values.astype(_numpy_dtype(kind))
     return Examples(out)
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recloop.features import logs
+from recloop.features import logs, recorded
 from recloop.trainer import evaluate, fit, offpolicy
 from recloop.trainer.config import TrainConfig
 from recloop.trainer.data import DataError, Examples, TrainingData, load
@@ -84,7 +84,8 @@ def flat_metrics(result: Mapping[str, Any]) -> dict[str, dict[str, float | None]
 def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
           production: Mapping[str, Mapping[str, Any]] | None, baseline: Mapping[str, Mapping[str, Any]] | None,
           estimate: Mapping[str, Any] | None = None, recent: Mapping[str, Mapping[str, Any]] | None = None,
-          interaction_logs: bool = False) -> tuple[bool, list[dict[str, Any]]]:
+          interaction_logs: bool = False, no_production: str = "first run: no production model"
+          ) -> tuple[bool, list[dict[str, Any]]]:
     """Applies every configured check; returns (blessed, checks).
 
     Args:
@@ -92,6 +93,7 @@ def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
         on the first run), the popularity baseline and recent popularity (None: its checks fail, unmeasured).
       estimate: the candidate's off-policy estimate (``OffPolicyEstimate.to_dict``), None when unavailable.
       interaction_logs: the data are interaction logs (``fit.interaction_logs``; picks the default checks).
+      no_production: why ``production`` is None, the note of every skipped change check.
 
     Blessed when no check failed and at least one check on the candidate alone passed. A floor (``min``,
     ``min_vs_popularity``) passes when the candidate's lower bound ``value - z * se`` clears it; ``max_drop``
@@ -127,7 +129,7 @@ def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
             check = base | {"kind": kind, "reference": ref, "reference_se": ref_se, "threshold": threshold,
                             "rule": rule, "bound": None}
             if kind == "max_drop" and production is None:
-                checks.append(check | {"verdict": "skipped", "note": "first run: no production model"})
+                checks.append(check | {"verdict": "skipped", "note": no_production})
             elif support is not None and support < t.min_support:
                 checks.append(check | {"verdict": "skipped",
                                        "note": f"support {support} < min_support {t.min_support}"})
@@ -237,10 +239,16 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
                         f"{trained}: the gate evaluates on the eval split the candidate held out; "
                         "pass the same --data as to train (and the same --eval-data)")
     day = dt.datetime.fromisoformat(data.span["eval_start"]).date()
+    recorded.check(candidate, "candidate model")  # the data were read under the active declaration
     notes = []
-    production_card = None
+    production_card, incomparable = None, None
     if production is not None:
         production_card = logs.read_json(posixpath.join(production, "model_card.json"))
+        differs = recorded.difference(production)
+        if differs is not None:  # a new declaration's first run: floors only, like the very first run
+            incomparable = (f"production ({production_card['version']}) was made under another feature "
+                            f"declaration ({differs}): no change checks against it")
+            notes.append(incomparable)
         if production_card["data"]["span"]["eval_start"] > data.span["eval_start"]:
             notes.append(f"production ({production_card['version']}) was trained on data up to "
                          f"{production_card['data']['span']['eval_start']}, after this eval split starts "
@@ -249,7 +257,7 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
                "popularity": popularity_scorers(popularity(data.train, day)),
                "recent_popularity": counts_scorers(recent_popularity(data.train, day,
                                                                      _recent_window(card, train_config, data)))}
-    if production is not None:
+    if production is not None and incomparable is None:
         scorers["production"] = model_scorers(production, day)
     positives = data.eval.take(data.eval[f"label_{train_config.retrieval.positives}"] == 1)
     seen = evaluate.examination(data.train, MAX_POSITION)
@@ -273,13 +281,15 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
 
     interactions = fit.interaction_logs(data.train, train_config.retrieval.positives)
     blessed, checks = judge(config, flat["candidate"], flat.get("production"), flat["popularity"], estimate,
-                            flat["recent_popularity"], interactions)
+                            flat["recent_popularity"], interactions,
+                            **({"no_production": incomparable} if incomparable else {}))
     blessing = {
         "blessed": blessed,
         "candidate_version": card["version"],
         "baseline_version": baseline_version,
         "first_run": production is None,
         "production_version": production_card["version"] if production_card else None,
+        "production_compared": production is not None and incomparable is None,
         "data": {"sources": data.sources, "eval_sources": data.eval_sources, "span": data.span, **data.sizes(),
                  "eval_requests": len(np.unique(data.eval["request_id"])), "eval": evaluate.sizes(data.eval),
                  "logging_versions": _counts(data.eval["model_version"])},

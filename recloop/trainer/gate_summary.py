@@ -22,8 +22,10 @@ def summary(blessing: Mapping[str, Any]) -> str:
     confidence = b["config"].get("confidence", 0.95)
     z = b.get("z") or NormalDist().inv_cdf(0.5 + confidence / 2)
     verdict = "**BLESSED**" if b["blessed"] else "**NOT BLESSED**"
-    against = (f"production `{b['production_version']}`" if b["production_version"]
-               else "no production model (first run: absolute checks only)")
+    against = ("no production model (first run: absolute checks only)" if not b["production_version"]
+               else f"production `{b['production_version']}`" if b.get("production_compared", True)
+               else f"production `{b['production_version']}`, made under another feature declaration (absolute "
+                    "checks only)")
     sizes = b["data"].get("eval") or {}
     members = f", {sizes['members']:,} members" if "members" in sizes else ""
     clicks = f", {sizes['positives']['click']:,} clicks" if "positives" in sizes else ""

@@ -32,6 +32,7 @@ class Vocab:
     name: str
     vocabulary: tuple[str, ...] | None = None
     boundaries: tuple[float, ...] | None = None
+    max_length: int | None = None  # a list feature: its values are looked up, embedded and averaged
 
 
 def fit_vocab(name: str, values: np.ndarray, min_count: int = 1) -> Vocab:
@@ -43,10 +44,10 @@ def fit_vocab(name: str, values: np.ndarray, min_count: int = 1) -> Vocab:
     """
     spec = feature(name)
     if spec.kind == "categorical":
-        uniq, counts = np.unique(values, return_counts=True)
+        uniq, counts = np.unique(values, return_counts=True)  # a list column's 2-D values count one by one
         # an expected value keeps its slot even in a week without it
         vocab = sorted(set(uniq[counts >= min_count].tolist()) | set(spec.vocabulary or ()))
-        return Vocab(name, vocabulary=tuple(v for v in vocab if v != ""))
+        return Vocab(name, vocabulary=tuple(v for v in vocab if v != ""), max_length=spec.max_length)
     present = values[values >= 0].astype(np.float64)
     if spec.buckets == "per_value":
         hi = int(spec.value_range[1]) if spec.value_range else int(present.max())
@@ -55,18 +56,50 @@ def fit_vocab(name: str, values: np.ndarray, min_count: int = 1) -> Vocab:
     return Vocab(name, boundaries=(-0.5, *(float(q) for q in qs)))
 
 
+def is_id_like(name: str) -> bool:
+    """Ids and lists of them (a member's recent items) get id-sized, L2-penalised embeddings."""
+    return name in ("member_id", "item_id") or feature(name).is_list
+
+
 def fit_vocabs(columns: Mapping[str, np.ndarray], names: Sequence[str], min_count: int = 1) -> dict[str, Vocab]:
-    return {n: fit_vocab(n, columns[n], min_count if n in ("member_id", "item_id") else 1) for n in names}
+    return {n: fit_vocab(n, columns[n], min_count if is_id_like(n) else 1) for n in names}
 
 
 def input_specs(names: Sequence[str]) -> dict[str, tf.TensorSpec]:
-    """The raw-feature signature of a tower: one 1-D tensor per feature."""
+    """The raw-feature signature of a tower: a 1-D tensor per feature, ``(batch, max_length)`` for a list
+    (padded with ``""``)."""
     dtypes = {str: tf.string, int: tf.int64, float: tf.float32}
-    return {n: tf.TensorSpec([None], dtypes[feature(n).dtype], name=n) for n in names}
+    return {n: tf.TensorSpec([None] if feature(n).max_length is None else [None, feature(n).max_length],
+                             dtypes[feature(n).dtype], name=n) for n in names}
+
+
+class MeanOfPresent(tf.keras.layers.Layer):
+    """A list feature's embedding: the mean over its present values (index 0 is the ``""`` padding);
+    zeros for an empty list, so "nothing yet" is a point of its own."""
+
+    def __init__(self, lookup: tf.keras.layers.Layer, embedding: tf.keras.layers.Layer, **kwargs: object):
+        super().__init__(**kwargs)
+        self.lookup, self.embedding = lookup, embedding
+
+    def call(self, values: tf.Tensor) -> tf.Tensor:
+        ids = self.lookup(values)
+        present = tf.cast(ids > 0, self.embedding.dtype)[..., None]
+        total = tf.reduce_sum(self.embedding(ids) * present, axis=1)
+        return total / tf.maximum(tf.reduce_sum(present, axis=1), 1.0)
 
 
 def encoder(vocab: Vocab, dim: int, oov_buckets: int = 1, l2: float = 0.0) -> tf.keras.Sequential:
-    """Raw feature (1-D) -> embedding (batch, dim): lookup or bucketing, then an embedding table (L2 ``l2``)."""
+    """Raw feature (1-D) -> embedding (batch, dim): lookup or bucketing, then an embedding table (L2 ``l2``);
+    a list feature (2-D, ``""``-padded) -> the mean embedding of its values."""
+    regularizer = tf.keras.regularizers.L2(l2) if l2 else None
+    if vocab.max_length is not None:
+        words = list(vocab.vocabulary or ()) or ["<none seen>"]
+        lookup = tf.keras.layers.StringLookup(vocabulary=words, num_oov_indices=oov_buckets, mask_token="",
+                                              name=f"{vocab.name}_lookup")
+        table = tf.keras.layers.Embedding(len(words) + oov_buckets + 1, dim, embeddings_regularizer=regularizer,
+                                          name=f"{vocab.name}_embedding")
+        return tf.keras.Sequential([MeanOfPresent(lookup, table, name=f"{vocab.name}_mean")],
+                                   name=f"{vocab.name}_encoder")
     if vocab.vocabulary is not None:
         words = list(vocab.vocabulary) or ["<none seen>"]  # a lookup needs a word; every id then is OOV
         lookup = tf.keras.layers.StringLookup(vocabulary=words, num_oov_indices=oov_buckets,
@@ -75,7 +108,6 @@ def encoder(vocab: Vocab, dim: int, oov_buckets: int = 1, l2: float = 0.0) -> tf
     else:
         lookup = tf.keras.layers.Discretization(bin_boundaries=list(vocab.boundaries), name=f"{vocab.name}_buckets")
         size = len(vocab.boundaries) + 1
-    regularizer = tf.keras.regularizers.L2(l2) if l2 else None
     return tf.keras.Sequential([lookup, tf.keras.layers.Embedding(size, dim, embeddings_regularizer=regularizer,
                                                                   name=f"{vocab.name}_embedding")],
                                name=f"{vocab.name}_encoder")
@@ -96,9 +128,9 @@ class Tower(tf.keras.Model):
         super().__init__(name=name)
         self.normalize = normalize
         self.names = [v.name for v in vocabs]
-        ids = ("member_id", "item_id")
-        self.encoders = {v.name: encoder(v, embedding_dim if v.name in ids else max(4, embedding_dim // 4),
-                                         oov_buckets if v.name in ids else 1, id_l2 if v.name in ids else 0.0)
+        ids = ("member_id", "item_id")  # a list's OOV values share one bucket: a new member's id needs more
+        self.encoders = {v.name: encoder(v, embedding_dim if is_id_like(v.name) else max(4, embedding_dim // 4),
+                                         oov_buckets if v.name in ids else 1, id_l2 if is_id_like(v.name) else 0.0)
                          for v in vocabs}
         self.hidden = tf.keras.layers.Dense(hidden, activation="relu")
         self.out = tf.keras.layers.Dense(embedding_dim)

@@ -38,6 +38,9 @@ def curated_schema(stats: statistics_pb2.DatasetFeatureStatisticsList, config: V
             feature.int_domain.CopyFrom(schema_pb2.IntDomain(min=int(f.value_range[0]), max=int(f.value_range[1])))
         elif f.value_range:
             feature.float_domain.CopyFrom(schema_pb2.FloatDomain(min=f.value_range[0], max=f.value_range[1]))
+        if f.max_length is not None:  # a list: empty for a member with nothing to list yet, at most max_length
+            feature.ClearField("shape")
+            feature.value_count.CopyFrom(schema_pb2.ValueCount(min=0, max=f.max_length))
     schema.default_environment.extend(["TRAINING", "SERVING"])
     for name in LABEL_COLUMNS:  # outcomes are logged after serving, never with the request
         feature = tfdv.get_feature(schema, name)
