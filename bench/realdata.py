@@ -761,8 +761,14 @@ def headline(f: dict[str, Any]) -> str:
             f"{f['sizes']['eval_interactions']:,} interactions): popularity hit@100 {b['popularity']['hit@100']:.3f}, "
             f"recent popularity {b['recent_popularity']['hit@100']:.3f}; default config {d['hit@100']:.3f} "
             f"({_ratio(d['vs_popularity']['100'])} popularity, {_ratio(d['vs_recent_popularity']['100'])} recent)")
+    plain = f["variants"].get(NO_HISTORY)
+    if plain:
+        line += (f"; the member's recent artists as a query feature give {_ratio(plain['vs_history']['100'])} "
+                 f"the default without them ({plain['hit@100']:.3f})")
     sel = f.get("selection")
-    if sel:
+    if sel and sel["chosen"] == "default":
+        line += "; the default is also the variant chosen on validation"
+    elif sel:
         v = sel["on_eval_year"]
         line += (f"; `{sel['chosen']}` (chosen on validation) {v['hit@100']:.3f} "
                  f"({_ratio(v['vs_popularity']['100'])} popularity, {_ratio(v['vs_recent_popularity']['100'])} recent)")
