@@ -125,6 +125,19 @@ def test_replay_rebuilds_a_logged_list_without_its_padding():
     assert _value(np.array(["US", "GB"])[0]) == "US" and _value(np.array([7, 8])[1]) == 8
 
 
+def test_data_without_release_dates_declares_so_and_age_days_is_neither_read_nor_expected(monkeypatch):
+    from recloop.validation import config
+
+    text = "features:\n  - {name: genre, group: item, kind: categorical, dtype: str, towers: [candidate]}\n"
+    without = declaration.parse(text + "release_dates: false\n", "mine.yaml")
+    ages = {d.release_dates: next(f for f in spec.features_of(d) if f.name == "age_days")
+            for d in (declaration.parse(text, "mine.yaml"), without)}
+    assert ages[True].towers == ("candidate", "ranking") and ages[False].towers == ()
+    assert config.default_rules(config.ValidationConfig())["age_days"].max_null_share == 0.5
+    monkeypatch.setattr(config, "ACTIVE", without)
+    assert config.default_rules(config.ValidationConfig())["age_days"].max_null_share is None
+
+
 def test_a_role_must_name_a_declared_feature_of_its_kind(tmp_path):
     path = tmp_path / "features.yaml"
     path.write_text("features:\n  - {name: genre, group: item, kind: categorical, dtype: str, towers: [candidate]}\n"

@@ -116,6 +116,9 @@ class Declaration(BaseModel):
 
     features: tuple[Declared, ...]
     roles: Roles = Roles()
+    # false (data without release dates): no model reads age_days, and validation accepts it absent from every
+    # example; a release date an item does have still keeps it off pages before that day and feeds "new" rows
+    release_dates: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> Declaration:

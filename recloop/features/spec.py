@@ -119,7 +119,7 @@ def features_of(decl: declaration.Declaration) -> tuple[Feature, ...]:
         Feature("item_id", "item", "categorical", str, ("candidate", "ranking"),
                 "item id; hashed with OOV buckets so new items get a vector"),
         *declared["item"],
-        Feature("age_days", "item", "numeric", int, ("candidate", "ranking"),
+        Feature("age_days", "item", "numeric", int, ("candidate", "ranking") if decl.release_dates else (),
                 "days since release at request time (missing for an item without a release_date)",
                 value_range=(0, 3650), nullable=True, buckets=declaration.NUMERIC_BUCKETS),
         # impression: where it was shown; position absorbs position bias in training only

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recloop import storage
 from recloop.features.examples import LABEL_COLUMNS
-from recloop.features.spec import FEATURES
+from recloop.features.spec import ACTIVE, FEATURES, Feature
 
 # RATE_CHANGE: |rate now / rate before - 1| of a 0/1 label (JS divergence of a rare binary outcome is tiny
 # whatever happens to it; a change in the click rate is what on-call needs to see)
@@ -67,10 +67,15 @@ def default_rules(config: ValidationConfig) -> dict[str, FeatureRule]:
         chosen = f.group in ("item", "impression")
         rules[f.name] = FeatureRule(measure="L_INFTY" if categorical else "JENSEN_SHANNON_DIVERGENCE",
                                     skew=None if no_skew else threshold, drift=threshold, distance_warn_only=chosen,
-                                    max_null_share=config.max_null_share if f.nullable else None)
+                                    max_null_share=config.max_null_share if f.nullable and not _never(f) else None)
     for label in LABEL_COLUMNS:
         rules[label] = FeatureRule(measure="RATE_CHANGE", drift=config.rate_change_threshold, warn_only=True)
     return rules
+
+
+def _never(f: Feature) -> bool:
+    """A feature the declaration says examples may all lack: an item's age, under ``release_dates: false``."""
+    return f.name == "age_days" and not ACTIVE.release_dates
 
 
 def load_config(path: str | None = None) -> ValidationConfig:
