@@ -28,8 +28,9 @@ Conversion choices:
   ``RECLOOP_FEATURES``): members and requests have none besides the member id,
   and an artist has one, ``tag``, its most frequent tag among tagging events
   dated before ``SPLIT`` (ties: lowest tag id; ``untagged`` when none: no
-  leakage from eval time), and no release date (so ``recloop validate`` is told
-  that ``age_days`` may be absent: ``bench/lastfm_validation.yaml``);
+  leakage from eval time), and no release date (the declaration says
+  ``release_dates: false``: no model reads ``age_days`` and ``recloop validate``
+  accepts it absent, with its default config);
 - the member's history: ``recent_artists``, the (up to) ``HISTORY`` artists the
   member interacted with before the request, newest first, sent with the request
   as a client (or the server's history store) would and logged with it; the
@@ -104,7 +105,6 @@ UNTAGGED = "untagged"
 # required by the contract, absent from the data: constants (friction, listed in the results)
 DECLARATION = Path(__file__).resolve().parent / "lastfm_features.yaml"  # RECLOOP_FEATURES of every step
 HISTORY_FEATURE, HISTORY = "recent_artists", 20  # the declared list feature and its max_length
-VALIDATION_CONFIG = DECLARATION.with_name("lastfm_validation.yaml")  # no release dates: age_days may be absent
 PLACEHOLDERS = {
     "impression.score": 0.0,
     "impression.row": ROW,
@@ -340,8 +340,7 @@ def validate(data: Path, out: Path) -> dict[str, Any]:
     log = out.with_suffix(".log")
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        argv = [sys.executable, "-m", "recloop.cli", "validate", "--data", str(data), "--out", str(out),
-                "--config", str(VALIDATION_CONFIG)]
+        argv = [sys.executable, "-m", "recloop.cli", "validate", "--data", str(data), "--out", str(out)]
         code = subprocess.run(argv, check=False, stdout=f, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - t0
     if code not in (0, 3):
