@@ -224,12 +224,14 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
     Raises:
       DataError: the data's span is not the one the candidate was trained and held out on, or the
         candidate was evaluated on separate eval ingests and ``eval_dirs`` is empty.
+      DeclarationMismatch: the candidate was made under another feature declaration than the active one.
     """
     card = logs.read_json(posixpath.join(candidate, "model_card.json"))
     train_config = TrainConfig.model_validate(card["config"])
     if card["data"].get("eval_sources") and not eval_dirs:
         raise DataError(f"{card['version']} was evaluated on separate eval data {card['data']['eval_sources']}; "
                         "pass the same --eval-data as to train")
+    recorded.check(candidate, "candidate model")  # before the data, which are read under the active declaration
     data = load(data_dirs, train_config.window_weeks, train_config.eval_days, train_config.validation_days,
                 eval_dirs, validation_min_positives=train_config.validation_min_positives,
                 positive=train_config.retrieval.positives)
@@ -239,7 +241,6 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
                         f"{trained}: the gate evaluates on the eval split the candidate held out; "
                         "pass the same --data as to train (and the same --eval-data)")
     day = dt.datetime.fromisoformat(data.span["eval_start"]).date()
-    recorded.check(candidate, "candidate model")  # the data were read under the active declaration
     notes = []
     production_card, incomparable = None, None
     if production is not None:

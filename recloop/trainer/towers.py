@@ -91,26 +91,20 @@ class MeanOfPresent(tf.keras.layers.Layer):
 def encoder(vocab: Vocab, dim: int, oov_buckets: int = 1, l2: float = 0.0) -> tf.keras.Sequential:
     """Raw feature (1-D) -> embedding (batch, dim): lookup or bucketing, then an embedding table (L2 ``l2``);
     a list feature (2-D, ``""``-padded) -> the mean embedding of its values."""
-    regularizer = tf.keras.regularizers.L2(l2) if l2 else None
-    if vocab.max_length is not None:
-        words = list(vocab.vocabulary or ()) or ["<none seen>"]
-        lookup = tf.keras.layers.StringLookup(vocabulary=words, num_oov_indices=oov_buckets, mask_token="",
-                                              name=f"{vocab.name}_lookup")
-        table = tf.keras.layers.Embedding(len(words) + oov_buckets + 1, dim, embeddings_regularizer=regularizer,
-                                          name=f"{vocab.name}_embedding")
-        return tf.keras.Sequential([MeanOfPresent(lookup, table, name=f"{vocab.name}_mean")],
-                                   name=f"{vocab.name}_encoder")
+    listed = vocab.max_length is not None
     if vocab.vocabulary is not None:
         words = list(vocab.vocabulary) or ["<none seen>"]  # a lookup needs a word; every id then is OOV
+        # a list's padding "" is the mask (index 0), which MeanOfPresent leaves out
         lookup = tf.keras.layers.StringLookup(vocabulary=words, num_oov_indices=oov_buckets,
-                                              mask_token=None, name=f"{vocab.name}_lookup")
-        size = len(words) + oov_buckets
+                                              mask_token="" if listed else None, name=f"{vocab.name}_lookup")
+        size = len(words) + oov_buckets + listed
     else:
         lookup = tf.keras.layers.Discretization(bin_boundaries=list(vocab.boundaries), name=f"{vocab.name}_buckets")
         size = len(vocab.boundaries) + 1
-    return tf.keras.Sequential([lookup, tf.keras.layers.Embedding(size, dim, embeddings_regularizer=regularizer,
-                                                                  name=f"{vocab.name}_embedding")],
-                               name=f"{vocab.name}_encoder")
+    table = tf.keras.layers.Embedding(size, dim, embeddings_regularizer=tf.keras.regularizers.L2(l2) if l2 else None,
+                                      name=f"{vocab.name}_embedding")
+    layers = [MeanOfPresent(lookup, table, name=f"{vocab.name}_mean")] if listed else [lookup, table]
+    return tf.keras.Sequential(layers, name=f"{vocab.name}_encoder")
 
 
 class Tower(tf.keras.Model):
