@@ -1,7 +1,7 @@
 """The closed-loop benchmark: ``recloop demo`` with its defaults, kept as figures.
 
 Each served week: the model's online click rate against the heuristic holdout
-(5% of members, same week, same server) and the oracle's expectation; each run:
+(20% of members by default, same week, same server) and the oracle's expectation; each run:
 what the gate estimated offline (SNIPS, with its effective sample size) against
 the click rate the pushed candidate then realised online the week after.
 """
@@ -9,6 +9,8 @@ the click rate the pushed candidate then realised online the week after.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -20,11 +22,13 @@ from common import MEASURED, run_timed, table
 from recloop.cli import demo_page
 
 NOTES = ("CTR = clicks / impressions of the week, by who served them (the server logs `heuristic-holdout` for the "
-         "holdout's members); oracle = the mean of the simulator's best click probability over the same requests "
-         "(it knows each member's hidden relevance: a bound, not a target). SNIPS is the gate's estimate of the "
-         "candidate's click rate from the week's logs; realised is that candidate's online rate the week after, "
-         "when it was pushed. Week 0 is served by the simulator's heuristic (bootstrap). Stage seconds are "
-         "kfp.local's per task (subprocess start included).")
+         "holdout's members), with 95% intervals clustered by member; lift = model CTR / holdout CTR - 1, its "
+         "interval by the delta method on the log ratio (disjoint members); oracle = the mean of the simulator's "
+         "best click probability over the same requests (it knows each member's hidden relevance: a bound, not a target). SNIPS is the gate's estimate of the "
+         "candidate's click rate from the week's logs (cluster-robust interval by request, ESS its effective "
+         "sample size); realised is that candidate's online rate the week after, when it was pushed, and the "
+         "SNIPS-vs-realised column says whether the interval covered it. Week 0 is served by the simulator's "
+         "heuristic (bootstrap). Stage seconds are kfp.local's per task (subprocess start included).")
 
 
 def bench_closed_loop() -> dict[str, Any]:
@@ -35,9 +39,30 @@ def bench_closed_loop() -> dict[str, Any]:
         wall = run_timed([sys.executable, "-c", MEASURED, rss, "demo", "--work", work])
         result = json.loads(Path(work, "demo.json").read_text())
         peak_rss_kib = int(Path(rss).read_text())
+        if os.environ.get("RECLOOP_BENCH_KEEP"):  # the whole work folder, for a look afterwards
+            shutil.copytree(work, os.environ["RECLOOP_BENCH_KEEP"], dirs_exist_ok=True)
     return {"config": result["config"], "demo_s": round(result["seconds"], 1), "process_s": round(wall, 1),
             "peak_rss_mib": round(peak_rss_kib / 1024), "rows": demo_page.rows(result),
-            "headline": demo_page.lift(result)}
+            "headline": demo_page.lift(result), "reproducible": _reproducible()}
+
+
+# what a rerun must give again: who served, every click rate, every decision and estimate
+SAME = ("version", "requests", "impressions", "ctr_served", "ctr_holdout", "ctr_oracle", "run", "blessed", "pushed",
+        "candidate", "snips", "ess", "examples")
+
+
+def _reproducible(args: tuple[str, ...] = ("--scale", "tiny", "--weeks", "3", "--seed", "1")) -> dict[str, Any]:
+    """Runs a small demo twice with the same seed and compares the two weekly tables, figure by figure."""
+    tables = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in ("first", "second"):
+            print(f"recloop demo {' '.join(args)} ({run} run, a few minutes) ...", file=sys.stderr)
+            run_timed([sys.executable, "-m", "recloop.cli", "demo", *args, "--work", f"{tmp}/{run}"])
+            tables.append(demo_page.rows(json.loads(Path(tmp, run, "demo.json").read_text())))
+    differences = [{"week": a["week"], "figure": k, "first": a[k], "second": b[k]}
+                   for a, b in zip(*tables, strict=True) for k in SAME if a[k] != b[k]]
+    return {"command": f"recloop demo {' '.join(args)}, twice", "weeks": len(tables[0]), "figures": len(SAME),
+            "same_table": not differences, "differences": differences}
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -63,39 +88,96 @@ def _f(x: float | None, fmt: str = ".4f") -> str:
     return "–" if x is None else format(x, fmt)
 
 
+def _ci(x: float | None, ci: list[float] | None, fmt: str = ".4f") -> str:
+    if x is None:
+        return "–"
+    return format(x, fmt) + ("" if not ci else f" [{format(ci[0], fmt)}, {format(ci[1], fmt)}]")
+
+
+def _covered(x: dict[str, Any]) -> str:
+    """Whether the candidate's SNIPS interval covers the rate it realised, and how far the estimate was."""
+    if x["snips"] is None or x["realised_next"] is None:
+        return "–"
+    ci = x.get("snips_ci95")
+    inside = "" if not ci else (" (covered)" if ci[0] <= x["realised_next"] <= ci[1] else " (not covered)")
+    return f"{x['snips'] / x['realised_next'] - 1:+.1%}{inside}"
+
+
+def weekly_table(rows: list[dict[str, Any]]) -> str:
+    """The weekly table: online click rates with their 95% intervals, what each run decided, and the gate's
+    off-policy estimate of its candidate next to the rate the candidate realised the week after."""
+    weekly = []
+    for x in rows:
+        run = (f"BLOCKED ({', '.join(x['blocked_on'])})" if x["blocked_on"] else (x["run"] or "–").lower())
+        weekly.append([x["week"], x["version"] + (f" [{x['drifts']}]" if x["drifts"] else ""),
+                       _ci(x["ctr_served"], _interval(x["ctr_served"], x.get("ctr_served_se"))),
+                       _ci(x["ctr_holdout"], _interval(x["ctr_holdout"], x.get("ctr_holdout_se"))),
+                       demo_page.lift_text(x), _f(x["ctr_oracle"]), run,
+                       "–" if x["blessed"] is None else ("yes" if x["pushed"] else "no"),
+                       _ci(x["snips"], x.get("snips_ci95")), "–" if x["ess"] is None else f"{x['ess']:,.0f}",
+                       _ci(x["realised_next"], x.get("realised_next_ci95")), _covered(x)])
+    return table(["week", "served by", "CTR served [95%]", "CTR holdout [95%]", "lift [95%]", "CTR oracle",
+                  "run on this week's logs", "pushed", "SNIPS of the candidate [95%]", "ESS",
+                  "realised next week [95%]", "SNIPS vs realised"], weekly)
+
+
+def _interval(x: float | None, se: float | None) -> list[float] | None:
+    return None if x is None or se is None else [x - demo_page.Z95 * se, x + demo_page.Z95 * se]
+
+
+def readme_block(r: dict[str, Any]) -> str:
+    """The top-level README's demo block: the headline and the weekly table of the recorded run."""
+    f = r["figures"]
+    return "\n".join([_summary(f), "", weekly_table(f["rows"]), "", _rerun(f), "",
+                      (f"Generated by `uv run python bench/run.py report` from `bench/results/closed_loop.json` "
+                       f"(measured {r['date']}, `{r['command']}`).")])
+
+
+def _summary(f: dict[str, Any]) -> str:
+    h, cfg, rows = f["headline"], f["config"], f["rows"]
+    return (f"`recloop demo` defaults: {len(rows)} weeks, `{cfg['scale']}` scale, incident "
+            f"{', '.join(cfg['drifts'])}, holdout {cfg['holdout']:.0%}, {cfg['epochs']} epochs, seed {cfg['seed']}; "
+            f"**{f['demo_s'] / 60:.1f} min** in all. Week {h['week']}: the model's click rate **{h['model']:.4f}** "
+            f"against the holdout's {h['holdout']:.4f} (**{demo_page.lift_text(h)}**), "
+            f"{h['gap_to_oracle']:.0%} below the oracle's {h['oracle']:.4f}.{_resolution(rows)}")
+
+
+def _resolution(rows: list[dict[str, Any]]) -> str:
+    """What the holdout can resolve in one week: the widest half-width of a weekly lift interval."""
+    widths = [(x["lift_ci95"][1] - x["lift_ci95"][0]) / 2 for x in rows if x.get("lift_ci95")]
+    if not widths:
+        return ""
+    verdict = "a +10% lift excludes 0 in every week" if max(widths) < 0.10 else "a +10% lift may not exclude 0"
+    return f" The weekly lift intervals are at most ±{max(widths):.1%} wide ({verdict})."
+
+
+def _rerun(f: dict[str, Any]) -> str:
+    """Whether the same seed gave the same table (the bench reruns a small demo twice)."""
+    r = f.get("reproducible")
+    if not r:
+        return "Reproducibility: not measured in this run."
+    verdict = ("the same table" if r["same_table"] else
+               f"{len(r['differences'])} differences, e.g. week {r['differences'][0]['week']} "
+               f"{r['differences'][0]['figure']}: {r['differences'][0]['first']} vs {r['differences'][0]['second']}")
+    return (f"Reproducibility: `{r['command']}` gave {verdict} ({r['weeks']} weeks x {r['figures']} figures: "
+            "who served, click rates, decisions, estimates).")
+
+
 def section(r: dict[str, Any], results: Path) -> str:
     """The bench/README.md section of a closed-loop result (and its plot, ``results/closed_loop.png``)."""
     f = r["figures"]
-    rows, h, cfg = f["rows"], f["headline"], f["config"]
+    rows = f["rows"]
     _plot(rows, results / "closed_loop.png")
-    weekly = []
-    for x in rows:
-        lift = x["ctr_served"] / x["ctr_holdout"] - 1 if x["ctr_served"] and x["ctr_holdout"] else None
-        run = (f"BLOCKED ({', '.join(x['blocked_on'])})" if x["blocked_on"] else (x["run"] or "–").lower())
-        agreement = (x["snips"] / x["realised_next"] - 1) if x["snips"] and x["realised_next"] else None
-        weekly.append([x["week"], x["version"] + (f" [{x['drifts']}]" if x["drifts"] else ""), _f(x["ctr_served"]),
-                       _f(x["ctr_holdout"]), _f(lift, "+.1%"), _f(x["ctr_oracle"]), run,
-                       "–" if x["blessed"] is None else ("yes" if x["pushed"] else "no"),
-                       "–" if x["snips"] is None else f"{x['snips']:.4f} ({x['ess']:.0f})", _f(x["realised_next"]),
-                       _f(agreement, "+.0%")])
     stages = [[x["week"], f"{x['requests']:,}", "–" if x["examples"] is None else f"{x['examples']:,.0f}",
                _f(x["serve_s"], ".0f"), *(_f(x["stage_s"].get(t), ".0f") for t in demo_page.STAGES)]
               for x in rows]
     return "\n".join([
         "## Closed loop: the demo's online click rate, week after week", "",
-        (f"`recloop demo` defaults: {len(rows)} weeks, `{cfg['scale']}` scale, incident {', '.join(cfg['drifts'])}, "
-         f"holdout {cfg['holdout']:.0%}, {cfg['epochs']} epochs; **{f['demo_s'] / 60:.1f} min** in all (process "
-         f"peak RSS {f['peak_rss_mib']:,} MiB, the server and kfp.local's task processes not included). Week "
-         f"{h['week']}: the model's click rate **{h['model']:.4f}** against the holdout's {h['holdout']:.4f} "
-         f"(**{h['lift']:+.1%}**), {h['gap_to_oracle']:.0%} below the oracle's {h['oracle']:.4f}."), "",
+        _summary(f) + (f" Process peak RSS {f['peak_rss_mib']:,} MiB (the server and kfp.local's task processes "
+                       "not included)."), "",
         "![click rate per week](results/closed_loop.png)", "",
-        table(["week", "served by", "CTR served", "CTR holdout", "lift", "CTR oracle", "run on this week's logs",
-               "pushed", "SNIPS of the candidate (ESS)", "realised next week", "SNIPS vs realised"], weekly), "",
+        weekly_table(rows), "", _rerun(f), "",
         table(["week", "requests", "train examples", "serve s", *(f"{t} s" for t in demo_page.STAGES)], stages), "",
-        ("Offline-online agreement: the candidate's SNIPS estimate rests on the few logged impressions where the "
-         "production policy explored what the candidate would show (ESS in brackets), so it is far from the rate "
-         "the candidate then realised; the gate skips it below an ESS of 1,000. The off-policy section shows "
-         "the estimator covering the truth when the logs support it (the production policy on its own logs)."), "",
         r["notes"]])
 
 
@@ -103,4 +185,5 @@ def headline(f: dict[str, Any]) -> str:
     """The README's headline line of a closed-loop result's figures."""
     h = f["headline"]
     return (f"**Closed loop** (`recloop demo`, {f['demo_s'] / 60:.1f} min): week {h['week']} model CTR "
-            f"{h['model']:.4f} vs heuristic holdout {h['holdout']:.4f} ({h['lift']:+.1%}), oracle {h['oracle']:.4f}.")
+            f"{h['model']:.4f} vs heuristic holdout {h['holdout']:.4f} ({demo_page.lift_text(h)}), "
+            f"oracle {h['oracle']:.4f}.")

@@ -3,15 +3,18 @@
 One seed, two worlds that share every random stream (traffic, members, clicks):
 
   * World A: week 0 under the bootstrap heuristic; model P (production) is trained on it and serves
-    week 1 through a real ``recloop serve`` (simulated clock, epsilon E). Candidate C is trained on
+    week 1 through a real ``recloop serve`` (simulated clock, exploration setting E: the softmax
+    temperature and the catalog-wide share of ``serving.rows``). Candidate C is trained on
     week 1; ``recloop evaluate`` (P in the registry) estimates C's click rate on week 1's eval day
     from P's logs (per-position IPS/SNIPS through ``serving.replay``). P is also replayed on its own
     logs: every weight should be 1, the sanity check that the replay reproduces the server.
-  * World B: the same seed and week 0, but week 1 served by C (same epsilon and page). The same
+  * World B: the same seed and week 0, but week 1 served by C (same setting and page). The same
     members visit at the same times, so C's true click rate on that day is measured on the same
     requests: expected (mean of the truth's click probabilities) and realised (clicks / impressions).
 
-Both worlds get the week-1 item feed before their server starts from a twin simulation of the same
+Each setting's click-rate cost is P's expected click rate in world A against the greedy setting's
+(temperature 0, no catalog share: what the model would get without exploring, and the setting whose
+logs support no estimate). Both worlds get the week-1 item feed before their server starts from a twin simulation of the same
 seed (the simulator is deterministic), as tests/test_served_policy.py does.
 """
 
@@ -33,19 +36,24 @@ from typing import Any
 import numpy as np
 from common import START, WINDOW_S, table
 
-SCALE, SEED, K, EPSILONS = "small", 3, 3, (0.1, 0.2)
+SCALE, SEED, K = "small", 3, 3
+# (temperature, catalog share): the greedy reference first, then epsilon-greedy over the catalog, the default
+# and a softer softmax
+SETTINGS = ((0.0, 0.0), (0.0, 0.05), (0.0, 0.1), (0.05, 0.05), (0.1, 0.05))
+GREEDY = (0.0, 0.0)
 WEEK1 = START + dt.timedelta(days=7)
 EVAL_DAY = WEEK1 + dt.timedelta(days=6)  # ingest's default --eval-days 1: the week's last day
-NOTES = ("IPS/SNIPS are the gate's (`recloop evaluate`, P in the registry, `offpolicy.epsilon` = the serving "
-         "epsilon); P's row replays P on its own logs through the same code. True expected = mean of the "
+NOTES = ("IPS/SNIPS are the gate's (`recloop evaluate`, P in the registry, `offpolicy.temperature` and "
+         "`offpolicy.catalog_share` = the serving setting); P's row replays P on its own logs through the same code. True expected = mean of the "
          "simulator's click probabilities over the impressions the policy served that day (world A for P, "
          "world B for C); realised = clicked impressions (24-h window) / impressions, interval by request. "
          "Models: default training config, seed 0; week 0 is the bootstrap heuristic's. The estimator is "
          "per-position and conditions on the logged items above each slot, which biases it upward when P and "
          "C disagree (recloop/trainer/offpolicy.py); 'covered' compares the truth with the 95% interval. "
          "Server and replay both embed the catalog for the request's day (item age enters the candidate "
-         "tower), so P's replay reproduces the logged propensities up to float32 rounding. Runs are not bit-identical: the server's request ids, "
-         "which seed its exploration, are random.")
+         "tower), so P's replay reproduces the logged propensities up to float32 rounding. The simulator sends "
+         "its own seeded request ids, which seed each page's exploration. Explored recall@100 is the gate's "
+         "recall over clicks on catalog-wide slots (uniform over every item the row admits).")
 
 
 def _cli(log: Path, *args: str) -> float:
@@ -69,7 +77,7 @@ def _ready(port: int) -> bool:
 
 
 @contextmanager
-def _server(tmp: Path, model: str, world: str, epsilon: float):
+def _server(tmp: Path, model: str, world: str, setting: tuple[float, float]):
     """``recloop serve --model`` on a free loopback port, simulated clock from week 1's Monday."""
     from recloop.serving.infra import free_port
 
@@ -77,7 +85,8 @@ def _server(tmp: Path, model: str, world: str, epsilon: float):
     with open(output, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "recloop.cli", "serve", "--model", model,
                                  "--catalog", world, "--logs", world, "--port", str(port), "--simulated-clock",
-                                 "--start-time", f"{WEEK1}T00:00:00Z", "--epsilon", str(epsilon)],
+                                 "--start-time", f"{WEEK1}T00:00:00Z", "--temperature", str(setting[0]),
+                                 "--catalog-share", str(setting[1])],
                                 stdout=f, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
@@ -91,7 +100,7 @@ def _server(tmp: Path, model: str, world: str, epsilon: float):
         proc.wait(timeout=60)
 
 
-def _served_world(tmp: Path, name: str, twin: str, model: str, epsilon: float) -> dict[str, Any]:
+def _served_world(tmp: Path, name: str, twin: str, model: str, setting: tuple[float, float]) -> dict[str, Any]:
     """Week 0 under the heuristic, week 1 served by ``model``; returns the week-1 summary and timings."""
     from recloop.simulator import Simulation
     from recloop.simulator.policy import HeuristicPolicy
@@ -102,7 +111,7 @@ def _served_world(tmp: Path, name: str, twin: str, model: str, epsilon: float) -
     sim.run_week(0, HeuristicPolicy())
     shutil.copytree(f"{twin}/catalog/dt={WEEK1}", f"{world}/catalog/dt={WEEK1}")
     t0 = time.perf_counter()
-    with _server(tmp, model, world, epsilon) as url:
+    with _server(tmp, model, world, setting) as url:
         started = time.perf_counter() - t0
         policy = ServedPolicy(url, k=K)
         summary = sim.run_week(1, policy)
@@ -160,7 +169,8 @@ def _traffic(a: str, b: str) -> dict[str, Any]:
     return {"days": days, "same_requests_by_day": same, "same_traffic": all(same.values())}
 
 
-def _replay(version: str, ingest: str, world: str, epsilon: float) -> tuple[dict[str, Any], np.ndarray, Any]:
+def _replay(version: str, ingest: str, world: str, setting: tuple[float, float]
+            ) -> tuple[dict[str, Any], np.ndarray, Any]:
     """The gate's estimate for ``version`` on ``ingest``'s eval split, computed as ``gate._estimate`` does,
     with the per-impression target probabilities and the rows they belong to."""
     from recloop.serving import replay
@@ -169,10 +179,11 @@ def _replay(version: str, ingest: str, world: str, epsilon: float) -> tuple[dict
     from recloop.trainer.data import load
     from recloop.trainer.gate_config import OffPolicyConfig
 
-    config = OffPolicyConfig(epsilon=epsilon)
+    config = OffPolicyConfig(temperature=setting[0], catalog_share=setting[1])
     rows = load([ingest], 1).eval
     rows = rows.take(evaluate._sample(rows["request_id"], config.max_requests))
-    r = replay.target_probabilities(version, rows.columns, world, RowsConfig(epsilon=epsilon))
+    r = replay.target_probabilities(version, rows.columns, world,
+                                    RowsConfig(temperature=setting[0], catalog_share=setting[1]))
     est = offpolicy.estimate(rows["label_click"], rows["propensity"], r.probability, rows["request_id"],
                              confidence=config.confidence)
     return est.to_dict() | {"outside_pool": r.outside_pool}, r.probability, rows
@@ -185,17 +196,12 @@ def _reproduces(pi: np.ndarray, mu: np.ndarray) -> dict[str, float]:
             "over_0.01_share": float((np.abs(pi - mu) > 0.01).mean()), "max_abs_diff": float(np.abs(pi - mu).max())}
 
 
-def _support(pi: np.ndarray, mu: np.ndarray, epsilon: float) -> dict[str, float]:
-    """What the candidate's estimate rests on: impressions P explored that C would have shown greedily
-    ("hits", weight ~ (1 - eps) / mu), against the hits expected if C's greedy item were always in P's pool
-    (an explored slot shows it with probability mu / eps = 1 / the items left)."""
-    greedy = mu > 0.5
-    hits = ~greedy & (pi > 0.5)
-    expected = float((mu[~greedy] / epsilon).sum())
-    return {"greedy_slots_share": float(greedy.mean()), "c_greedy_on_p_greedy_slots": float((pi[greedy] > 0.5).mean()),
-            "c_zero_on_logged": float((pi == 0).mean()), "hits": int(hits.sum()),
-            "hits_expected_if_in_p_pool": round(expected * float((pi[greedy] <= 0.5).mean()), 1),
-            "hit_weight_share": float((pi / mu)[hits].sum() / (pi / mu).sum())}
+def _support(pi: np.ndarray, mu: np.ndarray, explored: np.ndarray) -> dict[str, float]:
+    """What the candidate's estimate rests on: how often C would show what P logged, and where the weight is."""
+    w = pi / mu
+    return {"explored_share": float(explored.mean()), "c_zero_on_logged": float((pi == 0).mean()),
+            "weight_p50": float(np.median(w)), "weight_p99": float(np.quantile(w, 0.99)), "weight_max": float(w.max()),
+            "explored_weight_share": float(w[explored].sum() / w.sum()) if w.sum() else 0.0}
 
 
 def _row(policy: str, est: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
@@ -207,33 +213,38 @@ def _row(policy: str, est: dict[str, Any], truth: dict[str, Any]) -> dict[str, A
             "snips_error": est["snips"] / truth["expected"] - 1}
 
 
-def _epsilon(tmp: Path, twin: str, production: str, registry: str, eps: float) -> dict[str, Any]:
-    """One epsilon: world A served by P, C trained and gated on it, world B served by C, the truth."""
-    print(f"  epsilon {eps}: world A served by P", file=sys.stderr)
+def _setting(tmp: Path, twin: str, production: str, registry: str, setting: tuple[float, float]) -> dict[str, Any]:
+    """One exploration setting: world A served by P, C trained and gated on it, world B served by C, the truth."""
+    eps = f"t{setting[0]}-s{setting[1]}"
+    print(f"  setting {eps}: world A served by P", file=sys.stderr)
     t: dict[str, float] = {}
-    a = _served_world(tmp, f"A-{eps}", twin, production, eps)
+    a = _served_world(tmp, f"A-{eps}", twin, production, setting)
     ingest1, candidate, gate = str(tmp / f"ingest1-{eps}"), str(tmp / f"C-{eps}"), tmp / f"gate-{eps}"
     t["ingest_week1"] = _cli(tmp / "i1.txt", "ingest", "--logs", a["world"], "--start", str(WEEK1), "--end",
                              str(EVAL_DAY), "--out", ingest1)
     t["train_C"] = _cli(tmp / "trainC.txt", "train", "--data", ingest1, "--out", candidate, "--seed", "0")
-    Path(f"{gate}.json").write_text(json.dumps({"offpolicy": {"epsilon": eps}}))
+    Path(f"{gate}.json").write_text(json.dumps({"offpolicy": {"temperature": setting[0],
+                                                              "catalog_share": setting[1]}}))
     t["gate"] = _cli(tmp / "gate.txt", "evaluate", "--candidate", candidate, "--data", ingest1, "--registry",
                      registry, "--out", str(gate), "--catalog", a["world"], "--config", f"{gate}.json")
     blessing = json.loads((gate / "blessing.json").read_text())
     gate_est = blessing["offpolicy"]["estimate"]
-    print(f"  epsilon {eps}: replays", file=sys.stderr)
+    print(f"  setting {eps}: replays", file=sys.stderr)
     t0 = time.perf_counter()
-    mine, pi_c, rows = _replay(candidate, ingest1, a["world"], eps)
-    self_est, pi_p, _ = _replay(production, ingest1, a["world"], eps)
+    mine, pi_c, rows = _replay(candidate, ingest1, a["world"], setting)
+    self_est, pi_p, _ = _replay(production, ingest1, a["world"], setting)
     t["replays"] = round(time.perf_counter() - t0, 1)
     mu = rows["propensity"]
-    print(f"  epsilon {eps}: world B served by C", file=sys.stderr)
-    b = _served_world(tmp, f"B-{eps}", twin, candidate, eps)
+    print(f"  setting {eps}: world B served by C", file=sys.stderr)
+    b = _served_world(tmp, f"B-{eps}", twin, candidate, setting)
     truth_p, truth_c = _truth(a["world"], EVAL_DAY), _truth(b["world"], EVAL_DAY)
     truth_p["logged_rate_gate"] = gate_est["logged_rate"]  # the same clicks, counted by ingest
     check = next(c for c in blessing["checks"] if c["kind"] == "offpolicy")
+    recall = {who: (blessing["metrics"].get(who) or {}).get("recall@100_explored")
+              for who in ("candidate", "production")}
     return {
-        "epsilon": eps,
+        "temperature": setting[0], "catalog_share": setting[1],
+        "explored_recall_at_100": recall,
         "table": [_row("P (production, replayed on its own logs)", self_est, truth_p),
                   _row("C (candidate, the gate's estimate)", gate_est, truth_c)],
         "gate": {"blessed": blessing["blessed"], "estimate": gate_est,
@@ -244,7 +255,7 @@ def _epsilon(tmp: Path, twin: str, production: str, registry: str, eps: float) -
                                                   for k in ("ips", "snips", "ess")),
                  "candidate": blessing["candidate_version"], "production": blessing["production_version"]},
         "self_replay": self_est | _reproduces(pi_p, mu),
-        "agreement": _support(pi_c, mu, eps),
+        "agreement": _support(pi_c, mu, rows["explored"] == 1),
         "truth": {"P_world_A": truth_p, "C_world_B": truth_c},
         "traffic": _traffic(a["world"], b["world"]),
         "worlds": {w: {k: x["summary"].get(k) for k in ("requests", "impressions", "click_rate", "explored_share",
@@ -256,9 +267,12 @@ def _epsilon(tmp: Path, twin: str, production: str, registry: str, eps: float) -
     }
 
 
-def bench_offpolicy() -> dict[str, Any]:
+def bench_offpolicy(settings: tuple[tuple[float, float], ...] = SETTINGS) -> dict[str, Any]:
+    """Every setting of ``settings`` (the greedy one first, measured in any case: each run's click-rate cost is
+    against the greedy run of the same invocation, the same P on the same traffic)."""
     from recloop.simulator import simulate
 
+    settings = (GREEDY, *(s for s in settings if s != GREEDY))
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -271,21 +285,42 @@ def bench_offpolicy() -> dict[str, Any]:
                                   "--seed", "0")
         _cli(tmp / "push.txt", "push", "--model", production, "--registry", registry, "--force",
              "--note", "bench/offpolicy: production")
-        runs = [_epsilon(tmp, twin, production, registry, eps) for eps in EPSILONS]
+        runs = [_setting(tmp, twin, production, registry, setting) for setting in settings]
+    greedy = runs[0]["truth"]["P_world_A"]["expected"]
+    for run in runs:
+        run["cost_vs_greedy"] = run["truth"]["P_world_A"]["expected"] / greedy - 1
     timings["total"] = round(time.perf_counter() - t_all, 1)
-    return {"scale": SCALE, "seed": SEED, "page": {"rows": 4, "k": K}, "epsilons": list(EPSILONS),
-            "week0_policy": "bootstrap heuristic, epsilon 0.1", "eval_day": str(EVAL_DAY), "runs": runs,
+    return {"scale": SCALE, "seed": SEED, "page": {"rows": 4, "k": K}, "settings": [list(x) for x in settings],
+            "week0_policy": "bootstrap heuristic (epsilon-greedy 0.1 over the catalog)", "eval_day": str(EVAL_DAY), "runs": runs,
             "timings_s": timings}
 
 
+def _name(run: dict[str, Any]) -> str:
+    t, share = run["temperature"], run["catalog_share"]
+    return f"temperature {t:g}, catalog share {share:g}" + (" (greedy)" if not t and not share else "")
+
+
 def section(r: dict[str, Any], results: Path) -> str:
-    """The bench/README.md section of an off-policy result: per epsilon, the estimates against the truth."""
+    """The bench/README.md section of an off-policy result: the settings side by side (what exploring costs and
+    what it buys), then per setting the estimates against the truth."""
     f = r["figures"]
-    ci = lambda v, c: f"{v:.4f} [{c[0]:.4f}, {c[1]:.4f}]" if c[0] is not None else f"{v:.4f}"
-    out = ["## Off-policy estimate vs the simulator's truth", "",
+    ci = lambda v, c: f"{v:.4f} [{c[0]:.4f}, {c[1]:.4f}]" if c and c[0] is not None else f"{v:.4f}"
+    summary = []
+    for run in f["runs"]:
+        p, c = run["truth"]["P_world_A"]["expected"], run["table"][1]
+        rec = run["explored_recall_at_100"]
+        summary.append([_name(run), f"{run['worlds']['A']['explored_share']:.1%}", f"{p:.4f}",
+                        f"{run['cost_vs_greedy']:+.1%}", f"{c['ess']:,.0f}", ci(c["snips"], c["snips_ci"]),
+                        f"{c['realised']:.4f}", f"{c['snips_error']:+.1%}", "yes" if c["snips_covers"] else "no",
+                        run["gate"]["offpolicy_check"]["verdict"],
+                        "–" if rec["candidate"] is None else f"{rec['candidate']:.3f} / {rec['production']:.3f}"])
+    out = ["## Off-policy estimate vs the simulator's truth, per exploration setting", "",
            (f"`{f['scale']}` scale, seed {f['seed']}, page {f['page']['rows']} rows x {f['page']['k']}; week 0 under the "
             f"{f['week0_policy']}; estimates on week 1's eval day ({f['eval_day']}). Whole run "
-            f"{f['timings_s']['total']} s."), ""]
+            f"{f['timings_s']['total']} s."), "",
+           table(["setting", "catalog-wide slots", "P's expected CTR (world A)", "click-rate cost vs greedy (same run)",
+                  "C's ESS", "C's SNIPS [95%]", "C's true expected CTR", "SNIPS vs truth", "covered",
+                  "gate's off-policy check", "explored recall@100 C / P"], summary), ""]
     for run in f["runs"]:
         rows = [[x["policy"], ci(x["ips"], x["ips_ci"]), ci(x["snips"], x["snips_ci"]), f"{x['ess']:,.1f}",
                  f"{x['mean_weight']:.3f}", f"{x['true_expected']:.4f}", ci(x["realised"], x["realised_ci"]),
@@ -293,7 +328,7 @@ def section(r: dict[str, Any], results: Path) -> str:
                  f"{x['snips_error']:+.1%}"] for x in run["table"]]
         sr, ag = run["self_replay"], run["agreement"]
         check, ev, t = run["gate"]["offpolicy_check"], run["eval_split"], run["traffic"]
-        out += [f"### epsilon {run['epsilon']}", "",
+        out += [f"### {_name(run)}", "",
                 table(["policy", "IPS [95% CI]", "SNIPS [95% CI]", "ESS", "mean weight", "true expected",
                        "realised [95% CI]", "truth covered?", "SNIPS vs truth"], rows), "",
                 (f"Eval split: {ev['impressions']:,} impressions, {ev['requests']:,} requests, logged by P. Gate: "
@@ -304,20 +339,19 @@ def section(r: dict[str, Any], results: Path) -> str:
                  f"Week-1 traffic of A and B identical request by request: {t['same_traffic']}."), "",
                 (f"P replayed on its own logs: {sr['mismatch_share']:.1%} of impressions with |pi - mu| > 1e-9, "
                  f"{sr['float32_mismatch_share']:.1%} still different after float32 rounding (ingest stores mu as "
-                 f"float32), {sr['over_0.01_share']:.1%} off by more than 0.01 (max {sr['max_abs_diff']:.3f}), "
-                 f"{sr['outside_pool']} logged items outside the replayed pool."), "",
-                (f"C against P's logs: C's greedy item is P's in {ag['c_greedy_on_p_greedy_slots']:.1%} of P's "
-                 f"greedy slots; {ag['c_zero_on_logged']:.1%} of logged items are outside C's pool (pi = 0). The "
-                 f"estimate rests on {ag['hits']} explored impressions that C would have shown greedily "
-                 f"(~{ag['hits_expected_if_in_p_pool']} expected if C's greedy items were always in P's pool), "
-                 f"which carry {ag['hit_weight_share']:.0%} of the weight."), ""]
+                 f"float32), {sr['over_0.01_share']:.1%} off by more than 0.01 (max {sr['max_abs_diff']:.3f})."), "",
+                (f"C against P's logs: {ag['c_zero_on_logged']:.1%} of logged items C would never show (pi = 0); "
+                 f"weights pi / mu: median {ag['weight_p50']:.2f}, 99th percentile {ag['weight_p99']:.1f}, max "
+                 f"{ag['weight_max']:.0f}; the catalog-wide slots ({ag['explored_share']:.1%} of impressions) carry "
+                 f"{ag['explored_weight_share']:.0%} of the weight."), ""]
     out.append(r["notes"])
     return "\n".join(out)
 
 
 def headline(f: dict[str, Any]) -> str:
-    """The README's headline line of an off-policy result's figures: per epsilon, SNIPS against the truth."""
+    """The README's headline line of an off-policy result's figures: per setting, the candidate's SNIPS against
+    the truth with its ESS, and the click-rate cost."""
     return "**Off-policy**: " + "; ".join(
-        f"eps {run['epsilon']}: SNIPS of the logging policy {run['table'][0]['snips_error']:+.1%} from the truth, "
-        f"of the candidate {run['table'][1]['snips_error']:+.1%} (ESS {run['table'][1]['ess']:.0f})"
+        f"{_name(run)}: candidate SNIPS {run['table'][1]['snips_error']:+.1%} from the truth "
+        f"(ESS {run['table'][1]['ess']:,.0f}), click-rate cost {run['cost_vs_greedy']:+.1%}"
         for run in f["runs"]) + "."

@@ -233,7 +233,7 @@ def convert(src_dir: str | Path, out_logs: str | Path, split: dt.date = SPLIT, h
         user, artist = str(user_id), str(artist_id)
         rid = f"lfm-u{user}-a{artist}"
         cat = category.get(artist, UNTAGGED)
-        shown = ImpressionColumns(item_id=[item(artist)], position=[0], row=[ROW],
+        shown = ImpressionColumns(item_id=[item(artist)], position=[0], row=[ROW], explored=[False],
                                   score=[PLACEHOLDERS["impression.score"]], propensity=[1.0],
                                   item={"tag": [cat]}, release_date=[None], age_days=[None])
         member = {HISTORY_FEATURE: seen[user][::-1][:history]} if history else {}

@@ -187,7 +187,7 @@ def request_line(rid: str, member: str, ts: str, items: list[str]) -> str:
         "request_id": rid, "ts": ts, "model_version": "v1",
         "member": {"member_id": member, "tenure_days": 30, "country": "US", "preferred_category": "yoga"},
         "context": {"hour_of_day": int(ts[11:13]), "day_of_week": 0, "platform": "ios"},
-        "impressions": [{"item_id": i, "position": p, "row": "popular_now", "score": 0.5, "propensity": 0.25,
+        "impressions": [{"item_id": i, "position": p, "row": "popular_now", "score": 0.5, "propensity": 0.25, "explored": False,
                          "item": ITEM} for p, i in enumerate(items)]})
 
 

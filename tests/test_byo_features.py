@@ -158,7 +158,8 @@ def test_a_bad_declaration_fails_the_import_naming_the_file(tmp_path):
 
 
 def test_a_member_field_nobody_declared_is_rejected_naming_it():
-    shown = [{"item_id": "i1", "position": 0, "row": "popular_now", "score": 0.5, "propensity": 0.2, "item": ITEM}]
+    shown = [{"item_id": "i1", "position": 0, "row": "popular_now", "score": 0.5, "propensity": 0.2,
+              "explored": False, "item": ITEM}]
     line = json.dumps(_request("r1", dt.datetime(2026, 1, 5, 8, tzinfo=dt.UTC), {"member_id": "m1", "age": 30},
                                {"hour_of_day": 8, "day_of_week": 0, "platform": "ios"}, shown))
     with pytest.raises(RecordError) as info:
@@ -246,7 +247,7 @@ def _write_logs(root: Path) -> None:
                 age = None if release is None else (date - dt.date.fromisoformat(release)).days
                 meta = {k: v for k, v in item.items() if k != "item_id"} | {"age_days": age}
                 impressions.append({"item_id": item["item_id"], "position": position, "row": "popular_now",
-                                    "score": 0.5, "propensity": 0.2, "item": meta})
+                                    "score": 0.5, "propensity": 0.2, "explored": False, "item": meta})
                 liked = GENRES.index(item["genre"]) == OCCUPATIONS.index(member["occupation"])
                 if rng.random() < (0.6 if liked else 0.1):
                     clicked.setdefault(member["member_id"], []).insert(0, item["item_id"])
@@ -307,7 +308,7 @@ def custom_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("byo")
     (root / "custom.yaml").write_text(CUSTOM)
     (root / "empty").mkdir()
-    shown = [{"item_id": "i1", "position": 0, "row": "popular_now", "score": 0.5, "propensity": 0.2,
+    shown = [{"item_id": "i1", "position": 0, "row": "popular_now", "score": 0.5, "propensity": 0.2, "explored": False,
               "item": {"genre": "drama", "runtime_min": 10.0}}]
     default_shaped = _request("r1", dt.datetime(2026, 1, 5, 8, tzinfo=dt.UTC),
                               {"member_id": "m1", "occupation": "artist", "country": "US"},

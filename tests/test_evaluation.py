@@ -50,6 +50,7 @@ def _ingest(root: Path, start: dt.date, days: int = 7, eval_days: int = 1, reque
                 row |= {"request_id": f"r{day:%m%d}-{r}", "ts": int(ts.timestamp()), "member_id": f"m{r}",
                         "item_id": ITEMS[(day.toordinal() + position) % len(ITEMS)], "position": position,
                         "label_click": int(position == 0), "propensity": 0.05 if position == 2 else 0.95,
+                        "explored": int(position == 2),
                         "platform": "ios", "hour_of_day": ts.hour, "day_of_week": ts.weekday()}
                 splits["train" if ts < eval_start else "eval"].append(row)
     folder = root / f"ingest-{start}-{days}"
@@ -241,11 +242,13 @@ def test_the_window_is_chosen_by_recall_on_validation(tmp_path):
 def _rows(n_requests: int = 60, seed: int = 0) -> Examples:
     rng = np.random.default_rng(seed)
     n = n_requests * 5
+    explored = rng.random(n) < 0.3
     return Examples({
         "request_id": np.repeat([f"r{i:03d}" for i in range(n_requests)], 5),
         "member_id": np.repeat([f"m{i % 20}" for i in range(n_requests)], 5),
         "item_id": np.array([f"i{i}" for i in rng.integers(0, 30, n)]), "platform": np.full(n, "ios"),
-        "position": np.tile(np.arange(5), n_requests), "propensity": np.where(rng.random(n) < 0.3, 0.02, 0.9),
+        "position": np.tile(np.arange(5), n_requests), "propensity": np.where(explored, 0.02, 0.9),
+        "explored": explored.astype(np.int64),
         **{f"label_{h}": (rng.random(n) < p).astype(np.int64)
            for h, p in (("click", 0.3), ("start", 0.3), ("complete", 0.2), ("like", 0.1))}})
 
@@ -358,3 +361,17 @@ def test_flat_metrics_carry_every_standard_error_and_the_summary_shows_intervals
     assert "99 requests, 40 members, 77 clicks). Figures are ± the 95% interval (z = 1.96)" in text
     assert "| auc_click >= production - 0.01 | overall | 0.7000 ± 0.0196 | 0.7000 ± 0.0196 | 0.6900 | 5,000 |" in text
     assert "| auc_click | 0.7000 ± 0.0196 | 0.7000 ± 0.0196 | 5,000 |" in text
+
+
+def test_examination_is_fitted_within_rows_whose_explored_items_differ():
+    # two rows of 5 slots; the catalog-wide share explores what each row admits, so the second row's explored
+    # items are clicked 3x as often: only the within-row position effect is examination
+    rng = np.random.default_rng(0)
+    n = 200_000
+    position = rng.integers(0, 10, n)
+    level = np.where(position < 5, 0.05, 0.15)
+    clicks = (rng.random(n) < level * (1.0 + position) ** -0.5).astype(np.int64)
+    train = Examples({"position": position, "row": np.where(position < 5, "a", "b"), "label_click": clicks,
+                      "explored": np.ones(n, np.int64)})
+    seen = evaluate.examination(train, 9)
+    np.testing.assert_allclose(seen, (1.0 + np.arange(10)) ** -0.5, rtol=0.08)

@@ -36,10 +36,10 @@ REQUEST = {
     "member": {"member_id": "m1", "tenure_days": 120, "country": "US", "preferred_category": "hiit"},
     "context": {"hour_of_day": 7, "day_of_week": 0, "platform": "ios"},
     "impressions": [
-        {"item_id": "i1", "position": 0, "row": "top", "score": 0.75, "propensity": 0.5,
+        {"item_id": "i1", "position": 0, "row": "top", "score": 0.75, "propensity": 0.5, "explored": False,
          "item": {"category": "yoga", "creator": "c7", "duration_min": 20.0, "language": "en",
                   "release_date": "2025-12-01", "age_days": 35}},
-        {"item_id": "i2", "position": 3, "row": "because-you-watched", "score": -1.25, "propensity": 0.125,
+        {"item_id": "i2", "position": 3, "row": "because-you-watched", "score": -1.25, "propensity": 0.125, "explored": False,
          "item": {"category": "hiit", "creator": "c9", "duration_min": 45.5, "language": "es",
                   "release_date": "2026-01-05", "age_days": 0}},
     ],
@@ -72,7 +72,7 @@ def test_flatten_gives_every_feature_with_the_logged_values():
         "item_id": "i1", "category": "yoga", "creator": "c7", "duration_min": 20.0, "language": "en",
         "age_days": 35, "position": 0,
         "request_id": "req-1", "ts": TS, "row": "top", "score": 0.75, "propensity": 0.5,
-        "model_version": "v3",
+        "explored": 0, "model_version": "v3",
     }
     assert second["item_id"] == "i2"
     assert second["duration_min"] == 45.5

@@ -69,7 +69,7 @@ def test_batching_and_replay_give_the_same_pages(version):
 def test_an_item_released_after_training_is_embedded_and_retrieved(version):
     new = int(np.flatnonzero(version.catalog["item_id"] == "i900000")[0])
     assert np.abs(version.item_vectors(DAY.toordinal())[new]).sum() > 0  # from its metadata: its id was never trained
-    [page] = recommend(version, [_query("r-new")], RowsConfig(epsilon=0.0))
+    [page] = recommend(version, [_query("r-new")], RowsConfig(temperature=0.0, catalog_share=0.0))
     assert "i900000" in page.pool.item_id
     assert len(page.pool.item_id) >= version.candidates  # the retrieval pool, plus popular items
 

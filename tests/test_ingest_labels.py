@@ -22,7 +22,7 @@ def _request(*items: str) -> RequestRecord:
         "request_id": "r1", "ts": "2026-01-05T07:30:00Z", "model_version": "v1",
         "member": {"member_id": "m1", "tenure_days": 3, "country": "US", "preferred_category": None},
         "context": {"hour_of_day": 7, "day_of_week": 0, "platform": "ios"},
-        "impressions": [{"item_id": i, "position": p, "row": "popular_now", "score": 1.0, "propensity": 0.5,
+        "impressions": [{"item_id": i, "position": p, "row": "popular_now", "score": 1.0, "propensity": 0.5, "explored": False,
                          "item": item} for p, i in enumerate(items)],
     }))
 

@@ -45,8 +45,8 @@ def request_dict() -> dict[str, Any]:
         "member": {"member_id": "m1", "tenure_days": 120, "country": "US", "preferred_category": "hiit"},
         "context": {"hour_of_day": 7, "day_of_week": 0, "platform": "ios"},
         "impressions": [
-            {"item_id": "i1", "position": 0, "row": "top", "score": 0.75, "propensity": 0.5, "item": item},
-            {"item_id": "i2", "position": 1, "row": "top", "score": -1.25, "propensity": 1.0,
+            {"item_id": "i1", "position": 0, "row": "top", "score": 0.75, "propensity": 0.5, "explored": False, "item": item},
+            {"item_id": "i2", "position": 1, "row": "top", "score": -1.25, "propensity": 1.0, "explored": False,
              "item": dict(item, category="hiit", duration_min=45.5, age_days=0, release_date="2026-01-05")},
         ],
     }

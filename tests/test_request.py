@@ -31,6 +31,11 @@ def test_a_valid_payload_becomes_queries_with_defaults():
     assert (r.k, r.rows, r.context["platform"], r.context["hour_of_day"]) == (4, ["quick"], "a-new-platform", 0)
 
 
+def test_a_client_request_id_is_kept_and_the_others_are_drawn():
+    [mine, drawn] = parse({"instances": [_instance(request_id="sim-0-000-0000001"), _instance()]}, IDS, NOW, ROWS)
+    assert (mine.request_id, drawn.request_id) == ("sim-0-000-0000001", "r1")
+
+
 def test_each_instance_needs_its_own_request_id():
     with pytest.raises(ValueError, match="2 instances but only 1 request ids"):
         parse({"instances": [_instance(), _instance()]}, ["r0"], NOW, ROWS)
@@ -54,6 +59,8 @@ def test_each_instance_needs_its_own_request_id():
      "instances[1].member.tenure_days: Input should be greater than or equal to 0, got -1"),
     ({"instances": [_instance(member={"age": 40})]}, "instances[0].member.age: Extra inputs are not permitted"),
     ({"instances": [_instance(rows=["trending"])]}, "instances[0].rows: unknown row 'trending'"),
+    ({"instances": [_instance(request_id="a b")]}, "instances[0].request_id: String should match pattern"),
+    ({"instances": [_instance(request_id="")]}, "instances[0].request_id: String should have at least 1 character"),
 ])
 def test_every_bad_input_class_is_named(payload, message):
     with pytest.raises(InvalidRequest) as e:

@@ -106,6 +106,8 @@ def test_the_server_logged_each_simulated_request_once_as_sent(served_week: Serv
     assert len(logged) == n
     shown = truth(served_week.root)
     assert list(shown) and set(shown) == set(logged), "truth is kept under the server's request ids"
+    # the simulator's own seeded ids: what seeds each page's exploration, so a rerun serves the same pages
+    assert all(request_id.startswith(f"r{SEED}-000-") for request_id in logged)
     # the twin logged the same requests, in time order, as truth lists them: member, context and time as sent
     sent = [json.loads(line) for p in sorted(Path(served_week.twin, "requests").glob("dt=*/*.jsonl.gz"))
             for line in read_lines(str(p))]
@@ -117,7 +119,7 @@ def test_the_server_logged_each_simulated_request_once_as_sent(served_week: Serv
         held = in_holdout(record["member"]["member_id"], HOLDOUT)
         assert record["model_version"] == ("heuristic-holdout" if held else "heuristic-fallback")
         # the slates are the page the server logged, slot by slot
-        assert [(im["item_id"], im["position"], im["propensity"] < 0.5) for im in record["impressions"]] == \
+        assert [(im["item_id"], im["position"], im["explored"]) for im in record["impressions"]] == \
             shown[request_id]
         assert [im["row"] for im in record["impressions"]] == \
             [row for row in ("for_your_usual", "quick", "something_new", "popular_now") for _ in range(K)]
@@ -207,6 +209,16 @@ def test_a_refused_request_names_the_request_and_the_answer(served_week: ServedW
     policy = ServedPolicy(served_week.server.url, k=21)  # above the server's MAX_K: HTTP 400
     with pytest.raises(ServedPolicyError, match=r"r-test \(member m0000001 at 2026-03-02T09:00:00Z\).*HTTP 400.*k"):
         policy.recommend(one_request(LATER), served_week.sim.world, 1, np.random.default_rng(0))
+
+
+def test_the_same_request_with_the_same_id_gets_the_same_page(served_week: ServedWeek) -> None:
+    policy = ServedPolicy(served_week.server.url, k=K)
+    first, again = (policy.recommend(one_request(LATER), served_week.sim.world, 1, np.random.default_rng(s))
+                    for s in (0, 1))
+    assert first.request_id == again.request_id == ["r-test"]
+    np.testing.assert_array_equal(first.item, again.item)
+    np.testing.assert_array_equal(first.propensity, again.propensity)
+    np.testing.assert_array_equal(first.explored, again.explored)
 
 
 def test_a_page_of_another_size_is_an_error_not_padded(served_week: ServedWeek) -> None:

@@ -50,7 +50,7 @@ def test_every_model_field_of_the_request_is_a_feature_or_known_metadata():
     assert set(MemberFeatures.__annotations__) <= names
     assert set(Context.__annotations__) <= names
     assert set(ItemFeatures.__annotations__) - names == {"release_date"}  # age_days carries it
-    assert set(Impression.__annotations__) - names == {"row", "score", "propensity", "item"}
+    assert set(Impression.__annotations__) - names == {"row", "score", "propensity", "explored", "item"}
 
 
 @pytest.mark.parametrize("f", FEATURES, ids=IDS)

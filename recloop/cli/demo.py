@@ -23,7 +23,8 @@ def demo(
     work: Annotated[str, typer.Option(help="work folder (replaced): sim/, registry/, state/, runs/, report.html")
                     ] = "runs/demo",
     seed: Annotated[int, typer.Option(help="random seed of the simulated world and of training")] = 0,
-    holdout: Annotated[float, typer.Option(min=0.0, max=0.5, help="share of members kept on the heuristic")] = 0.05,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.5, help="share of members kept on the heuristic (the control group)")
+                         ] = 0.2,
     epochs: Annotated[int, typer.Option(min=1, help="training epochs of both models (the training budget)")] = 4,
     alertmanager_url: Annotated[str, typer.Option(help="post blocking anomalies there (default: recorded only)")
                                 ] = "",
@@ -60,7 +61,7 @@ def demo(
     h = demo_page.lift(result)
     if h["lift"] is not None:
         console.print(f"week {h['week']}: the model's click rate {h['model']:.4f} vs the heuristic holdout "
-                      f"{h['holdout']:.4f} ({h['lift']:+.1%}); the oracle {h['oracle']:.4f} (gap "
+                      f"{h['holdout']:.4f} ({demo_page.lift_text(h)}); the oracle {h['oracle']:.4f} (gap "
                       f"{h['gap_to_oracle']:.1%})")
     page = Path(result["work"], "report.html")
     page.write_text(demo_page.page(result, runs))

@@ -11,8 +11,10 @@ it realised online the week after (the offline-online agreement).
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
 STAGES = ("ingest", "validate", "check", "train", "evaluate", "infra-validate", "push")
 
 
@@ -29,22 +31,26 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         cand = (blessing.get("metrics") or {}).get("candidate", {})
         prod = (blessing.get("metrics") or {}).get("production") or {}
         nxt = weeks[i + 1] if i + 1 < len(weeks) else None
-        realised = None
+        realised: dict[str, Any] = {}
         if pushed.get("pushed") and nxt and nxt.get("version") == pushed.get("version"):
-            realised = nxt["served"]["by_policy"].get("model", {}).get("click_rate")
+            realised = nxt["served"]["by_policy"].get("model", {})
         anomalies = run.get("anomalies") or []
         out.append({
             "week": w["week"], "start": s["start"], "version": w.get("version") or served_by,
             "requests": s["requests"], "impressions": s["impressions"], "drifts": ", ".join(s.get("drifts", [])),
             "ctr_served": groups.get(served_by, {}).get("click_rate"),
+            "ctr_served_se": groups.get(served_by, {}).get("click_rate_se"),
             "ctr_holdout": groups.get("holdout", {}).get("click_rate"),
+            "ctr_holdout_se": groups.get("holdout", {}).get("click_rate_se"),
+            **_lift(groups.get("model"), groups.get("holdout")),
             "ctr_oracle": s.get("oracle_click_rate"),
             "run": run.get("state"), "examples": (run.get("ingest") or {}).get("examples_train"),
             "anomalies": len(anomalies), "blocking": sum(a["blocking"] for a in anomalies),
             "blocked_on": sorted({a["feature"] for a in anomalies if a["blocking"]}),
             "alerts": (run.get("alerts") or {}).get("raised"),
             "auc_candidate": cand.get("auc_click"), "auc_production": prod.get("auc_click"),
-            "snips": est.get("snips"), "ess": est.get("ess"), "realised_next": realised,
+            "snips": est.get("snips"), "snips_ci95": est.get("snips_ci"), "ess": est.get("ess"),
+            "realised_next": realised.get("click_rate"), "realised_next_ci95": realised.get("click_rate_ci95"),
             "blessed": blessing.get("blessed") if blessing else None, "pushed": pushed.get("pushed"),
             "candidate": blessing.get("candidate_version"),
             "serve_s": s.get("wall_seconds"),
@@ -53,12 +59,24 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _lift(model: dict[str, Any] | None, holdout: dict[str, Any] | None) -> dict[str, Any]:
+    """The model's click rate over the holdout's, minus 1, with a 95% interval: the two arms are disjoint
+    members, so the log ratio's variance is the sum of the two (delta method, member-clustered errors)."""
+    if not model or not holdout or not model["click_rate"] or not holdout["click_rate"]:
+        return {"lift": None, "lift_ci95": None}
+    m, h = model["click_rate"], holdout["click_rate"]
+    if model.get("click_rate_se") is None or holdout.get("click_rate_se") is None:
+        return {"lift": m / h - 1, "lift_ci95": None}
+    se = math.sqrt((model["click_rate_se"] / m) ** 2 + (holdout["click_rate_se"] / h) ** 2)
+    return {"lift": m / h - 1, "lift_ci95": [math.exp(math.log(m / h) + z * Z95 * se) - 1 for z in (-1, 1)]}
+
+
 def lift(result: dict[str, Any]) -> dict[str, Any]:
     """The last week's model vs holdout vs oracle: the headline of the demo."""
     last = rows(result)[-1]
     model, holdout, oracle = last["ctr_served"], last["ctr_holdout"], last["ctr_oracle"]
     return {"week": last["week"], "model": model, "holdout": holdout, "oracle": oracle,
-            "lift": None if not (model and holdout) else model / holdout - 1,
+            "lift": last["lift"], "lift_ci95": last["lift_ci95"],
             "gap_to_oracle": None if not (model and oracle) else 1 - model / oracle}
 
 
@@ -70,7 +88,7 @@ def _f(value: Any, fmt: str = ".4f") -> str:
     return format(value, fmt) if isinstance(value, float) else str(value)
 
 
-COLUMNS = ("week", "served by", "CTR served", "CTR holdout", "CTR oracle", "run on this week's logs",
+COLUMNS = ("week", "served by", "CTR served", "CTR holdout", "lift [95%]", "CTR oracle", "run on this week's logs",
            "anomalies", "AUC cand / prod", "SNIPS (ESS)", "realised next wk", "blessed", "pushed")
 TIME_COLUMNS = ("week", "requests", "train examples", "serve", "ingest", "validate", "check", "train", "evaluate",
                 "infra-validate", "push")
@@ -83,10 +101,18 @@ def cells(r: dict[str, Any]) -> list[str]:
         run = f"BLOCKED ({', '.join(r['blocked_on'])})"
     snips = "–" if r["snips"] is None else f"{r['snips']:.4f} ({r['ess']:.0f})"
     return [f"{r['week']} {r['start']}" + (f" [{r['drifts']}]" if r["drifts"] else ""), str(r["version"]),
-            _f(r["ctr_served"]), _f(r["ctr_holdout"]), _f(r["ctr_oracle"]), run,
+            _f(r["ctr_served"]), _f(r["ctr_holdout"]), lift_text(r), _f(r["ctr_oracle"]), run,
             f"{r['anomalies']} ({r['blocking']} blocking)" if r["run"] else "–",
             f"{_f(r['auc_candidate'], '.3f')} / {_f(r['auc_production'], '.3f')}", snips, _f(r["realised_next"]),
             _f(r["blessed"]), _f(r["pushed"])]
+
+
+def lift_text(r: dict[str, Any]) -> str:
+    """A week's lift over the holdout with its 95% interval, e.g. ``+12.3% [+4.1%, +21.0%]``."""
+    if r.get("lift") is None:
+        return "–"
+    ci = r.get("lift_ci95")
+    return f"{r['lift']:+.1%}" + ("" if ci is None else f" [{ci[0]:+.1%}, {ci[1]:+.1%}]")
 
 
 def time_cells(r: dict[str, Any]) -> list[str]:
@@ -105,7 +131,7 @@ def page(result: dict[str, Any], run_reports: dict[int, str]) -> str:
     time_head = "".join(f"<th>{html.escape(c)}</th>" for c in TIME_COLUMNS)
     h = lift(result)
     headline = (f"Week {h['week']}: model {_f(h['model'])} vs holdout {_f(h['holdout'])} "
-                f"({_f(h['lift'], '+.1%')}), oracle {_f(h['oracle'])} (gap {_f(h['gap_to_oracle'], '.1%')}).")
+                f"({lift_text(h)}), oracle {_f(h['oracle'])} (gap {_f(h['gap_to_oracle'], '.1%')}).")
     cfg = result["config"]
     return (f"<!doctype html><meta charset='utf-8'><title>recloop demo</title><style>body{{font:14px system-ui,"
             f"sans-serif;margin:24px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;padding:3px 7px;"

@@ -38,7 +38,11 @@ def serve(
     start_time: Annotated[str | None, typer.Option(
         help="with --simulated-clock: the time before the first request (RFC 3339; default: midnight of "
              "the newest catalog snapshot)")] = None,
-    epsilon: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="share of slots explored")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="softmax temperature over the ranking score "
+                                                                    "(default 0: the best item)")] = None,
+    catalog_share: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="share of slots drawn uniformly "
+                                                                               "from every item the row admits "
+                                                                               "(default 0.05)")] = None,
     holdout: Annotated[float, typer.Option(min=0.0, help="share of members (0 <= h < 1, fixed by a hash of the "
                                                           "member id) always served by the heuristic, as an "
                                                           "online control group (model_version heuristic-holdout)")
@@ -75,7 +79,8 @@ def serve(
 
     if holdout >= 1.0:
         raise typer.BadParameter(f"the holdout is a share of members below 1, got {holdout}", param_hint="--holdout")
-    rows = RowsConfig() if epsilon is None else RowsConfig(epsilon=epsilon)
+    rows = RowsConfig(**{k: v for k, v in (("temperature", temperature), ("catalog_share", catalog_share))
+                         if v is not None})
     name = os.environ.get("POD_NAME") or socket.gethostname()
     settings = ServeSettings(registry=registry, model=model, catalog=catalog, rows=rows, poll_s=poll_s,
                              holdout=holdout, replica=f"{name}-w{worker_index}")

@@ -232,7 +232,8 @@ def evaluate(candidate: str, data: Sequence[str], registry: str, out: str, confi
     version, version_dir = production(registry)
 
     def replay(version_dir: str, impressions: Any) -> tuple[Any, dict[str, Any]]:
-        r = target_probabilities(version_dir, impressions, feed, RowsConfig(epsilon=cfg.offpolicy.epsilon),
+        r = target_probabilities(version_dir, impressions, feed, RowsConfig(temperature=cfg.offpolicy.temperature,
+                                                                          catalog_share=cfg.offpolicy.catalog_share),
                                  progress=on_replay or (lambda done, total: None))
         return r.probability, {"requests": r.requests, "outside_pool": r.outside_pool, "feeds": list(r.feeds),
                                "catalog_is_served_feed": bool(catalog)}

@@ -31,6 +31,7 @@ METADATA: dict[str, type] = {
     "row": str,
     "score": float,
     "propensity": float,
+    "explored": int,  # 0/1: the slot was drawn by the catalog-wide exploration
     "model_version": str,
 }
 # One 0/1 label per logged outcome: the ranking heads (spec.LABELS) are three of
@@ -47,7 +48,8 @@ _ARROW = {str: pa.large_list(pa.large_binary()), int: pa.large_list(pa.int64()),
 _MEMBER = tuple(f.name for f in features_for(group="member"))  # request["member"], nullable ones may be absent
 _CONTEXT = tuple(f.name for f in features_for(group="context"))  # request["context"], nullable ones may be absent
 _ITEM = tuple(f.name for f in features_for(group="item") if f.name != "item_id")  # impressions[].item, or absent
-_IMPRESSION = ("item_id", *(f.name for f in features_for(group="impression")), "row", "score", "propensity")
+_IMPRESSION = ("item_id", *(f.name for f in features_for(group="impression")), "row", "score", "propensity",
+               "explored")
 _REQUEST = ("request_id", "model_version")  # and ts, as unix seconds
 
 
@@ -78,6 +80,7 @@ def _impression_part(impression: Impression) -> dict[str, Any]:
     item = impression["item"]
     out = {name: item.get(name) for name in _ITEM}
     out.update((name, impression[name]) for name in _IMPRESSION)
+    out["explored"] = int(out["explored"])
     return out
 
 
@@ -117,6 +120,7 @@ class ExampleColumns:
         cols["ts"] += [unix_seconds(request["ts"])] * k
         for name in _IMPRESSION:
             cols[name] += [imp[name] for imp in shown]
+        cols["explored"][-k:] = [int(v) for v in cols["explored"][-k:]] if k else []
         for name in _ITEM:
             cols[name] += [imp["item"].get(name) for imp in shown]
         labels = labels or {}

@@ -96,13 +96,16 @@ ItemFeatures = _record(
 @_STRICT
 class Impression(TypedDict):
     """One shown item. ``propensity`` is the probability that the logging policy
-    put this item in this slot, given the slots before it (for off-policy evaluation)."""
+    put this item in this slot, given the slots before it (for off-policy evaluation);
+    ``explored`` says the slot was drawn uniformly from every item its row admits (the
+    catalog-wide exploration the unbiased offline views read)."""
 
     item_id: NonEmpty
     position: Annotated[int, Field(ge=0)]
     row: NonEmpty
     score: float
     propensity: Annotated[float, Field(gt=0, le=1)]
+    explored: bool
     item: ItemFeatures
 
 
@@ -226,6 +229,7 @@ class ImpressionColumns(NamedTuple):
     row: list[str]
     score: list[float]
     propensity: list[float]
+    explored: list[bool]
     item: Mapping[str, list[Any]]  # every declared item feature by name (None: missing)
     release_date: list[str | None]  # ISO date
     age_days: list[int | None]
@@ -242,9 +246,9 @@ def format_request(request_id: str, ts: dt.datetime, model_version: str, member_
     metadata = zip(*(shown.item[n] for n in names)) if names else [()] * len(shown.item_id)
     impressions = [
         {"item_id": item_id, "position": position, "row": row, "score": score, "propensity": propensity,
-         "item": {**dict(zip(names, values)), "release_date": release, "age_days": age}}
-        for item_id, position, row, score, propensity, values, release, age
-        in zip(shown.item_id, shown.position, shown.row, shown.score, shown.propensity, metadata,
+         "explored": explored, "item": {**dict(zip(names, values)), "release_date": release, "age_days": age}}
+        for item_id, position, row, score, propensity, explored, values, release, age
+        in zip(shown.item_id, shown.position, shown.row, shown.score, shown.propensity, shown.explored, metadata,
                shown.release_date, shown.age_days, strict=True)]
     record = {"request_id": request_id, "ts": format_ts(ts), "model_version": model_version,
               "member": {"member_id": member_id, **member}, "context": dict(context), "impressions": impressions}

@@ -7,7 +7,9 @@ and the serving tables. ``recommend`` makes one query-tower call and one ranker
 call per batch of instances, whatever their number; retrieval is an exact dot
 product over the catalog (numpy; at 10k items it costs less than an
 approximate index lookup) plus the context's most popular items, so the
-"popular now" row always has material.
+"popular now" row always has material. The items the rows' catalog-wide
+exploration may draw for a request (``rows.explore``) are ranked with the pool,
+so every slot it fills has a score and heads.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import datetime as dt
 import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from recloop.features import logs, recorded, roles
 from recloop.features.catalog import QUERY_INPUTS, RANKING_INPUTS, candidate_inputs, embed
 from recloop.features.spec import LABELS, feature, features_for, missing_value
 from recloop.serving.registry import read_card
-from recloop.serving.rows import Candidates, Impression, RowsConfig, fill
+from recloop.serving.rows import Candidates, Exploration, Impression, RowsConfig, explore, fill
 
 MEMBER_FIELDS = tuple(f.name for f in features_for(group="member") if f.name != "member_id")  # declared
 CONTEXT_FIELDS = tuple(f.name for f in features_for(group="context"))
@@ -71,6 +73,7 @@ class Heuristic:
     popularity: PopularInContext
     profiles: dict[str, MemberProfile]
     _popular: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    _released: dict[int, Candidates] = field(default_factory=dict)
 
     def popular_scores(self, hour: int, platform: str) -> np.ndarray:
         """Popularity of every catalog item in a context (computed once per context)."""
@@ -79,6 +82,24 @@ class Heuristic:
     def popular_order(self, hour: int, platform: str) -> np.ndarray:
         """Catalog rows of the items anyone clicked in a context, most popular first (ties: catalog order)."""
         return self._context(hour, platform)[1]
+
+    def released(self, day: int, hour: int, platform: str) -> Candidates:
+        """Every item released by ``day`` (date ordinal) with its popularity in a context: what the rows'
+        catalog-wide exploration draws from."""
+        if day not in self._released:
+            if len(self._released) >= 3:  # a simulated clock can go back and forth around midnight
+                self._released.pop(min(self._released))
+            index = np.flatnonzero(self.catalog["release_day"] <= day)
+            self._released[day] = Candidates.from_catalog(self.catalog, index, np.zeros(len(index)), {},
+                                                          np.zeros(len(index)))
+        view = self._released[day]
+        return replace(view, popularity=self.popular_scores(hour, platform)[view.catalog_rows])
+
+    def exploration(self, query: Query, config: RowsConfig) -> Exploration:
+        """A request's catalog-wide draws (``rows.explore``), from its own random stream."""
+        return explore(self.released(query.day, *query.popular_context), config, query.k,
+                       self.profiles.get(query.member_id), roles.value("preferred_category", query.member),
+                       query.day, _stream(query, 1), query.rows)
 
     def _context(self, hour: int, platform: str) -> tuple[np.ndarray, np.ndarray]:
         key = context_key(hour, platform)
@@ -263,15 +284,20 @@ def candidates(version: Version, queries: Sequence[Query], config: RowsConfig,
                clock: Callable[[str], None] = lambda stage: None) -> list[Candidates]:
     """The ranked pool of every query: retrieval, then ranking (``clock`` is told after each)."""
     inputs = query_inputs(queries)
-    pools = retrieve(version, queries, inputs, config.popular_top)
+    retrieved = retrieve(version, queries, inputs, config.popular_top)
+    plans = [version.tables.exploration(query, config) for query in queries]
+    # the items the catalog-wide share may draw are ranked too, so every slot has a score and heads
+    pools = [np.concatenate([pool, np.setdiff1d(plan.items(), pool)]) for pool, plan in zip(retrieved, plans,
+                                                                                           strict=True)]
     clock("retrieval")
     scored = rank(version, queries, inputs, pools)
     clock("ranking")
     out = []
     cat = version.catalog
-    for query, pool_index, s in zip(queries, pools, scored, strict=True):
+    for query, pool_index, n, plan, s in zip(queries, pools, map(len, retrieved), plans, scored, strict=True):
         popular = version.popular_scores(*query.popular_context)[pool_index]
-        out.append(Candidates.from_catalog(cat, pool_index, s["score"], {h: s[h] for h in LABELS}, popular))
+        out.append(Candidates.from_catalog(cat, pool_index, s["score"], {h: s[h] for h in LABELS}, popular,
+                                           retrieved=np.arange(len(pool_index)) < n, exploration=plan))
     return out
 
 
@@ -286,19 +312,30 @@ def heuristic_pages(tables: Heuristic, queries: Sequence[Query], config: RowsCon
     pages = []
     for query in queries:
         released = np.flatnonzero(cat["release_day"] <= query.day)
-        popular = tables.popular_scores(*query.popular_context)[released]
+        everywhere = tables.popular_scores(*query.popular_context)
+        popular = everywhere[released]
         order = np.lexsort((-cat["release_day"][released], -popular))[:pool_size]
-        index, popular = released[order], popular[order]
-        score = popular / popular[0] if len(popular) and popular[0] > 0 else np.zeros(len(index))
-        pages.append(_page(query, Candidates.from_catalog(cat, index, score, {}, popular), tables, config))
+        plan = tables.exploration(query, config)
+        index = np.concatenate([released[order], np.setdiff1d(plan.items(), released[order])])
+        popular = everywhere[index]
+        top = float(popular.max()) if len(popular) else 0.0
+        score = popular / top if top > 0 else np.zeros(len(index))
+        pages.append(_page(query, Candidates.from_catalog(cat, index, score, {}, popular,
+                                                          retrieved=np.arange(len(index)) < len(order),
+                                                          exploration=plan), tables, config))
     return pages
 
 
 def _page(query: Query, pool: Candidates, tables: Heuristic, config: RowsConfig) -> Page:
-    rng = np.random.default_rng(list(query.request_id.encode("utf-8")))
     impressions = fill(pool, config, query.k, tables.profiles.get(query.member_id),
-                       roles.value("preferred_category", query.member), query.day, rng, query.rows)
+                       roles.value("preferred_category", query.member), query.day, _stream(query, 0), query.rows)
     return Page(query=query, impressions=impressions, pool=pool)
+
+
+def _stream(query: Query, purpose: int) -> np.random.Generator:
+    """A random stream of the request, from its id: 0 fills the slots, 1 draws the catalog-wide sample (so a
+    logged page can be replayed, and the two do not depend on each other)."""
+    return np.random.default_rng([purpose, *query.request_id.encode("utf-8")])
 
 
 class _Stages:

@@ -35,7 +35,7 @@ def check_page(page: Page) -> None:
 
 
 def response(page: Page, version: str, fallback: str | None) -> dict[str, Any]:
-    """One instance's answer: rows of ``{item_id, score, propensity, heads}`` in page order."""
+    """One instance's answer: rows of ``{item_id, score, propensity, explored, heads}`` in page order."""
     pool, imps = page.pool, page.impressions
     index = [imp.index for imp in imps]
     ids, scores = pool.item_id[index].tolist(), pool.score[index].tolist()  # one conversion per column
@@ -45,7 +45,7 @@ def response(page: Page, version: str, fallback: str | None) -> dict[str, Any]:
     rows: dict[str, list[dict[str, Any]]] = {}
     for imp, item_id, score, head in zip(imps, ids, scores, heads, strict=True):
         rows.setdefault(imp.row, []).append({"item_id": item_id, "score": score, "propensity": imp.propensity,
-                                             "heads": head})
+                                             "explored": imp.explored, "heads": head})
     return {"request_id": page.query.request_id, "model_version": version, "fallback": fallback,
             "rows": [{"name": name, "items": items} for name, items in rows.items()]}
 
@@ -66,6 +66,7 @@ def log_line(page: Page, version: str, ts: dt.datetime, catalog: Mapping[str, np
     shown = ImpressionColumns(
         item_id=catalog["item_id"][rows].tolist(), position=[imp.position for imp in imps],
         row=[imp.row for imp in imps], score=pool.score[index].tolist(), propensity=[imp.propensity for imp in imps],
+        explored=[imp.explored for imp in imps],
         item={f.name: _as_served(f, catalog[f.name][rows].tolist()) for f in DECLARED},
         release_date=release_date[rows].tolist(),
         age_days=[None if r == NO_RELEASE else q.day - r for r in release_day.tolist()])

@@ -3,8 +3,8 @@
 For every logged impression, ``target_probabilities`` gives the probability that
 the version, answering the same request (member, context, the rows and items per
 row the logged page had) through the serving funnel with the same exploration
-rule, would have put the logged item in the logged slot, given the logged items
-above it. It is the target-policy side of the gate's off-policy estimate
+rule (``rows.slot_probability``), would have put the logged item in the logged
+slot, given the logged items above it. It is the target-policy side of the gate's off-policy estimate
 (``trainer.offpolicy``); the logged propensity is the logging side.
 
 The version is replayed over an item feed. Give it the feed the server served
@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from recloop.baselines import slot_probability
 from recloop.features import roles
 from recloop.features.catalog import item_columns, read_items, snapshot
 from recloop.serving.funnel import CONTEXT_FIELDS, MEMBER_FIELDS, Query, candidates, load_version
-from recloop.serving.rows import RowsConfig, slot_rankings
+from recloop.serving.rows import RowsConfig, slot_choices, slot_probability
 
 # the impression columns a replay reads (ingest's example columns carry them all)
 COLUMNS = ("request_id", "ts", "member_id", *MEMBER_FIELDS, *CONTEXT_FIELDS, "item_id", "position", "row")
@@ -44,7 +43,7 @@ class Replay:
 
     probability: np.ndarray
     requests: int
-    outside_pool: int  # impressions whose item the version's funnel would not even have retrieved
+    outside_pool: int  # impressions whose item the version would show only by its catalog-wide share
     feeds: tuple[str, ...]  # the item feeds replayed over
 
 
@@ -56,7 +55,7 @@ def target_probabilities(version_dir: str, impressions: Mapping[str, np.ndarray]
     Args:
       catalog: an item-feed root with ``catalog/dt=YYYY-MM-DD/`` snapshots (the newest on or before each
         request day is used, as the server does) or one items file (ingest's item summaries).
-      config: rows and epsilon of the serving config the version would run with.
+      config: rows and exploration of the serving config the version would run with.
       progress: told (requests done, requests) after each batch.
 
     Raises:
@@ -83,23 +82,25 @@ def target_probabilities(version_dir: str, impressions: Mapping[str, np.ndarray]
     done = 0
     for feed, feed_days in feeds.items():
         version = load_version(version_dir, item_columns(read_items(feed)), dt.date.fromordinal(int(min(feed_days))))
+        catalog_row = {item: i for i, item in enumerate(version.catalog["item_id"].tolist())}
         mine = [b for b, d in zip(bounds, days, strict=True) if d in feed_days]
         for lo_batch in range(0, len(mine), BATCH):
             batch = mine[lo_batch : lo_batch + BATCH]
             rows = [order[lo:hi] for lo, hi in batch]
             queries = [_query(impressions, r) for r in rows]
             for query, r, pool in zip(queries, rows, candidates(version, queries, config), strict=True):
-                index = {item: i for i, item in enumerate(pool.item_id.tolist())}
+                in_pool = set(pool.item_id[pool.retrieved].tolist() if pool.retrieved is not None else pool.item_id.tolist())
                 profile = version.profiles.get(query.member_id)
-                rankings, _ = slot_rankings(pool, config, query.k, profile,
-                                            roles.value("preferred_category", query.member), query.day, query.rows)
+                choices, _ = slot_choices(pool, config, query.k, profile,
+                                          roles.value("preferred_category", query.member), query.day, query.rows)
                 taken: list[int] = []
                 for j in r:  # in position order
-                    item = index.get(impressions["item_id"][j])
+                    item_id = impressions["item_id"][j]
+                    item = catalog_row.get(item_id)
                     position = int(impressions["position"][j])
-                    outside += item is None
-                    if position < len(rankings):
-                        out[j] = slot_probability(rankings[position], taken, item, len(pool.item_id), config.epsilon)
+                    outside += item_id not in in_pool
+                    if position < len(choices):
+                        out[j] = slot_probability(choices[position], taken, item, config)
                     if item is not None:
                         taken.append(item)
             done += len(batch)

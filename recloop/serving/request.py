@@ -7,7 +7,10 @@ platform``); member and context use the contract's own field types, so what the
 server accepts is exactly what it can log. A nullable feature may be left out, and
 ``member`` too when all of its features are. Only structurally invalid requests are
 refused: an unseen platform or category is served as out-of-vocabulary
-(docs/architecture.md, "Serving").
+(docs/architecture.md, "Serving"). An instance may carry its own ``request_id``
+(the client's trace or idempotency key, unique per request: events join on it);
+the server draws one otherwise. The id seeds the page's exploration, so the same
+request with the same id gets the same page from the same model.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from recloop.serving.funnel import Query
 
 MAX_INSTANCES = 64
 MAX_K = 20
+REQUEST_ID = r"^[A-Za-z0-9._:-]+$"  # a client's own id: logged as is, and what seeds the page's random stream
 
 
 class InvalidRequest(ValueError):
@@ -38,6 +42,7 @@ Member = _STRICT(TypedDict("Member", {f.name: contract_type(f) for f in _MEMBER}
 _MEMBER_FIELD = Member if any(not f.nullable for f in _MEMBER) else NotRequired[Member]
 Instance = _STRICT(TypedDict("Instance", {  # type: ignore[operator]
     "member_id": NonEmpty, "member": _MEMBER_FIELD, "context": Context,
+    "request_id": NotRequired[Annotated[str, Field(min_length=1, max_length=128, pattern=REQUEST_ID)]],
     "rows": NotRequired[Annotated[list[NonEmpty], Field(min_length=1)]],
     "k": NotRequired[Annotated[int, Field(ge=1, le=MAX_K)]]}))
 
@@ -50,7 +55,7 @@ def parse(payload: Any, request_ids: Sequence[str], now: dt.datetime, rows: Sequ
 
     Args:
       payload: the decoded JSON body.
-      request_ids: one fresh id per instance (the caller's: server-unique).
+      request_ids: one fresh id per instance (the caller's: server-unique), for instances without their own.
       now: the request time (the server's clock), for the request day.
       rows: the configured row names (a request may ask for a subset).
 
@@ -74,7 +79,7 @@ def parse(payload: Any, request_ids: Sequence[str], now: dt.datetime, rows: Sequ
         unknown = [r for r in instance.get("rows", []) if r not in rows]
         if unknown:
             raise InvalidRequest(f"instances[{i}].rows: unknown row {unknown[0]!r}; expected some of {list(rows)}")
-        queries.append(Query(request_id=request_id, member_id=instance["member_id"],
+        queries.append(Query(request_id=instance.get("request_id", request_id), member_id=instance["member_id"],
                              member=dict(instance.get("member", {})), context=dict(instance["context"]),
                              day=now.date().toordinal(), k=instance.get("k", 10), rows=instance.get("rows")))
     return queries

@@ -1,22 +1,31 @@
-"""Rows: ranked candidates -> rows by filters, with epsilon exploration and exact propensities.
+"""Rows: ranked candidates -> rows by filters, sampled with full support and exact propensities.
 
-The last step of the funnel (retrieval -> ranking -> rows). Each row keeps the
-ranked candidates its filter admits, best combined score first; the slots are
-then filled row by row with ``baselines.epsilon_greedy``, so no item appears
-twice on the page and every impression carries the probability it had in its
-slot (what off-policy estimates divide by). Rows and filters are one config.
+The last step of the funnel (retrieval -> ranking -> rows). Each slot of a row
+shows, with probability ``catalog_share``, an item drawn uniformly from every
+released item the row's filter admits (the whole catalog, not the retrieved
+pool), and otherwise an item drawn from a softmax over the ranking scores of the
+retrieved items the row admits (``temperature`` 0: the best one). No item
+appears twice on the page, and every impression carries the probability it had
+in its slot given the items above it (what off-policy estimates divide by).
+
+So every item a row admits can be shown (full support: a candidate is never
+judged only by what the logging model retrieved), and the catalog-wide slots
+(``explored``) are a uniform sample of the catalog the row admits, which is what
+the unbiased offline views read. ``slot_probability`` is the one formula
+serving and replay share. Rows, filters and exploration are one config.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from recloop.baselines import MemberProfile, epsilon_greedy
+from recloop.baselines import MemberProfile
 from recloop.features import roles
 
 Filter = Literal["usual", "quick", "new", "popular"]
@@ -33,20 +42,52 @@ class RowSpec(BaseModel):
 
 
 class RowsConfig(BaseModel):
-    """The rows of a page, in order, and the share of slots explored."""
+    """The rows of a page, in order, and how their slots explore."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     rows: tuple[RowSpec, ...] = (RowSpec(name="for_your_usual", filter="usual"),
                                  RowSpec(name="quick", filter="quick"),
                                  RowSpec(name="something_new", filter="new"),
                                  RowSpec(name="popular_now", filter="popular"))
-    epsilon: float = Field(0.1, ge=0.0, le=1.0)
+    # softmax temperature over the combined ranking score (in [0, 1]); 0 shows the best admitted item. Chosen by
+    # measurement (bench/README.md, off-policy section): 0.05 and 0.1 cost 10-14% of the clicks, and the effective
+    # sample size they buy a candidate's estimate on a small week stays far below what the gate needs
+    temperature: float = Field(0.0, ge=0.0)
+    # share of slots drawn uniformly from every released item the row admits (the catalog-wide exploration)
+    catalog_share: float = Field(0.05, ge=0.0, le=1.0)
     popular_top: int = Field(50, gt=0)  # "popular now" = among the context's most popular this many
 
 
 @dataclass(frozen=True)
+class RowDraws:
+    """What a row's catalog-wide share draws from: every released item it admits (sorted catalog rows) and a
+    uniformly random ordered sample of them, long enough for a page (the first not yet shown is uniform over
+    the admitted items not yet shown)."""
+
+    admitted: np.ndarray
+    sample: np.ndarray
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """A request's catalog-wide draws: per row name, and over every released item (for a row that has nothing
+    left to show)."""
+
+    rows: Mapping[str, RowDraws]
+    released: RowDraws
+
+    def items(self) -> np.ndarray:
+        """Every catalog row a slot may draw: what the ranker must score besides the retrieved pool."""
+        return np.unique(np.concatenate([self.released.sample, *(d.sample for d in self.rows.values())]))
+
+
+@dataclass(frozen=True)
 class Candidates:
-    """The ranked pool of one request: metadata, scores and heads, aligned (pool order is arbitrary)."""
+    """The ranked pool of one request: metadata, scores and heads, aligned (pool order is arbitrary).
+
+    ``retrieved`` marks the items the softmax share may show (None: all); the rest were scored only because the
+    catalog-wide share may draw them (``exploration``).
+    """
 
     item_id: np.ndarray
     category: np.ndarray
@@ -57,17 +98,26 @@ class Candidates:
     heads: Mapping[str, np.ndarray]
     popularity: np.ndarray  # popularity in the request's context (0 = never clicked)
     index: np.ndarray | None = None  # catalog row of each pool item, for the caller
+    retrieved: np.ndarray | None = None
+    exploration: Exploration | None = None
 
     @classmethod
     def from_catalog(cls, catalog: Mapping[str, np.ndarray], index: np.ndarray, score: np.ndarray,
-                     heads: Mapping[str, np.ndarray], popularity: np.ndarray) -> Candidates:
+                     heads: Mapping[str, np.ndarray], popularity: np.ndarray, retrieved: np.ndarray | None = None,
+                     exploration: Exploration | None = None) -> Candidates:
         """The candidates at catalog rows ``index``, with what the filters read: the declared features playing
         the category, creator and duration roles (``features.roles``: "" or -1 where none does)."""
         n = len(catalog["item_id"])
         return cls(item_id=catalog["item_id"][index], category=roles.column("category", catalog, n)[index],
                    creator=roles.column("creator", catalog, n)[index],
                    duration_min=roles.column("duration", catalog, n)[index], release_day=catalog["release_day"][index],
-                   score=score, heads=heads, popularity=popularity, index=index)
+                   score=score, heads=heads, popularity=popularity, index=index, retrieved=retrieved,
+                   exploration=exploration)
+
+    @property
+    def catalog_rows(self) -> np.ndarray:
+        """Catalog rows of the pool (pool positions when the pool was not built from a catalog)."""
+        return self.index if self.index is not None else np.arange(len(self.item_id))
 
 
 @dataclass(frozen=True)
@@ -78,7 +128,36 @@ class Impression:
     position: int
     index: int  # into the candidate pool
     propensity: float
-    explored: bool
+    explored: bool  # drawn by the catalog-wide share
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where a slot draws from, as catalog rows: retrieved items best first, with their softmax logits
+    ``score / temperature`` (None: temperature 0), and the catalog-wide draws."""
+
+    ranked: np.ndarray
+    logits: np.ndarray | None
+    draws: RowDraws
+
+
+@dataclass(frozen=True)
+class SlotChoice:
+    """What one slot may show: its row (the retrieved items the row admits, and every released item it
+    admits), and once the row has nothing left to show, every retrieved item and the released catalog."""
+
+    row: Stage
+    rest: Stage
+
+    def stage(self, gone: np.ndarray) -> tuple[Stage, np.ndarray, int]:
+        """The stage a slot draws from given the catalog rows ``gone`` above it: the retrieved items of it left
+        (mask) and how many of its catalog-wide items are left."""
+        for stage in (self.row, self.rest):
+            left = _not_in(stage.ranked, gone)
+            open_catalog = len(stage.draws.admitted) - _count_in(stage.draws.admitted, gone)
+            if left.any() or open_catalog:
+                break
+        return stage, left, open_catalog
 
 
 def admitted(spec: RowSpec, pool: Candidates, profile: MemberProfile | None, preferred: str | None, day: int,
@@ -101,50 +180,152 @@ def admitted(spec: RowSpec, pool: Candidates, profile: MemberProfile | None, pre
     if spec.filter == "quick":
         return (pool.duration_min >= 0) & (pool.duration_min <= QUICK_MINUTES)
     if spec.filter == "new":
-        tried = sorted(profile.categories_tried) if profile is not None else []
-        return ((day - pool.release_day) <= NEW_DAYS) | (~np.isin(pool.category, tried) & category)
-    top = np.argsort(-pool.popularity, kind="stable")[:popular_top]
+        untried = category.copy()
+        for tried in profile.categories_tried if profile is not None else ():  # a few: cheaper than np.isin
+            untried &= pool.category != tried
+        return ((day - pool.release_day) <= NEW_DAYS) | untried
+    top = _top(pool.popularity, popular_top)
     mask = np.zeros(len(pool.item_id), dtype=bool)
     mask[top[pool.popularity[top] > 0]] = True
     return mask
 
 
-def slot_rankings(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | None,
-                  preferred: str | None, day: int, rows: Sequence[str] | None = None
-                  ) -> tuple[list[list[int]], list[str]]:
-    """Per slot of the page, the ranking its row's filter admits (pool indices, best first) and the row name.
+def _top(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest values, largest first, ties in index order (as a stable sort gives)."""
+    if n < len(values):
+        # everything above the n-th largest value, and the first of those equal to it
+        cut = np.partition(values, len(values) - n)[len(values) - n]
+        values_above = np.flatnonzero(values > cut)
+        ties = np.flatnonzero(values == cut)[: n - len(values_above)]
+        candidates = np.concatenate([values_above, ties])
+        return candidates[np.argsort(-values[candidates], kind="stable")] if len(candidates) else candidates
+    return np.argsort(-values, kind="stable")
 
-    A pool smaller than the page gives as many slots as it has items.
+
+def _specs(config: RowsConfig, rows: Sequence[str] | None) -> list[RowSpec]:
+    specs = list(config.rows)
+    if rows is None:
+        return specs
+    known = {s.name: s for s in specs}
+    unknown = [r for r in rows if r not in known]
+    if unknown:
+        raise ValueError(f"unknown row {unknown[0]!r}; configured rows: {list(known)}")
+    return [known[r] for r in rows]
+
+
+def explore(released: Candidates, config: RowsConfig, k: int, profile: MemberProfile | None, preferred: str | None,
+            day: int, rng: np.random.Generator, rows: Sequence[str] | None = None) -> Exploration:
+    """The catalog-wide draws of a request over ``released`` (every released item, ``index`` = catalog rows):
+    per row, the items its filter admits and a random ordered sample of them as long as the page.
 
     Raises:
       ValueError: naming an unknown row.
     """
-    specs = list(config.rows)
-    if rows is not None:
-        known = {s.name: s for s in specs}
-        unknown = [r for r in rows if r not in known]
-        if unknown:
-            raise ValueError(f"unknown row {unknown[0]!r}; configured rows: {list(known)}")
-        specs = [known[r] for r in rows]
+    specs = _specs(config, rows)
+    slots = min(k * len(specs), len(released.item_id))
+
+    def draws(items: np.ndarray) -> RowDraws:
+        if len(items) > 1 and (items[1:] < items[:-1]).any():  # the released catalog's rows come sorted
+            items = np.sort(items)
+        # an ordered uniform sample without replacement: its first item not yet shown is uniform over the rest
+        return RowDraws(admitted=items, sample=rng.choice(items, size=min(slots, len(items)), replace=False))
+
+    per_row = {s.name: draws(released.catalog_rows[admitted(s, released, profile, preferred, day, config.popular_top)])
+               for s in specs}
+    return Exploration(rows=per_row, released=draws(released.catalog_rows))
+
+
+def slot_choices(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | None,
+                 preferred: str | None, day: int, rows: Sequence[str] | None = None
+                 ) -> tuple[list[SlotChoice], list[str]]:
+    """Per slot of the page, what it may show (``SlotChoice``) and the row name.
+
+    A pool without catalog-wide draws (``exploration`` None) draws from itself. A catalog smaller than the page
+    gives as many slots as it has items.
+
+    Raises:
+      ValueError: naming an unknown row.
+    """
+    specs = _specs(config, rows)
+    # without draws, the pool is the catalog (the sample is only read by ``fill``, which draws its own)
+    plan = pool.exploration or explore(pool, config, k, profile, preferred, day, np.random.default_rng(0), rows)
     by_score = np.argsort(-pool.score, kind="stable")
-    rankings: list[list[int]] = []
+    if pool.retrieved is not None:
+        by_score = by_score[pool.retrieved[by_score]]
+
+    def stage(ranked: np.ndarray, draws: RowDraws) -> Stage:
+        logits = pool.score[ranked].astype(np.float64) / config.temperature if config.temperature > 0 else None
+        return Stage(ranked=pool.catalog_rows[ranked], logits=logits, draws=draws)
+
+    rest = stage(by_score, plan.released)
+    choices: list[SlotChoice] = []
     names: list[str] = []
     for spec in specs:
         mask = admitted(spec, pool, profile, preferred, day, config.popular_top)
-        ranking = by_score[mask[by_score]].tolist()
-        rankings += [ranking] * k
+        choices += [SlotChoice(row=stage(by_score[mask[by_score]], plan.rows[spec.name]), rest=rest)] * k
         names += [spec.name] * k
-    del rankings[len(pool.item_id):], names[len(pool.item_id):]  # a tiny catalog: the last rows come up short
-    return rankings, names
+    size = len(plan.released.admitted)
+    del choices[size:], names[size:]  # a tiny catalog: the last rows come up short
+    return choices, names
+
+
+def slot_probability(choice: SlotChoice, taken: Sequence[int], item: int | None, config: RowsConfig) -> float:
+    """The probability that ``fill`` shows catalog row ``item`` in a slot, given the catalog rows ``taken`` above.
+
+    ``catalog_share / |admitted not taken| + (1 - catalog_share) * softmax(item)`` over what the row has left: the
+    softmax share alone when the row admits nothing else of the catalog, the catalog share alone when nothing
+    retrieved is left. A row with nothing left at all draws the same way from every retrieved item and the
+    released catalog (a row that comes up short is filled from the rest of the ranking). An item outside the
+    support (``None``, taken, not admitted) has probability zero. The server logs it for what it shows; replay
+    computes it for what another version would show.
+    """
+    if item is None or item in taken:
+        return 0.0
+    stage, left, open_catalog = choice.stage(np.asarray(sorted(set(taken)), dtype=np.int64))
+    uniform = _uniform(stage.draws.admitted, open_catalog, item)
+    if not left.any():
+        return uniform
+    share = config.catalog_share if open_catalog else 0.0
+    return share * uniform + (1.0 - share) * _softmax(stage, left, item)
+
+
+def _not_in(values: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``~np.isin(values, items)`` for the few items of a page prefix (a loop of compares is faster)."""
+    out = np.ones(len(values), dtype=bool)
+    for item in items.tolist():
+        out &= values != item
+    return out
+
+
+def _count_in(sorted_items: np.ndarray, items: np.ndarray) -> int:
+    at = np.searchsorted(sorted_items, items)
+    return int((sorted_items[np.minimum(at, len(sorted_items) - 1)] == items).sum()) if len(sorted_items) else 0
+
+
+def _uniform(sorted_items: np.ndarray, open_count: int, item: int) -> float:
+    return 1.0 / open_count if open_count and _count_in(sorted_items, np.array([item])) else 0.0
+
+
+def _softmax(stage: Stage, left: np.ndarray, item: int) -> float:
+    if stage.logits is None:  # temperature 0: the best retrieved item left
+        return float(stage.ranked[left][0] == item)
+    w = _weights(stage.logits[left])
+    return float(w[stage.ranked[left] == item].sum() / w.sum())
+
+
+def _weights(logits: np.ndarray) -> np.ndarray:
+    """Unnormalised softmax weights of what is left, the largest 1 (no underflow at any temperature)."""
+    return np.exp(logits - logits.max())
 
 
 def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | None, preferred: str | None,
          day: int, rng: np.random.Generator, rows: Sequence[str] | None = None) -> list[Impression]:
-    """Fills ``k`` slots per row; rows that admit fewer than ``k`` items are explored uniformly, and a
-    pool smaller than the page fills as many slots as it has items.
+    """Fills ``k`` slots per row, each with its exact probability; a catalog smaller than the page fills as many
+    slots as it has items.
 
     Args:
-      pool: the ranked candidates of the request.
+      pool: the ranked candidates of the request, with its catalog-wide draws (``explore``); without them, the
+        pool is the catalog.
       k: items per row.
       profile, preferred: the member's usual (None without clicks) and declared category.
       day: the request's date ordinal.
@@ -154,8 +335,28 @@ def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | 
     Raises:
       ValueError: naming an unknown row.
     """
-    rankings, names = slot_rankings(pool, config, k, profile, preferred, day, rows)
-    u = rng.random((2, len(rankings)))
-    slots = epsilon_greedy(rankings, len(pool.item_id), config.epsilon, u[0], u[1])
-    return [Impression(row=name, position=i, index=s.item, propensity=s.propensity, explored=s.explored)
-            for i, (name, s) in enumerate(zip(names, slots, strict=True))]
+    if pool.exploration is None:  # the pool is the catalog
+        pool = replace(pool, exploration=explore(pool, config, k, profile, preferred, day, rng, rows))
+    choices, names = slot_choices(pool, config, k, profile, preferred, day, rows)
+    at = {r: i for i, r in enumerate(pool.catalog_rows.tolist())}
+    u = rng.random((2, len(choices)))
+    taken: list[int] = []
+    out = []
+    for position, (name, choice) in enumerate(zip(names, choices, strict=True)):
+        gone = np.asarray(taken, np.int64)
+        stage, left, open_catalog = choice.stage(gone)
+        explored = bool(not left.any() or (open_catalog > 0 and u[0, position] < config.catalog_share))
+        if not explored:
+            item = int(stage.ranked[left][0] if stage.logits is None else _pick(stage, left, u[1, position]))
+        else:
+            item = int(stage.draws.sample[_not_in(stage.draws.sample, gone)][0])
+        p = slot_probability(choice, taken, item, config)  # one formula for serving and replay
+        out.append(Impression(row=name, position=position, index=at[item], propensity=p, explored=explored))
+        bisect.insort(taken, item)
+    return out
+
+
+def _pick(stage: Stage, left: np.ndarray, u: float) -> int:
+    w = _weights(stage.logits[left])  # type: ignore[index]
+    cdf = np.cumsum(w) / w.sum()
+    return int(stage.ranked[left][min(int(np.searchsorted(cdf, u, side="right")), len(w) - 1)])

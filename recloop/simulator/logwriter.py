@@ -75,6 +75,7 @@ def request_lines(requests: Requests, slates: Slates, item_json: ItemJson, units
         shown = ",".join(
             f'{{"item_id":"{ids[i]}","position":{k},"row":{rows[slates.row[r, k]]},'
             f'"score":{float(slates.score[r, k])!r},"propensity":{float(slates.propensity[r, k])!r},'
+            f'"explored":{"true" if slates.explored[r, k] else "false"},'
             f'"item":{item_json(int(i), day, unit)}}}'
             for k, i in enumerate(slates.item[r]))
         by_day[day].append(

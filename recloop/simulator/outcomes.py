@@ -34,20 +34,22 @@ def policy_group(model_version: str) -> str:
     return _GROUPS.get(model_version, "model")
 
 
-def by_policy(model_version: list[str], click: np.ndarray, p_click: np.ndarray) -> dict[str, dict[str, Any]]:
+def by_policy(model_version: list[str], click: np.ndarray, p_click: np.ndarray,
+              members: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Click statistics of each group of pages that served this week.
 
     Args:
       model_version: per request, who served its page.
       click: (requests, slots) bool, the realised clicks.
       p_click: (requests, slots), each impression's true click probability (position bias included).
+      members: per request, the member who made it: the clusters of the intervals (None: each request).
 
     Returns:
-      ``{group: {requests, impressions, clicks, click_rate, expected_click_rate, click_rate_ci95}}``,
-      groups in name order. ``expected_click_rate`` is the mean ``p_click``: the noise-free rate of these
-      very impressions. ``click_rate_ci95`` is a 95% normal interval of the realised rate, clustered by
-      request (the variance of per-request click counts, so members' differences count; a binomial interval
-      would be too narrow), None with fewer than two requests.
+      ``{group: {requests, members, impressions, clicks, click_rate, click_rate_se, click_rate_ci95,
+      expected_click_rate}}``, groups in name order. ``expected_click_rate`` is the mean ``p_click``: the
+      noise-free rate of these very impressions. ``click_rate_se`` and the 95% normal interval
+      ``click_rate_ci95`` are clustered by member (a member's requests share their taste: a binomial or a
+      per-request interval would be too narrow), None with fewer than two clusters.
 
     Raises:
       ValueError: when the shapes do not match (one version per request, one probability per impression).
@@ -57,26 +59,31 @@ def by_policy(model_version: list[str], click: np.ndarray, p_click: np.ndarray) 
         raise ValueError(f"by_policy expects one model_version per request and (requests, slots) clicks and "
                          f"p_click, got {len(model_version)} versions, click {click.shape}, p_click {p_click.shape}")
     groups = np.array([policy_group(v) for v in model_version])
+    cluster = np.unique(np.asarray(members if members is not None else np.arange(len(click))),
+                        return_inverse=True)[1].reshape(-1)
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(set(groups.tolist())):
         rows = groups == name
         per_request = click[rows].sum(axis=1)
         n, impressions, clicks = int(rows.sum()), int(click[rows].size), int(per_request.sum())
         rate = clicks / impressions
-        out[name] = {"requests": n, "impressions": impressions, "clicks": clicks, "click_rate": rate,
-                     "expected_click_rate": float(p_click[rows].mean()),
-                     "click_rate_ci95": _clustered_ci(per_request, click.shape[1], rate)}
+        ids, within = np.unique(cluster[rows], return_inverse=True)
+        se = _clustered_se(np.bincount(within, weights=per_request), np.bincount(within) * click.shape[1], rate)
+        out[name] = {"requests": n, "members": len(ids), "impressions": impressions, "clicks": clicks,
+                     "click_rate": rate, "click_rate_se": se,
+                     "click_rate_ci95": None if se is None else [max(0.0, rate - _Z95 * se),
+                                                                 min(1.0, rate + _Z95 * se)],
+                     "expected_click_rate": float(p_click[rows].mean())}
     return out
 
 
-def _clustered_ci(per_request: np.ndarray, slots: int, rate: float) -> list[float] | None:
-    """Cluster-robust (by request) 95% interval of a ratio of clicks to impressions, clipped to [0, 1]."""
-    n = len(per_request)
+def _clustered_se(clicks: np.ndarray, impressions: np.ndarray, rate: float) -> float | None:
+    """Cluster-robust standard error of a ratio of clicks to impressions (one entry per cluster)."""
+    n = len(clicks)
     if n < 2:
         return None
-    residual = per_request - rate * slots
-    half = _Z95 * np.sqrt(n / (n - 1) * np.sum(residual**2)) / (n * slots)
-    return [max(0.0, rate - half), min(1.0, rate + half)]
+    residual = clicks - rate * impressions
+    return float(np.sqrt(n / (n - 1) * np.sum(residual**2)) / impressions.sum())
 
 
 def oracle_click_rate(world: World, v: Visits, slots: int, rng: np.random.Generator,

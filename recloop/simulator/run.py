@@ -233,7 +233,7 @@ class Simulation:
             "events": events,
             "click_rate": events["click"] / n_imp,
             "by_policy": outcomes.by_policy(slates.model_version, outcome.click.reshape(slates.item.shape),
-                                            outcome.p_click.reshape(slates.item.shape)),
+                                            outcome.p_click.reshape(slates.item.shape), list(requests.member_id)),
             "oracle_click_rate": oracle_click_rate,
             "corrupt_lines": sum(kinds.values()),
             "corrupt_by_kind": kinds,

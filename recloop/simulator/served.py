@@ -3,9 +3,9 @@
 In the closed loop the members of the simulator are shown what the real server
 answers: ``ServedPolicy.recommend`` sends each request of a week (one HTTP request
 each, the simulated time in the ``x-recloop-time`` header) and turns the answers
-back into ``Slates``. The server logs the request records itself, under its own
-request ids, which the slates carry so the simulator's events join that log
-(``logs_requests``). It speaks plain HTTP: the simulator never imports the server.
+back into ``Slates``. The server logs the request records itself, under the
+request ids the simulator sent (seeded, so the same seed serves the same pages),
+which the slates carry so the simulator's events join that log (``logs_requests``). It speaks plain HTTP: the simulator never imports the server.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ TIME_HEADER = "x-recloop-time"
 FALLBACK_VERSION = "heuristic-fallback"  # no model loaded, or it failed
 HOLDOUT_VERSION = "heuristic-holdout"  # the online holdout: members always served by the heuristic
 SERVER_ROWS = 4  # the server's default page: for_your_usual, quick, something_new, popular_now
-EXPLORED_BELOW = 0.5  # epsilon-greedy: a greedy slot has propensity >= 1 - epsilon, an explored one epsilon / n
 
 
 class ServedPolicyError(RuntimeError):
@@ -111,6 +110,7 @@ class ServedPolicy:
         row = np.empty((n, slots), dtype=object)
         score = np.zeros((n, slots))
         propensity = np.zeros((n, slots))
+        explored = np.zeros((n, slots), dtype=bool)
         request_id, version, fallback = [], [], []
         for r, answer in enumerate(answers):
             shown = [(name, it) for name, items in answer["rows"] for it in items]
@@ -123,7 +123,7 @@ class ServedPolicy:
                     raise ServedPolicyError(f"request {self._describe(requests, r)}: served item "
                                             f"{it['item_id']!r} is not in the simulated catalog")
                 item[r, s], row[r, s] = index[it["item_id"]], name
-                score[r, s], propensity[r, s] = it["score"], it["propensity"]
+                score[r, s], propensity[r, s], explored[r, s] = it["score"], it["propensity"], it["explored"]
             request_id.append(answer["request_id"])
             version.append(answer["model_version"])
             fallback.append(answer["fallback"])
@@ -133,12 +133,13 @@ class ServedPolicy:
         self.stats.seconds += stats.seconds
         self.stats.fallbacks.update(stats.fallbacks)
         return Slates(item=item, row=row, score=score, propensity=propensity,
-                      explored=propensity < EXPLORED_BELOW, model_version=version, request_id=request_id,
+                      explored=explored, model_version=version, request_id=request_id,
                       fallback=fallback)
 
     def _ask(self, client: httpx.Client, requests: Requests, r: int) -> dict[str, Any]:
         """One request's answer as ``{request_id, model_version, fallback, rows: [(name, items)]}``."""
         body = {"instances": [{
+            "request_id": requests.request_id[r],  # the simulator's own (seeded) ids: a rerun serves the same pages
             "member_id": requests.member_id[r],
             "member": {"tenure_days": int(requests.tenure_days[r]), "country": requests.country[r],
                        "preferred_category": requests.preferred_category[r]},

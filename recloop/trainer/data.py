@@ -114,7 +114,10 @@ def _empty(name: str, kind: type) -> np.ndarray:
 
 
 def read_examples(folder: str) -> Examples:
-    """Every example under ``folder`` (``*.tfrecord.gz``), in file order.
+    """Every example under ``folder`` (``*.tfrecord.gz``), by request time, request id and position.
+
+    Ingest's runner writes the same examples in an order that can change from run to run; sorted, the same
+    logs give the same arrays, so a seeded training run gives the same model.
 
     Raises:
       DataError: when the folder holds no example files.
@@ -137,7 +140,8 @@ def read_examples(folder: str) -> Examples:
             continue
         values = np.concatenate(batches[name])
         out[name] = np.char.decode(values.astype(bytes), "utf-8") if kind is str else values.astype(_numpy_dtype(kind))
-    return Examples(out)
+    order = np.lexsort((out["position"], out["item_id"], out["request_id"], out["ts"]))
+    return Examples({name: values[order] for name, values in out.items()})
 
 
 def read_summary(folder: str) -> dict[str, Any]:

@@ -12,8 +12,9 @@ Logged feedback only exists for what the logging policy chose to show, and
 clicks depend on where it was shown. So every figure comes in two views:
 ``logged`` (all eval feedback: it rewards agreeing with the logging policy, and
 a popularity heuristic that logged the data scores high on it) and an unbiased
-one: retrieval recall over positives in *explored* slots (items shown uniformly
-at random, ``baselines.explore``), ranking AUC over explored impressions, and
+one: retrieval recall over positives in *explored* slots (items drawn uniformly
+from every item the slot's row admits, the serving rows' catalog-wide share,
+logged as ``explored``), ranking AUC over explored impressions, and
 NDCG with clicks weighted by the inverse of the examination probability of
 their position (IPS; Joachims et al., WSDM 2017), estimated from explored
 training impressions, where item and position are independent.
@@ -48,9 +49,6 @@ from recloop.trainer.towers import QUERY
 RetrievalScorer = Callable[[Examples, Examples], np.ndarray]
 # impressions -> {"score": (n,), and per head when the scorer has heads}
 RankingScorer = Callable[[Examples], dict[str, np.ndarray]]
-# A slot explored uniformly logs a propensity of epsilon / pool; a greedy one
-# (1 - epsilon) + that. Anything below one half was explored.
-EXPLORED_BELOW = 0.5
 CHUNK = 1024  # queries scored at a time: bounds memory to CHUNK x catalog floats
 CONFIDENCE = 0.95  # of the intervals in metrics.json and the tables
 Z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)  # 1.96
@@ -175,28 +173,38 @@ def _recall(greater: np.ndarray, ties: np.ndarray, ks: tuple[int, ...]) -> dict[
 
 
 def explored(rows: Examples) -> np.ndarray:
-    """Rows whose slot was explored (shown uniformly at random), by logged propensity."""
-    return rows["propensity"] < EXPLORED_BELOW
+    """Rows whose slot was explored: drawn uniformly from every item its row admitted (the logged flag)."""
+    return rows["explored"] == 1
 
 
 def examination(train: Examples, max_position: int) -> np.ndarray:
     """Relative examination probability per position (1 at position 0), from explored training impressions.
 
-    Explored items are random, so click rate by position differs only by how
-    often the position is looked at. Fitted as a power law ``(1 + p) ** -a`` by
-    click-weighted least squares on log rates, so positions with few explored
-    clicks borrow strength from the rest; 1 everywhere when there are too few.
+    An explored item is drawn uniformly from what its row admits, so within a row
+    the click rate by position differs only by how often the position is looked
+    at (rows differ in what they admit, so each row gets its own level). Fitted as
+    a power law ``(1 + p) ** -a`` by click-weighted least squares on log rates with
+    a level per row, so positions with few explored clicks borrow strength from the
+    rest; 1 everywhere when there are too few.
     """
     m = explored(train)
     pos, clicks = train["position"][m], train["label_click"][m]
-    n = np.bincount(pos, minlength=max_position + 1).astype(float)
-    c = np.bincount(pos, weights=clicks, minlength=max_position + 1)
+    row = np.unique(train["row"][m], return_inverse=True)[1].reshape(-1) if m.any() else np.zeros(0, np.int64)
+    cell = row * (max_position + 1) + np.minimum(pos, max_position)
+    size = (int(row.max()) + 1 if len(row) else 1) * (max_position + 1)
+    n = np.bincount(cell, minlength=size).astype(float)
+    c = np.bincount(cell, weights=clicks, minlength=size)
     ok = (n > 0) & (c > 0)
     if ok.sum() < 3 or c.sum() < 50:
         return np.ones(max_position + 1)
-    x, y, w = np.log1p(np.flatnonzero(ok)), np.log(c[ok] / n[ok]), c[ok]
-    slope = np.sum(w * (x - np.average(x, weights=w)) * (y - np.average(y, weights=w))) / np.sum(
-        w * (x - np.average(x, weights=w)) ** 2)
+    at = np.flatnonzero(ok)
+    group, x, y, w = at // (max_position + 1), np.log1p(at % (max_position + 1)), np.log(c[ok] / n[ok]), c[ok]
+    # within each row: deviations from the row's click-weighted means
+    mean = lambda v: (np.bincount(group, weights=w * v) / np.maximum(np.bincount(group, weights=w), 1e-12))[group]
+    dx, dy = x - mean(x), y - mean(y)
+    if np.sum(w * dx**2) <= 0:  # one position per row: nothing within a row to compare
+        return np.ones(max_position + 1)
+    slope = np.sum(w * dx * dy) / np.sum(w * dx**2)
     return np.power(1.0 + np.arange(max_position + 1), min(slope, 0.0))
 
 

@@ -67,7 +67,9 @@ class Threshold(_Strict):
 
 class OffPolicyConfig(_Strict):
     enabled: bool = True
-    epsilon: Annotated[float, Field(ge=0, le=1)] = 0.1  # the serving exploration share the candidate would run with
+    # the serving exploration the candidate would run with (serving.rows.RowsConfig; a test keeps the defaults equal)
+    temperature: Annotated[float, Field(ge=0)] = 0.0
+    catalog_share: Annotated[float, Field(ge=0, le=1)] = 0.05
     min_ess: Annotated[float, Field(ge=1)] = 1000.0
     # sum(w) / n is 1 in expectation; far from 1, the logs rarely hold what the candidate would show (its
     # greedy picks were almost never explored) and the Kish ESS overstates what the figure is worth
@@ -77,10 +79,10 @@ class OffPolicyConfig(_Strict):
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
 
 
-# Explored slots are uniform over the logging request's pool, not the catalog: when a model logged the
-# span, explored positives all lie in its own retrieved candidates, so explored recall favours the model
-# in production. Recall is therefore checked against the popularity baseline (a floor) but not against
-# production; the re-ranking metrics (AUC, debiased NDCG over the logged impressions) carry the comparison.
+# Explored slots are uniform over everything their row admits in the catalog (not the logging model's pool),
+# so explored recall does not favour the model that logged the span; it is still a small sample (a few
+# percent of the slots), so it is checked against the heuristics (a floor) and the re-ranking metrics (AUC,
+# debiased NDCG over the logged impressions) carry the comparison with production.
 DEFAULT_THRESHOLDS = (
     Threshold(metric="auc_click", min=0.55, max_drop=0.01, min_support=1000),
     Threshold(metric="ndcg@10_debiased", min_vs_popularity=1.0, max_drop=0.01, min_support=200),

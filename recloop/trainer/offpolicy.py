@@ -1,9 +1,10 @@
 """Off-policy estimate of a candidate policy's click rate from the logging policy's impressions.
 
 The gate asks how many clicks per impression a candidate would get online before
-it serves a single page. The server fills each slot epsilon-greedily
-(``recloop.baselines.explore``) and logs the probability ``mu`` it had of showing
-the logged item in the logged slot; the caller supplies, for every logged
+it serves a single page. The server fills each slot from a softmax over its
+ranking scores plus a catalog-wide uniform share (``recloop.serving.rows``) and
+logs the probability ``mu`` it had of showing the logged item in the logged slot,
+given the items above it; the caller supplies, for every logged
 impression, the candidate's probability ``pi`` of placing that item in that slot.
 Each click is weighted by ``w = pi / mu`` (Li et al., WWW 2015, "Counterfactual
 estimation and optimization of click metrics in search engines", item-position
@@ -30,13 +31,15 @@ Assumptions, and what breaks when they fail:
   the interval; marginal probabilities for both avoid it.
 - Support: impressions the candidate would never make (``pi == 0``) count as
   zero clicks; what the candidate would show where ``mu == 0`` cannot be seen.
-  Epsilon-greedy logging gives every pool item ``mu > 0``, but items outside the
-  logging pool have no impressions at all. ``mean_weight`` is about 1 when ``pi``
-  is a distribution over the logged support; far from 1 flags a support problem.
-- Heavy tails: an explored slot showing the item the candidate would pick
-  greedily weighs ``w ~ (1 - eps) * pool / eps`` (hundreds), so a handful of
-  impressions carry the estimate. The effective sample size (``ess``), not ``n``,
-  says how much the figure is worth. The normal interval under-covers when it is
+  The serving rows give every item a row admits ``mu > 0`` (the catalog-wide
+  share), so only a candidate with other rows or filters leaves the support.
+  ``mean_weight`` is about 1 when ``pi`` is a distribution over the logged
+  support; far from 1 flags a support problem.
+- Heavy tails: an item the candidate favours that the logging policy showed only
+  through its catalog-wide share weighs ``w ~ pi * |admitted| / share`` (with
+  greedy logging, hundreds), so a handful of impressions can carry the estimate.
+  The effective sample size (``ess``), not ``n``, says how much the figure is
+  worth. The normal interval under-covers when it is
   small, mostly missing low, because a low estimate comes with a low standard
   error (test world: IPS covers about 88% at an ESS of 240, 94% at 650).
 
