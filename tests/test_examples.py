@@ -283,3 +283,18 @@ def test_example_columns_reject_labels_that_do_not_fit():
     record = parse_request(json.dumps(REQUEST))
     with pytest.raises(ValueError, match="label_like: 1 values for 2 impressions of req-1"):
         ExampleColumns().add(record, labels={"label_like": [1]})
+
+
+def test_a_log_from_before_the_explored_flag_reads_it_from_the_epsilon_greedy_propensity():
+    from recloop.features.examples import ExampleColumns, flatten_all
+    from recloop.features.records import parse_request
+
+    raw = json.loads(json.dumps(REQUEST))
+    for imp in raw["impressions"]:
+        imp.pop("explored")
+    raw["impressions"][1]["propensity"] = 0.01  # an explored slot of an epsilon-greedy server
+    old = parse_request(json.dumps(raw))
+    assert [row["explored"] for row in flatten_all(old)] == [0, 1]
+    columns = ExampleColumns()
+    columns.add(old)
+    assert columns.columns["explored"] == [0, 1]

@@ -48,8 +48,8 @@ _ARROW = {str: pa.large_list(pa.large_binary()), int: pa.large_list(pa.int64()),
 _MEMBER = tuple(f.name for f in features_for(group="member"))  # request["member"], nullable ones may be absent
 _CONTEXT = tuple(f.name for f in features_for(group="context"))  # request["context"], nullable ones may be absent
 _ITEM = tuple(f.name for f in features_for(group="item") if f.name != "item_id")  # impressions[].item, or absent
-_IMPRESSION = ("item_id", *(f.name for f in features_for(group="impression")), "row", "score", "propensity",
-               "explored")
+_IMPRESSION = ("item_id", *(f.name for f in features_for(group="impression")), "row", "score", "propensity")
+OLD_EXPLORED_BELOW = 0.5  # epsilon-greedy servers logged no flag: an explored slot had propensity epsilon / pool
 _REQUEST = ("request_id", "model_version")  # and ts, as unix seconds
 
 
@@ -80,8 +80,15 @@ def _impression_part(impression: Impression) -> dict[str, Any]:
     item = impression["item"]
     out = {name: item.get(name) for name in _ITEM}
     out.update((name, impression[name]) for name in _IMPRESSION)
-    out["explored"] = int(out["explored"])
+    out["explored"] = explored(impression)
     return out
+
+
+def explored(impression: Impression) -> int:
+    """1 when the slot was drawn by the catalog-wide exploration; for a log from before the flag, by the
+    epsilon-greedy rule its server used."""
+    flag = impression.get("explored")
+    return int(impression["propensity"] < OLD_EXPLORED_BELOW if flag is None else flag)
 
 
 class ExampleColumns:
@@ -120,7 +127,7 @@ class ExampleColumns:
         cols["ts"] += [unix_seconds(request["ts"])] * k
         for name in _IMPRESSION:
             cols[name] += [imp[name] for imp in shown]
-        cols["explored"][-k:] = [int(v) for v in cols["explored"][-k:]] if k else []
+        cols["explored"] += [explored(imp) for imp in shown]
         for name in _ITEM:
             cols[name] += [imp["item"].get(name) for imp in shown]
         labels = labels or {}

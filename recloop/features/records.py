@@ -98,14 +98,16 @@ class Impression(TypedDict):
     """One shown item. ``propensity`` is the probability that the logging policy
     put this item in this slot, given the slots before it (for off-policy evaluation);
     ``explored`` says the slot was drawn uniformly from every item its row admits (the
-    catalog-wide exploration the unbiased offline views read)."""
+    catalog-wide exploration the unbiased offline views read); logs written before it
+    existed leave it out, and it is then read as ``propensity < 0.5`` (the epsilon-greedy
+    rule those servers logged with: ``examples.explored``)."""
 
     item_id: NonEmpty
     position: Annotated[int, Field(ge=0)]
     row: NonEmpty
     score: float
     propensity: Annotated[float, Field(gt=0, le=1)]
-    explored: bool
+    explored: NotRequired[bool]
     item: ItemFeatures
 
 

@@ -4,8 +4,8 @@ For every logged impression, ``target_probabilities`` gives the probability that
 the version, answering the same request (member, context, the rows and items per
 row the logged page had) through the serving funnel with the same exploration
 rule (``rows.slot_probability``), would have put the logged item in the logged
-slot, given the logged items above it. It is the target-policy side of the gate's off-policy estimate
-(``trainer.offpolicy``); the logged propensity is the logging side.
+slot, given the logged items above it. It is the target-policy side of the gate's
+off-policy estimate (``trainer.offpolicy``); the logged propensity is the logging side.
 
 The version is replayed over an item feed. Give it the feed the server served
 (``catalog/dt=`` snapshots, picked per request day as the server does): the
@@ -89,7 +89,8 @@ def target_probabilities(version_dir: str, impressions: Mapping[str, np.ndarray]
             rows = [order[lo:hi] for lo, hi in batch]
             queries = [_query(impressions, r) for r in rows]
             for query, r, pool in zip(queries, rows, candidates(version, queries, config), strict=True):
-                in_pool = set(pool.item_id[pool.retrieved].tolist() if pool.retrieved is not None else pool.item_id.tolist())
+                retrieved = pool.item_id if pool.retrieved is None else pool.item_id[pool.retrieved]
+                in_pool = set(retrieved.tolist())
                 profile = version.profiles.get(query.member_id)
                 choices, _ = slot_choices(pool, config, query.k, profile,
                                           roles.value("preferred_category", query.member), query.day, query.rows)
