@@ -10,6 +10,7 @@ from conftest import Lines
 from recloop.features.records import parse_request
 from recloop.serving.clock import Clock
 from recloop.serving.funnel import Query
+from recloop.serving.rows import RowsConfig
 from recloop.serving.service import Service
 from recloop.serving.settings import FALLBACK_VERSION, ServeSettings
 
@@ -42,7 +43,9 @@ def test_a_model_error_at_request_time_serves_the_fallback_and_logs_it(service, 
 
 def test_items_released_after_the_request_day_are_never_served(tiny_model, clean_world):
     tuesday = dt.datetime(2026, 1, 13, 8, tzinfo=dt.UTC)  # the feed of the week lists its releases up front
-    s = Service(ServeSettings(model=tiny_model, catalog=clean_world.root), Clock(simulated=True, start=tuesday))
+    # half the slots drawn from the catalog: the released filter must hold for the catalog-wide share too
+    s = Service(ServeSettings(model=tiny_model, catalog=clean_world.root, rows=RowsConfig(catalog_share=0.5)),
+                Clock(simulated=True, start=tuesday))
     s.refresh()
     cat = s.served.tables.catalog
     later = {str(i) for i, d in zip(cat["item_id"], cat["release_day"], strict=True) if d > tuesday.toordinal()}
