@@ -121,6 +121,25 @@ def weekly_table(rows: list[dict[str, Any]]) -> str:
                   "realised next week [95%]", "SNIPS vs realised"], weekly)
 
 
+def gate_table(rows: list[dict[str, Any]]) -> str:
+    """What each run's gate saw of its candidate against production: every overall change check's difference
+    with its 95% interval (paired by request), and the checks that failed."""
+    runs = [x for x in rows if x.get("changes")]
+    metrics = sorted({m for x in runs for m in x["changes"]})
+
+    def cell(c: dict[str, Any] | None) -> str:
+        if c is None:
+            return "–"
+        half = "" if c["se"] is None else f" ± {demo_page.Z95 * c['se']:.4f}"
+        return f"{c['difference']:+.4f}{half}" + (" **fail**" if c["verdict"] == "fail" else "")
+
+    body = [[x["week"], x["candidate"], *(cell(x["changes"].get(m)) for m in metrics),
+             ", ".join(x.get("failed") or []) or "–", "yes" if x["pushed"] else "no",
+             _ci(x["realised_next"], x.get("realised_next_ci95"))] for x in runs]
+    return table(["run on week", "candidate", *(f"{m} cand − prod" for m in metrics), "failed checks", "pushed",
+                  "realised next week [95%]"], body)
+
+
 def _interval(x: float | None, se: float | None) -> list[float] | None:
     return None if x is None or se is None else [x - demo_page.Z95 * se, x + demo_page.Z95 * se]
 
@@ -177,6 +196,9 @@ def section(r: dict[str, Any], results: Path) -> str:
                        "not included)."), "",
         "![click rate per week](results/closed_loop.png)", "",
         weekly_table(rows), "", _rerun(f), "",
+        ("What each run's gate saw: the candidate minus production on every overall change check, with the 95% "
+         "interval of the difference (paired by request: both models score the same eval requests)."), "",
+        gate_table(rows), "",
         table(["week", "requests", "train examples", "serve s", *(f"{t} s" for t in demo_page.STAGES)], stages), "",
         r["notes"]])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from recloop.serving.funnel import MEMBER_FIELDS, Query, load_version, recommend
 from recloop.serving.registry import Registry
 from recloop.serving.replay import ReplayError, target_probabilities
 from recloop.serving.rows import RowsConfig, RowSpec
+from recloop.trainer import metrics
 from recloop.trainer.data import DataError
-from recloop.trainer.gate import flat_metrics, judge, run
+from recloop.trainer.gate import flat_metrics, judge, paired_errors, run
 from recloop.trainer.gate_config import (
     DEFAULT_THRESHOLDS,
     INTERACTION_THRESHOLDS,
@@ -124,6 +126,38 @@ def test_recent_popularity_is_a_floor_like_popularity_and_interaction_logs_get_t
     assert {t.metric for t in INTERACTION_THRESHOLDS} == {"recall@100", "recall@10"}
 
 
+def test_a_drop_inside_each_figures_noise_fails_when_the_difference_is_paired_by_request():
+    config = GateConfig(thresholds=(Threshold(metric="auc_click_explored", max_drop=0.0),),
+                        offpolicy=OffPolicyConfig(enabled=False))
+    candidate = {"overall": {"auc_click_explored": 0.68, "auc_click_explored:se": 0.02}}
+    production = {"overall": {"auc_click_explored": 0.70, "auc_click_explored:se": 0.02}}
+    unpaired = judge(config, candidate, production, None)[1][0]
+    assert unpaired["verdict"] == "pass" and unpaired["difference_se"] is None  # -0.02 ± 0.055: noise
+    paired = judge(config, candidate, production, None, paired={("overall", "auc_click_explored"): 0.005})[1][0]
+    assert paired["verdict"] == "fail" and paired["bound"] == pytest.approx(0.68 + 1.96 * 0.005, abs=1e-4)
+    assert paired["difference_se"] == 0.005 and "paired by request" in paired["note"]
+
+
+def test_paired_errors_pair_each_change_check_with_its_figure_and_slice():
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=400)  # what the requests share: most of each figure's noise
+    requests = np.arange(400)
+    candidate = {"ranking_auc_click_explored": metrics.mean_estimate(shared + 0.1 * rng.normal(size=400), requests),
+                 "retrieval_recall@10_logged[member=new]": metrics.mean_estimate(shared[:100], requests[:100]),
+                 "retrieval_recall@100_explored": metrics.mean_estimate(shared, requests)}
+    production = {k: metrics.mean_estimate(shared[:len(e.influence)] + 0.1 * rng.normal(size=len(e.influence)),
+                                           requests[:len(e.influence)]) for k, e in candidate.items()}
+    thresholds = (Threshold(metric="auc_click_explored", max_drop=0.0),
+                  Threshold(metric="recall@10", slice="member=new", max_drop=0.01),
+                  Threshold(metric="recall@100_explored", min=0.1),  # no change check: no entry
+                  Threshold(metric="ndcg@10", max_drop=0.01))  # not measured: no entry
+    got = paired_errors(thresholds, candidate, production)
+    assert set(got) == {("overall", "auc_click_explored"), ("member=new", "recall@10")}
+    c, p = candidate["ranking_auc_click_explored"], production["ranking_auc_click_explored"]
+    assert got[("overall", "auc_click_explored")] < 0.2 * math.hypot(c.se, p.se)
+    assert paired_errors(thresholds, candidate, None) == {}
+
+
 def test_offpolicy_check_needs_enough_effective_samples_and_a_sane_mean_weight():
     est = {"snips": 0.085, "logged_rate": 0.10, "ess": 2000.0, "mean_weight": 1.02}
     v = _verdicts(judge(CONFIG, _metrics(), None, POPULARITY, est)[1])
@@ -137,16 +171,16 @@ def test_offpolicy_check_needs_enough_effective_samples_and_a_sane_mean_weight()
 
 
 def test_flat_metrics_reads_the_trainer_evaluation(tiny_model):
-    metrics = json.loads(Path(tiny_model, "metrics.json").read_text())["scorers"]["model"]
-    flat = flat_metrics(metrics)
+    measured = json.loads(Path(tiny_model, "metrics.json").read_text())["scorers"]["model"]
+    flat = flat_metrics(measured)
     assert {"overall", "member=new", "member=active", "item=new", "item=established"} <= flat.keys()
     overall = flat["overall"]
-    ranking = metrics["ranking"]["overall"]
+    ranking = measured["ranking"]["overall"]
     assert overall["auc_click"] == ranking["auc_click"]
     assert overall["auc_click:support"] == ranking["impressions"]
     assert overall["auc_click_explored:support"] == ranking["explored_impressions"]
     assert overall["ndcg@10_debiased:support"] == ranking["requests_with_click"]
-    explored = metrics["retrieval"]["explored"]["overall"]
+    explored = measured["retrieval"]["explored"]["overall"]
     assert overall["recall@100_explored"] == explored["recall@100"]
     assert overall["recall@100_explored:support"] == explored["positives"]
 
@@ -263,6 +297,9 @@ def test_a_worse_candidate_is_rejected_and_push_refuses_it(tiny_model, weak_mode
     assert not blessing["blessed"] and blessing["baseline_version"] == production
     assert blessing["production_version"] == production
     assert "max_drop:auc_click[overall]" in blessing["failed"]
+    drop = next(c for c in blessing["checks"] if c["kind"] == "max_drop" and c["metric"] == "auc_click"
+                and c["slice"] == "overall")
+    assert drop["difference_se"] > 0 and "paired by request" in drop["note"]
     assert set(blessing["metrics"]) == {"candidate", "production", "popularity", "recent_popularity"}
     assert "**NOT BLESSED**" in blessing["summary_markdown"]
     infra = tmp_path / "infra_blessing.json"

@@ -52,10 +52,24 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "snips": est.get("snips"), "snips_ci95": est.get("snips_ci"), "ess": est.get("ess"),
             "realised_next": realised.get("click_rate"), "realised_next_ci95": realised.get("click_rate_ci95"),
             "blessed": blessing.get("blessed") if blessing else None, "pushed": pushed.get("pushed"),
-            "candidate": blessing.get("candidate_version"),
+            "candidate": blessing.get("candidate_version"), "failed": blessing.get("failed"),
+            "changes": changes(blessing),
             "serve_s": s.get("wall_seconds"),
             "stage_s": {t: (run.get("tasks") or {}).get(t, {}).get("seconds") for t in STAGES} if run else {},
         })
+    return out
+
+
+def changes(blessing: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The gate's overall comparisons with production: ``{metric: {difference, se, verdict}}`` (``se`` of the
+    difference, paired by request where the gate paired it; none on a first run)."""
+    out = {}
+    for c in blessing.get("checks") or []:
+        if c["kind"] == "max_drop" and c["slice"] == "overall" and c["verdict"] != "skipped":
+            se = c.get("difference_se")
+            if se is None and c.get("se") is not None and c.get("reference_se") is not None:
+                se = math.hypot(c["se"], c["reference_se"])
+            out[c["metric"]] = {"difference": c["value"] - c["reference"], "se": se, "verdict": c["verdict"]}
     return out
 
 

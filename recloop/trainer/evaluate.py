@@ -114,8 +114,8 @@ def evaluate_retrieval(scorer: RetrievalScorer, train: Examples, positives: Exam
         in benchmarks): adds the ``expected`` view, the share of a query's
         expected clicks under uniform exposure that its top K holds. It is what
         the explored view estimates, without the sampling noise.
-      estimates: receives the overall recall of every view as ``retrieval_recall@K_<view>``, clustered by
-        request (for paired comparisons between scorers).
+      estimates: receives the recall of every view as ``retrieval_recall@K_<view>``, clustered by request
+        (for paired comparisons between scorers), and per cohort under ``estimate_key``.
     """
     keep = _sample(positives["request_id"], max_queries)
     positives = positives.take(keep)
@@ -149,9 +149,11 @@ def evaluate_retrieval(scorer: RetrievalScorer, train: Examples, positives: Exam
                         "cohorts": {name: _recall(greater[m & mask], ties[m & mask], ks) | {
                             "positives": int((m & mask).sum())} for name, m in groups.items()}}
         if estimates is not None:  # clustered by request: one page's positives are not independent
-            for k in ks:
-                hit = np.clip((k - greater[mask]) / (ties[mask] + 1.0), 0.0, 1.0)  # as metrics.recall_at_k
-                estimates[f"retrieval_recall@{k}_{view}"] = metrics.mean_estimate(hit, inverse[mask])
+            for slice_, m in (("overall", mask), *((name, g & mask) for name, g in groups.items())):
+                for k in ks:
+                    hit = np.clip((k - greater[m]) / (ties[m] + 1.0), 0.0, 1.0)  # as metrics.recall_at_k
+                    estimates[estimate_key(f"retrieval_recall@{k}_{view}", slice_)] = metrics.mean_estimate(
+                        hit, inverse[m])
     if truth is not None:
         found = {k: metrics.mean_estimate(v, np.arange(len(queries))) for k, v in expected.items()}
         result["expected"] = {"overall": {key: value for k, e in found.items()
@@ -226,7 +228,8 @@ def evaluate_ranking(scorer: RankingScorer, train: Examples, rows: Examples, k: 
 
     Args:
       seen: relative examination probability per position (``examination``).
-      estimates: receives every overall figure as ``ranking_<metric>`` (for paired comparisons).
+      estimates: receives every figure as ``ranking_<metric>`` (for paired comparisons), per cohort under
+        ``estimate_key``.
     """
     out = scorer(rows)
     tiebreak = metrics.tiebreak_key(rows["request_id"], rows["item_id"])
@@ -236,7 +239,7 @@ def evaluate_ranking(scorer: RankingScorer, train: Examples, rows: Examples, k: 
     # IPS gain click / seen(position), passed as a graded label: (2 ** log2(1 + g)) - 1 = g
     ips = np.log2(1.0 + rows["label_click"] / seen[np.clip(rows["position"], 0, len(seen) - 1)])
 
-    def measure(mask: np.ndarray, keep: Estimates | None = None) -> dict[str, Any]:
+    def measure(mask: np.ndarray, slice_: str) -> dict[str, Any]:
         found: dict[str, metrics.Estimate] = {}
         for view, m in (("", mask), ("_explored", mask & shown_at_random)):
             for h in LABELS:
@@ -253,16 +256,22 @@ def evaluate_ranking(scorer: RankingScorer, train: Examples, rows: Examples, k: 
         res: dict[str, Any] = {}
         for name, e in found.items():
             res[name], res[f"{name}_se"] = e.value, e.se
-        if keep is not None:
-            keep.update((f"ranking_{name}", e) for name, e in found.items())
+        if estimates is not None:
+            estimates.update((estimate_key(f"ranking_{name}", slice_), e) for name, e in found.items())
         res["requests_with_click"] = len(found[f"ndcg@{k}"].clusters)
         res["impressions"] = int(mask.sum())
         res["explored_impressions"] = int((mask & shown_at_random).sum())
         return res
 
     everything = np.ones(len(rows), dtype=bool)
-    return {"overall": measure(everything, estimates),
-            "cohorts": {name: measure(m) for name, m in cohorts(train, rows).items()}}
+    return {"overall": measure(everything, "overall"),
+            "cohorts": {name: measure(m, name) for name, m in cohorts(train, rows).items()}}
+
+
+def estimate_key(figure: str, slice_: str = "overall") -> str:
+    """Where ``evaluate_retrieval``/``evaluate_ranking`` keep a figure's estimate: ``figure`` overall,
+    ``figure[slice]`` for a cohort."""
+    return figure if slice_ == "overall" else f"{figure}[{slice_}]"
 
 
 def paired_ratios(estimates: Mapping[str, Mapping[str, metrics.Estimate]], figure: str, baseline: str,

@@ -27,10 +27,10 @@ from typing import Any, Literal
 import numpy as np
 
 from recloop.features import logs, recorded
-from recloop.trainer import evaluate, fit, offpolicy
+from recloop.trainer import evaluate, fit, metrics, offpolicy
 from recloop.trainer.config import TrainConfig
 from recloop.trainer.data import DataError, Examples, TrainingData, load
-from recloop.trainer.gate_config import GateConfig, OffPolicyConfig, thresholds_for
+from recloop.trainer.gate_config import GateConfig, OffPolicyConfig, Threshold, thresholds_for
 from recloop.trainer.gate_summary import summary
 from recloop.trainer.scorers import (
     choose_recent_window,
@@ -84,8 +84,8 @@ def flat_metrics(result: Mapping[str, Any]) -> dict[str, dict[str, float | None]
 def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
           production: Mapping[str, Mapping[str, Any]] | None, baseline: Mapping[str, Mapping[str, Any]] | None,
           estimate: Mapping[str, Any] | None = None, recent: Mapping[str, Mapping[str, Any]] | None = None,
-          interaction_logs: bool = False, no_production: str = "first run: no production model"
-          ) -> tuple[bool, list[dict[str, Any]]]:
+          interaction_logs: bool = False, no_production: str = "first run: no production model",
+          paired: Mapping[tuple[str, str], float] | None = None) -> tuple[bool, list[dict[str, Any]]]:
     """Applies every configured check; returns (blessed, checks).
 
     Args:
@@ -94,11 +94,14 @@ def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
       estimate: the candidate's off-policy estimate (``OffPolicyEstimate.to_dict``), None when unavailable.
       interaction_logs: the data are interaction logs (``fit.interaction_logs``; picks the default checks).
       no_production: why ``production`` is None, the note of every skipped change check.
+      paired: the standard error of ``candidate - production`` by ``(slice, metric)``, both measured on the
+        same requests (``paired_errors``); a change check with one uses it instead of the two figures'
+        errors as if independent, which the shared requests' noise inflates.
 
     Blessed when no check failed and at least one check on the candidate alone passed. A floor (``min``,
     ``min_vs_popularity``) passes when the candidate's lower bound ``value - z * se`` clears it; ``max_drop``
-    fails only when ``value + z * sqrt(se**2 + reference_se**2)`` is below ``production - max_drop``, z
-    from ``config.confidence``. A figure without a standard error is judged on its value and says so.
+    fails only when ``value + z * sqrt(se**2 + reference_se**2)`` (``value + z * paired_se`` when paired) is
+    below ``production - max_drop``, z from ``config.confidence``. A figure without a standard error is judged on its value and says so.
     Every check records ``se``, ``reference_se`` and ``bound``, the figure compared with its threshold.
     """
     z = NormalDist().inv_cdf(0.5 + config.confidence / 2)
@@ -138,37 +141,71 @@ def judge(config: GateConfig, candidate: Mapping[str, Mapping[str, Any]],
                     "production's value" if kind == "max_drop" else "the baseline's value")
                 checks.append(check | {"verdict": "fail", "note": f"not measured: {what} is missing or undefined"})
             else:
-                checks.append(check | _bounded(kind, value, se, ref, ref_se, threshold, z))
+                difference_se = (paired or {}).get((t.slice, t.metric)) if kind == "max_drop" else None
+                checks.append(check | _bounded(kind, value, se, ref, ref_se, threshold, z, difference_se))
     checks.append(_offpolicy_check(config.offpolicy, estimate))
     failed = any(c["verdict"] == "fail" for c in checks)
     passed_alone = any(c["verdict"] == "pass" and c["kind"] in FLOORS for c in checks)
     return (not failed and passed_alone), checks
 
 
-def _reference(metrics: Mapping[str, Mapping[str, Any]] | None, slice_: str, metric: str
+def paired_errors(thresholds: Sequence[Threshold], candidate: Mapping[str, Any],
+                  production: Mapping[str, Any] | None) -> dict[tuple[str, str], float]:
+    """The standard error of ``candidate - production`` for every change check, paired by request.
+
+    Both models score the same eval requests, so much of each figure's noise (which requests, which
+    members, which items were shown) is shared and cancels in the difference; treating the two errors
+    as independent would leave a real drop inside the noise. ``candidate``, ``production``: the
+    scorers' estimates (``evaluate.Estimates``); a figure without an estimate gets no entry.
+    """
+    out: dict[tuple[str, str], float] = {}
+    for t in thresholds:
+        key = evaluate.estimate_key(_figure(t.metric), t.slice)
+        if t.max_drop is None or production is None or key not in candidate or key not in production:
+            continue
+        se = metrics.difference(candidate[key], production[key]).se
+        if not math.isnan(se):
+            out[(t.slice, t.metric)] = se
+    return out
+
+
+def _figure(metric: str) -> str:
+    """A gate metric's name among ``evaluate``'s estimates (recall@K is the logged view's)."""
+    if metric.startswith("recall@"):
+        return f"retrieval_{metric}" if metric.endswith("_explored") else f"retrieval_{metric}_logged"
+    return f"ranking_{metric}"
+
+
+def _reference(figures: Mapping[str, Mapping[str, Any]] | None, slice_: str, metric: str
                ) -> tuple[float | None, float | None]:
     """A reference scorer's value and standard error (None, None without the scorer)."""
-    got = (metrics or {}).get(slice_, {})
+    got = (figures or {}).get(slice_, {})
     return _number(got.get(metric)), _number(got.get(f"{metric}:se"))
 
 
 def _bounded(kind: str, value: float, se: float | None, ref: float | None, ref_se: float | None,
-             threshold: float, z: float) -> dict[str, Any]:
+             threshold: float, z: float, difference_se: float | None = None) -> dict[str, Any]:
     """The verdict of a measured check: the bound, ``pass`` or ``fail``, and a note that says how sure it is."""
-    unknown = [who for who, e in (("the candidate", se), ("the reference", ref_se if kind == "max_drop" else 0.0))
-               if e is None]
+    unknown = [] if difference_se is not None else [
+        who for who, e in (("the candidate", se), ("the reference", ref_se if kind == "max_drop" else 0.0))
+        if e is None]
     if kind == "max_drop":
         assert ref is not None
-        spread = z * ((se or 0.0) ** 2 + (ref_se or 0.0) ** 2) ** 0.5
+        if difference_se is not None:
+            spread = z * difference_se
+        else:
+            spread = z * ((se or 0.0) ** 2 + (ref_se or 0.0) ** 2) ** 0.5
         bound = value + spread  # worse only when even the favourable end of the difference is below the drop
-        note = f"difference {value - ref:+.4f} ± {spread:.4f} vs allowed -{ref - threshold:g}"
+        paired = " (paired by request)" if difference_se is not None else ""
+        note = f"difference {value - ref:+.4f} ± {spread:.4f}{paired} vs allowed -{ref - threshold:g}"
     else:
         spread = z * (se or 0.0)
         bound = value - spread  # a floor is cleared by the lower bound, not by noise
         note = f"lower bound {bound:.4f} ({value:.4f} - {spread:.4f}) {_margin(bound, threshold)}"
     if unknown:
         note += f"; no standard error for {' and '.join(unknown)}: judged on the value"
-    return {"bound": bound, "verdict": "pass" if bound >= threshold - 1e-12 else "fail", "note": note}
+    return {"bound": bound, "verdict": "pass" if bound >= threshold - 1e-12 else "fail", "note": note,
+            "difference_se": difference_se}
 
 
 def _offpolicy_check(config: OffPolicyConfig, estimate: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -263,13 +300,15 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
     positives = data.eval.take(data.eval[f"label_{train_config.retrieval.positives}"] == 1)
     seen = evaluate.examination(data.train, MAX_POSITION)
     results: dict[str, Any] = {}
+    estimates: dict[str, evaluate.Estimates] = {}
     for name, (retrieve, rank) in scorers.items():
         progress(f"evaluating {name}")
+        found = estimates[name] = {}
         results[name] = evaluate.clean({
             "retrieval": evaluate.evaluate_retrieval(retrieve, data.train, positives, data.catalog,
                                                      train_config.recall_ks, train_config.top_k,
-                                                     train_config.eval_max_queries),
-            "ranking": evaluate.evaluate_ranking(rank, data.train, data.eval, train_config.top_k, seen)})
+                                                     train_config.eval_max_queries, estimates=found),
+            "ranking": evaluate.evaluate_ranking(rank, data.train, data.eval, train_config.top_k, seen, found)})
     flat = {name: flat_metrics(r) for name, r in results.items()}
 
     estimate, offpolicy_info = None, {"reason": "disabled"} if not config.offpolicy.enabled else {}
@@ -281,9 +320,10 @@ def run(candidate: str, production: str | None, data_dirs: Sequence[str], out: s
             estimate, offpolicy_info = _estimate(candidate, data.eval, config.offpolicy, replay)
 
     interactions = fit.interaction_logs(data.train, train_config.retrieval.positives)
+    paired = paired_errors(thresholds_for(config, interactions), estimates["candidate"], estimates.get("production"))
     blessed, checks = judge(config, flat["candidate"], flat.get("production"), flat["popularity"], estimate,
                             flat["recent_popularity"], interactions,
-                            **({"no_production": incomparable} if incomparable else {}))
+                            **({"no_production": incomparable} if incomparable else {}), paired=paired)
     blessing = {
         "blessed": blessed,
         "candidate_version": card["version"],

@@ -23,7 +23,9 @@ Every figure comes with its standard error, and the checks use it at
 when the candidate's lower bound ``value - z * se`` clears it, so a figure that
 clears it by noise does not bless; ``max_drop`` fails only when the candidate is
 worse than production by more than the allowed drop with that confidence,
-``(candidate - production) + z * sqrt(se_c**2 + se_p**2) < -max_drop``.
+``(candidate - production) + z * se_d < -max_drop``, where ``se_d`` is the
+difference's standard error paired by request (both scored on the same eval
+requests; ``sqrt(se_c**2 + se_p**2)`` for a figure without a paired estimate).
 
 A slice with less support (positives, impressions, requests with a click) than
 a check's ``min_support`` skips that check and says so; a skipped check never
@@ -80,13 +82,17 @@ class OffPolicyConfig(_Strict):
 
 
 # Explored slots are uniform over everything their row admits in the catalog (not the logging model's pool),
-# so explored recall does not favour the model that logged the span; it is still a small sample (a few
-# percent of the slots), so it is checked against the heuristics (a floor) and the re-ranking metrics (AUC,
-# debiased NDCG over the logged impressions) carry the comparison with production.
+# so the explored views do not favour the model that logged the span, while the logged ones do favour a
+# candidate trained on that model's choices (closed loop, bench/README.md). They are a small sample (a few
+# percent of the slots), so they are checked against the heuristics (a floor) and against production paired
+# by request (``gate.paired_errors``) with no drop allowed: a candidate the unbiased views show worse than
+# production is not pushed.
 DEFAULT_THRESHOLDS = (
     Threshold(metric="auc_click", min=0.55, max_drop=0.01, min_support=1000),
     Threshold(metric="ndcg@10_debiased", min_vs_popularity=1.0, max_drop=0.01, min_support=200),
-    Threshold(metric="recall@100_explored", min_vs_popularity=0.8, min_vs_recent_popularity=0.8, min_support=200),
+    Threshold(metric="recall@100_explored", min_vs_popularity=0.8, min_vs_recent_popularity=0.8, max_drop=0.0,
+              min_support=200),
+    Threshold(metric="auc_click_explored", max_drop=0.0, min_support=500),
     *(Threshold(metric=m, slice=s, max_drop=0.02, min_support=n)
       for s in ("member=new", "item=new") for m, n in (("auc_click", 1000), ("ndcg@10_debiased", 200))),
 )
