@@ -9,6 +9,7 @@ Usage:
     uv run python bench/run.py serving       # the server under hey at 1, 8, 32 clients, 10k items (~4 min)
     uv run python bench/run.py offpolicy     # the gate's off-policy estimate vs the simulator's truth (~13 min)
     uv run python bench/run.py closed_loop   # `recloop demo` (defaults): online click rate week after week (~10-20 min)
+    uv run python bench/run.py closed_loop_gate   # the demo under a gate that compares explored views (~15 min)
     uv run python bench/run.py scaling       # ingest, validate (2/4/8 weeks), train (1/2/4 weeks) (~60 min, ~11 GB)
     uv run python bench/run.py faults        # the fault and security tests, 10k fuzzed requests (~5 min)
     uv run python bench/run.py audit         # pip-audit over uv.lock's pins, findings and decisions (~1.5 min)
@@ -122,6 +123,7 @@ MODULES = {
     "realdata": (realdata.bench, realdata.NOTES),
     "offpolicy": (offpolicy.bench_offpolicy, offpolicy.NOTES),
     "closed_loop": (closed_loop.bench_closed_loop, closed_loop.NOTES),
+    "closed_loop_gate": (closed_loop.bench_closed_loop_gate, closed_loop.GATE_NOTES),
     "scaling": (scaling.bench_scaling, scaling.NOTES),
     "faults": (faults.bench_faults, faults.NOTES),
     "audit": (audit.bench_audit, audit.NOTES),
@@ -184,6 +186,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any], Path], str]] = {
     "ablation": ablation.section,
     "realdata": realdata.section,
     "closed_loop": closed_loop.section,
+    "closed_loop_gate": closed_loop.gate_section,
     "offpolicy": offpolicy.section,
     "simulate": _section_simulate,
     "faults": faults.section,

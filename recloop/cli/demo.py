@@ -28,6 +28,8 @@ def demo(
     epochs: Annotated[int, typer.Option(min=1, help="training epochs of both models (the training budget)")] = 4,
     alertmanager_url: Annotated[str, typer.Option(help="post blocking anomalies there (default: recorded only)")
                                 ] = "",
+    gate_config: Annotated[str, typer.Option(help="the weekly runs' gate config, YAML or JSON (default: the "
+                                                  "defaults); try a gate's checks in the loop")] = "",
 ) -> None:
     """Run the closed loop: simulated members, the real server, the weekly pipeline; print the weekly table."""
     from recloop.cli import demo_page, report
@@ -46,8 +48,16 @@ def demo(
             parse_drift(d)
     except SimulationConfigError as e:
         raise typer.BadParameter(str(e), param_hint="--drift") from None
+    if gate_config:
+        from recloop.trainer.gate_config import GateConfigError, load_gate_config
+
+        try:
+            load_gate_config(gate_config)  # now, not in week 1's evaluate step
+        except GateConfigError as e:
+            raise typer.BadParameter(str(e), param_hint="--gate-config") from None
+        gate_config = str(Path(gate_config).absolute()) if "://" not in gate_config else gate_config
     cfg = DemoConfig(work=work, weeks=weeks, scale=scale, drifts=drifts, seed=seed, holdout=holdout, epochs=epochs,
-                     alertmanager_url=alertmanager_url)
+                     alertmanager_url=alertmanager_url, gate_config=gate_config)
     t0 = time.perf_counter()
     result = run(cfg, say=lambda line: console.log(f"[{dt.timedelta(seconds=round(time.perf_counter() - t0))}] "
                                                    f"{line}"))

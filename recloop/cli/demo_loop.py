@@ -46,6 +46,7 @@ class DemoConfig:
     holdout: float = 0.2  # sized so a +10% weekly lift has a 95% interval excluding 0 (small scale)
     epochs: int = 4  # both models: the budget that keeps the default demo under 15 minutes on 2 cores
     alertmanager_url: str = ""
+    gate_config: str = ""  # the weekly runs' gate config (empty: the defaults)
 
     def week_start(self, week: int) -> dt.date:
         return self.start + dt.timedelta(weeks=week)
@@ -84,7 +85,7 @@ def run(cfg: DemoConfig, say: Event = print) -> dict[str, Any]:
             result = local.run(pipeline, {
                 "logs": str(sim_dir), "registry": str(registry), "run_state": str(state), "start": str(first),
                 "end": str(last), "catalog": str(sim_dir), "epochs": cfg.epochs, "seed": cfg.seed,
-                "alertmanager_url": cfg.alertmanager_url}, str(work / "runs"),
+                "alertmanager_url": cfg.alertmanager_url, "gate_config": cfg.gate_config}, str(work / "runs"),
                 on_task=lambda task, st, s: say(f"  {task}: {st.lower()}" + (f" in {s:.0f} s" if s else "")))
             weeks[-1]["run"] = _run_facts(result)
             if server is None:
