@@ -85,7 +85,7 @@ def gate_section(r: dict[str, Any], results: Path) -> str:
     checks = [x for x in f["rows"] if x.get("failed")]
     return "\n".join([
         "## The gate, judged in the closed loop: explored views compared with production", "",
-        (f"`recloop demo --gate-config bench/gate_explored.yaml` ({f['demo_s'] / 60:.1f} min): the default checks "
+        ("`recloop demo --gate-config bench/gate_explored.yaml`: the default checks "
          "plus explored AUC and explored recall@100 against production, paired by request, no drop allowed. The "
          f"default gate's run is `{default['command']}` ({default['date']})."), "",
         table(["week", "default gate: served by", "model CTR [95%]", "explored gate: served by", "model CTR [95%]",

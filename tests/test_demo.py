@@ -16,14 +16,28 @@ from typer.testing import CliRunner
 
 from recloop.cli.app import app
 
+GATE = "offpolicy: {max_requests: 19999}\n"  # the default checks; a setting the blessings show they read
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo") / "work"
+    gate = work.parent / "gate.yaml"
+    gate.write_text(GATE)
     result = CliRunner().invoke(app, ["demo", "--weeks", "4", "--scale", "tiny", "--drift", "unit-bug@1:1",
-                                      "--epochs", "3", "--seed", "3", "--holdout", "0.1", "--work", str(work)])
+                                      "--epochs", "3", "--seed", "3", "--holdout", "0.1", "--work", str(work),
+                                      "--gate-config", str(gate)])
     assert result.exit_code == 0, result.output
     return work, json.loads((work / "demo.json").read_text()), result.output
+
+
+def test_a_gate_config_that_does_not_validate_stops_the_demo_before_it_starts(tmp_path):
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("thresholds: [{metric: auc_click, max_drop: -1}]\n")
+    result = CliRunner().invoke(app, ["demo", "--scale", "tiny", "--work", str(tmp_path / "work"),
+                                      "--gate-config", str(gate)])
+    assert result.exit_code == 2, result.output
+    assert "thresholds.0.max_drop" in result.output and not (tmp_path / "work").exists()
 
 
 @pytest.mark.slow
@@ -46,6 +60,7 @@ def test_the_incident_is_blocked_the_model_keeps_serving_and_a_model_is_pushed_a
     assert after["tasks"]["train"]["state"] == after["tasks"]["evaluate"]["state"] == "SUCCEEDED"
     assert after["blessing"]["baseline_version"] == weeks[2]["version"]
     assert after["pushed"]["pushed"] == after["blessing"]["blessed"], after["pushed"]
+    assert {run["blessing"]["config"]["offpolicy"]["max_requests"] for run in (first, after)} == {19999}
     expected = after["pushed"]["version"] if after["pushed"]["pushed"] else weeks[2]["version"]
     assert weeks[3]["version"] == expected
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from recloop import storage
 from recloop.cli.console import console, date_option, local_out
-from recloop.validation.checks import ANOMALY_COLUMNS, anomaly_cells
+from recloop.validation.anomaly import ANOMALY_COLUMNS, RUNBOOK, anomaly_cells, evidence, runbook_section
 
 BLOCKING_EXIT = 3
 Alertmanager = Annotated[str | None, typer.Option(help="Alertmanager base URL for blocking anomalies")]
@@ -66,7 +66,8 @@ def monitor(
 
 
 def anomalies(run_dir: Annotated[str, typer.Argument(help="a validate or monitor run folder")]) -> None:
-    """Print a run's anomalies for on-call: what moved, by how much, against what, and whether a model was pushed."""
+    """Print a run's anomalies for on-call: what moved, by how much, against what, the runbook section, and whether
+    a model was pushed. Reads only the run's JSON files (no TensorFlow): it answers in about a second."""
     verdict = json.loads(Path(run_dir, "anomalies.json").read_text())
     pushed = Path(run_dir, "pushed.json")
     push = json.loads(pushed.read_text()) if pushed.exists() else None
@@ -77,7 +78,11 @@ def anomalies(run_dir: Annotated[str, typer.Argument(help="a validate or monitor
     alerts = verdict.get("alerts") or {}
     console.print(f"alerts: {alerts.get('raised', 0)} raised, delivered: {alerts.get('delivered')}"
                   + (f" ({alerts['error']})" if alerts.get("error") else ""))
-    console.print("runbook: docs/oncall.md")
+    for a in verdict["anomalies"]:
+        if a["blocking"]:  # in full: the table's cells wrap and cut in a narrow terminal
+            console.print(f"[bold red]blocking[/]: {a['feature']} ({a['check']} {a['measure']}, {a['spans']}): "
+                          f"{evidence(a) or a['description']}; read {runbook_section(a)}", soft_wrap=True)
+    console.print(f"runbook: {RUNBOOK}")
 
 
 def _table(verdict: dict[str, Any]) -> None:

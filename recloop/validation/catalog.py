@@ -13,7 +13,7 @@ from typing import Any
 
 from recloop.features import logs
 from recloop.features.catalog import ITEM_FIELDS
-from recloop.validation.checks import Anomaly
+from recloop.validation.anomaly import Anomaly
 
 FIELDS = ITEM_FIELDS[1:]  # the declared item features and the release date
 

@@ -8,49 +8,18 @@ threshold or not, so a run also records how far clean data moved).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
+from recloop.validation.anomaly import Anomaly
 from recloop.validation.config import ValidationConfig
 
 Stats = statistics_pb2.DatasetFeatureStatisticsList
 _MEASURES = {anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: "L_INFTY",
              anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: "JENSEN_SHANNON_DIVERGENCE"}
-
-
-@dataclass
-class Anomaly:
-    """One finding, as ``anomalies.json`` lists it."""
-
-    feature: str
-    check: str  # schema | skew | drift | catalog
-    measure: str  # the distance, or the schema anomaly's TFDV type
-    distance: float | None
-    threshold: float | None
-    blocking: bool
-    spans: str  # what was compared
-    description: str
-    top_changed_values: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# The columns every anomaly table shows (Markdown, HTML, the terminal), and their cells.
-ANOMALY_COLUMNS = ("feature", "check", "measure", "distance", "threshold", "blocking", "compared",
-                   "top changed values")
-
-
-def anomaly_cells(a: dict[str, Any]) -> list[str]:
-    """One anomaly (as in ``anomalies.json``) as the cells of ``ANOMALY_COLUMNS``."""
-    top = ", ".join(f"{t['value']}: {t.get('share', t.get('now'))} (was {t.get('was', '-')})"
-                    for t in a["top_changed_values"][:3])
-    return [a["feature"], a["check"], a["measure"], "-" if a["distance"] is None else f"{a['distance']:.4f}",
-            "-" if a["threshold"] is None else str(a["threshold"]), "yes" if a["blocking"] else "warn",
-            a["spans"], top or a["description"][:160]]
 
 
 @dataclass
@@ -75,7 +44,7 @@ def check(schema: schema_pb2.Schema, config: ValidationConfig, spans: dict[str, 
     """
     proto = tfdv.validate_statistics(current, schema, environment=environment, previous_statistics=previous)
     anomalies = [a for name, info in sorted(proto.anomaly_info.items())
-                 if (a := _schema_anomaly(name, info, config, spans, current)) is not None]
+                 if (a := _schema_anomaly(name, info, config, spans, schema, current, previous)) is not None]
     infos = list(proto.drift_skew_info)
     if reference is not None and serving is not None:
         skew = tfdv.validate_statistics(reference, schema, environment="TRAINING", serving_statistics=serving)
@@ -125,7 +94,7 @@ def _rate_changes(current: Stats, previous: Stats, config: ValidationConfig) -> 
 
 
 def _schema_anomaly(name: str, info: anomalies_pb2.AnomalyInfo, config: ValidationConfig, spans: dict[str, str],
-                    current: Stats) -> Anomaly | None:
+                    schema: schema_pb2.Schema, current: Stats, previous: Stats | None) -> Anomaly | None:
     reasons = [r for r in info.reason if not anomalies_pb2.AnomalyInfo.Type.Name(r.type).startswith("COMPARATOR")]
     if not reasons:
         return None
@@ -134,7 +103,52 @@ def _schema_anomaly(name: str, info: anomalies_pb2.AnomalyInfo, config: Validati
                    measure=", ".join(anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in reasons),
                    distance=None, threshold=None, blocking=not (rule and rule.warn_only), spans=spans["current"],
                    description="; ".join(r.description for r in reasons),
-                   top_changed_values=_top_values(current, name))
+                   top_changed_values=_schema_evidence(schema, name, current, previous))
+
+
+def _schema_evidence(schema: schema_pb2.Schema, name: str, current: Stats, previous: Stats | None,
+                     n: int = 5) -> list[dict[str, Any]]:
+    """What broke the schema, as it is now, as it was in the previous span, and what the schema expects:
+    the values outside the vocabulary (largest share first), the extremes outside the range, or the share
+    present; a feature without such a domain gets its largest shares."""
+    now, was = _feature(current, name), (_feature(previous, name) if previous is not None else None)
+    declared = next((f for f in schema.feature if f.name == name), None)
+    if now is None or declared is None:
+        return _top_values(current, name, n)
+    before = _shares(was) if was is not None else {}
+    domain = declared.WhichOneof("domain_info")
+    if domain == "string_domain" or domain == "domain":
+        vocabulary = set(declared.string_domain.value) if domain == "string_domain" else next(
+            (set(d.value) for d in schema.string_domain if d.name == declared.domain), set())
+        outside = sorted(((v, share) for v, share in _shares(now).items() if v not in vocabulary),
+                         key=lambda kv: -kv[1])[:n]
+        if outside:
+            return [{"value": v, "share": round(share, 4),
+                     **({"was": round(before.get(v, 0.0), 4)} if was is not None else {}),
+                     "expected": "not in the schema's vocabulary"} for v, share in outside]
+    if domain in ("float_domain", "int_domain") and now.HasField("num_stats"):
+        bounds, rows = getattr(declared, domain), []
+        for stat, sign in (("min", -1), ("max", 1)):  # below the min, above the max
+            value = getattr(now.num_stats, stat)
+            if bounds.HasField(stat) and sign * (value - getattr(bounds, stat)) > 0:
+                rows.append({"value": stat, "now": round(value, 4),
+                             **({"was": round(getattr(was.num_stats, stat), 4)} if was is not None else {}),
+                             "expected": f"{'>=' if sign < 0 else '<='} {getattr(bounds, stat):g}"})
+        if rows:
+            return rows
+    if declared.presence.min_fraction > 0:
+        present = _present_share(now)
+        if present < declared.presence.min_fraction:
+            return [{"value": "present", "now": round(present, 4),
+                     **({"was": round(_present_share(was), 4)} if was is not None else {}),
+                     "expected": f">= {declared.presence.min_fraction:g}"}]
+    return _top_values(current, name, n)
+
+
+def _present_share(f: statistics_pb2.FeatureNameStatistics) -> float:
+    common = (f.string_stats if f.HasField("string_stats") else f.num_stats).common_stats
+    total = common.num_non_missing + common.num_missing
+    return common.num_non_missing / total if total else 0.0
 
 
 def _feature(stats: Stats, name: str) -> statistics_pb2.FeatureNameStatistics | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from recloop.validation.checks import ANOMALY_COLUMNS, anomaly_cells
+from recloop.validation.anomaly import ANOMALY_COLUMNS, anomaly_cells
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 _STYLE = """

@@ -14,8 +14,9 @@ from recloop.features.catalog import snapshot
 from recloop.validation import schema as schemas
 from recloop.validation import stats
 from recloop.validation.alerts import raise_alerts
+from recloop.validation.anomaly import ANOMALY_COLUMNS, anomaly_cells
 from recloop.validation.catalog import check_catalog
-from recloop.validation.checks import ANOMALY_COLUMNS, CheckResult, anomaly_cells, check
+from recloop.validation.checks import CheckResult, check
 from recloop.validation.config import ValidationConfig, load_config
 from recloop.validation.html import anomaly_table, statistics_html
 
