@@ -5,7 +5,7 @@ the server's fallback (docs/architecture.md, "Layers"), so all three mean the sa
 "popular" and "usual".
 """
 
-from recloop.baselines.explore import Slot, epsilon_greedy, slot_probability
+from recloop.baselines.explore import Slot, epsilon_greedy
 from recloop.baselines.popularity import NO_HOUR, PopularInContext, context_key, daypart
 from recloop.baselines.usual import MemberProfile, MemberUsual, decay_weights
 
@@ -19,5 +19,4 @@ __all__ = [
     "daypart",
     "decay_weights",
     "epsilon_greedy",
-    "slot_probability",
 ]

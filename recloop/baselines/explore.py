@@ -72,7 +72,7 @@ def epsilon_greedy(
                     break
         else:
             item = greedy
-        p = slot_probability(rankings[k], taken, item, pool_size, epsilon)  # one formula for serving and replay
+        p = slot_probability(rankings[k], taken, item, pool_size, epsilon)  # the formula logged and tested
         slots.append(Slot(item=item, propensity=p, explored=explore))
         taken.add(item)
         bisect.insort(shown, item)
