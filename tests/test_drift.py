@@ -8,6 +8,7 @@ week 1 only where the drift says.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 from typing import Any
 
@@ -50,7 +51,7 @@ def _strip_impressions(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "impressions"}
 
 
-ALL_KINDS = ("unit-bug", "null-surge", "platform-rename", "new-category", "taste-shift")
+ALL_KINDS = ("unit-bug", "null-surge", "platform-rename", "new-category", "taste-shift", "event-dup", "event-clock")
 
 
 def test_the_kinds_are_the_documented_ones() -> None:
@@ -94,6 +95,31 @@ def test_null_surge_nulls_country_in_about_85_percent(drifted, base_world: SimWo
         assert record == expected, rid
     assert 0.80 <= nulls / len(surged) <= 0.90
     assert _events(world, 1) == _events(base_world, 1)
+
+
+def test_event_dup_sends_some_events_twice_and_changes_nothing_else(drifted, base_world: SimWorld) -> None:
+    world = drifted("event-dup@1")
+    assert week_request_dicts(world.root, 1) == week_request_dicts(base_world.root, 1)
+    base, sent = _events(base_world, 1), _events(world, 1)
+    twice = len(sent) - len(base)
+    assert 0.25 <= twice / len(base) <= 0.35
+    deduped = [e for i, e in enumerate(sent) if i == 0 or e != sent[i - 1]]  # a retry follows its original
+    assert deduped == base
+
+
+def test_event_clock_puts_some_events_two_days_ahead(drifted, base_world: SimWorld) -> None:
+    world = drifted("event-clock@1")
+    assert week_request_dicts(world.root, 1) == week_request_dicts(base_world.root, 1)
+    base, sent = _events(base_world, 1), _events(world, 1)
+    assert len(sent) == len(base)
+    ahead = 0
+    for was, now in zip(base, sent, strict=True):
+        assert {k: v for k, v in now.items() if k != "ts"} == {k: v for k, v in was.items() if k != "ts"}
+        if now["ts"] != was["ts"]:
+            ahead += 1
+            shift = dt.datetime.fromisoformat(now["ts"]) - dt.datetime.fromisoformat(was["ts"])
+            assert shift == dt.timedelta(days=2)
+    assert 0.15 <= ahead / len(base) <= 0.25
 
 
 def test_platform_rename_serves_android_as_Android(drifted, base_world: SimWorld) -> None:

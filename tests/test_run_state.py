@@ -28,8 +28,12 @@ def test_validate_keeps_its_state_on_s3_and_the_next_week_reads_it_back(weeks, b
     assert not first["blocking"] and first["schema"] == f"{run_state}/schemas/v001.pbtxt"
     assert state.previous_stats(run_state) == f"{run_state}/previous/train_2026-01-12..2026-01-18/train.pb"
     assert storage.read_bytes(state.previous_stats(run_state)) == (tmp_path / "v1/stats/train.pb").read_bytes()
+    assert first["delivery"]["was"] is None and state.previous_delivery(run_state) == first["delivery"]["now"]
     second = steps.validate(str(runs / "i2"), str(tmp_path / "v2"), run_state, registry)
     assert second["spans"]["previous"] == "train 2026-01-12..2026-01-18"  # the drift reference, back from S3
+    assert second["delivery"]["was"] == first["delivery"]["now"]  # delivery measures too, beside the statistics
+    assert {m["feature"] for m in second["measurements"] if m["measure"] == "SHARE_CHANGE"} >= {
+        "events.duplicate_share", "events.late_share"}
     assert second["schema"] == f"{run_state}/schemas/v001.pbtxt"
     assert storage.listdir(run_state) == ["previous", "previous.json", "schemas"]  # the lock is gone
     assert not storage.exists(f"{run_state}/lock.json")

@@ -63,9 +63,13 @@ def test_four_clean_weeks_in_a_row_raise_no_blocking_anomaly(weeks, seed):
     for v in verdicts[1:]:
         checked = {(m["feature"], m["check"]) for m in v["measurements"]}
         assert ("platform", "skew") in checked and ("duration_min", "drift") in checked
+        assert {m["feature"] for m in v["measurements"] if m["measure"] == "SHARE_CHANGE"} == {
+            "events.duplicate_share", "events.late_share", "events.unknown_request_share",
+            "requests.duplicate_share", "impressions.duplicate_share"}
         for m in v["measurements"]:  # well below, not just under
-            rule = config.features[m["feature"]]
-            assert rule.warn_only or m["distance"] < 0.9 * m["threshold"], m
+            rule = config.features.get(m["feature"])
+            assert (rule and rule.warn_only) or m["measure"] == "RATE_CHANGE" or \
+                m["distance"] < 0.9 * m["threshold"], m
 
 
 # bug -> the feature, check and measure that must block in the first week that has it
@@ -100,6 +104,25 @@ def test_each_injected_bug_blocks_the_first_run_that_sees_it(weeks, bug, seed):
         assert evidence == [t for t in evidence if t["value"] == "max"] and evidence[0]["now"] > 180
     else:
         assert evidence[0]["value"] == "present" and evidence[0]["now"] < evidence[0]["was"]
+
+
+# client bug -> the delivery measure that must block in the first week that has it (validation.delivery)
+DELIVERY_BUGS = {"event-dup": "events.duplicate_share", "event-clock": "events.late_share"}
+
+
+@pytest.mark.parametrize("seed", [23, 24])
+@pytest.mark.parametrize("bug", list(DELIVERY_BUGS))
+def test_each_client_delivery_bug_blocks_the_first_run_that_sees_it(weeks, bug, seed):
+    _, (before, first) = weeks(seed, 3, (f"{bug}@2",))
+    assert not before["blocking"] and before["delivery"]["was"] is None  # week 1: nothing before it
+    assert first["blocking"]
+    blocking = [a for a in first["anomalies"] if a["blocking"]]
+    assert [(a["feature"], a["check"], a["measure"]) for a in blocking] == [(DELIVERY_BUGS[bug], "drift",
+                                                                           "SHARE_CHANGE")]
+    evidence = blocking[0]["top_changed_values"][0]
+    assert evidence["now"] - evidence["was"] > 0.1 and blocking[0]["distance"] > blocking[0]["threshold"]
+    assert anomaly.runbook_section(blocking[0]) == f"{anomaly.RUNBOOK}#check-delivery"
+    assert first["delivery"]["was"] == before["delivery"]["now"]
 
 
 def test_the_distance_checks_catch_the_numeric_and_renamed_bugs_too(weeks):
@@ -211,6 +234,7 @@ def test_every_blocking_check_has_a_runbook_section():
                                      "INT_TYPE_SMALL_INT", "FEATURE_TYPE_LOW_FRACTION_PRESENT",
                                      "SCHEMA_MISSING_COLUMN", "FEATURE_TYPE_HIGH_NUMBER_VALUES")]
     kinds += [("drift", "L_INFTY"), ("drift", "JENSEN_SHANNON_DIVERGENCE"), ("drift", "RATE_CHANGE"),
+              ("drift", "SHARE_CHANGE"),
               ("skew", "L_INFTY"), ("catalog", "MISMATCH_SHARE"), ("catalog", "NOT_IN_CATALOG")]
     for check, measure in kinds:
         section = anomaly.runbook_section({"check": check, "measure": measure})

@@ -8,8 +8,12 @@ absorb the real changes.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 from dataclasses import dataclass
+
+import numpy as np
 
 from recloop.simulator.world import SimulationConfigError
 
@@ -19,8 +23,12 @@ KINDS = {
     "null-surge": "member country missing from 85% of requests (serving bug)",
     "new-category": "items of an unseen category ('boxing') released and served (real change)",
     "taste-shift": "members' category and latent tastes move (real behaviour change, logs look alike)",
+    "event-dup": "a client retries 30% of its event posts, so those events arrive twice (client bug)",
+    "event-clock": "20% of events carry a client clock 2 days ahead, past the attribution window (client bug)",
 }
 RENAMED_PLATFORM = ("android", "Android")
+DUPLICATED_EVENT_SHARE = 0.3
+CLOCK_AHEAD_SHARE, CLOCK_AHEAD_S = 0.2, 2 * 86_400
 NULL_SURGE_SHARE = 0.85
 SECONDS_PER_MINUTE = 60.0
 
@@ -60,3 +68,27 @@ def parse_drift(text: str) -> Drift:
 def active(drifts: list[Drift], kind: str, week: int) -> bool:
     """Whether a drift of ``kind`` is on in ``week``."""
     return any(d.kind == kind and d.active(week) for d in drifts)
+
+
+def deliver(by_day: dict[int, list[str]], drifts: list[Drift], week: int, rng: np.random.Generator
+            ) -> dict[int, list[str]]:
+    """The week's event lines as the collector receives them under the client bugs active in ``week``
+    (``event-dup``, ``event-clock``); the same lines when none is."""
+    dup, clock = active(drifts, "event-dup", week), active(drifts, "event-clock", week)
+    if not (dup or clock):
+        return by_day
+    out: dict[int, list[str]] = {}
+    for day in sorted(by_day):
+        lines = []
+        for line in by_day[day]:
+            if clock and rng.random() < CLOCK_AHEAD_SHARE:
+                record = json.loads(line)
+                ahead = dt.datetime.fromisoformat(record["ts"]) + dt.timedelta(
+                    seconds=CLOCK_AHEAD_S)
+                record["ts"] = ahead.strftime("%Y-%m-%dT%H:%M:%SZ")
+                line = json.dumps(record, separators=(",", ":"))
+            lines.append(line)
+            if dup and rng.random() < DUPLICATED_EVENT_SHARE:
+                lines.append(line)
+        out[day] = lines
+    return out

@@ -35,7 +35,7 @@ from recloop.features.records import EVENT_TYPES
 from recloop.features.spec import CATEGORIES, COUNTRIES, LANGUAGES, PLATFORMS
 from recloop.simulator import behaviour, corrupt, outcomes
 from recloop.simulator.clock import SimClock
-from recloop.simulator.drift import NULL_SURGE_SHARE, RENAMED_PLATFORM, SECONDS_PER_MINUTE, Drift, active
+from recloop.simulator.drift import NULL_SURGE_SHARE, RENAMED_PLATFORM, SECONDS_PER_MINUTE, Drift, active, deliver
 from recloop.simulator.logwriter import ItemJson, event_lines, request_lines
 from recloop.simulator.policy import Feedback, HeuristicPolicy, Policy, Requests, Slates
 from recloop.simulator.traffic import Visits, visits
@@ -43,6 +43,7 @@ from recloop.simulator.world import (
     ALL_CATEGORIES,
     BEHAVIOUR,
     CORRUPT,
+    DELIVERY,
     DRIFT,
     POLICY,
     SCALES,
@@ -132,7 +133,8 @@ class Simulation:
         outcome = behaviour.respond(parts, position, world.items.duration[item], u)
         progress("logs")
         req_lines = {} if served else request_lines(requests, slates, ItemJson(world), np.full(n, unit))
-        ev_lines = event_lines(requests, slates, outcome)
+        ev_lines = deliver(event_lines(requests, slates, outcome), self.drifts, week,
+                           stream(self.seed, DELIVERY, week))
         corrupted = self._write_logs(week, req_lines, ev_lines)
         self._write_truth(week, requests, slates, parts, outcome)
         policy.observe(self._feedback(requests, slates, outcome))

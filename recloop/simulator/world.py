@@ -44,7 +44,7 @@ class SimulationConfigError(ValueError):
 
 
 # random streams
-CATALOG, MEMBERS, TRAFFIC, POLICY, BEHAVIOUR, DRIFT, CORRUPT, NEWCAT = range(1, 9)
+CATALOG, MEMBERS, TRAFFIC, POLICY, BEHAVIOUR, DRIFT, CORRUPT, NEWCAT, DELIVERY = range(1, 10)
 
 
 def stream(seed: int, kind: int, week: int) -> np.random.Generator:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 RUNBOOK = "docs/oncall.md"
+DELIVERED = ("events", "requests", "impressions")  # the prefixes of validation.delivery's measures
 ANOMALY_COLUMNS = ("feature", "check", "measure", "distance", "threshold", "blocking", "compared",
                    "values: now (was)", "runbook")
 
@@ -42,6 +43,8 @@ def runbook_section(a: dict[str, Any]) -> str:
                 "range" if "FLOAT" in measure or "INT_TYPE" in measure else
                 "missing" if "PRESENT" in measure or "MISSING" in measure else "other")
         return f"{RUNBOOK}#check-schema-{kind}"
+    if measure == "SHARE_CHANGE" or a.get("feature", "").split(".")[0] in DELIVERED:
+        return f"{RUNBOOK}#check-delivery"
     if check == "drift" and measure == "RATE_CHANGE":
         return f"{RUNBOOK}#check-rate-change"
     if check == "catalog":

@@ -46,6 +46,11 @@ class ValidationConfig(BaseModel):
     rate_change_threshold: float = Field(default=0.15, gt=0)
     max_null_share: float = Field(default=0.5, ge=0, le=1)
     max_catalog_mismatch_share: float = Field(default=0.01, ge=0, le=1)
+    # how the logs arrived (delivery.py): a share of events, requests or impressions ingest read (duplicates,
+    # events past the attribution window, of unknown requests) moving by more than this blocks; events per
+    # impression moving by more than this ratio warns (a new model moves it with its click rate)
+    delivery_share_change: float = Field(default=0.02, gt=0, le=1)
+    delivery_rate_change: float = Field(default=0.5, gt=0)
     features: dict[str, FeatureRule] = {}
 
     def rule(self, name: str) -> FeatureRule:

@@ -11,8 +11,8 @@ import tensorflow_data_validation as tfdv
 
 from recloop.features import logs, recorded
 from recloop.features.catalog import snapshot
+from recloop.validation import delivery, stats
 from recloop.validation import schema as schemas
-from recloop.validation import stats
 from recloop.validation.alerts import raise_alerts
 from recloop.validation.anomaly import ANOMALY_COLUMNS, anomaly_cells
 from recloop.validation.catalog import check_catalog
@@ -23,7 +23,8 @@ from recloop.validation.html import anomaly_table, statistics_html
 
 def validate(data: str, out: str, previous: str | None = None, reference_stats: str | None = None,
              schema_path: str | None = None, config_path: str | None = None, alertmanager: str | None = None,
-             state_dir: str | None = None, previous_stats: str | None = None) -> dict[str, Any]:
+             state_dir: str | None = None, previous_stats: str | None = None,
+             previous_delivery: dict[str, float] | None = None) -> dict[str, Any]:
     """Validates the ingest output ``data`` and writes the run folder ``out``.
 
     Args:
@@ -32,6 +33,8 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
       previous: the previous span's ingest output, for drift.
       previous_stats: or the previous span's training statistics (a ``stats/train.pb``), e.g. kept in the
         pipeline's run state, for drift.
+      previous_delivery: with ``previous_stats``, the previous span's delivery measures (``delivery.py``,
+        kept in the run state beside its statistics).
       reference_stats: statistics the production model was trained on, for skew.
       schema_path: a pinned schema; by default the newest version in ``state_dir``, else one inferred
         and curated from this span (kept as the first version when there is a ``state_dir``).
@@ -58,11 +61,13 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
     serving, skipped = stats.serving_statistics(params["logs"], dt.date.fromisoformat(params["start"]),
                                                 dt.date.fromisoformat(params["end"]), f"serving {span}")
     spans = {"current": f"train {span}", "serving": f"serving {span}"}
-    prev = None
+    prev, delivered = None, {"now": delivery.measures(summary), "was": previous_delivery}
     if previous:
-        p = logs.read_json(f"{previous}/summary.json")["span"]
+        before = logs.read_json(f"{previous}/summary.json")
+        p = before["span"]
         spans["previous"] = f"train {p['start']}..{p['end']}"
         prev = stats.example_statistics(f"{previous}/train", spans["previous"])
+        delivered["was"] = delivery.measures(before)
     elif previous_stats:
         prev = stats.read(previous_stats)
         spans["previous"] = prev.datasets[0].name or previous_stats
@@ -76,6 +81,10 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
             schema_path = schemas.save_version(schemas.curated_schema(train, config), state_dir)
     schema = _schema(schema_path, config, train)
     result = check(schema, config, spans, current=train, previous=prev, reference=reference, serving=serving)
+    found, measured = delivery.check(delivered["now"], delivered["was"], config.delivery_share_change,
+                                     config.delivery_rate_change, f"{spans['current']} vs {spans.get('previous')}")
+    result.anomalies.extend(found)
+    result.measurements.extend(measured)
     catalog_path = snapshot(params["logs"], dt.date.fromisoformat(params["end"]))
     catalog: dict[str, Any] = {"snapshot": catalog_path}
     if catalog_path:
@@ -84,7 +93,7 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
         result.anomalies.extend(found)
     return _publish(out, result, schema, described | {"serving": serving}, alertmanager, state_dir,
                     {"data": data, "spans": spans, "schema": schema_path or f"{out}/schema.pbtxt (inferred and curated)",
-                     "serving_lines_skipped": skipped, "catalog": catalog}, reference)
+                     "serving_lines_skipped": skipped, "catalog": catalog, "delivery": delivered}, reference)
 
 
 def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema_path: str | None = None,
