@@ -39,7 +39,7 @@ REQUEST = {
         {"item_id": "i1", "position": 0, "row": "top", "score": 0.75, "propensity": 0.5, "explored": False,
          "item": {"category": "yoga", "creator": "c7", "duration_min": 20.0, "language": "en",
                   "release_date": "2025-12-01", "age_days": 35}},
-        {"item_id": "i2", "position": 3, "row": "because-you-watched", "score": -1.25, "propensity": 0.125, "explored": False,
+        {"item_id": "i2", "position": 3, "row": "because-you-watched", "score": 0.25, "propensity": 0.125, "explored": False,
          "item": {"category": "hiit", "creator": "c9", "duration_min": 45.5, "language": "es",
                   "release_date": "2026-01-05", "age_days": 0}},
     ],

@@ -46,7 +46,7 @@ def request_dict() -> dict[str, Any]:
         "context": {"hour_of_day": 7, "day_of_week": 0, "platform": "ios"},
         "impressions": [
             {"item_id": "i1", "position": 0, "row": "top", "score": 0.75, "propensity": 0.5, "explored": False, "item": item},
-            {"item_id": "i2", "position": 1, "row": "top", "score": -1.25, "propensity": 1.0, "explored": False,
+            {"item_id": "i2", "position": 1, "row": "top", "score": 0.25, "propensity": 1.0, "explored": False,
              "item": dict(item, category="hiit", duration_min=45.5, age_days=0, release_date="2026-01-05")},
         ],
     }
@@ -207,6 +207,10 @@ BAD = [
      "impressions.0.propensity", "value", ["greater than 0", "got 0 (int)"]),
     ("propensity 1.5", "request", _set(request_dict(), "impressions.1.propensity", 1.5),
      "impressions.1.propensity", "value", ["less than or equal to 1", "1.5 (float)"]),
+    ("score 3.7", "request", _set(request_dict(), "impressions.1.score", 3.7),
+     "impressions.1.score", "value", ["less than or equal to 1", "3.7 (float)"]),
+    ("score -0.5", "request", _set(request_dict(), "impressions.0.score", -0.5),
+     "impressions.0.score", "value", ["greater than or equal to 0", "-0.5 (float)"]),
     ("negative position", "request", _set(request_dict(), "impressions.0.position", -1),
      "impressions.0.position", "value", ["greater than or equal to 0", "-1 (int)"]),
     ("negative tenure", "request", _set(request_dict(), "member.tenure_days", -3),

@@ -105,7 +105,7 @@ class Impression(TypedDict):
     item_id: NonEmpty
     position: Annotated[int, Field(ge=0)]
     row: NonEmpty
-    score: float
+    score: Annotated[float, Field(ge=0, le=1)]  # what ranked the item: a model's combined heads, a popularity share
     propensity: Annotated[float, Field(gt=0, le=1)]
     explored: NotRequired[bool]
     item: ItemFeatures

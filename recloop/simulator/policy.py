@@ -137,8 +137,9 @@ class HeuristicPolicy:
             key = (day, daypart(hour), platform, category)
             if key not in rankings:
                 bucket = key[1:3]
-                if bucket not in bucket_scores:
-                    bucket_scores[bucket] = popular.scores(hour, platform, ids)
+                if bucket not in bucket_scores:  # relative to the context's most popular item: in [0, 1], as served
+                    raw = popular.scores(hour, platform, ids)
+                    bucket_scores[bucket] = raw / raw.max() if raw.size and raw.max() > 0 else np.zeros(len(ids))
                 pool = np.flatnonzero(items.release[candidates] <= day)  # positions in candidates
                 score = bucket_scores[bucket][pool]
                 first = np.zeros(len(pool)) if category is None else (cat_of[pool] == category).astype(float)
