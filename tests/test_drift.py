@@ -51,7 +51,8 @@ def _strip_impressions(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "impressions"}
 
 
-ALL_KINDS = ("unit-bug", "null-surge", "platform-rename", "new-category", "taste-shift", "event-dup", "event-clock")
+ALL_KINDS = ("unit-bug", "null-surge", "platform-rename", "new-category", "taste-shift", "event-dup", "event-clock",
+             "propensity-bug", "explored-bug")
 
 
 def test_the_kinds_are_the_documented_ones() -> None:
@@ -120,6 +121,24 @@ def test_event_clock_puts_some_events_two_days_ahead(drifted, base_world: SimWor
             shift = dt.datetime.fromisoformat(now["ts"]) - dt.datetime.fromisoformat(was["ts"])
             assert shift == dt.timedelta(days=2)
     assert 0.15 <= ahead / len(base) <= 0.25
+
+
+@pytest.mark.parametrize(("kind", "field", "value"), [("propensity-bug", "propensity", 1.0),
+                                                      ("explored-bug", "explored", False)])
+def test_a_logging_bug_changes_one_logged_field_and_nothing_members_do(kind, field, value, drifted,
+                                                                       base_world: SimWorld) -> None:
+    world = drifted(f"{kind}@1")
+    base, bugged = week_request_dicts(base_world.root, 1), week_request_dicts(world.root, 1)
+    assert base.keys() == bugged.keys()
+    changed = 0
+    for rid, record in bugged.items():
+        expected = copy.deepcopy(base[rid])
+        for im in expected["impressions"]:
+            changed += im[field] != value
+            im[field] = value
+        assert record == expected, rid
+    assert changed > 0.05 * sum(len(r["impressions"]) for r in base.values())
+    assert _events(world, 1) == _events(base_world, 1)
 
 
 def test_platform_rename_serves_android_as_Android(drifted, base_world: SimWorld) -> None:

@@ -28,10 +28,12 @@ def test_validate_keeps_its_state_on_s3_and_the_next_week_reads_it_back(weeks, b
     assert not first["blocking"] and first["schema"] == f"{run_state}/schemas/v001.pbtxt"
     assert state.previous_stats(run_state) == f"{run_state}/previous/train_2026-01-12..2026-01-18/train.pb"
     assert storage.read_bytes(state.previous_stats(run_state)) == (tmp_path / "v1/stats/train.pb").read_bytes()
-    assert first["delivery"]["was"] is None and state.previous_delivery(run_state) == first["delivery"]["now"]
+    assert first["delivery"]["was"] is None and first["logged"]["was"] is None
+    assert state.previous_measures(run_state) == {"delivery": first["delivery"]["now"], "logged": first["logged"]["now"]}
     second = steps.validate(str(runs / "i2"), str(tmp_path / "v2"), run_state, registry)
     assert second["spans"]["previous"] == "train 2026-01-12..2026-01-18"  # the drift reference, back from S3
-    assert second["delivery"]["was"] == first["delivery"]["now"]  # delivery measures too, beside the statistics
+    assert second["delivery"]["was"] == first["delivery"]["now"]  # the measures too, beside the statistics
+    assert second["logged"]["was"] == first["logged"]["now"] and "heuristic-v1" in second["logged"]["now"]
     assert {m["feature"] for m in second["measurements"] if m["measure"] == "SHARE_CHANGE"} >= {
         "events.duplicate_share", "events.late_share"}
     assert second["schema"] == f"{run_state}/schemas/v001.pbtxt"

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from recloop.cli.app import app
 from recloop.ingest import IngestConfig, run
-from recloop.validation import anomaly
+from recloop.validation import anomaly, logged
 from recloop.validation.config import load_config
 from recloop.validation.run import validate
 
@@ -65,11 +65,13 @@ def test_four_clean_weeks_in_a_row_raise_no_blocking_anomaly(weeks, seed):
         assert ("platform", "skew") in checked and ("duration_min", "drift") in checked
         assert {m["feature"] for m in v["measurements"] if m["measure"] == "SHARE_CHANGE"} == {
             "events.duplicate_share", "events.late_share", "events.unknown_request_share",
-            "requests.duplicate_share", "impressions.duplicate_share"}
+            "requests.duplicate_share", "impressions.duplicate_share", "logged.explored_share",
+            "logged.certain_share", "logged.propensity_mean", "logged.score_mean"}
         for m in v["measurements"]:  # well below, not just under
             rule = config.features.get(m["feature"])
-            assert (rule and rule.warn_only) or m["measure"] == "RATE_CHANGE" or \
-                m["distance"] < 0.9 * m["threshold"], m
+            warns = (rule and rule.warn_only) or m["measure"] == "RATE_CHANGE" or \
+                m["feature"] in {f"logged.{f}" for f, blocks in logged.FIGURES.items() if not blocks}
+            assert warns or m["distance"] < 0.9 * m["threshold"], m
 
 
 # bug -> the feature, check and measure that must block in the first week that has it
@@ -106,22 +108,27 @@ def test_each_injected_bug_blocks_the_first_run_that_sees_it(weeks, bug, seed):
         assert evidence[0]["value"] == "present" and evidence[0]["now"] < evidence[0]["was"]
 
 
-# client bug -> the delivery measure that must block in the first week that has it (validation.delivery)
-DELIVERY_BUGS = {"event-dup": "events.duplicate_share", "event-clock": "events.late_share"}
+# client or logging bug -> the measure that must block in the first week that has it (validation.delivery,
+# validation.logged: what a version logged, against the same version's previous span)
+DELIVERY_BUGS = {"event-dup": "events.duplicate_share", "event-clock": "events.late_share",
+                 "propensity-bug": "logged.certain_share", "explored-bug": "logged.explored_share"}
 
 
 @pytest.mark.parametrize("seed", [23, 24])
 @pytest.mark.parametrize("bug", list(DELIVERY_BUGS))
-def test_each_client_delivery_bug_blocks_the_first_run_that_sees_it(weeks, bug, seed):
+def test_each_client_or_logging_bug_blocks_the_first_run_that_sees_it(weeks, bug, seed):
     _, (before, first) = weeks(seed, 3, (f"{bug}@2",))
     assert not before["blocking"] and before["delivery"]["was"] is None  # week 1: nothing before it
     assert first["blocking"]
     blocking = [a for a in first["anomalies"] if a["blocking"]]
+    if bug == "propensity-bug":  # every propensity 1 also moves their mean: both name the logging
+        blocking = [a for a in blocking if a["feature"] != "logged.propensity_mean"]
     assert [(a["feature"], a["check"], a["measure"]) for a in blocking] == [(DELIVERY_BUGS[bug], "drift",
                                                                            "SHARE_CHANGE")]
     evidence = blocking[0]["top_changed_values"][0]
-    assert evidence["now"] - evidence["was"] > 0.1 and blocking[0]["distance"] > blocking[0]["threshold"]
-    assert anomaly.runbook_section(blocking[0]) == f"{anomaly.RUNBOOK}#check-delivery"
+    assert abs(evidence["now"] - evidence["was"]) > 0.05 and blocking[0]["distance"] > blocking[0]["threshold"]
+    assert anomaly.runbook_section(blocking[0]) == f"{anomaly.RUNBOOK}#check-" + (
+        "logged" if bug.endswith("-bug") else "delivery")
     assert first["delivery"]["was"] == before["delivery"]["now"]
 
 
@@ -236,8 +243,8 @@ def test_every_blocking_check_has_a_runbook_section():
     kinds += [("drift", "L_INFTY"), ("drift", "JENSEN_SHANNON_DIVERGENCE"), ("drift", "RATE_CHANGE"),
               ("drift", "SHARE_CHANGE"),
               ("skew", "L_INFTY"), ("catalog", "MISMATCH_SHARE"), ("catalog", "NOT_IN_CATALOG")]
-    for check, measure in kinds:
-        section = anomaly.runbook_section({"check": check, "measure": measure})
+    for check, measure, *feature in [*kinds, ("drift", "SHARE_CHANGE", "logged.certain_share")]:
+        section = anomaly.runbook_section({"check": check, "measure": measure, "feature": "".join(feature)})
         assert f'<a id="{section.split("#")[1]}"></a>' in runbook, (check, measure, section)
 
 

@@ -153,10 +153,10 @@ def validate(data: str, out: str, run_state: str, registry: str, alertmanager: s
         reference = _fetch(storage.join(version_dir, REFERENCE_STATS), f"{tmp}/reference.pb") if version_dir else None
         verdict = run(data, out, previous_stats=_fetch(previous, f"{tmp}/previous.pb") if previous else None,
                       reference_stats=reference, config_path=config or None, alertmanager=alertmanager or None,
-                      state_dir=run_state, previous_delivery=state.previous_delivery(run_state))
+                      state_dir=run_state, previous_measures=state.previous_measures(run_state))
         if not verdict["blocking"]:
             state.accept(run_state, f"{out}/stats/train.pb", verdict["spans"]["current"], data,
-                         verdict["delivery"]["now"])
+                         {"delivery": verdict["delivery"]["now"], "logged": verdict["logged"]["now"]})
     return verdict
 
 

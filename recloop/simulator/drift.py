@@ -25,6 +25,8 @@ KINDS = {
     "taste-shift": "members' category and latent tastes move (real behaviour change, logs look alike)",
     "event-dup": "a client retries 30% of its event posts, so those events arrive twice (client bug)",
     "event-clock": "20% of events carry a client clock 2 days ahead, past the attribution window (client bug)",
+    "propensity-bug": "every impression is logged with propensity 1, the logger's greedy shortcut (logging bug)",
+    "explored-bug": "the explored flag is never logged true (logging bug)",
 }
 RENAMED_PLATFORM = ("android", "Android")
 DUPLICATED_EVENT_SHARE = 0.3
@@ -92,3 +94,14 @@ def deliver(by_day: dict[int, list[str]], drifts: list[Drift], week: int, rng: n
                 lines.append(line)
         out[day] = lines
     return out
+
+
+def as_logged(propensity: np.ndarray, explored: np.ndarray, drifts: list[Drift], week: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The propensities and explored flags the request log records under the logging bugs active in
+    ``week`` (``propensity-bug``, ``explored-bug``); what the policy did is unchanged."""
+    if active(drifts, "propensity-bug", week):
+        propensity = np.ones_like(propensity)
+    if active(drifts, "explored-bug", week):
+        explored = np.zeros_like(explored)
+    return propensity, explored

@@ -21,7 +21,7 @@ import posixpath
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,15 @@ from recloop.features.records import EVENT_TYPES
 from recloop.features.spec import CATEGORIES, COUNTRIES, LANGUAGES, PLATFORMS
 from recloop.simulator import behaviour, corrupt, outcomes
 from recloop.simulator.clock import SimClock
-from recloop.simulator.drift import NULL_SURGE_SHARE, RENAMED_PLATFORM, SECONDS_PER_MINUTE, Drift, active, deliver
+from recloop.simulator.drift import (
+    NULL_SURGE_SHARE,
+    RENAMED_PLATFORM,
+    SECONDS_PER_MINUTE,
+    Drift,
+    active,
+    as_logged,
+    deliver,
+)
 from recloop.simulator.logwriter import ItemJson, event_lines, request_lines
 from recloop.simulator.policy import Feedback, HeuristicPolicy, Policy, Requests, Slates
 from recloop.simulator.traffic import Visits, visits
@@ -132,7 +140,9 @@ class Simulation:
         u = stream(self.seed, BEHAVIOUR, week).random((n * k, behaviour.N_UNIFORMS))
         outcome = behaviour.respond(parts, position, world.items.duration[item], u)
         progress("logs")
-        req_lines = {} if served else request_lines(requests, slates, ItemJson(world), np.full(n, unit))
+        propensity, explored = as_logged(slates.propensity, slates.explored, self.drifts, week)
+        req_lines = {} if served else request_lines(requests, replace(slates, propensity=propensity, explored=explored),
+                                                    ItemJson(world), np.full(n, unit))
         ev_lines = deliver(event_lines(requests, slates, outcome), self.drifts, week,
                            stream(self.seed, DELIVERY, week))
         corrupted = self._write_logs(week, req_lines, ev_lines)

@@ -43,6 +43,8 @@ def runbook_section(a: dict[str, Any]) -> str:
                 "range" if "FLOAT" in measure or "INT_TYPE" in measure else
                 "missing" if "PRESENT" in measure or "MISSING" in measure else "other")
         return f"{RUNBOOK}#check-schema-{kind}"
+    if a.get("feature", "").startswith("logged."):
+        return f"{RUNBOOK}#check-logged"
     if measure == "SHARE_CHANGE" or a.get("feature", "").split(".")[0] in DELIVERED:
         return f"{RUNBOOK}#check-delivery"
     if check == "drift" and measure == "RATE_CHANGE":

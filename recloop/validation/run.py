@@ -11,7 +11,7 @@ import tensorflow_data_validation as tfdv
 
 from recloop.features import logs, recorded
 from recloop.features.catalog import snapshot
-from recloop.validation import delivery, stats
+from recloop.validation import delivery, logged, stats
 from recloop.validation import schema as schemas
 from recloop.validation.alerts import raise_alerts
 from recloop.validation.anomaly import ANOMALY_COLUMNS, anomaly_cells
@@ -24,7 +24,7 @@ from recloop.validation.html import anomaly_table, statistics_html
 def validate(data: str, out: str, previous: str | None = None, reference_stats: str | None = None,
              schema_path: str | None = None, config_path: str | None = None, alertmanager: str | None = None,
              state_dir: str | None = None, previous_stats: str | None = None,
-             previous_delivery: dict[str, float] | None = None) -> dict[str, Any]:
+             previous_measures: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validates the ingest output ``data`` and writes the run folder ``out``.
 
     Args:
@@ -33,8 +33,8 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
       previous: the previous span's ingest output, for drift.
       previous_stats: or the previous span's training statistics (a ``stats/train.pb``), e.g. kept in the
         pipeline's run state, for drift.
-      previous_delivery: with ``previous_stats``, the previous span's delivery measures (``delivery.py``,
-        kept in the run state beside its statistics).
+      previous_measures: with ``previous_stats``, the previous span's measures kept in the run state beside
+        them: ``delivery`` (``delivery.py``) and ``logged`` (what each version logged, ``logged.py``).
       reference_stats: statistics the production model was trained on, for skew.
       schema_path: a pinned schema; by default the newest version in ``state_dir``, else one inferred
         and curated from this span (kept as the first version when there is a ``state_dir``).
@@ -53,7 +53,8 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
     config = load_config(config_path)
     summary = logs.read_json(f"{data}/summary.json")
     span = f"{summary['span']['start']}..{summary['span']['end']}"
-    train = stats.example_statistics(f"{data}/train", f"train {span}")
+    versions = logged.Logged()
+    train = stats.example_statistics(f"{data}/train", f"train {span}", on_batch=versions.add)
     described = {"train": train}
     if any(Path(data, "eval").glob("*.tfrecord.gz")):
         described["eval"] = stats.example_statistics(f"{data}/eval", f"eval {span}")  # described, not checked
@@ -61,13 +62,16 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
     serving, skipped = stats.serving_statistics(params["logs"], dt.date.fromisoformat(params["start"]),
                                                 dt.date.fromisoformat(params["end"]), f"serving {span}")
     spans = {"current": f"train {span}", "serving": f"serving {span}"}
-    prev, delivered = None, {"now": delivery.measures(summary), "was": previous_delivery}
+    kept = previous_measures or {}
+    delivered = {"now": delivery.measures(summary), "was": kept.get("delivery")}
+    versioned = {"now": versions.result(), "was": kept.get("logged")}
+    prev = None
     if previous:
-        before = logs.read_json(f"{previous}/summary.json")
+        before, earlier = logs.read_json(f"{previous}/summary.json"), logged.Logged()
         p = before["span"]
         spans["previous"] = f"train {p['start']}..{p['end']}"
-        prev = stats.example_statistics(f"{previous}/train", spans["previous"])
-        delivered["was"] = delivery.measures(before)
+        prev = stats.example_statistics(f"{previous}/train", spans["previous"], on_batch=earlier.add)
+        delivered["was"], versioned["was"] = delivery.measures(before), earlier.result()
     elif previous_stats:
         prev = stats.read(previous_stats)
         spans["previous"] = prev.datasets[0].name or previous_stats
@@ -81,10 +85,12 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
             schema_path = schemas.save_version(schemas.curated_schema(train, config), state_dir)
     schema = _schema(schema_path, config, train)
     result = check(schema, config, spans, current=train, previous=prev, reference=reference, serving=serving)
-    found, measured = delivery.check(delivered["now"], delivered["was"], config.delivery_share_change,
-                                     config.delivery_rate_change, f"{spans['current']} vs {spans.get('previous')}")
-    result.anomalies.extend(found)
-    result.measurements.extend(measured)
+    compared = f"{spans['current']} vs {spans.get('previous')}"
+    for found, measured in (delivery.check(delivered["now"], delivered["was"], config.delivery_share_change,
+                                           config.delivery_rate_change, compared),
+                            logged.check(versioned["now"], versioned["was"], config.logged_change, compared)):
+        result.anomalies.extend(found)
+        result.measurements.extend(measured)
     catalog_path = snapshot(params["logs"], dt.date.fromisoformat(params["end"]))
     catalog: dict[str, Any] = {"snapshot": catalog_path}
     if catalog_path:
@@ -93,7 +99,8 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
         result.anomalies.extend(found)
     return _publish(out, result, schema, described | {"serving": serving}, alertmanager, state_dir,
                     {"data": data, "spans": spans, "schema": schema_path or f"{out}/schema.pbtxt (inferred and curated)",
-                     "serving_lines_skipped": skipped, "catalog": catalog, "delivery": delivered}, reference)
+                     "serving_lines_skipped": skipped, "catalog": catalog, "delivery": delivered,
+                     "logged": versioned}, reference)
 
 
 def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema_path: str | None = None,

@@ -3,7 +3,8 @@
     RUN_STATE/previous.json              points at the newest accepted span's statistics (the drift
                                          reference): a blocked week is never the next week's baseline
     RUN_STATE/previous/<span>/train.pb   those statistics, one folder per accepted span, never rewritten
-    RUN_STATE/previous/<span>/delivery.json   that span's delivery measures (``delivery.py``)
+    RUN_STATE/previous/<span>/measures.json   that span's delivery and logging measures (``delivery.py``,
+                                         ``logged.py``)
     RUN_STATE/schemas/vNNN.pbtxt         the schema versions (``schema.py``), never rewritten
     RUN_STATE/undelivered.jsonl          alerts Alertmanager did not take (``alerts.py``)
     RUN_STATE/lock.json                  held while a run reads and writes the state
@@ -29,7 +30,7 @@ from recloop import storage
 
 LOCK = "lock.json"
 POINTER = "previous.json"
-DELIVERY = "delivery.json"  # beside a span's train.pb
+MEASURES = "measures.json"  # beside a span's train.pb
 STALE_AFTER = dt.timedelta(hours=6)  # longer than any validation: a holder this old died without letting go
 
 
@@ -81,13 +82,14 @@ def _read_lock(uri: str) -> dict[str, Any]:
         return {}
 
 
-def previous_delivery(state: str) -> dict[str, float] | None:
-    """The newest accepted span's delivery measures, or None (before the first, or kept before they were)."""
+def previous_measures(state: str) -> dict[str, Any]:
+    """The newest accepted span's measures (``{"delivery": ..., "logged": ...}``); empty before the first,
+    or for a span kept before they were."""
     stats = previous_stats(state)
     if stats is None:
-        return None
-    uri = storage.join(posixpath.dirname(stats), DELIVERY)
-    return storage.read_json(uri) if storage.exists(uri) else None
+        return {}
+    uri = storage.join(posixpath.dirname(stats), MEASURES)
+    return storage.read_json(uri) if storage.exists(uri) else {}
 
 
 def previous_stats(state: str) -> str | None:
@@ -98,9 +100,9 @@ def previous_stats(state: str) -> str | None:
     return storage.join(state, storage.read_json(pointer)["stats"])
 
 
-def accept(state: str, train_stats: str, span: str, data: str, delivery: dict[str, float] | None = None) -> str:
-    """Makes a span's training statistics (a local ``stats/train.pb``) and its delivery measures
-    (``delivery.py``) the next run's drift reference.
+def accept(state: str, train_stats: str, span: str, data: str, measures: dict[str, Any] | None = None) -> str:
+    """Makes a span's training statistics (a local ``stats/train.pb``) and its measures (delivery, what each
+    version logged) the next run's drift reference.
 
     Returns:
       The URI the statistics were kept at.
@@ -108,7 +110,7 @@ def accept(state: str, train_stats: str, span: str, data: str, delivery: dict[st
     folder = "previous/" + "".join(c if c.isalnum() or c in "-." else "_" for c in span)
     key = f"{folder}/train.pb"
     storage.upload(train_stats, storage.join(state, key))
-    if delivery is not None:
-        storage.write_json(storage.join(state, folder, DELIVERY), delivery)
+    if measures is not None:
+        storage.write_json(storage.join(state, folder, MEASURES), measures)
     storage.write_json(storage.join(state, POINTER), {"stats": key, "span": span, "data": data})  # last: the switch
     return storage.join(state, key)

@@ -9,6 +9,7 @@ would cost time and say nothing.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,14 +55,21 @@ class _Describer:
         return stats
 
 
-def example_statistics(folder: str, name: str, batch_size: int = BATCH) -> Statistics:
-    """Statistics of an ingest output folder (``train/``, ``eval/``: gzipped tf.Example TFRecords)."""
+def example_statistics(folder: str, name: str, batch_size: int = BATCH,
+                       on_batch: Callable[[pa.RecordBatch], None] | None = None) -> Statistics:
+    """Statistics of an ingest output folder (``train/``, ``eval/``: gzipped tf.Example TFRecords).
+
+    ``on_batch`` also sees every decoded batch (every column), so other figures need no second read.
+    """
     files = sorted(str(p) for p in Path(folder).glob("*.tfrecord.gz"))
     if not files:
         raise ValueError(f"{folder}: no examples to describe")
     describer, decoder = _Describer(name, DESCRIBED), example_coder.ExamplesToRecordBatchDecoder()
     for records in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
-        describer.add(decoder.DecodeBatch(list(records.numpy())))
+        batch = decoder.DecodeBatch(list(records.numpy()))
+        if on_batch is not None:
+            on_batch(batch)
+        describer.add(batch)
     return describer.result()
 
 
