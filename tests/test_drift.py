@@ -52,7 +52,7 @@ def _strip_impressions(record: dict[str, Any]) -> dict[str, Any]:
 
 
 ALL_KINDS = ("unit-bug", "null-surge", "platform-rename", "new-category", "taste-shift", "event-dup", "event-clock",
-             "propensity-bug", "explored-bug")
+             "propensity-bug", "explored-bug", "request-dup", "row-case", "hour-tz", "tenure-default", "stale-category")
 
 
 def test_the_kinds_are_the_documented_ones() -> None:
@@ -139,6 +139,71 @@ def test_a_logging_bug_changes_one_logged_field_and_nothing_members_do(kind, fie
         assert record == expected, rid
     assert changed > 0.05 * sum(len(r["impressions"]) for r in base.values())
     assert _events(world, 1) == _events(base_world, 1)
+
+
+def test_request_dup_logs_some_requests_twice_and_changes_nothing_else(drifted, base_world: SimWorld) -> None:
+    world = drifted("request-dup@1")
+    base, sent = week_lines(base_world.root, "requests", 1), week_lines(world.root, "requests", 1)
+    deduped = [line for i, line in enumerate(sent) if i == 0 or line != sent[i - 1]]  # a retry follows its original
+    assert deduped == base
+    assert 0.07 <= (len(sent) - len(base)) / len(base) <= 0.13
+    assert _events(world, 1) == _events(base_world, 1)
+
+
+def test_row_case_renames_the_rows_and_nothing_else(drifted, base_world: SimWorld) -> None:
+    world = drifted("row-case@1")
+    base, bugged = week_request_dicts(base_world.root, 1), week_request_dicts(world.root, 1)
+    assert base.keys() == bugged.keys()
+    for rid, record in bugged.items():
+        expected = copy.deepcopy(base[rid])
+        for im in expected["impressions"]:
+            im["row"] = im["row"].title()
+        assert record == expected, rid
+    assert {im["row"] for r in bugged.values() for im in r["impressions"]} == {"Popular_Now", "For_Your_Usual"}
+
+
+def test_hour_tz_moves_the_logged_hour_8_hours_ahead_of_ts(drifted, base_world: SimWorld) -> None:
+    world = drifted("hour-tz@1")
+    base, bugged = week_request_dicts(base_world.root, 1), week_request_dicts(world.root, 1)
+    assert base.keys() == bugged.keys()
+    for rid, record in bugged.items():
+        was = base[rid]
+        assert record["context"]["hour_of_day"] == (was["context"]["hour_of_day"] + 8) % 24
+        assert dt.datetime.fromisoformat(record["ts"]).hour == was["context"]["hour_of_day"]  # ts stays UTC
+        assert record["member"] == was["member"] and record["ts"] == was["ts"]
+
+
+def test_tenure_default_sends_0_for_about_40_percent(drifted, base_world: SimWorld) -> None:
+    world = drifted("tenure-default@1")
+    base, bugged = week_request_dicts(base_world.root, 1), week_request_dicts(world.root, 1)
+    assert base.keys() == bugged.keys()
+    defaulted = 0
+    for rid, record in bugged.items():
+        expected = copy.deepcopy(base[rid])
+        if record["member"]["tenure_days"] != expected["member"]["tenure_days"]:
+            defaulted += 1
+            assert record["member"]["tenure_days"] == 0
+            expected["member"]["tenure_days"] = 0
+        assert _strip_impressions(record) == _strip_impressions(expected), rid
+    assert 0.3 <= defaulted / len(bugged) <= 0.45  # 40% of requests, less those of members who joined that day
+
+
+def test_stale_category_serves_a_fifth_of_items_with_another_category(drifted, base_world: SimWorld) -> None:
+    world = drifted("stale-category@1")
+    base, bugged = week_request_dicts(base_world.root, 1), week_request_dicts(world.root, 1)
+    assert base.keys() == bugged.keys()
+    stale, items = set(), set()
+    for rid, record in bugged.items():
+        for now, was in zip(record["impressions"], base[rid]["impressions"], strict=True):
+            items.add(now["item_id"])
+            if now["item"]["category"] != was["item"]["category"]:
+                stale.add(now["item_id"])
+            assert {**now, "item": {**now["item"], "category": None}} == \
+                {**was, "item": {**was["item"], "category": None}}, rid
+    assert 0.1 <= len(stale) / len(items) <= 0.3
+    assert _events(world, 1) == _events(base_world, 1)
+    # the catalog feed is the truth: it keeps every category
+    assert read_catalog(world.root, world.week_start(1)) == read_catalog(base_world.root, world.week_start(1))
 
 
 def test_platform_rename_serves_android_as_Android(drifted, base_world: SimWorld) -> None:

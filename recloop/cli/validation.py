@@ -18,7 +18,9 @@ from recloop.validation.anomaly import ANOMALY_COLUMNS, RUNBOOK, anomaly_cells, 
 
 BLOCKING_EXIT = 3
 Alertmanager = Annotated[str | None, typer.Option(help="Alertmanager base URL for blocking anomalies")]
-State = Annotated[str | None, typer.Option(help="run-state folder: undelivered alerts wait there for the next run")]
+State = Annotated[str | None, typer.Option(
+    help="run-state folder: the schema versions and the newest accepted span's measures are read there; "
+         "undelivered alerts wait there for the next run")]
 Schema = Annotated[str | None, typer.Option(help="a pinned schema (default: inferred and curated)")]
 Config = Annotated[str | None, typer.Option(help="thresholds, JSON or YAML")]
 

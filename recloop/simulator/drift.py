@@ -27,11 +27,20 @@ KINDS = {
     "event-clock": "20% of events carry a client clock 2 days ahead, past the attribution window (client bug)",
     "propensity-bug": "every impression is logged with propensity 1, the logger's greedy shortcut (logging bug)",
     "explored-bug": "the explored flag is never logged true (logging bug)",
+    "request-dup": "the server's log shipper retries 10% of its writes, so those requests are logged twice (logging bug)",
+    "row-case": "a page-config release names the rows in title case ('Popular' for 'popular') (logging bug)",
+    "hour-tz": "clients send hour_of_day in their UTC+8 local time while ts stays UTC (clock bug)",
+    "tenure-default": "the member-profile lookup times out for 40% of requests; tenure_days falls back to 0 (defaults bug)",
+    "stale-category": "the server's item cache serves a fifth of the items with a stale category (stale metadata)",
 }
 RENAMED_PLATFORM = ("android", "Android")
 DUPLICATED_EVENT_SHARE = 0.3
 CLOCK_AHEAD_SHARE, CLOCK_AHEAD_S = 0.2, 2 * 86_400
 NULL_SURGE_SHARE = 0.85
+DUPLICATED_REQUEST_SHARE = 0.1
+HOUR_AHEAD = 8
+DEFAULT_TENURE_SHARE = 0.4
+STALE_ITEM_EVERY = 5  # every fifth item (by index) is stale under stale-category
 SECONDS_PER_MINUTE = 60.0
 
 _PATTERN = re.compile(r"^(?P<kind>[a-z-]+)@(?P<week>\d+)(?::(?P<weeks>\d+))?$")
@@ -94,6 +103,24 @@ def deliver(by_day: dict[int, list[str]], drifts: list[Drift], week: int, rng: n
                 lines.append(line)
         out[day] = lines
     return out
+
+
+def ship_requests(by_day: dict[int, list[str]], drifts: list[Drift], week: int, rng: np.random.Generator
+                  ) -> dict[int, list[str]]:
+    """The week's request lines as the log store receives them under ``request-dup`` (a retried write
+    right after its original); the same lines when it is off."""
+    if not active(drifts, "request-dup", week):
+        return by_day
+    return {day: [copy for line in lines for copy in ([line, line] if rng.random() < DUPLICATED_REQUEST_SHARE
+                                                      else [line])]
+            for day, lines in sorted(by_day.items())}
+
+
+def as_named(rows: np.ndarray, drifts: list[Drift], week: int) -> np.ndarray:
+    """The row names the request log records (title case under ``row-case``)."""
+    if not active(drifts, "row-case", week):
+        return rows
+    return np.vectorize(str.title, otypes=[object])(rows)
 
 
 def as_logged(propensity: np.ndarray, explored: np.ndarray, drifts: list[Drift], week: int

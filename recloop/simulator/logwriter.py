@@ -14,8 +14,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from recloop.features.spec import LANGUAGES
+from recloop.features.spec import CATEGORIES, LANGUAGES
 from recloop.simulator.behaviour import Outcome
+from recloop.simulator.drift import STALE_ITEM_EVERY
 from recloop.simulator.policy import Requests, Slates
 from recloop.simulator.traffic import EPOCH
 from recloop.simulator.world import ALL_CATEGORIES, World, creator_id, item_id
@@ -31,10 +32,11 @@ def day_of(ts: int) -> int:
 
 
 class ItemJson:
-    """Item metadata as served, serialised once per (item, day, unit)."""
+    """Item metadata as served, serialised once per (item, day, unit). ``stale``: every
+    ``STALE_ITEM_EVERY``-th item is served with the next category over (a stale cache, ``stale-category``)."""
 
-    def __init__(self, world: World):
-        self.world = world
+    def __init__(self, world: World, stale: bool = False):
+        self.world, self.stale = world, stale
         self._cache: dict[tuple[int, int, float], str] = {}
 
     def __call__(self, item: int, day: int, unit: float) -> str:
@@ -43,8 +45,11 @@ class ItemJson:
         if text is None:
             it = self.world.items
             release = int(it.release[item])
+            category = int(it.category[item])
+            if self.stale and item % STALE_ITEM_EVERY == 0:
+                category = (category + 1) % len(CATEGORIES)  # still in the vocabulary
             text = json.dumps({
-                "category": ALL_CATEGORIES[it.category[item]],
+                "category": ALL_CATEGORIES[category],
                 "creator": creator_id(it.creator[item]),
                 "duration_min": float(it.duration[item]) * unit,
                 "language": LANGUAGES[it.language[item]],

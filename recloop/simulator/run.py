@@ -36,13 +36,17 @@ from recloop.features.spec import CATEGORIES, COUNTRIES, LANGUAGES, PLATFORMS
 from recloop.simulator import behaviour, corrupt, outcomes
 from recloop.simulator.clock import SimClock
 from recloop.simulator.drift import (
+    DEFAULT_TENURE_SHARE,
+    HOUR_AHEAD,
     NULL_SURGE_SHARE,
     RENAMED_PLATFORM,
     SECONDS_PER_MINUTE,
     Drift,
     active,
     as_logged,
+    as_named,
     deliver,
+    ship_requests,
 )
 from recloop.simulator.logwriter import ItemJson, event_lines, request_lines
 from recloop.simulator.policy import Feedback, HeuristicPolicy, Policy, Requests, Slates
@@ -53,6 +57,7 @@ from recloop.simulator.world import (
     CORRUPT,
     DELIVERY,
     DRIFT,
+    LOGGING,
     POLICY,
     SCALES,
     SimulationConfigError,
@@ -88,14 +93,19 @@ class Simulation:
         platform = [PLATFORMS[p] for p in v.platform]
         if active(self.drifts, "platform-rename", week):
             platform = [RENAMED_PLATFORM[1] if p == RENAMED_PLATFORM[0] else p for p in platform]
-        null = stream(self.seed, DRIFT, week).random(n) < NULL_SURGE_SHARE  # drawn in every week
+        rng = stream(self.seed, DRIFT, week)  # drawn in every week, so a drift leaves the others' draws alone
+        null, timeout = rng.random(n) < NULL_SURGE_SHARE, rng.random(n) < DEFAULT_TENURE_SHARE
         surge = active(self.drifts, "null-surge", week)
         country = [None if surge and null[r] else COUNTRIES[c] for r, c in enumerate(m.country[v.member])]
         preferred = [None if c < 0 else CATEGORIES[c] for c in m.preferred[v.member]]
+        tenure = v.day - m.joined[v.member]
+        if active(self.drifts, "tenure-default", week):
+            tenure = np.where(timeout, 0, tenure)
+        hour = (v.hour + HOUR_AHEAD) % 24 if active(self.drifts, "hour-tz", week) else v.hour
         return Requests(
             request_id=[f"r{self.seed}-{week:03d}-{r:07d}" for r in range(n)], ts=v.ts, day=v.day,
-            member_id=self.world.member_ids(v.member), tenure_days=v.day - m.joined[v.member],
-            country=country, preferred_category=preferred, hour=v.hour, dow=v.dow, platform=platform)
+            member_id=self.world.member_ids(v.member), tenure_days=tenure,
+            country=country, preferred_category=preferred, hour=hour, dow=v.dow, platform=platform)
 
     def run_week(self, week: int, policy: Policy, progress: Callable[[str], None] = lambda s: None
                  ) -> dict[str, Any]:
@@ -141,8 +151,10 @@ class Simulation:
         outcome = behaviour.respond(parts, position, world.items.duration[item], u)
         progress("logs")
         propensity, explored = as_logged(slates.propensity, slates.explored, self.drifts, week)
-        req_lines = {} if served else request_lines(requests, replace(slates, propensity=propensity, explored=explored),
-                                                    ItemJson(world), np.full(n, unit))
+        logged = replace(slates, propensity=propensity, explored=explored, row=as_named(slates.row, self.drifts, week))
+        req_lines = {} if served else ship_requests(
+            request_lines(requests, logged, ItemJson(world, stale=active(self.drifts, "stale-category", week)),
+                          np.full(n, unit)), self.drifts, week, stream(self.seed, LOGGING, week))
         ev_lines = deliver(event_lines(requests, slates, outcome), self.drifts, week,
                            stream(self.seed, DELIVERY, week))
         corrupted = self._write_logs(week, req_lines, ev_lines)

@@ -44,7 +44,7 @@ class SimulationConfigError(ValueError):
 
 
 # random streams
-CATALOG, MEMBERS, TRAFFIC, POLICY, BEHAVIOUR, DRIFT, CORRUPT, NEWCAT, DELIVERY = range(1, 10)
+CATALOG, MEMBERS, TRAFFIC, POLICY, BEHAVIOUR, DRIFT, CORRUPT, NEWCAT, DELIVERY, LOGGING = range(1, 11)
 
 
 def stream(seed: int, kind: int, week: int) -> np.random.Generator:

@@ -54,6 +54,8 @@ class ValidationConfig(BaseModel):
     # what each serving version logged (logged.py), against the same version's previous span: a share of
     # explored slots or of propensities of 1, or the mean propensity, moving by more than this blocks
     logged_change: float = Field(default=0.05, gt=0, le=1)
+    # and its mean score moving by more than this warns (clean weeks of the tuning seeds moved it up to 0.17)
+    logged_score_change: float = Field(default=0.25, gt=0, le=1)
     features: dict[str, FeatureRule] = {}
 
     def rule(self, name: str) -> FeatureRule:

@@ -11,9 +11,11 @@ moves with its click rate) only warns.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from recloop.features import logs
 from recloop.validation.anomaly import Anomaly
 
 Summary = Mapping[str, Any]
@@ -34,6 +36,23 @@ def measures(summary: Summary) -> dict[str, float]:
         "impressions.duplicate_share": _share(impressions.get("duplicate_impression", 0), shown),
         "events.per_impression": _share(events["used"], shown),
     }
+
+
+def day_measures(logs_root: str, day: dt.date) -> dict[str, float]:
+    """The repeated-line shares of one day of request and event logs, for the daily monitor: a line whose
+    exact text came earlier that day is a retried write (ingest's ``duplicate_request`` and, for events,
+    a subset of its ``duplicate_event``), measured without an ingest run."""
+    out = {}
+    for source in ("requests", "events"):
+        seen: set[str] = set()
+        read = repeated = 0
+        for path in logs.partition_files(logs_root, source, day, day):
+            for line in logs.read_lines(path):
+                read += 1
+                repeated += line in seen
+                seen.add(line)
+        out[f"{source}.duplicate_share"] = _share(repeated, read)
+    return out
 
 
 def _share(part: float, whole: float) -> float:

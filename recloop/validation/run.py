@@ -11,7 +11,7 @@ import tensorflow_data_validation as tfdv
 
 from recloop.features import logs, recorded
 from recloop.features.catalog import snapshot
-from recloop.validation import delivery, logged, stats
+from recloop.validation import delivery, logged, state, stats
 from recloop.validation import schema as schemas
 from recloop.validation.alerts import raise_alerts
 from recloop.validation.anomaly import ANOMALY_COLUMNS, anomaly_cells
@@ -85,12 +85,7 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
             schema_path = schemas.save_version(schemas.curated_schema(train, config), state_dir)
     schema = _schema(schema_path, config, train)
     result = check(schema, config, spans, current=train, previous=prev, reference=reference, serving=serving)
-    compared = f"{spans['current']} vs {spans.get('previous')}"
-    for found, measured in (delivery.check(delivered["now"], delivered["was"], config.delivery_share_change,
-                                           config.delivery_rate_change, compared),
-                            logged.check(versioned["now"], versioned["was"], config.logged_change, compared)):
-        result.anomalies.extend(found)
-        result.measurements.extend(measured)
+    _check_logging(result, config, delivered, versioned, f"{spans['current']} vs {spans.get('previous')}")
     catalog_path = snapshot(params["logs"], dt.date.fromisoformat(params["end"]))
     catalog: dict[str, Any] = {"snapshot": catalog_path}
     if catalog_path:
@@ -106,29 +101,49 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
 def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema_path: str | None = None,
             config_path: str | None = None, alertmanager: str | None = None, state_dir: str | None = None
             ) -> dict[str, Any]:
-    """The daily skew check: one day of serving logs against the production model's training statistics.
+    """The daily check: one day of serving logs against the production model's training statistics and
+    the weekly run state.
 
-    Checks the day's features as served against the schema (serving environment:
-    no labels) and their distributions against ``reference_stats`` (skew), then
-    alerts like ``validate``. Cheap: it reads one day of request logs.
+    Checks the day's features and logging fields as served against the schema (serving environment:
+    no labels) and the features' distributions against ``reference_stats`` (skew). With a ``state_dir``,
+    what each version logged that day and the day's repeated request and event lines are compared with
+    the newest accepted span's measures, as ``validate`` compares spans. Then it alerts like ``validate``.
+    Cheap: it reads one day of logs.
 
     Returns:
       The verdict, also written to ``<out>/anomalies.json``.
     """
     config = load_config(config_path)
     reference = stats.read(reference_stats)
-    serving, skipped = stats.serving_statistics(logs_root, day, day, f"serving {day}")
+    versions = logged.Logged()
+    serving, skipped = stats.serving_statistics(logs_root, day, day, f"serving {day}", on_batch=versions.add)
     spans = {"current": f"serving {day}", "serving": f"serving {day}",
              "reference": reference.datasets[0].name or reference_stats}
+    kept = state.previous_measures(state_dir) if state_dir else {}
     if schema_path is None and state_dir:
         schema_path = schemas.latest_version(state_dir)  # the weekly runs' reference, when there is one
     schema = _schema(schema_path, config, reference)
     result = check(schema, config, spans, current=serving, environment="SERVING", reference=reference,
                    serving=serving)
+    delivered = {"now": delivery.day_measures(logs_root, day), "was": kept.get("delivery")}
+    versioned = {"now": versions.result(), "was": kept.get("logged")}
+    _check_logging(result, config, delivered, versioned, f"serving {day} vs the newest accepted span")
     return _publish(out, result, schema, {"serving": serving}, alertmanager, state_dir,
                     {"logs": logs_root, "day": day.isoformat(), "spans": spans,
                      "schema": schema_path or f"{out}/schema.pbtxt (curated from the reference)",
-                     "serving_lines_skipped": skipped}, reference)
+                     "serving_lines_skipped": skipped, "delivery": delivered, "logged": versioned}, reference)
+
+
+def _check_logging(result: CheckResult, config: ValidationConfig, delivered: dict[str, Any],
+                   versioned: dict[str, Any], compared: str) -> None:
+    """Adds how the logs arrived (``delivery``) and what each version logged (``logged``), each ``{now, was}``,
+    to ``result``."""
+    for found, measured in (delivery.check(delivered["now"], delivered["was"], config.delivery_share_change,
+                                           config.delivery_rate_change, compared),
+                            logged.check(versioned["now"], versioned["was"], config.logged_change,
+                                         config.logged_score_change, compared)):
+        result.anomalies.extend(found)
+        result.measurements.extend(measured)
 
 
 def _schema(path: str | None, config: ValidationConfig, inferred_from: stats.Statistics) -> Any:

@@ -46,8 +46,26 @@ def curated_schema(stats: statistics_pb2.DatasetFeatureStatisticsList, config: V
         feature = tfdv.get_feature(schema, name)
         feature.not_in_environment.append("SERVING")
         feature.int_domain.CopyFrom(schema_pb2.IntDomain(min=0, max=1))
+    _logging_domains(schema, stats)
     apply_rules(schema, config)
     return schema
+
+
+def _logging_domains(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatisticsList) -> None:
+    """Domains of the logging fields (``stats.LOGGED``): a score and a propensity are in [0, 1] (the contract;
+    a propensity is also > 0 there) and ``explored`` is 0/1. A model version and a row name have no
+    vocabulary: every push brings a new version, and a page's rows are its deployment's (the bootstrap
+    recommender's differ from the server's). None gets a distance comparator: they move with the serving
+    model, so ``validation.logged`` compares them within one version, the rows too."""
+    present = {f.path.step[-1]: f for f in stats.datasets[0].features}
+    for name in ("score", "propensity"):
+        if name in present:
+            tfdv.get_feature(schema, name).float_domain.CopyFrom(schema_pb2.FloatDomain(min=0.0, max=1.0))
+    if "explored" in present:
+        tfdv.get_feature(schema, "explored").int_domain.CopyFrom(schema_pb2.IntDomain(min=0, max=1))
+    for name in ("model_version", "row"):
+        if name in present:
+            tfdv.get_feature(schema, name).ClearField("domain_info")
 
 
 def apply_rules(schema: schema_pb2.Schema, config: ValidationConfig) -> None:

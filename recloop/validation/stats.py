@@ -2,8 +2,8 @@
 
 Both paths end in the same Arrow layout (``features.examples``) and TFDV's
 in-memory generator, so training and serving statistics are computed the same
-way. Only the model's features and the labels are described: ids of requests
-would cost time and say nothing.
+way. The model's features, the labels and the logging fields (``LOGGED``) are
+described: ids of requests would cost time and say nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ from recloop.features.examples import LABEL_COLUMNS, ExampleColumns
 from recloop.features.records import RecordError, parse_request
 from recloop.features.spec import FEATURES
 
-DESCRIBED = [f.name for f in FEATURES] + list(LABEL_COLUMNS)
+# what the serving path logs about its own choice, read by the off-policy estimate, the explored views and
+# the per-version checks (validation.logged); position is a feature already
+LOGGED = ("row", "score", "propensity", "explored", "model_version")
+SERVED = [f.name for f in FEATURES] + list(LOGGED)  # what a request record holds
+DESCRIBED = SERVED + list(LABEL_COLUMNS)
 BATCH = 50_000  # examples per batch fed to TFDV: bounds memory, large enough to keep TFDV's C++ busy
 Statistics = statistics_pb2.DatasetFeatureStatisticsList
 
@@ -66,23 +70,21 @@ def example_statistics(folder: str, name: str, batch_size: int = BATCH,
         raise ValueError(f"{folder}: no examples to describe")
     describer, decoder = _Describer(name, DESCRIBED), example_coder.ExamplesToRecordBatchDecoder()
     for records in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
-        batch = decoder.DecodeBatch(list(records.numpy()))
-        if on_batch is not None:
-            on_batch(batch)
-        describer.add(batch)
+        _feed(decoder.DecodeBatch(list(records.numpy())), describer, on_batch)
     return describer.result()
 
 
-def serving_statistics(logs_root: str, start: dt.date, end: dt.date, name: str,
-                       batch_size: int = BATCH) -> tuple[Statistics, int]:
-    """Statistics of the features exactly as served from ``start`` to ``end`` (request logs).
+def serving_statistics(logs_root: str, start: dt.date, end: dt.date, name: str, batch_size: int = BATCH,
+                       on_batch: Callable[[pa.RecordBatch], None] | None = None) -> tuple[Statistics, int]:
+    """Statistics of the features and logging fields exactly as served from ``start`` to ``end`` (request
+    logs); ``on_batch`` also sees every batch, as in ``example_statistics``.
 
     Lines that do not parse are left to ingest's dead letters; here they are counted.
 
     Returns:
       The statistics and the number of request lines skipped.
     """
-    describer = _Describer(name, [f.name for f in FEATURES])  # served requests carry no outcomes
+    describer = _Describer(name, SERVED)  # served requests carry no outcomes
     columns, skipped = ExampleColumns(), 0
     for path in logs.partition_files(logs_root, "requests", start, end):
         for line in logs.read_lines(path):
@@ -91,13 +93,19 @@ def serving_statistics(logs_root: str, start: dt.date, end: dt.date, name: str,
             except RecordError:
                 skipped += 1
             if columns.num_rows >= batch_size:
-                describer.add(columns.to_record_batch())
+                _feed(columns.to_record_batch(), describer, on_batch)
                 columns = ExampleColumns()
     if columns.num_rows:
-        describer.add(columns.to_record_batch())
+        _feed(columns.to_record_batch(), describer, on_batch)
     if describer.options is None:
         raise ValueError(f"{logs_root}: no request logs from {start} to {end}")
     return describer.result(), skipped
+
+
+def _feed(batch: pa.RecordBatch, describer: _Describer, on_batch: Callable[[pa.RecordBatch], None] | None) -> None:
+    if on_batch is not None:
+        on_batch(batch)
+    describer.add(batch)
 
 
 def write(stats: Statistics, path: str) -> None:
