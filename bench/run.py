@@ -4,6 +4,7 @@ Usage:
     uv run python bench/run.py simulate      # run one benchmark (writes bench/results/simulate.json)
     uv run python bench/run.py ingest        # ingest throughput, linearity, reference join (~6 min)
     uv run python bench/run.py validate      # validate a default-scale week (~3 min)
+    uv run python bench/run.py detection     # each injected bug on unseen seeds, clean distances (~20 min)
     uv run python bench/run.py train         # training quality vs baseline and oracle, time (~15 min)
     uv run python bench/run.py ablation      # the learning levers one at a time vs the oracle and hand rule (~40 min)
     uv run python bench/run.py serving       # the server under hey at 1, 8, 32 clients, 10k items (~4 min)
@@ -38,6 +39,7 @@ from typing import Any
 import ablation
 import audit
 import closed_loop
+import detection
 import faults
 import ingest  # bench/*.py (bench/ is on sys.path when this file runs as a script)
 import offpolicy
@@ -117,6 +119,7 @@ def _section_simulate(r: dict[str, Any], results: Path) -> str:
 MODULES = {
     "ingest": (ingest.bench_ingest, ingest.NOTES),
     "validate": (validate.bench_validate, validate.NOTES),
+    "detection": (detection.bench_detection, detection.NOTES),
     "serving": (serving.bench_serving, serving.NOTES),
     "train": (train.bench_train, train.NOTES),
     "ablation": (ablation.bench_ablation, ablation.NOTES),
@@ -182,6 +185,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any], Path], str]] = {
     "scaling": scaling.section,
     "ingest": ingest.section,
     "validate": validate.section,
+    "detection": detection.section,
     "train": train.section,
     "ablation": ablation.section,
     "realdata": realdata.section,
@@ -198,6 +202,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "serving": serving.headline,
     "scaling": scaling.headline,
     "ingest": ingest.headline,
+    "detection": detection.headline,
     "train": train.headline,
     "ablation": ablation.headline,
     "realdata": realdata.headline,

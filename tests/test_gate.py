@@ -132,10 +132,13 @@ def test_a_drop_inside_each_figures_noise_fails_when_the_difference_is_paired_by
     candidate = {"overall": {"auc_click_explored": 0.68, "auc_click_explored:se": 0.02}}
     production = {"overall": {"auc_click_explored": 0.70, "auc_click_explored:se": 0.02}}
     unpaired = judge(config, candidate, production, None)[1][0]
-    assert unpaired["verdict"] == "pass" and unpaired["difference_se"] is None  # -0.02 ± 0.055: noise
+    assert unpaired["verdict"] == "pass" and not unpaired["paired"]  # -0.02 ± 0.055: noise
+    assert unpaired["difference_se"] == pytest.approx(0.02 * 2 ** 0.5)  # the SE the bound used
+    unknown = judge(config, {"overall": {"auc_click_explored": 0.68}}, production, None)[1][0]
+    assert unknown["difference_se"] is None and "no standard error for the candidate" in unknown["note"]
     paired = judge(config, candidate, production, None, paired={("overall", "auc_click_explored"): 0.005})[1][0]
     assert paired["verdict"] == "fail" and paired["bound"] == pytest.approx(0.68 + 1.96 * 0.005, abs=1e-4)
-    assert paired["difference_se"] == 0.005 and "paired by request" in paired["note"]
+    assert paired["difference_se"] == 0.005 and paired["paired"] and "paired by request" in paired["note"]
 
 
 def test_paired_errors_pair_each_change_check_with_its_figure_and_slice():

@@ -8,6 +8,7 @@ import pytest
 
 from recloop.features.logs import read_json
 from recloop.serving.infra import validate
+from recloop.serving.rows import RowsConfig
 
 
 def _shifted_ranker(src: str, dst: str) -> None:
@@ -40,6 +41,12 @@ def test_a_good_model_passes_and_the_blessing_says_what_was_checked(passed, tiny
     assert blessing["version"] == read_json(f"{tiny_model}/model_card.json")["version"]
     assert blessing["requests"] == blessing["answers_valid"] == 60
     assert blessing["logged_records"] == 1 + 10 + 60  # the first answer, the warm-up, the canned requests
+    # what the candidate logged, kept so its first span in production is compared with it (validation.logged)
+    (figures,) = blessing["logged"].values()
+    assert list(blessing["logged"]) == [blessing["version"]] and figures["impressions"] >= 71
+    assert set(figures["rows"]) <= {r.name for r in RowsConfig().rows}
+    assert sum(figures["rows"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert 0 < figures["propensity_mean"] <= 1 and 0 <= figures["explored_share"] < 0.5
     assert 0 < blessing["latency_ms"]["p50"] <= blessing["latency_ms"]["p99"] <= 1000.0
 
 

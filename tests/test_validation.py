@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from recloop.cli.app import app
 from recloop.ingest import IngestConfig, run
-from recloop.validation import anomaly, state, stats
+from recloop.validation import anomaly, logged, state, stats
 from recloop.validation import schema as schemas
 from recloop.validation.config import load_config
 from recloop.validation.run import validate
@@ -176,6 +176,26 @@ def test_the_logging_fields_have_statistics_and_domains(weeks):
     assert schema["row"].WhichOneof("domain_info") is None  # a deployment's layout: compared within a version
     assert not any(schema[n].HasField("drift_comparator") for n in stats.LOGGED)  # compared within a version
     assert all(v["schema"].endswith("schemas/v001.pbtxt") for v in verdicts)
+
+
+def _figures(**change: Any) -> dict[str, Any]:
+    return {"impressions": 2000, "explored_share": 0.05, "certain_share": 0.0, "propensity_mean": 0.4,
+            "score_mean": 0.3, "rows": {"popular_now": 0.5, "for_your_usual": 0.5}} | change
+
+
+def test_a_version_first_seen_is_compared_with_what_it_logged_in_infra_validation():
+    infra = {"v2": _figures()}.get
+    ok, measured = logged.check({"v2": _figures(explored_share=0.06)}, {"v1": _figures()}, 0.05, 0.25, "a vs b",
+                                infra)
+    assert not ok and {m["against"] for m in measured} == {"what the same version logged in infra validation"}
+    bad, _ = logged.check({"v2": _figures(certain_share=1.0, rows={"Popular_Now": 0.5, "For_Your_Usual": 0.5})},
+                          {"v1": _figures()}, 0.05, 0.25, "train a vs train b", infra)
+    assert {a.feature for a in bad if a.blocking} == {"logged.certain_share", "logged.row_mix"}
+    assert all(a.spans == "v2: train a vs its infra validation" for a in bad)
+    # the previous span's figures of the same version come first; a version nowhere kept is not compared
+    assert not logged.check({"v2": _figures(certain_share=1.0)}, {"v2": _figures(certain_share=1.0)}, 0.05, 0.25,
+                            "a vs b", infra)[0]
+    assert logged.check({"v3": _figures()}, None, 0.05, 0.25, "a vs b", infra) == ([], [])
 
 
 def test_the_distance_checks_catch_the_numeric_and_renamed_bugs_too(weeks):

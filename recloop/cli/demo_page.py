@@ -66,10 +66,8 @@ def changes(blessing: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     for c in blessing.get("checks") or []:
         if c["kind"] == "max_drop" and c["slice"] == "overall" and c["verdict"] != "skipped":
-            se = c.get("difference_se")
-            if se is None and c.get("se") is not None and c.get("reference_se") is not None:
-                se = math.hypot(c["se"], c["reference_se"])
-            out[c["metric"]] = {"difference": c["value"] - c["reference"], "se": se, "verdict": c["verdict"]}
+            out[c["metric"]] = {"difference": c["value"] - c["reference"], "se": c.get("difference_se"),
+                                "verdict": c["verdict"]}
     return out
 
 

@@ -153,7 +153,8 @@ def validate(data: str, out: str, run_state: str, registry: str, alertmanager: s
         reference = _fetch(storage.join(version_dir, REFERENCE_STATS), f"{tmp}/reference.pb") if version_dir else None
         verdict = run(data, out, previous_stats=_fetch(previous, f"{tmp}/previous.pb") if previous else None,
                       reference_stats=reference, config_path=config or None, alertmanager=alertmanager or None,
-                      state_dir=run_state, previous_measures=state.previous_measures(run_state))
+                      state_dir=run_state, previous_measures=state.previous_measures(run_state),
+                      infra_logged=_infra_figures(registry))
         if not verdict["blocking"]:
             state.accept(run_state, f"{out}/stats/train.pb", verdict["spans"]["current"], data,
                          {"delivery": verdict["delivery"]["now"], "logged": verdict["logged"]["now"]})
@@ -180,6 +181,25 @@ def monitor(logs: str, day: dt.date, out: str, registry: str, run_state: str, al
             raise StepError(f"production version {version} has no {REFERENCE_STATS} (trained without validation?)")
         return run(logs, day, reference, out, config_path=config or None, alertmanager=alertmanager or None,
                    state_dir=run_state)
+
+
+def _infra_figures(registry: str) -> Callable[[str], dict[str, Any] | None]:
+    """What a version logged for infra validation's canned requests, as the registry keeps it with the version
+    (``infra_blessing.json``): None for a name the registry does not hold (the bootstrap recommender, the
+    holdout's heuristic; a version name read from logs is never a path) or a version pushed before the
+    figures were recorded."""
+    from recloop.serving.registry import Registry
+
+    reg = Registry(registry)
+    known = set(reg.versions())
+
+    def figures(version: str) -> dict[str, Any] | None:
+        uri = storage.join(reg.version_dir(version), "infra_blessing.json")
+        if version not in known or not storage.exists(uri):
+            return None
+        return (storage.read_json(uri).get("logged") or {}).get(version)
+
+    return figures
 
 
 def _fetch(uri: str, target: str) -> str | None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from recloop.features import logs
 from recloop.features.catalog import item_columns, read_items
+from recloop.features.logged import Logged
 from recloop.features.records import RecordError, format_ts, parse_request
 from recloop.serving.clock import TIME_HEADER
 from recloop.serving.funnel import CONTEXT_FIELDS, MEMBER_FIELDS
@@ -154,7 +155,7 @@ def validate(model: str, out: str, data: str | None = None, catalog: str | None 
         blessing["latency_ms"] = {q: round(float(np.percentile(lat, p)), 3) for q, p in
                                   (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))}
         _stop(proc)
-        logged = _logged(os.path.join(work, "logs"))
+        logged, blessing["logged"] = _logged(os.path.join(work, "logs"))
         expected = 1 + len(canned[:10]) + len(canned)  # the first answer, the warm-up, the timed ones
         blessing["logged_records"] = logged
         if logged != expected:
@@ -222,14 +223,19 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _logged(root: str) -> int:
-    n = 0
+def _logged(root: str) -> tuple[int, dict[str, Any]]:
+    """The valid request records the server logged, and what it logged per version (``features.logged``)."""
+    from recloop.features.examples import ExampleColumns  # TensorFlow: only once the server has answered
+
+    n, columns, figures = 0, ExampleColumns(), Logged()
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             for line in logs.read_lines(os.path.join(dirpath, name)):
-                parse_request(line, name)
+                columns.add(parse_request(line, name))
                 n += 1
-    return n
+    if n:
+        figures.add(columns.to_record_batch())
+    return n, figures.result()
 
 
 def _tail(path: str, lines: int = 40) -> list[str]:

@@ -189,23 +189,24 @@ def _bounded(kind: str, value: float, se: float | None, ref: float | None, ref_s
     unknown = [] if difference_se is not None else [
         who for who, e in (("the candidate", se), ("the reference", ref_se if kind == "max_drop" else 0.0))
         if e is None]
+    extra: dict[str, Any] = {}
     if kind == "max_drop":
         assert ref is not None
-        if difference_se is not None:
-            spread = z * difference_se
-        else:
-            spread = z * ((se or 0.0) ** 2 + (ref_se or 0.0) ** 2) ** 0.5
+        paired = difference_se is not None
+        # unpaired: the two figures' errors as if independent (a bound that is too wide when they are not)
+        used = difference_se if paired else math.hypot(se or 0.0, ref_se or 0.0)
+        spread = z * used
         bound = value + spread  # worse only when even the favourable end of the difference is below the drop
-        paired = " (paired by request)" if difference_se is not None else ""
-        note = f"difference {value - ref:+.4f} ± {spread:.4f}{paired} vs allowed -{ref - threshold:g}"
+        note = (f"difference {value - ref:+.4f} ± {spread:.4f}{' (paired by request)' if paired else ''} "
+                f"vs allowed -{ref - threshold:g}")
+        extra = {"difference_se": None if unknown else used, "paired": paired}
     else:
         spread = z * (se or 0.0)
         bound = value - spread  # a floor is cleared by the lower bound, not by noise
         note = f"lower bound {bound:.4f} ({value:.4f} - {spread:.4f}) {_margin(bound, threshold)}"
     if unknown:
         note += f"; no standard error for {' and '.join(unknown)}: judged on the value"
-    return {"bound": bound, "verdict": "pass" if bound >= threshold - 1e-12 else "fail", "note": note,
-            "difference_se": difference_se}
+    return {"bound": bound, "verdict": "pass" if bound >= threshold - 1e-12 else "fail", "note": note, **extra}
 
 
 def _offpolicy_check(config: OffPolicyConfig, estimate: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from recloop.validation.html import anomaly_table, statistics_html
 def validate(data: str, out: str, previous: str | None = None, reference_stats: str | None = None,
              schema_path: str | None = None, config_path: str | None = None, alertmanager: str | None = None,
              state_dir: str | None = None, previous_stats: str | None = None,
-             previous_measures: dict[str, Any] | None = None) -> dict[str, Any]:
+             previous_measures: dict[str, Any] | None = None,
+             infra_logged: Callable[[str], dict[str, Any] | None] | None = None) -> dict[str, Any]:
     """Validates the ingest output ``data`` and writes the run folder ``out``.
 
     Args:
@@ -41,6 +43,8 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
       config_path: thresholds (JSON or YAML).
       alertmanager: where blocking anomalies are posted as alerts (they are always kept in ``alerts.jsonl``).
       state_dir: the run-state folder: alerts not delivered are kept there and re-sent by the next run.
+      infra_logged: what a version logged in its infra validation (``infra_blessing.json``'s ``logged``), by
+        version; a version this span's logs hold but the previous span's do not is compared with it.
 
     Returns:
       The verdict (``anomalies.json``): ``blocking``, the anomalies and every distance measured.
@@ -85,7 +89,8 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
             schema_path = schemas.save_version(schemas.curated_schema(train, config), state_dir)
     schema = _schema(schema_path, config, train)
     result = check(schema, config, spans, current=train, previous=prev, reference=reference, serving=serving)
-    _check_logging(result, config, delivered, versioned, f"{spans['current']} vs {spans.get('previous')}")
+    _check_logging(result, config, delivered, versioned, f"{spans['current']} vs {spans.get('previous')}",
+                   infra_logged)
     catalog_path = snapshot(params["logs"], dt.date.fromisoformat(params["end"]))
     catalog: dict[str, Any] = {"snapshot": catalog_path}
     if catalog_path:
@@ -135,13 +140,14 @@ def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema
 
 
 def _check_logging(result: CheckResult, config: ValidationConfig, delivered: dict[str, Any],
-                   versioned: dict[str, Any], compared: str) -> None:
+                   versioned: dict[str, Any], compared: str,
+                   infra_logged: Callable[[str], dict[str, Any] | None] | None = None) -> None:
     """Adds how the logs arrived (``delivery``) and what each version logged (``logged``), each ``{now, was}``,
     to ``result``."""
     for found, measured in (delivery.check(delivered["now"], delivered["was"], config.delivery_share_change,
                                            config.delivery_rate_change, compared),
                             logged.check(versioned["now"], versioned["was"], config.logged_change,
-                                         config.logged_score_change, compared)):
+                                         config.logged_score_change, compared, infra_logged)):
         result.anomalies.extend(found)
         result.measurements.extend(measured)
 
