@@ -27,7 +27,7 @@ from common import START, table
 SEEDS = (31, 32)
 TUNING_SEED = 21
 BUG_WEEK = 2
-DEMO_WEEKS = 4
+DEMO_WEEKS = 5
 ANOMALIES_REPEATS = 5
 
 # bug -> (the field a blocking anomaly must name, whose bug it is)

@@ -48,31 +48,29 @@ def check(now: Mapping[str, Mapping[str, Any]], was: Mapping[str, Mapping[str, A
             label = f"{version}: {spans.split(' vs ')[0]} vs its infra validation"
         if before is None or min(figures["impressions"], before["impressions"]) < MIN_IMPRESSIONS:
             continue
-        for name, blocking in FIGURES.items():
-            distance, threshold = abs(figures[name] - before[name]), max_change if blocking else score_change
-            row = {"feature": f"logged.{name}", "check": "drift", "measure": "SHARE_CHANGE",
-                   "distance": round(distance, 6), "threshold": threshold, "version": version, "against": against}
+        for name, measure, distance, blocking, described, evidence in _compared(version, figures, before):
+            threshold = max_change if blocking else score_change
+            row = {"feature": f"logged.{name}", "check": "drift", "measure": measure, "distance": round(distance, 6),
+                   "threshold": threshold, "version": version, "against": against}
             measured.append(row)
             if distance > threshold:
                 anomalies.append(Anomaly(
-                    feature=row["feature"], check="drift", measure="SHARE_CHANGE", distance=row["distance"],
+                    feature=row["feature"], check="drift", measure=measure, distance=row["distance"],
                     threshold=threshold, blocking=blocking, spans=label,
-                    description=f"{version} logged {name} {figures[name]:.4f}, was {before[name]:.4f} ({against})",
-                    top_changed_values=[{"value": f"{name} [{version}]", "now": figures[name],
-                                         "was": before[name]}]))
-        if "rows" in figures and "rows" in before:  # measures kept before rows were would lack them
-            now_rows, was_rows = figures["rows"], before["rows"]
-            moved = sorted(set(now_rows) | set(was_rows),
-                           key=lambda r: -abs(now_rows.get(r, 0.0) - was_rows.get(r, 0.0)))
-            distance = abs(now_rows.get(moved[0], 0.0) - was_rows.get(moved[0], 0.0))
-            row = {"feature": f"logged.{ROW_MIX}", "check": "drift", "measure": "L_INFTY",
-                   "distance": round(distance, 6), "threshold": max_change, "version": version, "against": against}
-            measured.append(row)
-            if distance > max_change:
-                anomalies.append(Anomaly(
-                    feature=row["feature"], check="drift", measure="L_INFTY", distance=row["distance"],
-                    threshold=max_change, blocking=True, spans=label,
-                    description=f"{version} logged rows {sorted(now_rows)}, was {sorted(was_rows)} ({against})",
-                    top_changed_values=[{"value": f"row {r} [{version}]", "now": now_rows.get(r, 0.0),
-                                         "was": was_rows.get(r, 0.0)} for r in moved[:4]]))
+                    description=f"{version} logged {described} ({against})", top_changed_values=evidence))
     return anomalies, measured
+
+
+def _compared(version: str, now: Mapping[str, Any], was: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """(figure, measure, distance, blocking, what it was and is, evidence) of each figure both spans have."""
+    out: list[tuple[Any, ...]] = [
+        (name, "SHARE_CHANGE", abs(now[name] - was[name]), blocking, f"{name} {now[name]:.4f}, was {was[name]:.4f}",
+         [{"value": f"{name} [{version}]", "now": now[name], "was": was[name]}])
+        for name, blocking in FIGURES.items()]
+    if "rows" in now and "rows" in was:  # measures kept before rows were would lack them
+        a, b = now["rows"], was["rows"]
+        moved = sorted(set(a) | set(b), key=lambda r: -abs(a.get(r, 0.0) - b.get(r, 0.0)))
+        out.append((ROW_MIX, "L_INFTY", abs(a.get(moved[0], 0.0) - b.get(moved[0], 0.0)), True,
+                    f"rows {sorted(a)}, was {sorted(b)}",
+                    [{"value": f"row {r} [{version}]", "now": a.get(r, 0.0), "was": b.get(r, 0.0)} for r in moved[:4]]))
+    return out
