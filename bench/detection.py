@@ -38,6 +38,7 @@ BUGS: dict[str, tuple[str, str]] = {
     "new-category": ("category", "named"),
     "event-dup": ("events.duplicate_share", "own"),
     "event-clock": ("events.late_share", "own"),
+    "event-lag": ("events.click_delay", "own"),
     "propensity-bug": ("logged.certain_share", "own"),
     "explored-bug": ("logged.explored_share", "own"),
     "request-dup": ("requests.duplicate_share", "own"),

@@ -52,7 +52,7 @@ def _strip_impressions(record: dict[str, Any]) -> dict[str, Any]:
 
 
 ALL_KINDS = ("unit-bug", "null-surge", "platform-rename", "new-category", "taste-shift", "event-dup", "event-clock",
-             "propensity-bug", "explored-bug", "request-dup", "row-case", "hour-tz", "tenure-default", "stale-category")
+             "propensity-bug", "explored-bug", "event-lag", "request-dup", "row-case", "hour-tz", "tenure-default", "stale-category")
 
 
 def test_the_kinds_are_the_documented_ones() -> None:
@@ -121,6 +121,19 @@ def test_event_clock_puts_some_events_two_days_ahead(drifted, base_world: SimWor
             shift = dt.datetime.fromisoformat(now["ts"]) - dt.datetime.fromisoformat(was["ts"])
             assert shift == dt.timedelta(days=2)
     assert 0.15 <= ahead / len(base) <= 0.25
+
+
+def test_event_lag_posts_some_events_one_to_five_minutes_late(drifted, base_world: SimWorld) -> None:
+    world = drifted("event-lag@1")
+    assert week_request_dicts(world.root, 1) == week_request_dicts(base_world.root, 1)
+    base, sent = _events(base_world, 1), _events(world, 1)
+    lagged = 0
+    for was, now in zip(base, sent, strict=True):
+        assert {k: v for k, v in now.items() if k != "ts"} == {k: v for k, v in was.items() if k != "ts"}
+        late = (dt.datetime.fromisoformat(now["ts"]) - dt.datetime.fromisoformat(was["ts"])).total_seconds()
+        assert late == 0 or 60 <= late <= 300
+        lagged += late > 0
+    assert 0.25 <= lagged / len(base) <= 0.35
 
 
 @pytest.mark.parametrize(("kind", "field", "value"), [("propensity-bug", "propensity", 1.0),

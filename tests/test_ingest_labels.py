@@ -44,6 +44,13 @@ def test_click_inside_the_window_labels_the_impression_and_only_it():
     assert r.events_used == 2 and not r.drops and not r.dead_events
 
 
+def test_each_used_click_is_counted_in_its_delay_bucket_and_later_events_are_not():
+    events = [_event("a", "click", 0), _event("b", "click", 9.9), _event("c", "click", 10), _event("d", "click", 599),
+              _event("e", "click", 600), _event("a", "start", 700), _event("f", "click", DAY + 1)]
+    r = label_request(_request("a", "b", "c", "d", "e", "f"), events, DAY)
+    assert r.click_delays == {"under_10s": 2, "10s_to_1m": 1, "1m_to_10m": 1, "over_10m": 1}  # f: past the window
+
+
 def test_an_event_at_the_same_second_as_the_request_counts():
     r = label_request(_request("a"), [_event("a", "click", 0)], DAY)
     assert _labels(r, "a") == (1, 0, 0)

@@ -66,7 +66,7 @@ def test_four_clean_weeks_in_a_row_raise_no_blocking_anomaly(weeks, seed):
     for v in verdicts[1:]:
         checked = {(m["feature"], m["check"]) for m in v["measurements"]}
         assert ("platform", "skew") in checked and ("duration_min", "drift") in checked
-        assert ("logged.row_mix", "drift") in checked
+        assert ("logged.row_mix", "drift") in checked and ("events.click_delay", "drift") in checked
         assert {m["feature"] for m in v["measurements"] if m["measure"] == "SHARE_CHANGE"} == {
             "events.duplicate_share", "events.late_share", "events.unknown_request_share",
             "requests.duplicate_share", "impressions.duplicate_share", "logged.explored_share",
@@ -138,6 +138,7 @@ def test_each_client_or_logging_bug_blocks_the_first_run_that_sees_it(weeks, bug
 # bug -> (feature, check, measure) that alone must block the first week that has it: the bugs of the
 # detection table (bench/detection.py) beyond the named four and the four above, on a seed of its own
 MORE_BUGS = {
+    "event-lag": ("events.click_delay", "drift", "L_INFTY"),
     "request-dup": ("requests.duplicate_share", "drift", "SHARE_CHANGE"),
     "row-case": ("logged.row_mix", "drift", "L_INFTY"),
     "hour-tz": ("hour_of_day", "drift", "JENSEN_SHANNON_DIVERGENCE"),

@@ -120,6 +120,8 @@ def _label(out: BucketResult, request: RequestRecord, evs: list[tuple[EventRecor
     for reason, n in labelled.drops.items():
         out.counts[f"events.{reason}"] += n
     out.counts["events.used"] += labelled.events_used
+    for bucket, n in labelled.click_delays.items():
+        out.counts[f"click_delay.{bucket}"] += n
     lines = {id(e): line for e, line in evs}
     for reason, event in labelled.dead_events:
         _dead(out, "events", reason, lines[id(event)], "item_id" if reason == "no_impression" else "ts",

@@ -26,6 +26,16 @@ from recloop.features.examples import ExampleColumns
 from recloop.features.records import EVENT_TYPES, EventRecord, RequestRecord
 
 LABELS_OF = {event: f"label_{event}" for event in EVENT_TYPES}
+# a used click's delay after its request, by bucket (upper bound in seconds; None: the rest of the window).
+# Clicks only: when a member clicks is the client's and the member's, while later events wait on the item
+# the model chose (a long class is completed later). A client clock or batching bug moves this mix long
+# before it pushes events past the window (validation.delivery).
+CLICK_DELAYS = {"under_10s": 10, "10s_to_1m": 60, "1m_to_10m": 600, "over_10m": None}
+
+
+def click_delay_bucket(seconds: float) -> str:
+    """The ``CLICK_DELAYS`` bucket of a delay in seconds."""
+    return next(name for name, bound in CLICK_DELAYS.items() if bound is None or seconds < bound)
 
 
 @dataclass
@@ -40,6 +50,7 @@ class Labelled:
     # (reason, event) for events that cannot be used and must be looked at
     dead_events: list[tuple[str, EventRecord]] = field(default_factory=list)
     events_used: int = 0
+    click_delays: Counter[str] = field(default_factory=Counter)  # used clicks per CLICK_DELAYS bucket
 
     def add_to(self, columns: ExampleColumns) -> None:
         """Appends this request's examples to ``columns``."""
@@ -98,6 +109,8 @@ def label_request(request: RequestRecord, events: list[EventRecord], window_seco
         else:
             outcomes[item].add(ev["event"])
             out.events_used += 1
+            if ev["event"] == "click":
+                out.click_delays[click_delay_bucket((when - start).total_seconds())] += 1
     out.kept = list(shown.values())
     out.labels = {column: [int(event in outcomes[item]) for item in shown] for event, column in LABELS_OF.items()}
     return out

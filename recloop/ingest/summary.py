@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 from recloop.features.records import EVENT_TYPES
+from recloop.ingest.labels import CLICK_DELAYS
 
 
 class IngestError(RuntimeError):
@@ -127,6 +128,7 @@ def summarize(counters: dict[str, int], distinct: dict[str, int], context: dict[
         | {f"retrieval_{s}": c[f"written.retrieval_{s}"] for s in splits},
         "positives": positives,
         "positive_negative_ratio": ratio,
+        "click_delay": {bucket: c[f"click_delay.{bucket}"] for bucket in CLICK_DELAYS},  # used clicks
         "members": {s: distinct.get(f"members.{s}", 0) for s in splits},
         "items": {s: distinct.get(f"items.{s}", 0) for s in splits} | {"served": c["written.items"]},
         "reconciliation": reconcile(counters),

@@ -27,6 +27,7 @@ KINDS = {
     "event-clock": "20% of events carry a client clock 2 days ahead, past the attribution window (client bug)",
     "propensity-bug": "every impression is logged with propensity 1, the logger's greedy shortcut (logging bug)",
     "explored-bug": "the explored flag is never logged true (logging bug)",
+    "event-lag": "a client queues its event posts and stamps them when sent: 30% of events arrive 1-5 minutes late (client bug)",
     "request-dup": "the server's log shipper retries 10% of its writes, so those requests are logged twice (logging bug)",
     "row-case": "a page-config release names the rows in title case ('Popular' for 'popular') (logging bug)",
     "hour-tz": "clients send hour_of_day in their UTC+8 local time while ts stays UTC (clock bug)",
@@ -36,6 +37,7 @@ KINDS = {
 RENAMED_PLATFORM = ("android", "Android")
 DUPLICATED_EVENT_SHARE = 0.3
 CLOCK_AHEAD_SHARE, CLOCK_AHEAD_S = 0.2, 2 * 86_400
+LAGGED_SHARE, LAG_S = 0.3, (60, 300)
 NULL_SURGE_SHARE = 0.85
 DUPLICATED_REQUEST_SHARE = 0.1
 HOUR_AHEAD = 8
@@ -84,25 +86,31 @@ def active(drifts: list[Drift], kind: str, week: int) -> bool:
 def deliver(by_day: dict[int, list[str]], drifts: list[Drift], week: int, rng: np.random.Generator
             ) -> dict[int, list[str]]:
     """The week's event lines as the collector receives them under the client bugs active in ``week``
-    (``event-dup``, ``event-clock``); the same lines when none is."""
-    dup, clock = active(drifts, "event-dup", week), active(drifts, "event-clock", week)
-    if not (dup or clock):
+    (``event-dup``, ``event-clock``, ``event-lag``); the same lines when none is."""
+    dup, clock, lag = (active(drifts, kind, week) for kind in ("event-dup", "event-clock", "event-lag"))
+    if not (dup or clock or lag):
         return by_day
     out: dict[int, list[str]] = {}
     for day in sorted(by_day):
         lines = []
         for line in by_day[day]:
             if clock and rng.random() < CLOCK_AHEAD_SHARE:
-                record = json.loads(line)
-                ahead = dt.datetime.fromisoformat(record["ts"]) + dt.timedelta(
-                    seconds=CLOCK_AHEAD_S)
-                record["ts"] = ahead.strftime("%Y-%m-%dT%H:%M:%SZ")
-                line = json.dumps(record, separators=(",", ":"))
+                line = _later(line, CLOCK_AHEAD_S)
+            if lag and rng.random() < LAGGED_SHARE:
+                line = _later(line, int(rng.integers(*LAG_S, endpoint=True)))
             lines.append(line)
             if dup and rng.random() < DUPLICATED_EVENT_SHARE:
                 lines.append(line)
         out[day] = lines
     return out
+
+
+def _later(line: str, seconds: int) -> str:
+    """An event line with its ``ts`` moved ``seconds`` later."""
+    record = json.loads(line)
+    record["ts"] = (dt.datetime.fromisoformat(record["ts"]) + dt.timedelta(seconds=seconds)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    return json.dumps(record, separators=(",", ":"))
 
 
 def ship_requests(by_day: dict[int, list[str]], drifts: list[Drift], week: int, rng: np.random.Generator

@@ -51,6 +51,9 @@ class ValidationConfig(BaseModel):
     # impression moving by more than this ratio warns (a new model moves it with its click rate)
     delivery_share_change: float = Field(default=0.02, gt=0, le=1)
     delivery_rate_change: float = Field(default=0.5, gt=0)
+    # and a bucket of the used clicks' delays after their request moving by more than this blocks (a tiny
+    # week has ~1,500 clicks: a share's week-to-week noise is ~0.02, so the threshold sits at 5 such errors)
+    delivery_delay_change: float = Field(default=0.1, gt=0, le=1)
     # what each serving version logged (logged.py), against the same version's previous span: a share of
     # explored slots or of propensities of 1, or the mean propensity, moving by more than this blocks
     logged_change: float = Field(default=0.05, gt=0, le=1)

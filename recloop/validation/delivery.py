@@ -1,12 +1,14 @@
 """How the logs arrived: repeated events, events past the attribution window, events of unknown requests,
-repeated requests and impressions, events per impression.
+repeated requests and impressions, events per impression, and how long after its request a click came.
 
 Ingest accounts for every line it reads (``summary.json``), so a client or collector bug shows in those
 counts before it shows anywhere else: a retrying client doubles events (ingest drops the copies, but
 they say the client is broken), a client clock ahead pushes events past the attribution window (they
-are lost as labels). Each measure here is a share of what ingest read, compared with the previous
-span's; the model-independent ones block, events per impression (which a new model legitimately
-moves with its click rate) only warns.
+are lost as labels), a client that batches its posts and stamps them when sent makes clicks come
+later (the mix of click delays moves before any event leaves the window). Each measure here is a share
+of what ingest read, compared with the previous span's; the model-independent ones block, events per
+impression (which a new model legitimately moves with its click rate) only warns; the click delays are
+compared as a mix (L-infinity over ``CLICK_DELAYS``' buckets) and block.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from recloop.validation.anomaly import Anomaly
 
 Summary = Mapping[str, Any]
 RATES = ("events.per_impression",)  # moves with the serving model's click rate: compared by ratio, warns only
+MIXES = ("events.click_delay",)  # a share per bucket: compared by the largest change of a share
 
 
-def measures(summary: Summary) -> dict[str, float]:
+def measures(summary: Summary) -> dict[str, Any]:
     """Every delivery measure of an ingest summary: shares of the lines, requests or impressions ingest read,
-    and events per impression."""
+    events per impression, and the share of used clicks in each delay bucket (a summary without them, from
+    before they were counted, has none)."""
     events, requests, impressions = summary["lines"]["events"], summary["lines"]["requests"], summary["impressions"]
     unknown = summary["dead_letters"]["events"]["by_reason"].get("unknown_request", 0)
     shown = impressions["in_used_requests"]
@@ -35,7 +39,8 @@ def measures(summary: Summary) -> dict[str, float]:
         "requests.duplicate_share": _share(requests.get("duplicate_request", 0), requests["read"]),
         "impressions.duplicate_share": _share(impressions.get("duplicate_impression", 0), shown),
         "events.per_impression": _share(events["used"], shown),
-    }
+    } | ({"events.click_delay": {b: _share(n, clicks) for b, n in summary["click_delay"].items()}}
+         if (clicks := sum(summary.get("click_delay", {}).values())) else {})
 
 
 def day_measures(logs_root: str, day: dt.date) -> dict[str, float]:
@@ -59,27 +64,33 @@ def _share(part: float, whole: float) -> float:
     return round(part / whole, 6) if whole else 0.0
 
 
-def check(now: Mapping[str, float], was: Mapping[str, float] | None, share_change: float, rate_change: float,
-          spans: str) -> tuple[list[Anomaly], list[dict[str, Any]]]:
+def check(now: Mapping[str, Any], was: Mapping[str, Any] | None, share_change: float, rate_change: float,
+          mix_change: float, spans: str) -> tuple[list[Anomaly], list[dict[str, Any]]]:
     """``now`` against ``was`` (the previous span's ``measures``; None on a first run: nothing compared).
 
     A share (of lines, requests or impressions) moved by more than ``share_change`` (absolute) blocks;
-    events per impression moved by more than ``rate_change`` (relative) warns. Returns the anomalies and
-    every distance measured.
+    events per impression moved by more than ``rate_change`` (relative) warns; a bucket of the click delays
+    whose share moved by more than ``mix_change`` blocks. Returns the anomalies and every distance measured.
     """
     anomalies, measured = [], []
     for name in now:
         if was is None or name not in was:
             continue
-        rate = name in RATES
-        distance = (abs(now[name] / was[name] - 1.0) if was[name] else float(now[name] > 0)) if rate else \
-            abs(now[name] - was[name])
-        threshold = rate_change if rate else share_change
-        row = {"feature": name, "check": "drift", "measure": "RATE_CHANGE" if rate else "SHARE_CHANGE",
-               "distance": round(distance, 6), "threshold": threshold}
+        a, b = now[name], was[name]
+        if name in MIXES:
+            moved = sorted(set(a) | set(b), key=lambda k: -abs(a.get(k, 0.0) - b.get(k, 0.0)))
+            distance, threshold, measure = abs(a.get(moved[0], 0.0) - b.get(moved[0], 0.0)), mix_change, "L_INFTY"
+            evidence = [{"value": f"{name} {k}", "now": a.get(k, 0.0), "was": b.get(k, 0.0)} for k in moved[:4]]
+            described = f"{name} {dict(a)}, was {dict(b)}"
+        else:
+            rate = name in RATES
+            distance = (abs(a / b - 1.0) if b else float(a > 0)) if rate else abs(a - b)
+            threshold, measure = (rate_change, "RATE_CHANGE") if rate else (share_change, "SHARE_CHANGE")
+            evidence, described = [{"value": name, "now": a, "was": b}], f"{name} {a:.4f}, was {b:.4f}"
+        row = {"feature": name, "check": "drift", "measure": measure, "distance": round(distance, 6),
+               "threshold": threshold}
         measured.append(row)
         if distance > threshold:
-            anomalies.append(Anomaly(**row, blocking=not rate, spans=spans,
-                                     description=f"{name} {now[name]:.4f}, was {was[name]:.4f}",
-                                     top_changed_values=[{"value": name, "now": now[name], "was": was[name]}]))
+            anomalies.append(Anomaly(**row, blocking=name not in RATES, spans=spans, description=described,
+                                     top_changed_values=evidence))
     return anomalies, measured

@@ -145,7 +145,7 @@ def _check_logging(result: CheckResult, config: ValidationConfig, delivered: dic
     """Adds how the logs arrived (``delivery``) and what each version logged (``logged``), each ``{now, was}``,
     to ``result``."""
     for found, measured in (delivery.check(delivered["now"], delivered["was"], config.delivery_share_change,
-                                           config.delivery_rate_change, compared),
+                                           config.delivery_rate_change, config.delivery_delay_change, compared),
                             logged.check(versioned["now"], versioned["was"], config.logged_change,
                                          config.logged_score_change, compared, infra_logged)):
         result.anomalies.extend(found)
