@@ -179,6 +179,20 @@ def test_the_logging_fields_have_statistics_and_domains(weeks):
     assert all(v["schema"].endswith("schemas/v001.pbtxt") for v in verdicts)
 
 
+def test_a_schema_kept_before_the_logging_fields_gets_them_instead_of_blocking_on_new_columns(weeks, tmp_path):
+    runs, _ = weeks(21, 5)
+    old = schemas.read(str(runs / "v1/schema.pbtxt"))
+    kept = [f for f in old.feature if f.name not in stats.LOGGED]
+    del old.feature[:]
+    old.feature.extend(kept)
+    schemas.write(old, str(tmp_path / "old.pbtxt"))
+    verdict = validate(str(runs / "i2"), str(tmp_path / "v2"), previous=str(runs / "i1"),
+                       schema_path=str(tmp_path / "old.pbtxt"))
+    assert verdict["schema_added"] == list(stats.LOGGED) and not verdict["blocking"], verdict["anomalies"]
+    added = {f.name: f for f in schemas.read(str(tmp_path / "v2/schema.pbtxt")).feature}
+    assert (added["score"].float_domain.min, added["score"].float_domain.max) == (0.0, 1.0)
+
+
 def _figures(**change: Any) -> dict[str, Any]:
     return {"impressions": 2000, "explored_share": 0.05, "certain_share": 0.0, "propensity_mean": 0.4,
             "score_mean": 0.3, "rows": {"popular_now": 0.5, "for_your_usual": 0.5}} | change

@@ -87,7 +87,7 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
         schema_path = schemas.latest_version(state_dir)
         if schema_path is None:  # the first run with this state: its curated schema becomes version 1
             schema_path = schemas.save_version(schemas.curated_schema(train, config), state_dir)
-    schema = _schema(schema_path, config, train)
+    schema, added = _schema(schema_path, config, train)
     result = check(schema, config, spans, current=train, previous=prev, reference=reference, serving=serving)
     _check_logging(result, config, delivered, versioned, f"{spans['current']} vs {spans.get('previous')}",
                    infra_logged)
@@ -99,8 +99,8 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
         result.anomalies.extend(found)
     return _publish(out, result, schema, described | {"serving": serving}, alertmanager, state_dir,
                     {"data": data, "spans": spans, "schema": schema_path or f"{out}/schema.pbtxt (inferred and curated)",
-                     "serving_lines_skipped": skipped, "catalog": catalog, "delivery": delivered,
-                     "logged": versioned}, reference)
+                     "serving_lines_skipped": skipped, "schema_added": added, "catalog": catalog,
+                     "delivery": delivered, "logged": versioned}, reference)
 
 
 def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema_path: str | None = None,
@@ -127,7 +127,7 @@ def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema
     kept = state.previous_measures(state_dir) if state_dir else {}
     if schema_path is None and state_dir:
         schema_path = schemas.latest_version(state_dir)  # the weekly runs' reference, when there is one
-    schema = _schema(schema_path, config, reference)
+    schema, added = _schema(schema_path, config, reference, serving)
     result = check(schema, config, spans, current=serving, environment="SERVING", reference=reference,
                    serving=serving)
     delivered = {"now": delivery.day_measures(logs_root, day), "was": kept.get("delivery")}
@@ -136,7 +136,8 @@ def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema
     return _publish(out, result, schema, {"serving": serving}, alertmanager, state_dir,
                     {"logs": logs_root, "day": day.isoformat(), "spans": spans,
                      "schema": schema_path or f"{out}/schema.pbtxt (curated from the reference)",
-                     "serving_lines_skipped": skipped, "delivery": delivered, "logged": versioned}, reference)
+                     "serving_lines_skipped": skipped, "schema_added": added, "delivery": delivered,
+                     "logged": versioned}, reference)
 
 
 def _check_logging(result: CheckResult, config: ValidationConfig, delivered: dict[str, Any],
@@ -152,12 +153,17 @@ def _check_logging(result: CheckResult, config: ValidationConfig, delivered: dic
         result.measurements.extend(measured)
 
 
-def _schema(path: str | None, config: ValidationConfig, inferred_from: stats.Statistics) -> Any:
+def _schema(path: str | None, config: ValidationConfig, inferred_from: stats.Statistics,
+            checked: stats.Statistics | None = None) -> tuple[Any, list[str]]:
+    """The schema at ``path`` (thresholds from the config, the domains from the file), or one curated from
+    ``inferred_from``; with the logging fields that ``checked`` describes added where it lacks them (a
+    schema kept, or statistics computed, before they were described); and the names added."""
     if path:
         schema = schemas.read(path)
-        schemas.apply_rules(schema, config)  # thresholds come from the config, the domains from the file
-        return schema
-    return schemas.curated_schema(inferred_from, config)
+        schemas.apply_rules(schema, config)
+    else:
+        schema = schemas.curated_schema(inferred_from, config)
+    return schema, schemas.add_logging_fields(schema, checked or inferred_from)
 
 
 def _publish(out: str, result: CheckResult, schema: Any, described: dict[str, stats.Statistics],

@@ -23,6 +23,7 @@ from recloop import storage
 from recloop.features.examples import LABEL_COLUMNS
 from recloop.features.spec import FEATURES
 from recloop.validation.config import FeatureRule, ValidationConfig
+from recloop.validation.stats import LOGGED
 
 
 def curated_schema(stats: statistics_pb2.DatasetFeatureStatisticsList, config: ValidationConfig) -> schema_pb2.Schema:
@@ -52,7 +53,7 @@ def curated_schema(stats: statistics_pb2.DatasetFeatureStatisticsList, config: V
 
 
 def _logging_domains(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatisticsList) -> None:
-    """Domains of the logging fields (``stats.LOGGED``): a score and a propensity are in [0, 1] (the contract;
+    """Domains of the logging fields (``LOGGED``): a score and a propensity are in [0, 1] (the contract;
     a propensity is also > 0 there) and ``explored`` is 0/1. A model version and a row name have no
     vocabulary: every push brings a new version, and a page's rows are its deployment's (the bootstrap
     recommender's differ from the server's). None gets a distance comparator: they move with the serving
@@ -66,6 +67,20 @@ def _logging_domains(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFea
     for name in ("model_version", "row"):
         if name in present:
             tfdv.get_feature(schema, name).ClearField("domain_info")
+
+
+def add_logging_fields(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatisticsList) -> list[str]:
+    """Adds the logging fields ``stats`` describes and ``schema`` lacks (one kept before they were described),
+    typed as TFDV infers them and with their curated domains, so upgrading does not block the next run on
+    new columns. Returns the names added."""
+    present = {f.path.step[-1] for f in stats.datasets[0].features}
+    missing = [n for n in LOGGED if n in present and n not in {f.name for f in schema.feature}]
+    if missing:
+        inferred = tfdv.infer_schema(stats)
+        for name in missing:
+            schema.feature.add().CopyFrom(tfdv.get_feature(inferred, name))
+        _logging_domains(schema, stats)
+    return missing
 
 
 def apply_rules(schema: schema_pb2.Schema, config: ValidationConfig) -> None:
