@@ -309,6 +309,19 @@ def test_the_daily_monitor_compares_what_each_version_logged_with_the_accepted_s
     assert bugged["logged"]["was"] == accepted["logged"]["now"]
 
 
+def test_the_daily_click_delays_show_a_client_batching_its_posts(make_world):
+    from recloop.validation import delivery
+
+    world = make_world(23, 3, ("event-lag@2",))
+    clean, lagged = (delivery.day_measures(world.root, dt.date.fromisoformat(d), min_clicks=1)
+                     for d in ("2026-01-14", "2026-01-21"))
+    assert sum(clean["events.click_delay"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert clean["events.click_delay"]["1m_to_10m"] < 0.1 < lagged["events.click_delay"]["1m_to_10m"] - 0.1
+    assert "events.click_delay" not in delivery.day_measures(world.root, dt.date(2026, 1, 14))  # too few clicks
+    found, _ = delivery.check(lagged, clean, 0.02, 0.5, 0.1, "a vs b")
+    assert [(a.feature, a.measure, a.blocking) for a in found] == [("events.click_delay", "L_INFTY", True)]
+
+
 def test_anomalies_prints_what_on_call_needs(weeks):
     runs, _ = weeks(23, 3, ("platform-rename@2",))
     result = CliRunner().invoke(app, ["anomalies", str(runs / "v2")])
@@ -351,9 +364,14 @@ def test_every_blocking_check_has_a_runbook_section():
     kinds += [("drift", "L_INFTY"), ("drift", "JENSEN_SHANNON_DIVERGENCE"), ("drift", "RATE_CHANGE"),
               ("drift", "SHARE_CHANGE"),
               ("skew", "L_INFTY"), ("catalog", "MISMATCH_SHARE"), ("catalog", "NOT_IN_CATALOG")]
-    for check, measure, *feature in [*kinds, ("drift", "SHARE_CHANGE", "logged.certain_share")]:
-        section = anomaly.runbook_section({"check": check, "measure": measure, "feature": "".join(feature)})
+    named = [("drift", "SHARE_CHANGE", "logged.certain_share", "check-logged"),
+             ("drift", "L_INFTY", "logged.row_mix", "check-logged"),
+             ("drift", "L_INFTY", "events.click_delay", "check-delivery"),
+             ("drift", "SHARE_CHANGE", "requests.duplicate_share", "check-delivery")]
+    for check, measure, *feature in [*kinds, *named]:
+        section = anomaly.runbook_section({"check": check, "measure": measure, "feature": "".join(feature[:1])})
         assert f'<a id="{section.split("#")[1]}"></a>' in runbook, (check, measure, section)
+        assert not feature[1:] or section.endswith(feature[1]), (feature, section)
 
 
 def test_statistics_html_renders_offline_in_headless_chromium(weeks, tmp_path):

@@ -28,6 +28,16 @@ from typing_extensions import TypedDict
 from recloop.features.spec import Feature, feature, features_for
 
 EVENT_TYPES = ("click", "start", "complete", "like")
+# a click's delay after its request, by bucket (upper bound in seconds; None: the rest). Clicks only: when a
+# member clicks is the client's and the member's, while later events wait on the item the model chose (a
+# long class is completed later). A client clock or batching bug moves this mix long before it pushes
+# events past the attribution window (ingest counts it, validation.delivery compares it).
+CLICK_DELAYS = {"under_10s": 10, "10s_to_1m": 60, "1m_to_10m": 600, "over_10m": None}
+
+
+def click_delay_bucket(seconds: float) -> str:
+    """The ``CLICK_DELAYS`` bucket of a delay in seconds."""
+    return next(name for name, bound in CLICK_DELAYS.items() if bound is None or seconds < bound)
 
 # RFC 3339 date-time with an explicit offset; pydantic alone would also take unix
 # seconds and naive times, which would make "bad timestamp" lines parse.

@@ -23,19 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recloop.features.examples import ExampleColumns
-from recloop.features.records import EVENT_TYPES, EventRecord, RequestRecord
+from recloop.features.records import EVENT_TYPES, EventRecord, RequestRecord, click_delay_bucket
 
 LABELS_OF = {event: f"label_{event}" for event in EVENT_TYPES}
-# a used click's delay after its request, by bucket (upper bound in seconds; None: the rest of the window).
-# Clicks only: when a member clicks is the client's and the member's, while later events wait on the item
-# the model chose (a long class is completed later). A client clock or batching bug moves this mix long
-# before it pushes events past the window (validation.delivery).
-CLICK_DELAYS = {"under_10s": 10, "10s_to_1m": 60, "1m_to_10m": 600, "over_10m": None}
-
-
-def click_delay_bucket(seconds: float) -> str:
-    """The ``CLICK_DELAYS`` bucket of a delay in seconds."""
-    return next(name for name, bound in CLICK_DELAYS.items() if bound is None or seconds < bound)
 
 
 @dataclass

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from recloop.features.records import EVENT_TYPES
-from recloop.ingest.labels import CLICK_DELAYS
+from recloop.features.records import CLICK_DELAYS, EVENT_TYPES
 
 
 class IngestError(RuntimeError):

@@ -14,21 +14,26 @@ compared as a mix (L-infinity over ``CLICK_DELAYS``' buckets) and block.
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 from recloop.features import logs
+from recloop.features.records import CLICK_DELAYS, click_delay_bucket
 from recloop.validation.anomaly import Anomaly
 
 Summary = Mapping[str, Any]
 RATES = ("events.per_impression",)  # moves with the serving model's click rate: compared by ratio, warns only
+MIN_CLICKS = 500  # fewer used clicks than this: no click-delay mix (a bucket's share would be noise, SE > 0.02)
+DEFAULT_WINDOW_S = 24 * 3600  # ingest's default attribution window, for the daily monitor's click delays
 MIXES = ("events.click_delay",)  # a share per bucket: compared by the largest change of a share
 
 
 def measures(summary: Summary) -> dict[str, Any]:
     """Every delivery measure of an ingest summary: shares of the lines, requests or impressions ingest read,
-    events per impression, and the share of used clicks in each delay bucket (a summary without them, from
-    before they were counted, has none)."""
+    events per impression, and the share of used clicks in each delay bucket (none under ``MIN_CLICKS``
+    clicks, or for a summary from before they were counted)."""
     events, requests, impressions = summary["lines"]["events"], summary["lines"]["requests"], summary["impressions"]
     unknown = summary["dead_letters"]["events"]["by_reason"].get("unknown_request", 0)
     shown = impressions["in_used_requests"]
@@ -39,25 +44,54 @@ def measures(summary: Summary) -> dict[str, Any]:
         "requests.duplicate_share": _share(requests.get("duplicate_request", 0), requests["read"]),
         "impressions.duplicate_share": _share(impressions.get("duplicate_impression", 0), shown),
         "events.per_impression": _share(events["used"], shown),
-    } | ({"events.click_delay": {b: _share(n, clicks) for b, n in summary["click_delay"].items()}}
-         if (clicks := sum(summary.get("click_delay", {}).values())) else {})
+    } | _mix(summary.get("click_delay", {}), MIN_CLICKS)
 
 
-def day_measures(logs_root: str, day: dt.date) -> dict[str, float]:
-    """The repeated-line shares of one day of request and event logs, for the daily monitor: a line whose
-    exact text came earlier that day is a retried write (ingest's ``duplicate_request`` and, for events,
-    a subset of its ``duplicate_event``), measured without an ingest run."""
-    out = {}
-    for source in ("requests", "events"):
+def _mix(delays: Mapping[str, int], min_clicks: int) -> dict[str, Any]:
+    clicks = sum(delays.values())
+    if clicks < max(min_clicks, 1):
+        return {}
+    return {"events.click_delay": {b: _share(delays.get(b, 0), clicks) for b in CLICK_DELAYS}}
+
+
+def day_measures(logs_root: str, day: dt.date, min_clicks: int = MIN_CLICKS) -> dict[str, Any]:
+    """What the daily monitor can measure of one day of logs without an ingest run: the repeated-line shares
+    of its request and event logs (a line whose exact text came earlier that day is a retried write:
+    ingest's ``duplicate_request`` and, for events, a subset of its ``duplicate_event``), and the mix of
+    its clicks' delays after their requests (those logged that day or the day before, within ingest's
+    default attribution window; none under ``min_clicks`` clicks)."""
+    out: dict[str, Any] = {}
+    issued: dict[str, dt.datetime] = {}
+    delays: Counter[str] = Counter()
+    for source, first in (("requests", day - dt.timedelta(days=1)), ("events", day)):
         seen: set[str] = set()
         read = repeated = 0
-        for path in logs.partition_files(logs_root, source, day, day):
+        for path in logs.partition_files(logs_root, source, first, day):
+            today = logs.partition_date(path) == day
             for line in logs.read_lines(path):
-                read += 1
-                repeated += line in seen
-                seen.add(line)
+                if today:
+                    read += 1
+                    repeated += line in seen
+                    seen.add(line)
+                _note(line, source, issued, delays)
         out[f"{source}.duplicate_share"] = _share(repeated, read)
-    return out
+    return out | _mix(delays, min_clicks)
+
+
+def _note(line: str, source: str, issued: dict[str, dt.datetime], delays: Counter[str]) -> None:
+    """Keeps a request's time, or counts a click's delay after its request; a line that does not parse is
+    left to ingest's dead letters."""
+    try:
+        record = json.loads(line)
+        ts = dt.datetime.fromisoformat(record["ts"])
+        if source == "requests":
+            issued[record["request_id"]] = ts
+        elif record["event"] == "click" and record["request_id"] in issued:
+            delay = (ts - issued[record["request_id"]]).total_seconds()
+            if 0 <= delay <= DEFAULT_WINDOW_S:
+                delays[click_delay_bucket(delay)] += 1
+    except (ValueError, KeyError, TypeError):
+        return
 
 
 def _share(part: float, whole: float) -> float:
