@@ -158,6 +158,10 @@ def test_each_logging_clock_default_or_stale_bug_blocks_naming_its_field(weeks, 
     assert measure in hit["measure"] and hit["top_changed_values"]
     if hit["distance"] is not None:
         assert hit["distance"] > hit["threshold"]
+    # every distance measured says whether it blocks when over its threshold, as its anomaly does
+    blocks = {(m["feature"], m["check"], m["measure"]): m["blocks"] for m in first["measurements"]}
+    measured = [a for a in first["anomalies"] if a["check"] in ("drift", "skew")]
+    assert measured and all(blocks[(a["feature"], a["check"], a["measure"])] == a["blocking"] for a in measured)
     if bug == "row-case":  # each renamed row moved by its whole share, within the version that logged it
         assert {t["value"].split(" [")[0] for t in hit["top_changed_values"]} == {
             "row Popular_Now", "row popular_now", "row For_Your_Usual", "row for_your_usual"}

@@ -25,7 +25,7 @@ _MEASURES = {anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: "L_INFTY",
 @dataclass
 class CheckResult:
     anomalies: list[Anomaly]  # over a threshold or against the schema
-    measurements: list[dict[str, Any]]  # every skew/drift distance measured
+    measurements: list[dict[str, Any]]  # every skew/drift distance measured, and whether it blocks when over
     proto: anomalies_pb2.Anomalies
 
 
@@ -58,13 +58,14 @@ def check(schema: schema_pb2.Schema, config: ValidationConfig, spans: dict[str, 
             new, old, compared = ((current, previous, f"{spans.get('current')} vs {spans.get('previous')}")
                                   if kind == "drift" else
                                   (serving, reference, f"{spans.get('serving')} vs {spans.get('reference')}"))
+            blocks = not (rule and (rule.warn_only or rule.distance_warn_only))
             for m in items:
                 row = {"feature": name, "check": kind, "measure": _MEASURES.get(m.type, str(m.type)),
                        "distance": round(m.value, 6), "threshold": m.threshold}
-                measurements.append(row)
+                measurements.append(row | {"blocks": blocks})
                 if m.value > m.threshold:
                     anomalies.append(Anomaly(
-                        **row, blocking=not (rule and (rule.warn_only or rule.distance_warn_only)), spans=compared,
+                        **row, blocking=blocks, spans=compared,
                         description=f"{row['measure']} {m.value:.4f} is above {m.threshold}",
                         top_changed_values=_changes(new, old, name)))
     if previous is not None:
@@ -72,8 +73,7 @@ def check(schema: schema_pb2.Schema, config: ValidationConfig, spans: dict[str, 
             measurements.append(row)
             if row["distance"] > row["threshold"]:
                 anomalies.append(Anomaly(
-                    row["feature"], "drift", "RATE_CHANGE", row["distance"], row["threshold"],
-                    blocking=not config.features[row["feature"]].warn_only,
+                    row["feature"], "drift", "RATE_CHANGE", row["distance"], row["threshold"], blocking=row["blocks"],
                     spans=f"{spans.get('current')} vs {spans.get('previous')}",
                     description=f"positive rate {row['now']:.4f}, was {row['was']:.4f}",
                     top_changed_values=[{"value": "positive rate", "now": row["now"], "was": row["was"]}]))
@@ -89,7 +89,7 @@ def _rate_changes(current: Stats, previous: Stats, config: ValidationConfig) -> 
         now, was = a.num_stats.mean, b.num_stats.mean
         change = abs(now / was - 1.0) if was > 0 else (0.0 if now == 0 else float("inf"))
         rows.append({"feature": name, "check": "drift", "measure": "RATE_CHANGE", "distance": round(change, 6),
-                     "threshold": rule.drift, "now": round(now, 6), "was": round(was, 6)})
+                     "threshold": rule.drift, "now": round(now, 6), "was": round(was, 6), "blocks": not rule.warn_only})
     return rows
 
 

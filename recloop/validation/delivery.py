@@ -123,7 +123,7 @@ def check(now: Mapping[str, Any], was: Mapping[str, Any] | None, share_change: f
             evidence, described = [{"value": name, "now": a, "was": b}], f"{name} {a:.4f}, was {b:.4f}"
         row = {"feature": name, "check": "drift", "measure": measure, "distance": round(distance, 6),
                "threshold": threshold}
-        measured.append(row)
+        measured.append(row | {"blocks": name not in RATES})
         if distance > threshold:
             anomalies.append(Anomaly(**row, blocking=name not in RATES, spans=spans, description=described,
                                      top_changed_values=evidence))

@@ -51,7 +51,7 @@ def check(now: Mapping[str, Mapping[str, Any]], was: Mapping[str, Mapping[str, A
         for name, measure, distance, blocking, described, evidence in _compared(version, figures, before):
             threshold = max_change if blocking else score_change
             row = {"feature": f"logged.{name}", "check": "drift", "measure": measure, "distance": round(distance, 6),
-                   "threshold": threshold, "version": version, "against": against}
+                   "threshold": threshold, "version": version, "against": against, "blocks": blocking}
             measured.append(row)
             if distance > threshold:
                 anomalies.append(Anomaly(
