@@ -51,6 +51,21 @@ def test_push_needs_both_blessings_and_force_is_recorded(tmp_path):
     assert "incident 42" in pointer.note and "forced past" in pointer.note and "missing" in pointer.note
 
 
+def test_the_registry_keeps_what_each_version_logged_in_infra_validation_for_its_first_span(tmp_path):
+    """Validation compares a version's first span with what it logged for infra validation (steps.validate and
+    steps.monitor read it through the registry); a name the registry does not hold is never read as a path."""
+    from recloop.components.steps import _infra_figures
+
+    model = _export(tmp_path / "m", "v1")
+    figures = {"impressions": 2110, "explored_share": 0.05}
+    infra = json.loads(Path(model, "infra_blessing.json").read_text()) | {"logged": {"v1": figures}}
+    Path(model, "infra_blessing.json").write_text(json.dumps(infra))
+    Registry(str(tmp_path / "reg")).push(model, AT)
+    lookup = _infra_figures(str(tmp_path / "reg"))
+    assert lookup("v1") == figures
+    assert lookup("heuristic-holdout") is None and lookup("../reg/versions/v1") is None
+
+
 def test_push_is_a_compare_and_swap_against_the_version_the_gate_measured(tmp_path):
     registry = Registry(str(tmp_path / "reg"))
     registry.push(_export(tmp_path / "a", "va"), AT)

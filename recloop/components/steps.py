@@ -180,7 +180,7 @@ def monitor(logs: str, day: dt.date, out: str, registry: str, run_state: str, al
         if reference is None:
             raise StepError(f"production version {version} has no {REFERENCE_STATS} (trained without validation?)")
         return run(logs, day, reference, out, config_path=config or None, alertmanager=alertmanager or None,
-                   state_dir=run_state)
+                   state_dir=run_state, infra_logged=_infra_figures(registry))
 
 
 def _infra_figures(registry: str) -> Callable[[str], dict[str, Any] | None]:

@@ -104,16 +104,16 @@ def validate(data: str, out: str, previous: str | None = None, reference_stats: 
 
 
 def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema_path: str | None = None,
-            config_path: str | None = None, alertmanager: str | None = None, state_dir: str | None = None
-            ) -> dict[str, Any]:
+            config_path: str | None = None, alertmanager: str | None = None, state_dir: str | None = None,
+            infra_logged: Callable[[str], dict[str, Any] | None] | None = None) -> dict[str, Any]:
     """The daily check: one day of serving logs against the production model's training statistics and
     the weekly run state.
 
     Checks the day's features and logging fields as served against the schema (serving environment:
     no labels) and the features' distributions against ``reference_stats`` (skew). With a ``state_dir``,
-    what each version logged that day and the day's repeated request and event lines are compared with
-    the newest accepted span's measures, as ``validate`` compares spans. Then it alerts like ``validate``.
-    Cheap: it reads one day of logs.
+    what each version logged that day (a version the span did not hold: against ``infra_logged``, as in
+    ``validate``), the day's repeated request and event lines and its clicks' delays are compared with the
+    newest accepted span's measures. Then it alerts like ``validate``. Cheap: it reads one day of logs.
 
     Returns:
       The verdict, also written to ``<out>/anomalies.json``.
@@ -132,7 +132,8 @@ def monitor(logs_root: str, day: dt.date, reference_stats: str, out: str, schema
                    serving=serving)
     delivered = {"now": delivery.day_measures(logs_root, day), "was": kept.get("delivery")}
     versioned = {"now": versions.result(), "was": kept.get("logged")}
-    _check_logging(result, config, delivered, versioned, f"serving {day} vs the newest accepted span")
+    _check_logging(result, config, delivered, versioned, f"serving {day} vs the newest accepted span",
+                   infra_logged)
     return _publish(out, result, schema, {"serving": serving}, alertmanager, state_dir,
                     {"logs": logs_root, "day": day.isoformat(), "spans": spans,
                      "schema": schema_path or f"{out}/schema.pbtxt (curated from the reference)",
