@@ -77,7 +77,7 @@ def gate_section(r: dict[str, Any], results: Path) -> str:
     def served(x: dict[str, Any] | None) -> list[str]:
         if x is None:
             return ["–", "–"]
-        return [x["version"], _ci(x["ctr_served"], _interval(x["ctr_served"], x.get("ctr_served_se")))]
+        return [x["version"], _rate(x, "ctr_served")]
 
     rows = [[x["week"], *served(base.get(x["week"])), *served(x),
              "–" if x["week"] not in base or not x["ctr_served"] else
@@ -145,6 +145,11 @@ def _ci(x: float | None, ci: list[float] | None, fmt: str = ".4f") -> str:
     return format(x, fmt) + ("" if not ci else f" [{format(ci[0], fmt)}, {format(ci[1], fmt)}]")
 
 
+def _rate(x: dict[str, Any], key: str) -> str:
+    """A click rate of a weekly row with its 95% interval (from its ``<key>_se``)."""
+    return _ci(x[key], _interval(x[key], x.get(f"{key}_se")))
+
+
 def _covered(x: dict[str, Any]) -> str:
     """Whether the candidate's SNIPS interval covers the rate it realised, and how far the estimate was."""
     if x["snips"] is None or x["realised_next"] is None:
@@ -161,8 +166,7 @@ def weekly_table(rows: list[dict[str, Any]]) -> str:
     for x in rows:
         run = (f"BLOCKED ({', '.join(x['blocked_on'])})" if x["blocked_on"] else (x["run"] or "–").lower())
         weekly.append([x["week"], x["version"] + (f" [{x['drifts']}]" if x["drifts"] else ""),
-                       _ci(x["ctr_served"], _interval(x["ctr_served"], x.get("ctr_served_se"))),
-                       _ci(x["ctr_holdout"], _interval(x["ctr_holdout"], x.get("ctr_holdout_se"))),
+                       _rate(x, "ctr_served"), _rate(x, "ctr_holdout"),
                        demo_page.lift_text(x), _f(x["ctr_oracle"]), run,
                        "–" if x["blessed"] is None else ("yes" if x["pushed"] else "no"),
                        _ci(x["snips"], x.get("snips_ci95")), "–" if x["ess"] is None else f"{x['ess']:,.0f}",
