@@ -179,9 +179,9 @@ def headline(f: dict[str, Any]) -> str:
     bugs = len({r["bug"] for r in own})
     clean = sum(not c["blocking"] for c in f["clean_weeks"]) + sum(not r["blocking"] for r in f["demo_runs"])
     total = len(f["clean_weeks"]) + len(f["demo_runs"])
-    return (f"Monitoring: {sum(r['caught'] for r in own)}/{len(own)} runs of {bugs} bugs of our own caught in their "
-            f"first week, naming the field, on seeds {', '.join(map(str, f['seeds']))} (unused by tests and tuning); "
-            f"{clean}/{total} clean weekly runs without a blocking anomaly; `recloop anomalies` "
+    return (f"**Monitoring** (tiny worlds, seeds {', '.join(map(str, f['seeds']))}: unused by tests and tuning): "
+            f"{sum(r['caught'] for r in own)}/{len(own)} runs of {bugs} bugs of our own blocked their first week "
+            f"naming the field; {clean}/{total} clean weekly runs without a blocking anomaly; `recloop anomalies` "
             f"{f['anomalies_cli']['median_s']:.2f} s")
 
 
@@ -194,7 +194,7 @@ def section(r: dict[str, Any], results: Path) -> str:
     views = ("simulator", "served", "after_push")
     checks = sorted(f["checks"], key=lambda c: (not c["blocks"], -max(c[v] or 0 for v in views)))
     clean_rows = [[c["feature"], c["check"], c["measure"], "blocks" if c["blocks"] else "warns",
-                   *("–" if c[v] is None else f"{c[v]:.2f}" for v in views)] for c in checks]
+                   *("–" if c[v] is None else f"{c[v] or 0.0:.2f}" for v in views)] for c in checks]  # no -0.00
     demo = [[d["span"], ", ".join(d["versions"]), "yes" if d["after_push"] else "no", "yes" if d["blocking"] else "no"]
             for d in f["demo_runs"]]
     w = f["anomalies_cli"]
