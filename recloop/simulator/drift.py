@@ -29,7 +29,7 @@ KINDS = {
     "explored-bug": "the explored flag is never logged true (logging bug)",
     "event-lag": "a client queues its event posts and stamps them when sent: 30% of events arrive 1-5 minutes late (client bug)",
     "request-dup": "the server's log shipper retries 10% of its writes, so those requests are logged twice (logging bug)",
-    "row-case": "a page-config release names the rows in title case ('Popular' for 'popular') (logging bug)",
+    "row-case": "a page-config release names the rows in title case ('Popular_Now' for 'popular_now') (logging bug)",
     "hour-tz": "clients send hour_of_day in their UTC+8 local time while ts stays UTC (clock bug)",
     "tenure-default": "the member-profile lookup times out for 40% of requests; tenure_days falls back to 0 (defaults bug)",
     "stale-category": "the server's item cache serves a fifth of the items with a stale category (stale metadata)",
