@@ -121,6 +121,35 @@ def test_a_push_killed_at_any_step_leaves_the_pointer_on_a_complete_version(tmp_
     assert registry.versions() == ["v-new", "v-old"]
 
 
+LIGHT_PROBE = ("import sys, runpy, time; t0 = time.perf_counter(); sys.argv = ['recloop', *sys.argv[1:]]\n"
+               "try:\n    runpy.run_module('recloop.cli', run_name='__main__')\nexcept SystemExit as e:\n"
+               "    assert not e.code, e.code\n"
+               "heavy = sorted(m for m in ('tensorflow', 'apache_beam', 'tensorflow_data_validation', 'kfp')\n"
+               "               if m in sys.modules)\n"
+               "print('HEAVY', heavy, 'SECONDS', round(time.perf_counter() - t0, 3))\n")
+
+
+def test_the_registry_commands_start_in_a_second_without_tensorflow_beam_or_kfp(tmp_path):
+    """The commands on-call and release engineers run by hand (help, push, models, rollback, report's help) import
+    no heavy library, print nothing on stderr, and answer in under 2 s (the better of two runs)."""
+    root = str(tmp_path / "reg")
+    v1, v2 = _export(tmp_path / "m1", "v1"), _export(tmp_path / "m2", "v2", baseline="v1")
+    commands = [["--help"], ["push", "--model", v1, "--registry", root],
+                ["push", "--model", v2, "--registry", root], ["models", "--registry", root],
+                ["rollback", "--registry", root], ["report", "--help"]]
+    for argv in commands:
+        walls = []
+        for _ in range(1 if argv[0] in ("push", "rollback") else 2):  # those change the registry: once
+            done = subprocess.run([sys.executable, "-c", LIGHT_PROBE, *argv], check=False, capture_output=True,
+                                  text=True, timeout=120)
+            assert done.returncode == 0 and done.stderr == "", (argv, done.stdout[-500:], done.stderr[-2000:])
+            heavy, seconds = done.stdout.split("HEAVY ")[-1].rsplit(" SECONDS ", 1)
+            assert heavy == "[]", (argv, heavy)
+            walls.append(float(seconds))
+        assert min(walls) < 2.0, (argv, walls)
+    assert Registry(root).pointer().version == "v1"  # the rollback went back from v2
+
+
 def test_cli_push_models_rollback(tmp_path):
     root = str(tmp_path / "reg")
     runner = CliRunner()
