@@ -4,7 +4,8 @@ Usage:
     uv run python bench/run.py simulate      # run one benchmark (writes bench/results/simulate.json)
     uv run python bench/run.py ingest        # ingest throughput, linearity, reference join (~6 min)
     uv run python bench/run.py validate      # validate a default-scale week (~3 min)
-    uv run python bench/run.py detection     # each injected bug on unseen seeds, clean distances (~20 min)
+    uv run python bench/run.py detection     # each injected bug on unseen seeds, clean distances (~12 min)
+    uv run python bench/run.py weekly        # `recloop run` on one default-scale week, per task (~20 min)
     uv run python bench/run.py train         # training quality vs baseline and oracle, time (~15 min)
     uv run python bench/run.py ablation      # the learning levers one at a time vs the oracle and hand rule (~40 min)
     uv run python bench/run.py serving       # the server under hey at 1, 8, 32 clients, 10k items (~4 min)
@@ -48,6 +49,7 @@ import scaling
 import serving
 import train
 import validate
+import weekly
 from common import machine, table
 
 HERE = Path(__file__).resolve().parent
@@ -120,6 +122,7 @@ MODULES = {
     "ingest": (ingest.bench_ingest, ingest.NOTES),
     "validate": (validate.bench_validate, validate.NOTES),
     "detection": (detection.bench_detection, detection.NOTES),
+    "weekly": (weekly.bench_weekly, weekly.NOTES),
     "serving": (serving.bench_serving, serving.NOTES),
     "train": (train.bench_train, train.NOTES),
     "ablation": (ablation.bench_ablation, ablation.NOTES),
@@ -186,6 +189,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any], Path], str]] = {
     "ingest": ingest.section,
     "validate": validate.section,
     "detection": detection.section,
+    "weekly": weekly.section,
     "train": train.section,
     "ablation": ablation.section,
     "realdata": realdata.section,
@@ -203,6 +207,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "scaling": scaling.headline,
     "ingest": ingest.headline,
     "detection": detection.headline,
+    "weekly": weekly.headline,
     "train": train.headline,
     "ablation": ablation.headline,
     "realdata": realdata.headline,
