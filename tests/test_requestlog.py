@@ -348,6 +348,28 @@ def test_a_spool_left_for_another_uri_is_uploaded_there(memory_root: str, tmp_pa
     assert (spool / "uri").read_text() == memory_root + "/after\n"
 
 
+def test_a_day_folder_the_uploader_removes_just_before_the_writer_creates_its_file_loses_nothing(
+        memory_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The uploader removes a day's spool folder once it emptied it; when that lands between the writer making
+    the folder and creating its file, the writer makes it again instead of losing the batch."""
+    from recloop.serving import requestlog
+
+    real, removed = requestlog.repair_tail, []
+
+    def uploader_first(path: str) -> int:  # the uploader's rmdir, in the window
+        if not removed:
+            os.rmdir(os.path.dirname(path))
+            removed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(requestlog, "repair_tail", uploader_first)
+    log = RequestLog(memory_root, "h1", spool_dir=str(tmp_path / "spool"))
+    log.put("kept", at(5, 10))
+    log.close()
+    assert removed and read(hour_file(memory_root, 5, 10)) == "kept\n"
+    assert (log.written, log.uploaded, log.dropped) == (1, 1, 0)
+
+
 # ---------------------------------------------------------------- uploads to a real S3 API server (moto)
 
 

@@ -240,6 +240,22 @@ class RequestLog(CountedLog):
             self._spool.grew(path, done, whole)
         return whole
 
+    @staticmethod
+    def _create(path: str, tries: int = 3) -> tuple[int, int]:
+        """Opens ``path`` for appending, its folder made and its torn tail cut: (bytes cut, descriptor). The
+        uploader removes a day's spool folder once it emptied it (``logupload``), which can happen between
+        making the folder and creating the file: then both are tried again."""
+        attempt = 1
+        while True:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                cut = repair_tail(path)
+                return cut, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            except FileNotFoundError:
+                if attempt == tries:
+                    raise
+                attempt += 1
+
     def _append(self, fd: int, data: bytes) -> int:
         return os.write(fd, data)
 
@@ -247,9 +263,7 @@ class RequestLog(CountedLog):
         """The open descriptor of ``path``, opened (after the tail repair) and registered on first use."""
         handle = self._open.get(path)
         if handle is None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            cut = repair_tail(path)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            cut, fd = self._create(path)
             handle = self._open[path] = _Handle(fd, key, 0)
             c = self._counts
             with c.cond:
