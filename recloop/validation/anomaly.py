@@ -7,6 +7,7 @@ second. ``checks.py`` makes the records from TFDV's findings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,3 +76,10 @@ def anomaly_cells(a: dict[str, Any]) -> list[str]:
     return [a["feature"], a["check"], a["measure"], "-" if a["distance"] is None else f"{a['distance']:.4f}",
             "-" if a["threshold"] is None else str(a["threshold"]), "yes" if a["blocking"] else "warn",
             a["spans"], evidence(a) or a["description"][:160], runbook_section(a)]
+
+
+def moved_shares(now: Mapping[str, float], was: Mapping[str, float]) -> list[tuple[str, float, float]]:
+    """Each key of two share mixes as (key, now, was), the largest move first: the first one's move is the
+    mixes' L-infinity distance."""
+    keys = sorted(set(now) | set(was), key=lambda k: -abs(now.get(k, 0.0) - was.get(k, 0.0)))
+    return [(k, now.get(k, 0.0), was.get(k, 0.0)) for k in keys]

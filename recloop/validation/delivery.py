@@ -21,7 +21,7 @@ from typing import Any
 
 from recloop.features import logs
 from recloop.features.records import CLICK_DELAYS, click_delay_bucket
-from recloop.validation.anomaly import Anomaly
+from recloop.validation.anomaly import Anomaly, moved_shares
 
 Summary = Mapping[str, Any]
 RATES = ("events.per_impression",)  # moves with the serving model's click rate: compared by ratio, warns only
@@ -112,9 +112,9 @@ def check(now: Mapping[str, Any], was: Mapping[str, Any] | None, share_change: f
             continue
         a, b = now[name], was[name]
         if name in MIXES:
-            moved = sorted(set(a) | set(b), key=lambda k: -abs(a.get(k, 0.0) - b.get(k, 0.0)))
-            distance, threshold, measure = abs(a.get(moved[0], 0.0) - b.get(moved[0], 0.0)), mix_change, "L_INFTY"
-            evidence = [{"value": f"{name} {k}", "now": a.get(k, 0.0), "was": b.get(k, 0.0)} for k in moved[:4]]
+            moved = moved_shares(a, b)
+            distance, threshold, measure = abs(moved[0][1] - moved[0][2]), mix_change, "L_INFTY"
+            evidence = [{"value": f"{name} {k}", "now": x, "was": y} for k, x, y in moved[:4]]
             described = f"{name} {dict(a)}, was {dict(b)}"
         else:
             rate = name in RATES

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from recloop.features.logged import Logged
-from recloop.validation.anomaly import Anomaly
+from recloop.validation.anomaly import Anomaly, moved_shares
 
 __all__ = ["FIGURES", "MIN_IMPRESSIONS", "ROW_MIX", "Logged", "check"]
 
@@ -69,8 +69,7 @@ def _compared(version: str, now: Mapping[str, Any], was: Mapping[str, Any]) -> l
         for name, blocking in FIGURES.items()]
     if "rows" in now and "rows" in was:  # measures kept before rows were would lack them
         a, b = now["rows"], was["rows"]
-        moved = sorted(set(a) | set(b), key=lambda r: -abs(a.get(r, 0.0) - b.get(r, 0.0)))
-        out.append((ROW_MIX, "L_INFTY", abs(a.get(moved[0], 0.0) - b.get(moved[0], 0.0)), True,
-                    f"rows {sorted(a)}, was {sorted(b)}",
-                    [{"value": f"row {r} [{version}]", "now": a.get(r, 0.0), "was": b.get(r, 0.0)} for r in moved[:4]]))
+        moved = moved_shares(a, b)
+        out.append((ROW_MIX, "L_INFTY", abs(moved[0][1] - moved[0][2]), True, f"rows {sorted(a)}, was {sorted(b)}",
+                    [{"value": f"row {r} [{version}]", "now": x, "was": y} for r, x, y in moved[:4]]))
     return out
