@@ -90,7 +90,7 @@ class Spool:
         self._lock_fd: int | None = None
         self._owned = False  # a private folder: removed at close once empty
         self.root = self._take(folder)
-        self.uploader = Uploader(counts, self._recover(), attempts=attempts, retry_s=retry_s, name=name)
+        self.uploader = Uploader(counts, self._recover(), attempts=attempts, retry_s=retry_s, name=name, warm=uri)
 
     def track(self, path: str, key: HourKey, fd: int) -> None:
         """Registers a spool file the writer has opened (``fd``), unless it is already being appended to."""

@@ -54,10 +54,13 @@ class Uploader:
       attempts: Tries of each upload before its lines are counted as dropped.
       retry_s: The wait before the first retry; it doubles at each one, up to 30 s.
       name: The thread's name.
+      warm: The logs URI the thread connects to first, before any file is due: a store client is built at its
+        first call (about a second of CPU for S3's), and under load the first upload would wait for it.
     """
 
-    def __init__(self, counts: LogCounts, found: list[Sealed], *, attempts: int, retry_s: float, name: str) -> None:
-        self._counts, self._attempts, self._retry_s = counts, attempts, retry_s
+    def __init__(self, counts: LogCounts, found: list[Sealed], *, attempts: int, retry_s: float, name: str,
+                 warm: str | None = None) -> None:
+        self._counts, self._attempts, self._retry_s, self._warm = counts, attempts, retry_s, warm
         self._outbox: collections.deque[Sealed] = collections.deque(found)  # not uploaded yet (head: in work)
         self._seqs: dict[tuple[str, str, str], int] = {}  # next object number per hour file (this thread only)
         self._last = False  # the writer sealed its last file: stop once the outbox is empty
@@ -97,6 +100,11 @@ class Uploader:
             self._thread.join(5.0)  # an attempt in flight ends with its own timeout
 
     def _loop(self) -> None:
+        if self._warm is not None:
+            try:
+                storage.exists(self._warm)
+            except Exception as e:  # noqa: BLE001 - the first upload retries and reports it
+                log.info("request log: %s not reachable yet (%s); uploads retry", self._warm, e)
         cond = self._counts.cond
         while True:
             with cond:
