@@ -483,9 +483,9 @@ class Evaluation:
         self.positives = ev.take(ev["label_click"] == 1)
         p = self.positives
         per_request = np.unique(p["request_id"], return_counts=True)[1]
-        train_members = np.unique(tr["member_id"])
+        train_members = np.unique(tr["member_id"]).astype(str)  # str: np.isin is pairwise on object arrays
         new_member = ~np.isin(p["member_id"], train_members)
-        new_item = ~np.isin(p["item_id"], np.unique(tr["item_id"]))
+        new_item = ~np.isin(p["item_id"], np.unique(tr["item_id"]).astype(str))
         self.sizes = {
             "eval_interactions": len(p), "eval_examples": len(ev), "eval_members": len(np.unique(p["member_id"])),
             "eval_members_unseen_share": round(float(np.mean(~np.isin(np.unique(p["member_id"]), train_members))), 4),

@@ -13,6 +13,7 @@ Usage:
     uv run python bench/run.py closed_loop   # `recloop demo` (defaults): online click rate week after week (~10-20 min)
     uv run python bench/run.py closed_loop_gate   # the demo under a gate that compares explored views (~15 min)
     uv run python bench/run.py scaling       # ingest, validate (2/4/8 weeks), train (1/2/4 weeks) (~60 min, ~11 GB)
+    uv run python bench/run.py window        # training on the newest 1/2/4/8 default weeks: time, RSS, quality (~80 min)
     uv run python bench/run.py faults        # the fault and security tests, 10k fuzzed requests (~5 min)
     uv run python bench/run.py audit         # pip-audit over uv.lock's pins, findings and decisions (~1.5 min)
     uv run python bench/run.py report        # only regenerate bench/README.md from bench/results/
@@ -50,6 +51,7 @@ import serving
 import train
 import validate
 import weekly
+import window
 from common import machine, table
 
 HERE = Path(__file__).resolve().parent
@@ -131,6 +133,7 @@ MODULES = {
     "closed_loop": (closed_loop.bench_closed_loop, closed_loop.NOTES),
     "closed_loop_gate": (closed_loop.bench_closed_loop_gate, closed_loop.GATE_NOTES),
     "scaling": (scaling.bench_scaling, scaling.NOTES),
+    "window": (window.bench_window, window.NOTES),
     "faults": (faults.bench_faults, faults.NOTES),
     "audit": (audit.bench_audit, audit.NOTES),
 }
@@ -186,6 +189,7 @@ def bench_offpolicy_settings(settings: tuple[tuple[float, float], ...]) -> Path:
 SECTIONS: dict[str, Callable[[dict[str, Any], Path], str]] = {
     "serving": serving.section,
     "scaling": scaling.section,
+    "window": window.section,
     "ingest": ingest.section,
     "validate": validate.section,
     "detection": detection.section,
@@ -205,6 +209,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any], Path], str]] = {
 HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "serving": serving.headline,
     "scaling": scaling.headline,
+    "window": window.headline,
     "ingest": ingest.headline,
     "detection": detection.headline,
     "weekly": weekly.headline,

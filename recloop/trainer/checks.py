@@ -37,8 +37,8 @@ def check_no_label_copies(rows: Examples, inputs: Iterable[str], min_rows: int =
     if len(rows) < min_rows:
         return
     for name in inputs:
-        values = rows[name]
-        if values.dtype.kind not in "iuf":
+        values = rows.columns.get(name)  # streamed rows hold every numeric input; strings cannot copy a label
+        if values is None or values.dtype.kind not in "iuf":
             continue
         for label in LABEL_COLUMNS:
             y = rows[label]
@@ -49,11 +49,12 @@ def check_no_label_copies(rows: Examples, inputs: Iterable[str], min_rows: int =
 
 def check_unique_pairs(rows: Examples, split: str) -> None:
     """Each (request_id, item_id) pair at most once: duplicates double-count impressions."""
-    keys = np.char.add(np.char.add(rows["request_id"], "\x1f"), rows["item_id"])
-    uniq, counts = np.unique(keys, return_counts=True)
+    requests, request = np.unique(rows["request_id"], return_inverse=True)
+    items, item = np.unique(rows["item_id"], return_inverse=True)
+    uniq, counts = np.unique(request.reshape(-1) * len(items) + item.reshape(-1), return_counts=True)
     if (counts > 1).any():
         dup = uniq[counts > 1]
-        example = dup[0].replace("\x1f", ", ")
+        example = f"{requests[dup[0] // len(items)]}, {items[dup[0] % len(items)]}"
         raise TrainingCheckError(f"{split} split: {len(dup)} (request_id, item_id) pairs appear more than once, "
                                  f"e.g. ({example}); ingest drops duplicate impressions, so this data is not "
                                  "an ingest output or was concatenated twice")

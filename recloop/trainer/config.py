@@ -118,6 +118,9 @@ class TrainConfig(_Strict):
     # sparse logs: the validation split grows back a day at a time until it holds this many positives (at most
     # a quarter of the training examples), so an epoch or a window is not chosen on a few dozen clicks
     validation_min_positives: Annotated[int, Field(ge=0)] = 1000
+    # examples in the shuffle buffer of each model's input (data streams from the files, never held whole:
+    # this buffer is most of the memory training takes, whatever the window)
+    shuffle_buffer: Positive = 100_000
 
     def fingerprint(self) -> str:
         """A short stable hash of the config, part of the model version."""

@@ -1,4 +1,4 @@
-"""Training data: weekly ingest outputs read back into numpy columns.
+"""Training data: weekly ingest outputs, streamed from their TFRecords and partly held as numpy columns.
 
 The trainer reads what ingest wrote (``train/``, ``eval/``: gzip TFRecords of
 ``features.examples.COLUMNS``; ``items/items.jsonl.gz``; ``summary.json``) and
@@ -11,6 +11,12 @@ are used. The evaluation set is one of:
   UTC), so it can be sized by its support rather than by one ingest;
 - with ``eval_dirs``, the train and eval splits of separate ingest outputs,
   which must start after the training data ends.
+
+The training examples are never held whole. One streamed pass (``stream_examples``) keeps the columns the
+baselines, checks and evaluation read (ids, time, labels, the logging facts, the heuristics' roles, numeric
+features: ~100 bytes an example, strings shared) and counts every categorical feature's values (the
+vocabularies); the models read every column again from the files, epoch by epoch (``Examples.source``, see
+``fit.py``). The evaluation set is read whole (``read_examples``): its size does not grow with the window.
 
 Everything before the evaluation set is training data, so evaluation is always
 later in time than training. The last ``validation_days`` days of the training
@@ -28,8 +34,9 @@ from __future__ import annotations
 
 import datetime as dt
 import posixpath
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,7 +45,7 @@ import tensorflow as tf
 from recloop.features import logs, recorded
 from recloop.features.catalog import item_columns, read_items, snapshot
 from recloop.features.examples import COLUMNS, LISTS
-from recloop.features.spec import missing_value
+from recloop.features.spec import FEATURES, missing_value, role
 
 _TF = {str: tf.string, int: tf.int64, float: tf.float32}
 _PARSE: dict[str, Any] = {
@@ -51,12 +58,36 @@ class DataError(ValueError):
     """Training data that cannot be used; the message names the folder and what is wrong."""
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where a split's examples stream from: example files (local or object storage), cut to a request-time
+    window, ``start <= ts < end`` (None: open)."""
+
+    files: tuple[str, ...]
+    start: float | None = None
+    end: float | None = None
+
+    def cut(self, start: float | None = None, end: float | None = None) -> Source:
+        """The same files, the window narrowed to ``[start, end)`` as well."""
+        return replace(self, start=_tighter(self.start, start, max), end=_tighter(self.end, end, min))
+
+
+def _tighter(a: float | None, b: float | None, pick: Callable[[float, float], float]) -> float | None:
+    return b if a is None else a if b is None else pick(a, b)
+
+
 @dataclass
 class Examples:
     """Examples as aligned numpy columns (strings as ``str`` arrays, missing values per ``missing_value``);
-    a list column (``examples.LISTS``) is 2-D, ``(examples, max_length)``, padded with ``""``."""
+    a list column (``examples.LISTS``) is 2-D, ``(examples, max_length)``, padded with ``""``.
+
+    Streamed examples (``stream_examples``) hold the ``LIGHT`` columns only (strings as shared ``str`` objects),
+    their ``source`` to read every column from, and ``tallies``: each categorical feature's value counts.
+    """
 
     columns: dict[str, np.ndarray]
+    source: Source | None = None
+    tallies: dict[str, Counter[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()))) if self.columns else 0
@@ -65,8 +96,19 @@ class Examples:
         return self.columns[name]
 
     def take(self, index: np.ndarray) -> Examples:
-        """The rows selected by a boolean mask or an index array."""
+        """The rows selected by a boolean mask or an index array (held columns only: no source)."""
         return Examples({k: v[index] for k, v in self.columns.items()})
+
+    def between(self, start: float | None = None, end: float | None = None) -> Examples:
+        """The examples requested in ``[start, end)`` (None: open), from the source too where there is one."""
+        ts = self.columns["ts"]
+        keep = np.ones(len(ts), dtype=bool)
+        if start is not None:
+            keep &= ts >= start
+        if end is not None:
+            keep &= ts < end
+        return Examples({k: v[keep] for k, v in self.columns.items()},
+                        self.source.cut(start, end) if self.source else None)
 
     def features(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         return {n: self.columns[n] for n in names}
@@ -113,35 +155,141 @@ def _empty(name: str, kind: type) -> np.ndarray:
     return np.zeros((0, LISTS[name]) if name in LISTS else (0,), dtype=_numpy_dtype(kind))
 
 
-def read_examples(folder: str) -> Examples:
-    """Every example under ``folder`` (``*.tfrecord.gz``), by request time, request id and position.
+def read_examples(folders: str | Sequence[str], start: float | None = None, end: float | None = None) -> Examples:
+    """Every column of the examples under ``folders`` (split folders of ``*.tfrecord.gz``) requested in
+    ``[start, end)``, by request time, request id, item and position.
 
     Ingest's runner writes the same examples in an order that can change from run to run; sorted, the same
-    logs give the same arrays, so a seeded training run gives the same model.
+    logs give the same arrays.
 
     Raises:
-      DataError: when the folder holds no example files.
+      DataError: for a folder that does not exist.
+    """
+    files = [f for folder in ([folders] if isinstance(folders, str) else folders) for f in example_files(folder)]
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
+    for batch in (batches(Source(tuple(files), start, end), list(COLUMNS), 16_384) if files else ()):
+        for name, value in batch.items():
+            parts[name].append(value.numpy())
+    out = {}
+    for name, kind in COLUMNS.items():
+        if not parts[name]:
+            out[name] = _empty(name, kind)
+            continue
+        values = np.concatenate(parts[name])
+        out[name] = np.char.decode(values.astype(bytes), "utf-8") if kind is str else values.astype(_numpy_dtype(kind))
+    order = np.lexsort((out["position"], out["item_id"], out["request_id"], out["ts"]))
+    return Examples({name: values[order] for name, values in out.items()})
+
+
+def light_columns() -> dict[str, type]:
+    """The columns streamed examples hold: every one but the list features, the logged score, the model version
+    and the string features no baseline reads (their values are tallied instead)."""
+    strings = {"member_id", "item_id", "request_id", "row", *(role(r) for r in ("platform", "category", "creator"))}
+    return {n: kind for n, kind in COLUMNS.items()
+            if n not in LISTS and n not in ("score", "model_version") and (kind is not str or n in strings)}
+
+
+def example_files(folder: str) -> list[str]:
+    """The example files of an ingest output's split folder, sorted.
+
+    Raises:
+      DataError: when the folder does not exist.
     """
     files = sorted(tf.io.gfile.glob(posixpath.join(folder, "*.tfrecord.gz")))
     if not files and not tf.io.gfile.exists(folder):
         raise DataError(f"{folder}: no such folder; expected an ingest output's split folder")
-    batches: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
-    if files:
-        ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(16_384)
-        for batch in ds.map(lambda x: tf.io.parse_example(x, _PARSE)):
-            for name, value in batch.items():
-                if name in LISTS:  # ragged -> padded with "" (the lookups' mask) to the declared length
-                    value = value.to_tensor(default_value=missing_value(COLUMNS[name]), shape=[None, LISTS[name]])
-                batches[name].append(value.numpy())
-    out = {}
-    for name, kind in COLUMNS.items():
-        if not batches[name]:
-            out[name] = _empty(name, kind)
-            continue
-        values = np.concatenate(batches[name])
-        out[name] = np.char.decode(values.astype(bytes), "utf-8") if kind is str else values.astype(_numpy_dtype(kind))
-    order = np.lexsort((out["position"], out["item_id"], out["request_id"], out["ts"]))
-    return Examples({name: values[order] for name, values in out.items()})
+    return files
+
+
+def batches(source: Source, names: Sequence[str], size: int = 4096) -> tf.data.Dataset:
+    """The columns ``names`` of the source's examples inside its window, in file order, as batches of dicts of up
+    to ``size`` rows (a list column padded with ``""`` to its declared length). Nothing is held beyond a batch."""
+    spec = {n: _PARSE[n] for n in {*names, "ts"}}
+
+    def parse(records: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(records, spec)
+        ts = tf.cast(parsed["ts"], tf.float64)
+        keep = tf.ones_like(ts, dtype=tf.bool)
+        if source.start is not None:
+            keep &= ts >= source.start
+        if source.end is not None:
+            keep &= ts < source.end
+        out = {}
+        for n in names:
+            value = parsed[n]
+            if n in LISTS:
+                value = value.to_tensor(default_value=missing_value(COLUMNS[n]), shape=[None, LISTS[n]])
+            out[n] = tf.boolean_mask(value, keep)
+        return out
+
+    ds = tf.data.TFRecordDataset(list(source.files), compression_type="GZIP")
+    return ds.batch(size).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+class _Strings:
+    """A string column read batch by batch: a code per row and each distinct value decoded once."""
+
+    def __init__(self) -> None:
+        self.index: dict[bytes, int] = {}
+        self.codes: list[np.ndarray] = []
+
+    def add(self, values: np.ndarray) -> None:
+        uniq, inverse = np.unique(values, return_inverse=True)
+        local = np.fromiter((self.index.setdefault(u, len(self.index)) for u in uniq.tolist()), np.int32, len(uniq))
+        self.codes.append(local[inverse.reshape(-1)])
+
+    def column(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(values, ranks)``: an object array sharing one ``str`` per distinct value, and each row's rank in
+        sorted order (for sorting without comparing strings)."""
+        words = [w.decode("utf-8") for w in self.index]
+        rank = np.empty(len(words), np.int64)
+        rank[sorted(range(len(words)), key=words.__getitem__)] = np.arange(len(words))
+        codes = np.concatenate(self.codes) if self.codes else np.zeros(0, np.int32)
+        return np.array(words, dtype=object)[codes] if words else np.zeros(0, dtype=object), rank[codes]
+
+
+def stream_examples(folders: Sequence[str], start: float | None = None, end: float | None = None,
+                    progress: Callable[[str], None] = lambda line: None) -> Examples:
+    """The examples of ``folders`` (split folders) requested in ``[start, end)``, in one streamed pass: their
+    ``light_columns`` sorted as ``read_examples`` sorts, the value counts of every categorical feature, and the
+    files as their source.
+
+    Raises:
+      DataError: for a folder that does not exist.
+    """
+    source = Source(tuple(f for folder in folders for f in example_files(folder)), start, end)
+    light = light_columns()
+    tallied = [f.name for f in FEATURES if f.kind == "categorical"]
+    strings = {n: _Strings() for n, kind in light.items() if kind is str}
+    parts: dict[str, list[np.ndarray]] = {n: [] for n, kind in light.items() if kind is not str}
+    tallies: dict[str, Counter[str]] = {n: Counter() for n in tallied}
+    rows = 0
+    for batch in (batches(source, sorted({*light, *tallied}), 16_384) if source.files else ()):
+        for name in tallied:
+            values = batch[name].numpy().reshape(-1)
+            uniq, counts = np.unique(values, return_counts=True)
+            tallies[name].update({u.decode("utf-8"): int(c) for u, c in zip(uniq.tolist(), counts.tolist(), strict=True)
+                                  if u})  # a list's padding "" is no value
+        for name, column in strings.items():
+            column.add(batch[name].numpy())
+        for name, chunks in parts.items():
+            chunks.append(batch[name].numpy().astype(_compact(name, light[name])))
+        before, rows = rows, rows + len(batch["ts"])
+        if rows // 1_000_000 > before // 1_000_000:
+            progress(f"read {rows:,} training examples from {len(source.files)} files")
+    out: dict[str, np.ndarray] = {}
+    ranks: dict[str, np.ndarray] = {}
+    for name, column in strings.items():
+        out[name], ranks[name] = column.column()
+    for name, chunks in parts.items():
+        out[name] = np.concatenate(chunks) if chunks else np.zeros(0, _compact(name, light[name]))
+    order = np.lexsort((out["position"], ranks["item_id"], ranks["request_id"], out["ts"]))
+    return Examples({n: out[n][order] for n in light}, source, tallies)
+
+
+def _compact(name: str, kind: type) -> Any:
+    """The dtype a held numeric column keeps: 4 bytes, but for request times."""
+    return np.int64 if name == "ts" else np.int32 if kind is int else np.float32
 
 
 def read_summary(folder: str) -> dict[str, Any]:
@@ -186,8 +334,8 @@ def _spans(folders: Sequence[str], option: str) -> list[tuple[dict[str, Any], st
     return spans
 
 
-def _every_split(spans: Sequence[tuple[dict[str, Any], str]]) -> Examples:
-    return Examples.concat([read_examples(posixpath.join(f, s)) for _, f in spans for s in ("train", "eval")])
+def _splits(spans: Sequence[tuple[dict[str, Any], str]]) -> list[str]:
+    return [posixpath.join(f, s) for _, f in spans for s in ("train", "eval")]
 
 
 def _midnight(day: str) -> dt.datetime:
@@ -239,14 +387,14 @@ def load(folders: Sequence[str], window_weeks: int | None = None, eval_days: int
             raise DataError(f"--eval-data {[f for _, f in held]} starts {held[0][0]['start']}, before the training "
                             f"data {[f for _, f in weeks]} ends ({newest_span['end']}): evaluation must be later "
                             "than training")
-        train, evaluation, train_end = _every_split(weeks), _every_split(held), data_end
+        train, evaluation, train_end = stream_examples(_splits(weeks), progress=progress), read_examples(
+            _splits(held)), data_end
     elif eval_days is not None:
-        everything = _every_split(weeks)
         eval_start = train_end = data_end - dt.timedelta(days=eval_days)
-        later = everything["ts"] >= eval_start.timestamp()
-        train, evaluation = everything.take(~later), everything.take(later)
+        train = stream_examples(_splits(weeks), end=eval_start.timestamp(), progress=progress)
+        evaluation = read_examples(_splits(weeks), start=eval_start.timestamp())
     else:
-        train = Examples.concat([_every_split(weeks[:-1]), read_examples(posixpath.join(newest, "train"))])
+        train = stream_examples([*_splits(weeks[:-1]), posixpath.join(newest, "train")], progress=progress)
         evaluation = read_examples(posixpath.join(newest, "eval"))
         eval_start = train_end = dt.datetime.fromisoformat(newest_span["eval_start"])
     used = [f for _, f in (*weeks, *held)]
@@ -295,16 +443,14 @@ def _validation_length(train: Examples, end: dt.datetime, days: int, min_positiv
 def _validation(train: Examples, end: dt.datetime, days: int) -> tuple[Examples, Examples, str | None, str | None]:
     """``(fit, validation, validation start, note)``: the last ``days`` days before ``end`` held out of ``fit``."""
     if not days:
-        return train, train.take(np.zeros(len(train), dtype=bool)), None, None
+        return train, train.between(end=-np.inf), None, None
     start = end - dt.timedelta(days=days)
-    held = train["ts"] >= start.timestamp()
+    cut = start.timestamp()
+    held = train["ts"] >= cut
     if held.all():
         note = (f"no validation split: validation_days={days} would leave nothing to fit "
                 f"(every training example is after {start.isoformat()})")
-        return train, train.take(~held), None, note
+        return train, train.between(end=-np.inf), None, note
     if not held.any():
-        return train, train.take(held), start.isoformat(), f"no training example after {start.isoformat()}"
-    return train.take(~held), train.take(held), start.isoformat(), None
-
-
-
+        return train, train.between(start=cut), start.isoformat(), f"no training example after {start.isoformat()}"
+    return train.between(end=cut), train.between(start=cut), start.isoformat(), None

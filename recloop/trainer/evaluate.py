@@ -71,8 +71,9 @@ def clean(value: Any) -> Any:
 
 def cohorts(train: Examples, rows: Examples) -> dict[str, np.ndarray]:
     """Boolean masks over ``rows`` for every cohort (all of them, even when empty)."""
-    new_member = ~np.isin(rows["member_id"], np.unique(train["member_id"]))
-    new_item = ~np.isin(rows["item_id"], np.unique(train["item_id"]))
+    # as str arrays: np.isin compares object arrays (streamed columns) pair by pair
+    new_member = ~np.isin(rows["member_id"].astype(str), np.unique(train["member_id"]).astype(str))
+    new_item = ~np.isin(rows["item_id"].astype(str), np.unique(train["item_id"]).astype(str))
     out = {"member=new": new_member, "member=active": ~new_member,
            "item=new": new_item, "item=established": ~new_item}
     platform = role("platform")  # the declared feature slices are named after (none: no platform slices)

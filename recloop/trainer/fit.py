@@ -11,10 +11,11 @@ import numpy as np
 import tensorflow as tf
 
 from recloop.features.spec import LABELS
-from recloop.trainer.config import RetrievalConfig, TrainConfig
-from recloop.trainer.data import Examples
+from recloop.trainer.config import TrainConfig
+from recloop.trainer.data import DAY_SECONDS, Examples
+from recloop.trainer.inputs import dataset, lookup, shares
 from recloop.trainer.ranking import FEATURES, RankingModel
-from recloop.trainer.retrieval import RetrievalModel, dataset, sampling_probability
+from recloop.trainer.retrieval import RetrievalModel
 from recloop.trainer.towers import CANDIDATE, QUERY, Vocab, candidate_tower, fit_vocabs, query_tower
 
 OnEpoch = Callable[[str, int, int, dict[str, float]], None]  # model, epoch (1-based), epochs, logs
@@ -45,13 +46,9 @@ def seed_everything(seed: int) -> None:
 
 
 def vocabularies(train: Examples, config: TrainConfig) -> dict[str, Vocab]:
-    """Lookups and bucket boundaries of every model input, from the training split."""
-    return fit_vocabs(train.columns, FEATURES, min_count=config.retrieval.min_count)
-
-
-def retrieval_positives(train: Examples, positive: str) -> Examples:
-    """The training examples whose ``label_<positive>`` is 1 (what the retrieval model learns from)."""
-    return train.take(train[f"label_{positive}"] == 1)
+    """Lookups and bucket boundaries of every model input, from the training split (a streamed split's
+    categorical features from its tallies)."""
+    return fit_vocabs(train.columns, FEATURES, min_count=config.retrieval.min_count, tallies=train.tallies)
 
 
 # A logged page has a click rate of a few percent; interaction logs (one request per interaction) have ~100%,
@@ -80,9 +77,10 @@ def fit_retrieval(train: Examples, vocabs: Mapping[str, Vocab], config: TrainCon
     and keeps the best epoch's weights.
     """
     rc = config.retrieval
-    positives = retrieval_positives(train, rc.positives)
-    if len(positives) < 2:
-        raise ValueError(f"retrieval needs at least 2 training positives ({rc.positives}), got {len(positives)}")
+    label = f"label_{rc.positives}"
+    n_positives = int((train[label] == 1).sum())
+    if n_positives < 2:
+        raise ValueError(f"retrieval needs at least 2 training positives ({rc.positives}), got {n_positives}")
     pointwise = pointwise_loss(train, config)
     end = float(train["ts"].max())  # recency weights count back from the newest training example
     normalize = (not pointwise) if rc.normalize is None else rc.normalize
@@ -90,79 +88,115 @@ def fit_retrieval(train: Examples, vocabs: Mapping[str, Vocab], config: TrainCon
                            candidate_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, normalize, rc.id_l2),
                            rc, pointwise)
     model.compile(optimizer=tf.keras.optimizers.Adam(rc.learning_rate))
+    held = validation is not None and len(validation) > 0
     impressions = None
     if pointwise or rc.impression_loss_weight > 0:
         # an epoch is one pass over the impressions (positives repeat as needed with the softmax)
-        impressions = dataset(_impressions(train, rc, end), rc.impression_batch_size, config.seed + 1,
-                              id_dropout=ID_DROPOUT)
+        impressions = _impressions(train, config, end, config.seed + 1)
     if pointwise:
-        held_out = None if validation is None or not len(validation) else dataset(
-            _impressions(validation, rc, end), rc.impression_batch_size, config.seed, shuffle=False)
+        held_out = _impressions(validation, config, end, config.seed, shuffle=False) if held else None
         return _fit("retrieval", model, impressions, len(train), rc.epochs, on_epoch, held_out, loss="pointwise")
-    ds = dataset(_positives(positives, train, rc, end), rc.batch_size, config.seed, id_dropout=ID_DROPOUT)
+    ds = _positives(train, config, end, config.seed)
     held_out = None
-    if validation is not None and impressions is None:  # a (positives, impressions) pair has no held-out twin
-        later = retrieval_positives(validation, rc.positives)
-        if len(later):
-            held_out = dataset(_positives(later, validation, rc, end), rc.batch_size, config.seed, shuffle=False)
+    if held and impressions is None and (validation[label] == 1).any():  # a (positives, impressions) pair has no
+        held_out = _positives(validation, config, end, config.seed, shuffle=False)  # held-out twin
     if impressions is not None:
         ds = tf.data.Dataset.zip((ds.repeat(), impressions))
-    return _fit("retrieval", model, ds, len(positives), rc.epochs, on_epoch, held_out, loss="softmax")
+    return _fit("retrieval", model, ds, n_positives, rc.epochs, on_epoch, held_out, loss="softmax")
 
 
-def _impressions(rows: Examples, rc: RetrievalConfig, end: float) -> dict[str, np.ndarray]:
-    return rows.features((*QUERY, *CANDIDATE, "position")) | {
-        "label": rows[f"label_{rc.positives}"].astype(np.float32)[:, None],
-        "weight": recency_weights(rows["ts"], end, rc.recency_half_life_days)}
+def _impressions(rows: Examples, config: TrainConfig, end: float, seed: int, shuffle: bool = True) -> tf.data.Dataset:
+    """Every impression: the towers' features, position, the positive label and the recency weight."""
+    rc = config.retrieval
+    label, mean = f"label_{rc.positives}", _recency_mean(rows["ts"], end, rc.recency_half_life_days)
+
+    def derive(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {n: batch[n] for n in (*QUERY, *CANDIDATE, "position")} | {
+            "label": tf.cast(batch[label], tf.float32)[:, None],
+            "weight": _recency(batch["ts"], end, rc.recency_half_life_days, mean)}
+
+    return dataset(rows, (*QUERY, *CANDIDATE, "position", label, "ts"), derive, rc.impression_batch_size, seed,
+                   buffer=config.shuffle_buffer, id_dropout=ID_DROPOUT if shuffle else 0.0, shuffle=shuffle)
+
+
+def _positives(rows: Examples, config: TrainConfig, end: float, seed: int, shuffle: bool = True) -> tf.data.Dataset:
+    """The softmax's batches: the positives' features, the item key, its sampling probability (its share of
+    positives, over its share of impressions with exposure correction) and weight (IPS x recency)."""
+    rc = config.retrieval
+    label = f"label_{rc.positives}"
+    positive = rows[label] == 1
+    items, propensity, ts = rows["item_id"][positive], rows["propensity"][positive], rows["ts"][positive]
+    q = shares(items)
+    if rc.exposure_correction:
+        shown = shares(rows["item_id"])
+        q = {item: share / shown[item] for item, share in q.items()}
+    probability = lookup(q)
+    ips_mean = float(_ips(propensity, rc.ips_cap).mean())
+    recency_mean = _recency_mean(ts, end, rc.recency_half_life_days)
+
+    def derive(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        ips = tf.minimum(1.0 / tf.maximum(tf.cast(batch["propensity"], tf.float64), 1e-12), rc.ips_cap) / ips_mean
+        return {n: batch[n] for n in (*QUERY, *CANDIDATE)} | {
+            "item_key": batch["item_id"], "sampling_probability": probability(batch["item_id"]),
+            "weight": tf.cast(ips, tf.float32) * _recency(batch["ts"], end, rc.recency_half_life_days, recency_mean)}
+
+    return dataset(rows, tuple(dict.fromkeys((*QUERY, *CANDIDATE, "item_id", "propensity", "ts", label))), derive,
+                   rc.batch_size, seed, buffer=config.shuffle_buffer, id_dropout=ID_DROPOUT if shuffle else 0.0,
+                   shuffle=shuffle, keep=lambda row: tf.equal(row[label], 1))
+
+
+def _recency_raw(ts: np.ndarray, end: float, half_life_days: float) -> np.ndarray:
+    return np.power(0.5, np.maximum(end - ts.astype(np.float64), 0.0) / DAY_SECONDS / half_life_days)
+
+
+def _recency_mean(ts: np.ndarray, end: float, half_life_days: float | None) -> float:
+    return 1.0 if half_life_days is None or not len(ts) else float(_recency_raw(ts, end, half_life_days).mean())
+
+
+def _recency(ts: tf.Tensor, end: float, half_life_days: float | None, mean: float) -> tf.Tensor:
+    """``recency_weights`` of a batch, ``mean`` being the raw weights' mean over its whole split."""
+    if half_life_days is None:
+        return tf.ones_like(ts, tf.float32)
+    days = tf.maximum(end - tf.cast(ts, tf.float64), 0.0) / DAY_SECONDS / half_life_days
+    return tf.cast(tf.pow(tf.constant(0.5, tf.float64), days) / mean, tf.float32)
 
 
 def recency_weights(ts: np.ndarray, end: float, half_life_days: float | None) -> np.ndarray:
     """``0.5 ** (days before end / half-life)``, scaled to mean 1; all ones without a half-life."""
     if half_life_days is None or not len(ts):
         return np.ones(len(ts), np.float32)
-    w = np.power(0.5, np.maximum(end - ts.astype(np.float64), 0.0) / 86_400.0 / half_life_days)
+    w = _recency_raw(ts, end, half_life_days)
     return (w / w.mean()).astype(np.float32)
 
 
-def _positives(positives: Examples, shown: Examples, rc: RetrievalConfig, end: float) -> dict[str, np.ndarray]:
-    """The softmax's columns: features, the item key, its sampling probability and weight (IPS x recency)."""
-    q = sampling_probability(positives["item_id"])
-    if rc.exposure_correction:
-        q = q / exposure_share(shown["item_id"], positives["item_id"])
-    return positives.features((*QUERY, *CANDIDATE)) | {"item_key": positives["item_id"], "sampling_probability": q,
-                                                       "weight": ips_weights(positives["propensity"], rc.ips_cap)
-                                                       * recency_weights(positives["ts"], end,
-                                                                         rc.recency_half_life_days)}
+def _ips(propensity: np.ndarray, cap: float) -> np.ndarray:
+    return np.minimum(1.0 / np.maximum(propensity.astype(np.float64), 1e-12), cap)
 
 
 def ips_weights(propensity: np.ndarray, cap: float) -> np.ndarray:
     """``min(1 / propensity, cap)``, scaled to mean 1 (so the learning rate means the same for any cap)."""
-    w = np.minimum(1.0 / np.maximum(propensity.astype(np.float64), 1e-12), cap)
+    w = _ips(propensity, cap)
     return (w / w.mean()).astype(np.float32)
-
-
-def exposure_share(shown: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Each of ``items``' share of all impressions ``shown``."""
-    uniq, counts = np.unique(shown, return_counts=True)
-    index = np.searchsorted(uniq, items)
-    return (counts[index] / len(shown)).astype(np.float32)
 
 
 def fit_ranking(train: Examples, vocabs: Mapping[str, Vocab], config: TrainConfig,
                 on_epoch: OnEpoch | None = None, validation: Examples | None = None) -> Fitted:
     """Trains the DCN ranker on every training impression (early stopping on ``validation``, as retrieval)."""
     rk = config.ranking
+    labels = tuple(f"label_{label}" for label in LABELS)
 
-    def columns(rows: Examples) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        return (rows.features((*FEATURES, "position")),
-                {label: rows[f"label_{label}"].astype(np.float32)[:, None] for label in LABELS})
+    def derive(batch: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+        return ({n: batch[n] for n in (*FEATURES, "position")},
+                {label: tf.cast(batch[f"label_{label}"], tf.float32)[:, None] for label in LABELS})
 
-    ds = dataset(columns(train), rk.batch_size, config.seed, id_dropout=ID_DROPOUT)
-    held_out = None if validation is None or not len(validation) else dataset(
-        columns(validation), rk.batch_size, config.seed, shuffle=False)
+    def columns(rows: Examples, seed: int, shuffle: bool) -> tf.data.Dataset:
+        return dataset(rows, (*FEATURES, "position", *labels), derive, rk.batch_size, seed,
+                       buffer=config.shuffle_buffer, id_dropout=ID_DROPOUT if shuffle else 0.0, shuffle=shuffle)
+
+    held_out = None if validation is None or not len(validation) else columns(validation, config.seed, False)
     model = RankingModel(vocabs, rk, config.retrieval.oov_buckets)
     model.compile(optimizer=tf.keras.optimizers.Adam(rk.learning_rate))
-    return _fit("ranking", model, ds, len(train), rk.epochs, on_epoch, held_out)
+    return _fit("ranking", model, columns(train, config.seed, True), len(train), rk.epochs, on_epoch, held_out)
 
 
 def _fit(name: str, model: tf.keras.Model, ds: tf.data.Dataset, examples: int, epochs: int,

@@ -14,10 +14,8 @@ accidental hits (the same item as a negative) are removed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -79,43 +77,3 @@ class RetrievalModel(tfrs.Model):
             q, c, compute_metrics=False, compute_batch_metrics=False, sample_weight=features["weight"],
             candidate_ids=features["item_key"] if self.config.remove_accidental_hits else None,
             candidate_sampling_probability=features["sampling_probability"] if self.config.log_q else None)
-
-
-def sampling_probability(item_ids: np.ndarray) -> np.ndarray:
-    """Each positive's item frequency among all positives: the in-batch sampling probability."""
-    _, inverse, counts = np.unique(item_ids, return_inverse=True, return_counts=True)
-    return (counts[inverse] / len(item_ids)).astype(np.float32)
-
-
-def dataset(columns: Mapping[str, np.ndarray] | tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
-            batch_size: int, seed: int, id_dropout: float = 0.0,
-            shuffle: bool = True) -> tf.data.Dataset:
-    """A shuffled, batched dataset of feature dicts; ``id_dropout`` of member/item ids become OOV.
-
-    ``dataset`` also takes ``(features, labels)`` pairs (the ranker's); ids are dropped in the features.
-    """
-    features = columns[0] if isinstance(columns, tuple) else columns
-    n = len(next(iter(features.values())))
-    ds = tf.data.Dataset.from_tensor_slices(columns if isinstance(columns, tuple) else dict(columns))
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=False)
-    if id_dropout > 0:
-        ds = ds.map(_dropper(id_dropout, seed))
-    return ds.prefetch(2)
-
-
-def _dropper(rate: float, seed: int) -> Callable[..., Any]:
-    gen = tf.random.Generator.from_seed(seed)
-
-    def drop(batch: dict[str, tf.Tensor], *labels: Any) -> Any:
-        out = dict(batch)
-        for name in ("member_id", "item_id"):
-            if name in out:
-                hit = gen.uniform(tf.shape(out[name])) < rate
-                # an unseen string hashes to one of the OOV buckets, as a new id does at serving:
-                # every bucket is trained, not only the one "" falls in
-                out[name] = tf.where(hit, tf.strings.join([out[name], "#new"]), out[name])
-        return (out, *labels) if labels else out
-
-    return drop

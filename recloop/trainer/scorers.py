@@ -84,7 +84,7 @@ def popularity(train: Examples, day: dt.date, half_life_days: float = 7.0) -> Po
 def _contexts(rows: Examples) -> Iterator[tuple[int, str, np.ndarray]]:
     """``(hour, platform, mask)`` of each distinct request context among ``rows``."""
     hours, platforms = (roles.column(r, rows.columns, len(rows)) for r in ("hour", "platform"))
-    keys = np.char.add(np.char.add(hours.astype(str), "|"), platforms)
+    keys = np.char.add(np.char.add(hours.astype(str), "|"), platforms.astype(str))
     for key in np.unique(keys):
         hour, platform = key.split("|", 1)
         yield int(hour), platform, keys == key
@@ -160,7 +160,7 @@ def choose_recent_window(fit: Examples, validation: Examples, catalog: Examples,
       "validation_recall@k_se", "candidates": {window: recall}}``, window ``None`` meaning all days.
     """
     positives = validation.take(validation[f"label_{positive}"] == 1)
-    positives = positives.take(np.isin(positives["item_id"], catalog["item_id"]))
+    positives = positives.take(np.isin(positives["item_id"].astype(str), catalog["item_id"].astype(str)))
     if day is None or not len(positives) or not len(fit):
         return {"window_days": RECENT_DEFAULT_WINDOW, "chosen_on": "default: no validation positives",
                 "validation_start": None, "validation_positives": 0, "candidates": {}}

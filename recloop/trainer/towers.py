@@ -45,9 +45,7 @@ def fit_vocab(name: str, values: np.ndarray, min_count: int = 1) -> Vocab:
     spec = feature(name)
     if spec.kind == "categorical":
         uniq, counts = np.unique(values, return_counts=True)  # a list column's 2-D values count one by one
-        # an expected value keeps its slot even in a week without it
-        vocab = sorted(set(uniq[counts >= min_count].tolist()) | set(spec.vocabulary or ()))
-        return Vocab(name, vocabulary=tuple(v for v in vocab if v != ""), max_length=spec.max_length)
+        return vocab_of_counts(name, dict(zip(uniq.tolist(), counts.tolist(), strict=True)), min_count)
     present = values[values >= 0].astype(np.float64)
     if spec.buckets == "per_value":
         hi = int(spec.value_range[1]) if spec.value_range else int(present.max())
@@ -56,13 +54,25 @@ def fit_vocab(name: str, values: np.ndarray, min_count: int = 1) -> Vocab:
     return Vocab(name, boundaries=(-0.5, *(float(q) for q in qs)))
 
 
+def vocab_of_counts(name: str, counts: Mapping[str, int], min_count: int = 1) -> Vocab:
+    """The vocabulary of a categorical feature from its values' counts (``""``, a list's padding, is none)."""
+    spec = feature(name)
+    # an expected value keeps its slot even in a week without it
+    vocab = sorted({v for v, c in counts.items() if c >= min_count} | set(spec.vocabulary or ()))
+    return Vocab(name, vocabulary=tuple(v for v in vocab if v != ""), max_length=spec.max_length)
+
+
 def is_id_like(name: str) -> bool:
     """Ids and lists of them (a member's recent items) get id-sized, L2-penalised embeddings."""
     return name in ("member_id", "item_id") or feature(name).is_list
 
 
-def fit_vocabs(columns: Mapping[str, np.ndarray], names: Sequence[str], min_count: int = 1) -> dict[str, Vocab]:
-    return {n: fit_vocab(n, columns[n], min_count if is_id_like(n) else 1) for n in names}
+def fit_vocabs(columns: Mapping[str, np.ndarray], names: Sequence[str], min_count: int = 1,
+               tallies: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Vocab]:
+    """``fit_vocab`` of each of ``names``, from ``tallies`` (value counts) where they hold it."""
+    tallies = tallies or {}
+    return {n: vocab_of_counts(n, tallies[n], min_count if is_id_like(n) else 1) if n in tallies
+            else fit_vocab(n, columns[n], min_count if is_id_like(n) else 1) for n in names}
 
 
 def input_specs(names: Sequence[str]) -> dict[str, tf.TensorSpec]:
