@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from recloop.features.spec import LABELS
+from recloop.trainer import distribute
 from recloop.trainer.config import TrainConfig
 from recloop.trainer.data import DAY_SECONDS, Examples
 from recloop.trainer.inputs import dataset, lookup, shares
@@ -84,10 +85,11 @@ def fit_retrieval(train: Examples, vocabs: Mapping[str, Vocab], config: TrainCon
     pointwise = pointwise_loss(train, config)
     end = float(train["ts"].max())  # recency weights count back from the newest training example
     normalize = (not pointwise) if rc.normalize is None else rc.normalize
-    model = RetrievalModel(query_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, normalize, rc.id_l2),
-                           candidate_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, normalize, rc.id_l2),
-                           rc, pointwise)
-    model.compile(optimizer=tf.keras.optimizers.Adam(rc.learning_rate))
+    with distribute.strategy().scope():  # variables mirrored on every worker when several train together
+        model = RetrievalModel(query_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, normalize, rc.id_l2),
+                               candidate_tower(vocabs, rc.embedding_dim, rc.hidden, rc.oov_buckets, normalize,
+                                               rc.id_l2), rc, pointwise)
+        model.compile(optimizer=tf.keras.optimizers.Adam(rc.learning_rate))
     held = validation is not None and len(validation) > 0
     impressions = None
     if pointwise or rc.impression_loss_weight > 0:
@@ -194,8 +196,9 @@ def fit_ranking(train: Examples, vocabs: Mapping[str, Vocab], config: TrainConfi
                        buffer=config.shuffle_buffer, id_dropout=ID_DROPOUT if shuffle else 0.0, shuffle=shuffle)
 
     held_out = None if validation is None or not len(validation) else columns(validation, config.seed, False)
-    model = RankingModel(vocabs, rk, config.retrieval.oov_buckets)
-    model.compile(optimizer=tf.keras.optimizers.Adam(rk.learning_rate))
+    with distribute.strategy().scope():
+        model = RankingModel(vocabs, rk, config.retrieval.oov_buckets)
+        model.compile(optimizer=tf.keras.optimizers.Adam(rk.learning_rate))
     return _fit("ranking", model, columns(train, config.seed, True), len(train), rk.epochs, on_epoch, held_out)
 
 

@@ -39,9 +39,12 @@ def dataset(rows: Examples, names: Sequence[str], derive: Derive, batch_size: in
     if shuffle:
         ds = ds.shuffle(max(1, min(buffer, len(rows))), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(derive)
-    if id_dropout > 0:
-        ds = ds.map(_dropper(id_dropout, seed))
-    return ds.prefetch(2)
+    if id_dropout > 0:  # a fresh random key per batch and epoch, the same on every worker
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((keys, ds)).map(_dropper(id_dropout))
+    options = tf.data.Options()  # several workers: each reads every file and keeps its share of the examples
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(2)
 
 
 def lookup(values: Mapping[str, float], default: float = 0.0) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -60,17 +63,17 @@ def shares(values: np.ndarray) -> dict[str, float]:
     return dict(zip(uniq.tolist(), (counts / max(len(values), 1)).tolist(), strict=True))
 
 
-def _dropper(rate: float, seed: int) -> Callable[..., Any]:
-    gen = tf.random.Generator.from_seed(seed)
-
-    def drop(batch: dict[str, tf.Tensor], *labels: Any) -> Any:
+def _dropper(rate: float) -> Callable[..., Any]:
+    def drop(key: tf.Tensor, element: Any) -> Any:
+        batch, labels = element if isinstance(element, tuple) else (element, None)
         out = dict(batch)
-        for name in ("member_id", "item_id"):
+        for i, name in enumerate(("member_id", "item_id")):
             if name in out:
-                hit = gen.uniform(tf.shape(out[name])) < rate
+                seed = tf.stack([key, tf.constant(i, tf.int64)])
+                hit = tf.random.stateless_uniform(tf.shape(out[name]), seed=seed) < rate
                 # an unseen string hashes to one of the OOV buckets, as a new id does at serving:
                 # every bucket is trained, not only the one "" falls in
                 out[name] = tf.where(hit, tf.strings.join([out[name], "#new"]), out[name])
-        return (out, *labels) if labels else out
+        return out if labels is None else (out, labels)
 
     return drop

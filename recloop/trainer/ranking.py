@@ -18,6 +18,7 @@ import tensorflow_recommenders as tfrs
 from recloop.features.catalog import RANKING_INPUTS
 from recloop.features.spec import LABELS, features_for
 from recloop.trainer.config import RankingConfig
+from recloop.trainer.distribute import Replicated, global_count
 from recloop.trainer.towers import CANDIDATE, MAX_POSITION, QUERY, Vocab, encoder
 
 # every model input but position (each gets a vocabulary), in spec order
@@ -25,7 +26,7 @@ FEATURES = tuple(f.name for f in features_for() if {*QUERY, *CANDIDATE, *RANKING
 INPUTS = RANKING_INPUTS  # what the ranker reads besides position: the declared ranking features
 
 
-class RankingModel(tfrs.Model):
+class RankingModel(Replicated, tfrs.Model):
     """DCN-v2 over ``INPUTS`` + a position tower; a ``tfrs.tasks.Ranking`` per head.
 
     Args:
@@ -45,7 +46,7 @@ class RankingModel(tfrs.Model):
         self.heads = tf.keras.layers.Dense(len(LABELS))
         self.position_bias = tf.keras.layers.Embedding(MAX_POSITION + 2, len(LABELS), embeddings_initializer="zeros")
         self.tasks = {label: tfrs.tasks.Ranking(
-            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
             metrics=[tf.keras.metrics.AUC(from_logits=True, name=f"{label}_auc")]) for label in LABELS}
 
     def logits(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
@@ -67,9 +68,9 @@ class RankingModel(tfrs.Model):
                      training: bool = False) -> tf.Tensor:
         features, labels = inputs
         logits = self.logits(features)
-        weights = self.config.loss_weights
+        weights, n = self.config.loss_weights, global_count(tf.shape(logits)[0])  # mean over the global batch
         return tf.add_n([weights[label] * self.tasks[label](labels=labels[label], predictions=logits[:, i : i + 1])
-                         for i, label in enumerate(LABELS)])
+                         for i, label in enumerate(LABELS)]) / n
 
 
 def combined(probabilities: tf.Tensor, weights: Mapping[str, float]) -> tf.Tensor:

@@ -20,10 +20,11 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recloop.trainer.config import RetrievalConfig
+from recloop.trainer.distribute import Replicated, global_count
 from recloop.trainer.towers import CANDIDATE, MAX_POSITION, QUERY, Tower
 
 
-class RetrievalModel(tfrs.Model):
+class RetrievalModel(Replicated, tfrs.Model):
     """Query tower + candidate tower, trained pointwise on impressions or by an in-batch softmax.
 
     ``pointwise``: batches are impressions (``QUERY``, ``CANDIDATE``, ``position``,
@@ -53,11 +54,11 @@ class RetrievalModel(tfrs.Model):
             self.position_bias = tf.keras.layers.Embedding(MAX_POSITION + 2, 1, embeddings_initializer="zeros")
 
     def compute_loss(self, inputs: Mapping[str, tf.Tensor] | tuple, training: bool = False) -> tf.Tensor:
-        """The mean loss per example of the batch (so ``id_l2`` weighs the same against either loss)."""
+        """The mean loss per example of the (global) batch (so ``id_l2`` weighs the same against either loss)."""
         if self.pointwise:
             return self._pointwise_loss(inputs)
         features, impressions = inputs if isinstance(inputs, tuple) else (inputs, None)
-        loss = self._softmax_loss(features) / tf.cast(tf.shape(features["item_key"])[0], tf.float32)
+        loss = self._softmax_loss(features) / global_count(tf.shape(features["item_key"])[0])
         if impressions is not None:
             loss += self.config.impression_loss_weight * self._pointwise_loss(impressions)
         return loss
@@ -67,7 +68,7 @@ class RetrievalModel(tfrs.Model):
         c = self.candidate_tower({n: impressions[n] for n in CANDIDATE})
         position = tf.clip_by_value(tf.cast(impressions["position"], tf.int32), 0, MAX_POSITION + 1)
         logit = self.scale * tf.reduce_sum(q * c, axis=-1, keepdims=True) + self.offset + self.position_bias(position)
-        n = tf.cast(tf.shape(logit)[0], tf.float32)
+        n = global_count(tf.shape(logit)[0])
         return self.clicked(labels=impressions["label"], predictions=logit, sample_weight=impressions["weight"]) / n
 
     def _softmax_loss(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:

@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import posixpath
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +23,7 @@ import tensorflow as tf
 import recloop
 from recloop.features import logs, recorded
 from recloop.features.spec import FEATURES, LABELS
-from recloop.trainer import checks, evaluate, export, fit
+from recloop.trainer import checks, distribute, evaluate, export, fit
 from recloop.trainer.config import TrainConfig
 from recloop.trainer.data import TrainingData, load
 from recloop.trainer.evaluate import RankingScorer, RetrievalScorer
@@ -83,7 +84,12 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
       data.DataError, checks.TrainingCheckError: bad data (made under another feature declaration, too)
         or a failed check.
     """
-    if os.path.exists(out) and not overwrite:
+    strategy = distribute.strategy()  # first: several workers set up their collectives before any other op
+    scratch = None
+    if not distribute.is_chief():  # every worker exports (saving a mirrored model takes all); the chief's is kept
+        scratch = out = tempfile.mkdtemp(prefix="recloop-worker-export-")
+        shutil.rmtree(out)
+    elif os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     started = time.perf_counter()
     progress(f"reading {len(data_dirs) + len(eval_dirs)} ingest output(s)")
@@ -96,6 +102,9 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
         checks.check_unique_pairs(split, name)
     checks.check_time_order(data.train, data.eval)
     progress(f"data: {data.sizes()} span {data.span}")
+    if strategy.num_replicas_in_sync > 1:
+        progress(f"training on {distribute.workers()} workers ({strategy.num_replicas_in_sync} replicas), this one "
+                 f"{'the chief' if scratch is None else 'a worker: its export is discarded'}")
 
     fit.seed_everything(config.seed)
     vocabs = fit.vocabularies(data.train, config)
@@ -120,6 +129,10 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
     if os.path.exists(out):
         shutil.rmtree(out)
     shutil.move(staging, out)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+        progress(f"worker done in {card['training_seconds']} s (the chief writes the export)")
+        return card
     progress(f"export written to {out} in {card['training_seconds']} s")
     return card
 
@@ -186,7 +199,7 @@ def _export(config: TrainConfig, data: TrainingData, day: dt.date, retrieval: fi
         "features": {"query": list(QUERY), "candidate": list(CANDIDATE), "ranking": list(RANKING_INPUTS),
                      "training_only": [f.name for f in FEATURES if f.training_only]},
         "config": config.model_dump(mode="json"),
-        "training": {"retrieval": retrieval.record(), "ranking": ranking.record()},
+        "training": {"retrieval": retrieval.record(), "ranking": ranking.record(), "workers": distribute.workers()},
         "index": index, "tables": tables, "validation": validation,
         "metrics": card_metrics | {"ratios": metrics["ratios"]},
     }
