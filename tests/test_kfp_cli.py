@@ -243,10 +243,15 @@ def test_the_weekly_ir_wires_seven_tasks_in_order_on_recloops_image(tmp_path):
 def test_image_replaces_every_executors_image_and_nothing_else(tmp_path):
     plain, other = tmp_path / "plain.yaml", tmp_path / "deep" / "other.yaml"  # the folder is created
     compiler.Compiler().compile(pipelines.weekly(), str(plain))  # KFP's own, on the components' placeholder
-    code, out = invoke("compile", "--out", str(other), "--image", "registry.example/recloop@sha256:ab12")
-    assert code == 0 and out.endswith("image registry.example/recloop@sha256:ab12"), out  # --image over the env
-    assert other.read_text() == plain.read_text().replace(kfp_tasks.IMAGE_UNSET,
-                                                          "registry.example/recloop@sha256:ab12")
+    image = "registry.example/recloop@sha256:ab12"
+    code, out = invoke("compile", "--out", str(other), "--image", image)
+    assert code == 0 and out.endswith(f"image {image}"), out  # --image over the env
+    replaced = tmp_path / "replaced.yaml"
+    replaced.write_text(plain.read_text().replace(kfp_tasks.IMAGE_UNSET, image))
+    compiled, expected = read_ir(other), read_ir(replaced)
+    for executor in compiled["deploymentSpec"]["executors"].values():  # each task knows its image (train's TFJob)
+        assert executor["container"].pop("env") == [{"name": "RECLOOP_IMAGE", "value": image}]
+    assert compiled == expected
     assert plain.read_text().count(kfp_tasks.IMAGE_UNSET) == 7
     loaded = components.load_component_from_file(str(other))  # KFP loads it back as a component
     assert loaded.name == "recloop-weekly" and loaded.component_spec.inputs == pipelines.weekly().component_spec.inputs
@@ -404,6 +409,11 @@ def test_every_task_takes_the_object_stores_settings_from_the_secret_and_config_
         "executors"] == platform
     bare = compile_pipeline(pipeline, str(tmp_path / "bare.yaml"), env=ClusterEnv(None, None))  # gs://, WI
     assert "platforms" not in bare and len((tmp_path / "bare.yaml").read_text().split("\n---\n")) == 1
+    if pipeline == "weekly":  # a TFJob's workers take the same settings (train's job parameter)
+        jobs = [json.loads(p["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"].pop("job")["runtimeValue"][
+            "constant"]) for p in (ir, bare)]
+        assert [(j["credentials_secret"], j["config_map"]) for j in jobs] == [
+            ("mlpipeline-minio-artifact", "recloop-config"), (None, None)]
     assert {k: v for k, v in bare.items()} == {k: v for k, v in ir.items() if k != "platforms"}
 
 

@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +28,7 @@ import kubernetes_validate
 import pytest
 import typer
 import yaml
-from conftest import require_binary
+from conftest import free_port, require_binary
 from kserve import KServeClient
 from kubernetes import client as k8s
 
@@ -170,7 +171,8 @@ def pinned_version() -> list[dict[str, Any]]:
 
 def test_custom_resources_validate_against_their_crds(rendered, record_property):
     sources = {json.loads(gzip.decompress(p.read_bytes()))["tag"] for p in CRDS.glob("*.json.gz")}
-    assert sources == {"v0.15.2", "v0.93.0"}  # kserve==0.15.2 (pyproject.toml), prometheus-operator
+    # kserve==0.15.2 (pyproject.toml), prometheus-operator, the Training Operator (the TFJob: test at the end)
+    assert sources == {"v0.15.2", "v0.93.0", "v1.9.0"}
     checked = [o for o in rendered + pinned_version() if o["kind"] in CRD_KINDS]
     assert sorted(o["kind"] for o in checked) == sorted(
         ["InferenceService", "InferenceService", "PodMonitor", "PrometheusRule", "ServingRuntime"])
@@ -616,3 +618,127 @@ def test_the_recurring_run_is_scheduled_not_applied_and_reads_the_site_values(re
     assert find(rendered, "ServiceAccount", spec.service_account), spec.service_account  # the RBAC above
     values = find(rendered, "ConfigMap", CONFIG_MAP)[0]["data"]
     assert (spec.parameters["logs"], spec.parameters["registry"]) == (values["LOGS_URI"], values["REGISTRY_URI"])
+
+
+# ---------------------------------------------------------------- training on several workers: a Kubeflow TFJob
+
+
+class StandInOperator(threading.Thread):
+    """Stands in for the Training Operator, which cannot run here: watches the stand-in API server for a TFJob,
+    starts one ``recloop`` process per worker (the container's command) with the environment the kubelet would
+    give it (values, and the Secret's and ConfigMap's keys from ``secrets``) and the ``TF_CONFIG`` the operator
+    writes (genTFConfigJSONStr, pkg/controller.v1/tensorflow/tensorflow.go at v1.9.0; loopback ports for the
+    headless services' names), and reports its conditions as the operator does: Created, Running, then Succeeded
+    when every worker exits 0, else Failed."""
+
+    def __init__(self, server: MockApiServer, secrets: dict[str, dict[str, str]], logs: Path):
+        super().__init__(daemon=True)
+        self.server, self.secrets, self.logs, self.jobs, self.errors = server, secrets, logs, [], []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for key, job in list(self.server.objects.items()):
+                if key[1] == "tfjobs" and "status" not in job:
+                    self.jobs.append(copy.deepcopy(job))
+                    self.errors += crd_errors(job)
+                    self._run(job)
+            time.sleep(0.2)
+
+    def _condition(self, job: dict, kind: str, message: str = "") -> None:
+        conditions = job.setdefault("status", {}).setdefault("conditions", [])
+        conditions.append({"type": kind, "status": "True", "reason": f"TFJob{kind}", "message": message})
+
+    def _run(self, job: dict) -> None:
+        import sys
+
+        self._condition(job, "Created")
+        spec = job["spec"]["tfReplicaSpecs"]["Worker"]
+        [container] = spec["template"]["spec"]["containers"]
+        hosts = [f"127.0.0.1:{free_port()}" for _ in range(spec["replicas"])]
+        env = {}
+        for var in container["env"]:
+            ref = var.get("valueFrom", {})
+            source = ref.get("secretKeyRef") or ref.get("configMapKeyRef")
+            env[var["name"]] = var["value"] if "value" in var else self.secrets[source["name"]][source["key"]]
+        command = container["command"]
+        assert command[0] == "recloop", command
+        procs = []
+        for index in range(spec["replicas"]):
+            tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index},
+                         "environment": "cloud"}
+            out = (self.logs / f"{job['metadata']['name']}-worker-{index}.log").open("w")
+            procs.append(subprocess.Popen([sys.executable, "-m", "recloop.cli", *command[1:]],
+                                          env=os.environ | env | {"TF_CONFIG": json.dumps(tf_config)},
+                                          stdout=out, stderr=subprocess.STDOUT))
+        self._condition(job, "Running")
+        codes = [p.wait(timeout=900) for p in procs]
+        if codes == [0] * len(procs):
+            self._condition(job, "Succeeded", f"TFJob {job['metadata']['name']} successfully completed.")
+        else:
+            self._condition(job, "Failed", f"exit codes {codes}")
+
+
+@pytest.mark.slow
+def test_train_on_two_workers_runs_a_tfjob_through_the_pipelines_account(api_server, tiny_ingest, tiny_model,
+                                                                          bucket, tmp_path, record_property):
+    """The train step with train_workers=2: a TFJob created and watched through the kubernetes SDK as the
+    pipeline's service account, valid against the Training Operator's CRD, two workers reading the examples from
+    the object store and training one model (the single-process one), the chief's export copied into the task's
+    artifact."""
+    from kubernetes import config as kube_config
+
+    from recloop.components import steps
+    from recloop.pipelines.definitions import _job
+    from recloop.pipelines.env import DEFAULT_ENV
+    from recloop.pipelines.resources import DEFAULTS
+
+    server, _ = api_server
+    storage.upload(tiny_ingest, f"{bucket}/artifacts/ingest/examples")
+    reference = tmp_path / "validation"  # what the trainer copies of a validate output: the schema as written
+    reference.mkdir()
+    (reference / "schema.pbtxt").write_text('feature { name: "item_id" type: BYTES }\n')
+    storage.upload(str(reference), f"{bucket}/artifacts/validate/validation")
+    secrets = {SECRET: {"accesskey": os.environ["AWS_ACCESS_KEY_ID"], "secretkey": os.environ["AWS_SECRET_ACCESS_KEY"]},
+               CONFIG_MAP: {k: os.environ[k] for k in storage.S3_CONFIG_ENV}}
+    operator = StandInOperator(server, secrets, tmp_path)
+    operator.start()
+    api = k8s.CustomObjectsApi(kube_config.new_client_from_config_dict(server.kubeconfig(NAMESPACE, SA)))
+    model = f"{bucket.replace('s3://', 'minio://')}/artifacts/train/model"  # KFP's URI for a MinIO pipeline root
+    try:
+        card = steps.train_on_workers(f"{bucket}/artifacts/ingest/examples", f"{bucket}/artifacts/validate/validation",
+                                      model, str(tmp_path / "model"), 2, _job(DEFAULTS, DEFAULT_ENV), "", 3, 0,
+                                      api=api, image="registry.example/recloop:1", namespace=NAMESPACE, poll_s=1,
+                                      timeout_s=900)
+    finally:
+        operator.done.set()
+    [job] = operator.jobs
+    assert operator.errors == [], operator.errors  # the Training Operator v1.9.0 CRD accepts it
+    [container] = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"]
+    assert (container["name"], container["image"], container["ports"]) == (
+        "tensorflow", "registry.example/recloop:1", [{"name": "tfjob-port", "containerPort": 2222}])
+    assert container["resources"]["limits"]["memory"] == DEFAULTS["train"].memory_limit
+    assert {r[:3] for r in server.requests if r[2] == "tfjobs"} == {("create", "kubeflow.org", "tfjobs"),
+                                                                   ("get", "kubeflow.org", "tfjobs")}
+    assert card["training"]["workers"] == 2 and Path(tmp_path, "model", "validation", "schema.pbtxt").exists()
+    assert not storage.exists(f"{bucket}/artifacts/train/model-workers"), "the chief's export was left behind"
+    one = json.loads(Path(tiny_model, "model_card.json").read_text())
+    for name in ("retrieval", "ranking"):  # the same examples, epochs and stopping as one process
+        assert card["training"][name]["examples"] == one["training"][name]["examples"]
+        assert card["training"][name]["best_epoch"] == one["training"][name]["best_epoch"]
+        # the same global batches and mean gradients; Keras reports the global figures, not sums over workers
+        for a, b in zip(card["training"][name]["history"], one["training"][name]["history"], strict=True):
+            for key in ("loss", "val_loss", "click_auc"):
+                if key in b:
+                    assert a[key] == pytest.approx(b[key], rel=0.01, abs=1e-3), (name, key, a, b)
+    two_m = json.loads(Path(tmp_path, "model", "metrics.json").read_text())["scorers"]["model"]["ranking"]["overall"]
+    one_m = json.loads(Path(tiny_model, "metrics.json").read_text())["scorers"]["model"]["ranking"]["overall"]
+    assert abs(two_m["auc_click"] - one_m["auc_click"]) <= 0.01, (two_m["auc_click"], one_m["auc_click"])
+    for typo, value, message in ((("spec", "tfReplicaSpecs", "Worker", "replica"), 2, "'replica' was unexpected"),
+                                 (("spec", "runPolicy", "backoffLimit"), "0", "'0' is not of type 'integer'")):
+        bad = copy.deepcopy(job)
+        *parents, last = typo
+        functools.reduce(lambda n, k: n[k], parents, bad)[last] = value
+        assert any(message in e for e in crd_errors(bad)), crd_errors(bad)
+    record_property("tfjob_workers", 2)
+    record_property("auc_click_two_workers_vs_one", f"{two_m['auc_click']} vs {one_m['auc_click']}")

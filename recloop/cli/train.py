@@ -7,8 +7,12 @@ is never a training input).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
+import os
+import tempfile
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -16,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from recloop import storage
-from recloop.cli.console import console, local_out
+from recloop.cli.console import console
 
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
@@ -44,7 +48,8 @@ def oracle_scorers(sim_dir: str) -> tuple[Any, Any]:
 
 def train(
     data: Annotated[list[str], typer.Option(help="an ingest output folder; repeat for several weeks")],
-    out: Annotated[str, typer.Option(help="export folder: SavedModels, index, tables, model_card.json, metrics.json")],
+    out: Annotated[str, typer.Option(help="export folder (a local path, or a URI the export is uploaded to): "
+                                          "SavedModels, index, tables, model_card.json, metrics.json")],
     config: Annotated[str | None, typer.Option(help="training config, YAML or JSON (any subset of fields)")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="most epochs of both models (overrides the config)")] = None,
     retrieval_epochs: Annotated[int | None, typer.Option(
@@ -98,14 +103,34 @@ def train(
 
         held = eval_data or []
         try:
-            with storage.local_views([*data, *held, validation]) as local:  # TensorFlow reads local paths
-                card = run(cfg, local[: len(data)], local_out(out, "--out"), validation_dir=local[-1],
-                           extra_scorers=extra, truth=true_clicks, overwrite=overwrite, progress=console.log,
-                           on_epoch=on_epoch, eval_dirs=local[len(data) : -1], feed=catalog)
+            if not storage.is_local(out) and not overwrite and storage.exists(out):
+                raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+            with storage.local_views([*data, *held, validation]) as local, _export_folder(out) as target:
+                card = run(cfg, local[: len(data)], target, validation_dir=local[-1],
+                           extra_scorers=extra, truth=true_clicks, overwrite=overwrite or target != out,
+                           progress=console.log, on_epoch=on_epoch, eval_dirs=local[len(data) : -1], feed=catalog)
         except (DataError, TrainingCheckError, FileExistsError, FileNotFoundError) as e:
             console.print(f"[red]training failed:[/red] {e}")
             raise typer.Exit(1) from None
     _print_card(card, out)
+
+
+@contextlib.contextmanager
+def _export_folder(out: str) -> Iterator[str]:
+    """Where training writes the export: ``out`` itself when local; else a temporary folder uploaded to the URI
+    ``out`` afterwards, by the chief only when several workers train (``trainer.distribute``)."""
+    if storage.is_local(out):
+        yield out
+        return
+    from recloop.trainer import distribute
+
+    with tempfile.TemporaryDirectory(prefix="recloop-export-") as tmp:
+        target = os.path.join(tmp, "export")
+        yield target
+        if distribute.is_chief():
+            storage.remove(out)  # the whole export replaced, no file of an earlier one left
+            storage.upload(target, out)
+            console.log(f"export uploaded to {out}")
 
 
 def _print_card(card: dict[str, Any], out: str) -> None:

@@ -72,15 +72,21 @@ def check(validation: Input[Artifact]) -> str:
 
 @component
 def train(examples: Input[Dataset], validation: Input[Artifact], config: str, epochs: int, seed: int,
-          model: Output[Model], metrics: Output[Metrics], card: Output[Markdown], features: str = ""):
-    """TFRS two-tower retrieval + DCN ranking, exported with the serving tables and the skew reference."""
+          model: Output[Model], metrics: Output[Metrics], card: Output[Markdown], features: str = "",
+          workers: int = 1, job: str = ""):
+    """TFRS two-tower retrieval + DCN ranking, exported with the serving tables and the skew reference; with
+    ``workers`` > 1, a Kubeflow TFJob of that many workers (``job``: their resources and object-store settings)."""
     import os
 
     os.environ["RECLOOP_FEATURES"] = features
 
     from recloop.components import publish, steps
 
-    model_card = steps.train(examples.path, validation.path, model.path, config, epochs, seed)
+    if workers > 1:
+        model_card = steps.train_on_workers(examples.uri, validation.uri, model.uri, model.path, workers, job,
+                                            config, epochs, seed, features)
+    else:
+        model_card = steps.train(examples.path, validation.path, model.path, config, epochs, seed)
     publish.training(model_card, model, metrics, card)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import posixpath
 import tempfile
 from collections.abc import Callable, Sequence
@@ -105,11 +106,21 @@ def ingest_target(path: str, uri: str, beam_args: Sequence[str]) -> str:
     runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
     if runner in ("DirectRunner", "direct"):
         return path
+    return object_uri(uri, f"beam_args: the {runner} writes the examples where its workers can reach them")
+
+
+def object_uri(uri: str, why: str) -> str:
+    """An artifact's URI as recloop's storage names it (KFP's ``minio://`` is S3's API: fsspec's ``s3://`` with the
+    endpoint from the environment), for other pods to reach it.
+
+    Raises:
+      StepError: for a URI not on an object store (kfp.local's are paths), with ``why`` it is needed.
+    """
     for prefix, scheme in (("minio://", "s3://"), ("s3://", "s3://"), ("gs://", "gs://")):
         if uri.startswith(prefix):
             return scheme + uri[len(prefix):]
-    raise StepError(f"beam_args: the {runner} writes the examples where its workers can reach them, an object "
-                    f"store; this run's artifact URI is {uri!r} (a pipeline root on S3, MinIO or GCS is needed)")
+    raise StepError(f"{why}, an object store; this run's artifact URI is {uri!r} (a pipeline root on S3, MinIO or "
+                    "GCS is needed)")
 
 
 def production(registry: str, now: dt.datetime | None = None) -> tuple[str | None, str | None]:
@@ -229,6 +240,51 @@ def train(data: str, validation: str, out: str, config: str = "", epochs: int = 
 
     cfg = load_config(config or None, seed=seed, retrieval__epochs=epochs or None, ranking__epochs=epochs or None)
     return run(cfg, [data], out, validation_dir=validation, overwrite=True, progress=progress)
+
+
+def train_on_workers(examples: str, validation: str, model: str, out: str, workers: int, job: str = "",
+                     config: str = "", epochs: int = 0, seed: int | None = None, features: str = "", *,
+                     api: Any = None, image: str | None = None, namespace: str | None = None,
+                     timeout_s: float = 12 * 3600, poll_s: float = 10.0,
+                     progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Trains as a Kubeflow TFJob of ``workers`` workers (``pipelines.training_job``) and copies the chief's
+    export into ``out``; returns the model card.
+
+    Args:
+      examples, validation, model: the artifacts' URIs (the workers read the first two and the chief writes the
+        export beside the third).
+      job: the train task's CPU, memory and object-store settings, JSON (``training_job.manifest``'s
+        ``settings``), which each worker gets too.
+      api: a ``kubernetes.client.CustomObjectsApi`` (default: the pod's in-cluster one).
+      image: the workers' image (default: $RECLOOP_IMAGE, which recloop's compile sets on every task).
+    """
+    import uuid
+
+    from recloop.components.training_job import manifest, own_namespace, run
+
+    why = f"train_workers={workers}: the TFJob's workers read the examples and write the export"
+    data, reference, export = (object_uri(examples, why), object_uri(validation, why),
+                               object_uri(model, why) + "-workers")
+    image = image or os.environ.get("RECLOOP_IMAGE")
+    if not image:
+        raise StepError(f"train_workers={workers}: no image for the TFJob's workers ($RECLOOP_IMAGE is unset: compile "
+                        "the pipeline with `recloop compile --image`)")
+    args = ["--data", data, "--validation", reference, "--out", export, "--overwrite"]
+    args += [*(["--config", config] if config else []), *(["--epochs", str(epochs)] if epochs else []),
+             *(["--seed", str(seed)] if seed is not None else [])]
+    name = f"recloop-train-{uuid.uuid4().hex[:8]}"
+    if api is None:
+        from kubernetes import client
+        from kubernetes import config as kube_config
+
+        kube_config.load_incluster_config()
+        api = client.CustomObjectsApi()
+    run(api, manifest(name, namespace or own_namespace(), image, workers, args, json.loads(job) if job else {},
+                      {"RECLOOP_FEATURES": features} if features else None),
+        timeout_s=timeout_s, poll_s=poll_s, progress=progress)
+    storage.download(export, out)
+    storage.remove(export)  # the artifact holds it now
+    return json.loads(Path(out, "model_card.json").read_text())
 
 
 def evaluate(candidate: str, data: Sequence[str], registry: str, out: str, config: str = "",

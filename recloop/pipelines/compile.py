@@ -101,7 +101,10 @@ def _write_with_image(func: Any, out: str, image: str) -> None:
     spec.CopyFrom(func.pipeline_spec)
     executors = spec.deployment_spec["executors"]
     for key in executors:
-        executors[key]["container"]["image"] = image
+        container = executors[key]["container"]
+        container["image"] = image
+        # a task that starts pods of its own (train's TFJob workers) starts them on the image it runs on
+        container["env"] = [{"name": IMAGE_ENV, "value": image}]
     pipeline_spec_builder.write_pipeline_spec_to_file(spec, func.description, func.platform_spec, out)
 
 

@@ -7,6 +7,7 @@ push records ``pushed: false`` and the run succeeds (TFX-style, no ``dsl.Conditi
 same pipeline runs under ``kfp.local``).
 """
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +55,12 @@ def _on_cluster(task: dsl.PipelineTask, resources: Mapping[str, Resources], env:
     return task
 
 
+def _job(resources: Mapping[str, Resources], env: ClusterEnv) -> str:
+    """What a TFJob's workers get of the train task (``components.training_job.manifest``'s settings), as JSON."""
+    return json.dumps({"resources": resources["train"].model_dump(), "credentials_secret": env.credentials_secret,
+                       "config_map": env.config_map}, sort_keys=True)
+
+
 def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
            resources: Mapping[str, Resources] = DEFAULTS, env: ClusterEnv = DEFAULT_ENV) -> Any:
     """The weekly pipeline. ``scheduled_time`` is KFP's placeholder on a cluster; kfp.local cannot resolve it,
@@ -82,6 +89,7 @@ def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
         infra_requests: int = 200,
         infra_p99_ms: float = 250.0,
         features: str = "",
+        train_workers: int = 1,
     ):
         """Args (pipeline parameters):
           logs: the logs root (requests/, events/ by dt=; catalog/ feeds), any fsspec URI.
@@ -98,6 +106,8 @@ def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
           infra_requests, infra_p99_ms: infra validation's canned requests and latency budget.
           features: the feature declaration (a YAML URI; empty: recloop's default), set as RECLOOP_FEATURES in
             every task that reads or writes data (docs/architecture.md, "Declaring your own features").
+          train_workers: 1 trains in the train task; N > 1 in a Kubeflow TFJob of N workers, each with the train
+            task's resources (the Training Operator must be installed; docs/deploy.md).
         """
         ingest = _on_cluster(c.ingest(logs=logs, start=start, end=end, scheduled_time=scheduled_time,
                                       span_clock=span_clock, sample_users=sample_users, sample_data=sample_data,
@@ -108,8 +118,8 @@ def weekly(scheduled_time: str = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
                                           config=validation_config, features=features), resources, env)
         check = _on_cluster(c.check(validation=validate.outputs["validation"]), resources, env)
         train = _on_cluster(c.train(examples=ingest.outputs["examples"], validation=validate.outputs["validation"],
-                                    config=train_config, epochs=epochs, seed=seed, features=features).after(check),
-                           resources, env)
+                                    config=train_config, epochs=epochs, seed=seed, features=features,
+                                    workers=train_workers, job=_job(resources, env)).after(check), resources, env)
         evaluate = _on_cluster(c.evaluate(model=train.outputs["model"], examples=ingest.outputs["examples"],
                                           registry=registry, config=gate_config, catalog=catalog, features=features),
                                resources, env)
