@@ -100,3 +100,27 @@ def test_a_model_fitted_on_streamed_rows_is_the_one_fitted_on_the_same_rows_held
     assert first[0]["loss"] == pytest.approx(first[1]["loss"], rel=1e-5), histories
     assert second[0]["loss"] == pytest.approx(second[1]["loss"], rel=5e-3), histories
     tf.keras.backend.clear_session()
+
+
+def test_the_softmax_inputs_of_a_streamed_split_weigh_and_sample_as_the_held_columns_say(tiny_ingest):
+    """The softmax path (interaction logs): positives only, IPS x recency weights and log-Q sampling
+    probabilities computed per batch from whole-split constants equal the numpy formulas over the held columns."""
+    data = load([tiny_ingest], validation_days=0)
+    config = TrainConfig(retrieval={"loss": "softmax", "exposure_correction": True, "ips_cap": 10.0,
+                                    "recency_half_life_days": 3.0, "impression_loss_weight": 0.5, "epochs": 1})
+    train, end = data.train, float(data.train["ts"].max())
+    got = list(fit._positives(train, config, end, 0, shuffle=False).as_numpy_iterator())
+    positive = train["label_click"] == 1
+    weight = np.concatenate([b["weight"] for b in got])
+    assert len(weight) == int(positive.sum())
+    expected = (fit.ips_weights(train["propensity"][positive], 10.0)
+                * fit.recency_weights(train["ts"][positive], end, 3.0))
+    np.testing.assert_allclose(np.sort(weight), np.sort(expected), rtol=1e-5)
+    items, q = (np.concatenate([b[k] for b in got]) for k in ("item_key", "sampling_probability"))
+    shown = train["item_id"]
+    for item, p in list(zip(items.astype(str), q, strict=True))[:50]:
+        share = np.mean(train["item_id"][positive] == item) / np.mean(shown == item)
+        assert p == pytest.approx(share, rel=1e-5), item
+    fitted = fit.fit_retrieval(train, fit.vocabularies(train, config), config)
+    assert fitted.loss == "softmax" and np.isfinite(fitted.history[0]["loss"])
+    tf.keras.backend.clear_session()
