@@ -283,8 +283,14 @@ def main(argv: list[str] | None = None) -> None:
                                         "recorded runs of the others")
     parser.add_argument("--settings", help="offpolicy only: comma-separated TEMPERATURE:CATALOG_SHARE settings to "
                                            "measure (with the greedy reference), merged with the recorded others")
+    parser.add_argument("--windows", help="window only: comma-separated window sizes in weeks (default 1,2,4,8)")
     args = parser.parse_args(argv)
-    if args.benchmark == "offpolicy" and args.settings:
+    if args.benchmark == "window" and args.windows:
+        windows = tuple(int(x) for x in args.windows.split(","))
+        path = _record("window", f"uv run python bench/run.py window --windows {args.windows}",
+                       window.bench_window(windows), window.NOTES)
+        print(f"wrote {path}", file=sys.stderr)
+    elif args.benchmark == "offpolicy" and args.settings:
         settings = tuple(tuple(float(x) for x in s.split(":")) for s in args.settings.split(","))
         print(f"wrote {bench_offpolicy_settings(settings)}", file=sys.stderr)  # type: ignore[arg-type]
     elif args.benchmark == "ablation" and args.seeds:

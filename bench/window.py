@@ -119,7 +119,8 @@ def headline(f: dict[str, Any]) -> str:
     """The README's headline line of a window result."""
     runs = {run["weeks"]: run for run in f["runs"]}
     last = runs[max(runs)]
+    eight = "" if 8 in runs else " (8 weeks not measured in this run)"
     return (f"**Training windows** (streamed, default weeks): peak RSS {runs[min(runs)]['peak_rss_mib']:,} MiB for "
             f"{min(runs)} week, {last['peak_rss_mib']:,} MiB for {last['weeks']} weeks "
             f"({f['rss_ratio_4_to_1']}x at 4 weeks, target at most {TARGET_RATIO}); {last['weeks']} weeks train in "
-            f"{last['process_s'] / 60:.1f} min.")
+            f"{last['process_s'] / 60:.1f} min{eight}.")

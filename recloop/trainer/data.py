@@ -100,15 +100,24 @@ class Examples:
         return Examples({k: v[index] for k, v in self.columns.items()})
 
     def between(self, start: float | None = None, end: float | None = None) -> Examples:
-        """The examples requested in ``[start, end)`` (None: open), from the source too where there is one."""
+        """The examples requested in ``[start, end)`` (None: open), from the source too where there is one.
+
+        Rows sorted by time (as ``read_examples`` and ``stream_examples`` leave them) give a slice: views of the
+        columns, no copy, so a window's fit and validation splits cost no memory beside its training split.
+        """
         ts = self.columns["ts"]
-        keep = np.ones(len(ts), dtype=bool)
-        if start is not None:
-            keep &= ts >= start
-        if end is not None:
-            keep &= ts < end
-        return Examples({k: v[keep] for k, v in self.columns.items()},
-                        self.source.cut(start, end) if self.source else None)
+        if bool(np.all(ts[:-1] <= ts[1:])):
+            lo = 0 if start is None else int(np.searchsorted(ts, start, "left"))
+            hi = len(ts) if end is None else int(np.searchsorted(ts, end, "left"))
+            columns = {k: v[lo:max(lo, hi)] for k, v in self.columns.items()}
+        else:
+            keep = np.ones(len(ts), dtype=bool)
+            if start is not None:
+                keep &= ts >= start
+            if end is not None:
+                keep &= ts < end
+            columns = {k: v[keep] for k, v in self.columns.items()}
+        return Examples(columns, self.source.cut(start, end) if self.source else None)
 
     def features(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         return {n: self.columns[n] for n in names}
@@ -238,14 +247,22 @@ class _Strings:
         local = np.fromiter((self.index.setdefault(u, len(self.index)) for u in uniq.tolist()), np.int32, len(uniq))
         self.codes.append(local[inverse.reshape(-1)])
 
-    def column(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(values, ranks)``: an object array sharing one ``str`` per distinct value, and each row's rank in
-        sorted order (for sorting without comparing strings)."""
+    def _codes(self) -> np.ndarray:
+        if len(self.codes) != 1:  # one array from here on
+            self.codes = [np.concatenate(self.codes) if self.codes else np.zeros(0, np.int32)]
+        return self.codes[0]
+
+    def ranks(self) -> np.ndarray:
+        """Each row's value's rank in sorted order (for sorting rows without comparing strings)."""
         words = [w.decode("utf-8") for w in self.index]
-        rank = np.empty(len(words), np.int64)
-        rank[sorted(range(len(words)), key=words.__getitem__)] = np.arange(len(words))
-        codes = np.concatenate(self.codes) if self.codes else np.zeros(0, np.int32)
-        return np.array(words, dtype=object)[codes] if words else np.zeros(0, dtype=object), rank[codes]
+        rank = np.empty(len(words), np.int32)
+        rank[sorted(range(len(words)), key=words.__getitem__)] = np.arange(len(words), dtype=np.int32)
+        return rank[self._codes()]
+
+    def column(self) -> np.ndarray:
+        """The values: an object array sharing one ``str`` per distinct value."""
+        words = np.array([w.decode("utf-8") for w in self.index] or [""], dtype=object)
+        return words[self._codes()] if self.index else np.zeros(0, dtype=object)
 
 
 def stream_examples(folders: Sequence[str], start: float | None = None, end: float | None = None,
@@ -277,14 +294,19 @@ def stream_examples(folders: Sequence[str], start: float | None = None, end: flo
         before, rows = rows, rows + len(batch["ts"])
         if rows // 1_000_000 > before // 1_000_000:
             progress(f"read {rows:,} training examples from {len(source.files)} files")
+    # each column built, then reordered, one at a time: at most one column is held twice
     out: dict[str, np.ndarray] = {}
-    ranks: dict[str, np.ndarray] = {}
-    for name, column in strings.items():
-        out[name], ranks[name] = column.column()
-    for name, chunks in parts.items():
+    for name in list(parts):
+        chunks = parts.pop(name)
         out[name] = np.concatenate(chunks) if chunks else np.zeros(0, _compact(name, light[name]))
-    order = np.lexsort((out["position"], ranks["item_id"], ranks["request_id"], out["ts"]))
-    return Examples({n: out[n][order] for n in light}, source, tallies)
+        del chunks
+    ranks = {name: strings[name].ranks() for name in ("request_id", "item_id")}
+    order = np.lexsort((out["position"], ranks.pop("item_id"), ranks.pop("request_id"), out["ts"]))
+    for name in list(strings):
+        out[name] = strings.pop(name).column()
+    for name in list(out):
+        out[name] = out[name][order]
+    return Examples({n: out[n] for n in light}, source, tallies)
 
 
 def _compact(name: str, kind: type) -> Any:
