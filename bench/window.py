@@ -22,13 +22,13 @@ from common import MEASURED, ingest_week, run_timed, table
 SCALE = "default"
 WINDOWS = (1, 2, 4, 8)
 TARGET_RATIO = 1.3  # peak RSS of 4 weeks over 1 week
-NOTES = ("`recloop simulate --scale default --weeks 9 --seed 0`; weeks 1-8 each `recloop ingest` with `--eval-days 1`; "
-         "then `recloop train --data <the newest N weeks>` with the default config (early stopping on the last "
-         "training day), so every window is evaluated on the same day (week 8's last). Process seconds: the whole "
-         "subprocess; in-job seconds: the model card's `training_seconds` (read, checks, both models, export, "
-         "index, offline evaluation). Peak RSS: the process's own `ru_maxrss`. Quality: the model's explored "
-         "recall@100 over the catalog (± one standard error), explored click AUC and debiased NDCG@10, and the "
-         "model over popularity on the same requests (paired, 95% interval).")
+NOTES = ("`recloop simulate --scale default --weeks W+1 --seed 0`, W the largest window; weeks 1..W each "
+         "`recloop ingest` with `--eval-days 1`; then `recloop train --data <the newest N weeks>` with the default "
+         "config (early stopping on the last training day), so every window is evaluated on the same day (week W's "
+         "last). Process seconds: the whole subprocess; in-job seconds: the model card's `training_seconds` (read, "
+         "checks, both models, export, index, offline evaluation). Peak RSS: the process's own `ru_maxrss`. "
+         "Quality: the model's explored recall@100 over the catalog (± one standard error), explored click AUC and "
+         "debiased NDCG@10, and the model over popularity on the same requests (paired, 95% interval).")
 
 
 def _quality(export: Path) -> dict[str, Any]:
