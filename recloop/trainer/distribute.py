@@ -68,13 +68,17 @@ def strategy() -> tf.distribute.Strategy:
     return _STRATEGY
 
 
-def global_count(local: tf.Tensor) -> tf.Tensor:
-    """The examples of the global batch, from a replica's ``local`` count (float32)."""
-    n = tf.cast(local, tf.float32)
+def replica_sum(value: tf.Tensor) -> tf.Tensor:
+    """``value`` summed over the replicas training together (itself in one process)."""
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
-        return n
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, n)
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def global_count(local: tf.Tensor) -> tf.Tensor:
+    """The examples of the global batch, from a replica's ``local`` count (float32)."""
+    return replica_sum(tf.cast(local, tf.float32))
 
 
 class Replicated:
@@ -95,9 +99,7 @@ class Replicated:
         return loss, regularization, loss + tf.nn.scale_regularization_loss(regularization)
 
     def _report(self, loss: tf.Tensor, regularization: tf.Tensor) -> dict[str, tf.Tensor]:
-        context = tf.distribute.get_replica_context()
-        total = loss if context is None or context.num_replicas_in_sync == 1 else context.all_reduce(
-            tf.distribute.ReduceOp.SUM, loss)
+        total = replica_sum(loss)
         metrics = {metric.name: metric.result() for metric in self.metrics}  # type: ignore[attr-defined]
         return metrics | {"loss": total, "regularization_loss": regularization,
                           "total_loss": total + regularization}
