@@ -284,11 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", help="offpolicy only: comma-separated TEMPERATURE:CATALOG_SHARE settings to "
                                            "measure (with the greedy reference), merged with the recorded others")
     parser.add_argument("--windows", help="window only: comma-separated window sizes in weeks (default 1,2,4,8)")
+    parser.add_argument("--work", help="window only: a folder that keeps the simulated weeks and their ingests "
+                                       "between runs (reused when they are the ones this benchmark makes)")
     args = parser.parse_args(argv)
-    if args.benchmark == "window" and args.windows:
-        windows = tuple(int(x) for x in args.windows.split(","))
-        path = _record("window", f"uv run python bench/run.py window --windows {args.windows}",
-                       window.bench_window(windows), window.NOTES)
+    if args.benchmark == "window" and (args.windows or args.work):
+        windows = tuple(int(x) for x in args.windows.split(",")) if args.windows else window.WINDOWS
+        path = _record("window", f"uv run python bench/run.py window --windows {','.join(map(str, windows))}",
+                       window.bench_window(windows, args.work), window.NOTES)
         print(f"wrote {path}", file=sys.stderr)
     elif args.benchmark == "offpolicy" and args.settings:
         settings = tuple(tuple(float(x) for x in s.split(":")) for s in args.settings.split(","))

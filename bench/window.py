@@ -10,7 +10,9 @@ subprocess whose own peak RSS is recorded; quality is read from the model's ``me
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -49,23 +51,34 @@ def _quality(export: Path) -> dict[str, Any]:
         "eval_day": card["data"]["span"]["eval_start"][:10], "job_s": card["training_seconds"]}
 
 
-def bench_window(windows: tuple[int, ...] = WINDOWS) -> dict[str, Any]:
-    """Simulates, ingests and trains each window; the figures for results/window.json."""
+def bench_window(windows: tuple[int, ...] = WINDOWS, work: str | None = None) -> dict[str, Any]:
+    """Simulates, ingests and trains each window; the figures for results/window.json.
+
+    Args:
+      work: a folder to keep the world and the ingested weeks in, reusing what an earlier run of the same
+        commands left there (the simulation is seeded, so they are the same files); default a temporary one.
+    """
     t0 = time.perf_counter()
     newest = max(windows)
-    with tempfile.TemporaryDirectory() as tmp:
-        logs = f"{tmp}/logs"
-        print(f"simulating {SCALE} ({newest + 1} weeks) ...", file=sys.stderr)
-        simulate_s = run_timed(["recloop", "simulate", "--out", logs, "--scale", SCALE, "--weeks", str(newest + 1),
-                                "--seed", "0"])
+    with contextlib.nullcontext(work) if work else tempfile.TemporaryDirectory() as tmp:
+        logs, simulate_s = f"{tmp}/logs", None
+        if _simulated(logs, newest + 1):
+            print(f"reusing the world in {logs}", file=sys.stderr)
+        else:
+            print(f"simulating {SCALE} ({newest + 1} weeks) ...", file=sys.stderr)
+            shutil.rmtree(logs, ignore_errors=True)
+            simulate_s = run_timed(["recloop", "simulate", "--out", logs, "--scale", SCALE, "--weeks",
+                                    str(newest + 1), "--seed", "0"])
         weeks = {}
         for week in range(1, newest + 1):
             weeks[week] = f"{tmp}/week{week}"
-            print(f"ingesting week {week} ...", file=sys.stderr)
-            ingest_week(logs, weeks[week], week, 1)
+            if not Path(weeks[week], "summary.json").exists():  # ingest publishes its folder whole
+                print(f"ingesting week {week} ...", file=sys.stderr)
+                ingest_week(logs, weeks[week], week, 1)
         runs = []
         for n in windows:
             export, rss = Path(f"{tmp}/model{n}"), f"{tmp}/model{n}.rss"
+            shutil.rmtree(export, ignore_errors=True)
             data = [arg for week in range(newest - n + 1, newest + 1) for arg in ("--data", weeks[week])]
             print(f"training on {n} week(s) ...", file=sys.stderr)
             wall = run_timed([sys.executable, "-c", MEASURED, rss, "train", *data, "--out", str(export)])
@@ -76,11 +89,22 @@ def bench_window(windows: tuple[int, ...] = WINDOWS) -> dict[str, Any]:
                   f"{run['explored_recall@100']:.4f}", file=sys.stderr)
     one = runs[0]["peak_rss_mib"]
     four = next((r["peak_rss_mib"] for r in runs if r["weeks"] == 4), None)
-    return {"scale": SCALE, "windows": list(windows), "simulate_s": round(simulate_s, 1), "runs": runs,
+    return {"scale": SCALE, "windows": list(windows), "simulate_s": simulate_s and round(simulate_s, 1),
+            "runs": runs,
             "rss_ratio_4_to_1": round(four / one, 3) if four else None,
             "rss_target_met": four is not None and four / one <= TARGET_RATIO,
             "same_eval_day": len({run["eval_day"] for run in runs}) == 1,
             "total_s": round(time.perf_counter() - t0)}
+
+
+def _simulated(logs: str, weeks: int) -> bool:
+    """Whether ``logs`` holds the world this benchmark simulates: its scale, seed and number of weeks."""
+    path = Path(logs, "simulation.json")
+    if not path.exists():
+        return False
+    summary = json.loads(path.read_text())
+    params = summary["params"]
+    return (params["scale"], params["seed"], params["drifts"], len(summary["weeks"])) == (SCALE, 0, [], weeks)
 
 
 def _r(x: float | None) -> str:

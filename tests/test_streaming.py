@@ -33,6 +33,7 @@ def test_a_streamed_split_holds_the_light_columns_of_a_whole_read_in_the_same_or
     for name, values in streamed.columns.items():
         assert values.dtype.itemsize <= 8, name  # strings as shared objects, numbers in 4 bytes (ts in 8)
         np.testing.assert_array_equal(values, whole[name], err_msg=name)
+    assert {streamed[n].dtype for n in ("label_click", "position", "hour_of_day", "explored")} == {np.dtype(np.int8)}
     # one str object per distinct value, not one per row
     ids = streamed["member_id"]
     assert len({id(v) for v in ids}) == len(set(ids.tolist()))
@@ -124,3 +125,13 @@ def test_the_softmax_inputs_of_a_streamed_split_weigh_and_sample_as_the_held_col
     fitted = fit.fit_retrieval(train, fit.vocabularies(train, config), config)
     assert fitted.loss == "softmax" and np.isfinite(fitted.history[0]["loss"])
     tf.keras.backend.clear_session()
+
+
+def test_a_held_integer_column_narrows_only_as_far_as_its_values_fit():
+    from recloop.trainer.data import _narrow
+
+    assert _narrow(np.array([0, 1, 127], np.int32)).dtype == np.int8
+    wide = _narrow(np.array([0, 200, -129], np.int32))  # a page of 200 slots is not cut to int8
+    assert wide.dtype == np.int16 and wide.tolist() == [0, 200, -129]
+    assert _narrow(np.array([70_000], np.int32)).dtype == np.int32
+    assert _narrow(np.array([0.5], np.float32)).dtype == np.float32

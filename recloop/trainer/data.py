@@ -14,7 +14,7 @@ are used. The evaluation set is one of:
 
 The training examples are never held whole. One streamed pass (``stream_examples``) keeps the columns the
 baselines, checks and evaluation read (ids, time, labels, the logging facts, the heuristics' roles, numeric
-features: ~100 bytes an example, strings shared) and counts every categorical feature's values (the
+features: ~85 bytes an example, strings shared, integers narrowed) and counts every categorical feature's values (the
 vocabularies); the models read every column again from the files, epoch by epoch (``Examples.source``, see
 ``fit.py``). The evaluation set is read whole (``read_examples``): its size does not grow with the window.
 
@@ -298,7 +298,7 @@ def stream_examples(folders: Sequence[str], start: float | None = None, end: flo
     out: dict[str, np.ndarray] = {}
     for name in list(parts):
         chunks = parts.pop(name)
-        out[name] = np.concatenate(chunks) if chunks else np.zeros(0, _compact(name, light[name]))
+        out[name] = _narrow(np.concatenate(chunks) if chunks else np.zeros(0, _compact(name, light[name])))
         del chunks
     ranks = {name: strings[name].ranks() for name in ("request_id", "item_id")}
     order = np.lexsort((out["position"], ranks.pop("item_id"), ranks.pop("request_id"), out["ts"]))
@@ -312,6 +312,18 @@ def stream_examples(folders: Sequence[str], start: float | None = None, end: flo
 def _compact(name: str, kind: type) -> Any:
     """The dtype a held numeric column keeps: 4 bytes, but for request times."""
     return np.int64 if name == "ts" else np.int32 if kind is int else np.float32
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """An int32 column in the fewest bytes its values fit (labels, positions, hours: one), by value, so a page
+    longer than int8 holds is kept whole. Held columns are most of what grows with the window."""
+    if values.dtype != np.int32 or not len(values):
+        return values
+    lo, hi = int(values.min()), int(values.max())
+    for dtype in (np.int8, np.int16):
+        if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
+            return values.astype(dtype)
+    return values
 
 
 def read_summary(folder: str) -> dict[str, Any]:

@@ -73,9 +73,16 @@ def click_weights(train: Examples, day: dt.date, half_life_days: float = 7.0) ->
     return decay_weights(train["label_click"], (end - train["ts"]) / DAY_SECONDS, half_life_days)
 
 
+def clicked(train: Examples) -> Examples:
+    """The clicked impressions of ``train``: all that the click-weighted tables read (a copy of a tenth of the
+    rows rather than weights and a Python pass over all of them, which a window of weeks makes costly)."""
+    return train.take(np.flatnonzero(train["label_click"] != 0))
+
+
 def popularity(train: Examples, day: dt.date, half_life_days: float = 7.0) -> PopularInContext:
     """The popularity-in-context table of the training clicks, decayed to ``day`` (the declared hour and
     platform roles: ``features.roles``)."""
+    train = clicked(train)
     n = len(train)
     return PopularInContext.fit(train["item_id"], roles.column("hour", train.columns, n),
                                 roles.column("platform", train.columns, n), click_weights(train, day, half_life_days))

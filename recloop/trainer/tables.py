@@ -14,7 +14,7 @@ from typing import Any
 from recloop.baselines import MemberUsual
 from recloop.features import logs, roles
 from recloop.trainer.data import Examples
-from recloop.trainer.scorers import click_weights, popularity
+from recloop.trainer.scorers import click_weights, clicked, popularity
 
 POPULARITY = "popularity.json"
 PROFILES = "profiles.json.gz"
@@ -23,6 +23,7 @@ PROFILES = "profiles.json.gz"
 def member_profiles(train: Examples, day: dt.date, half_life_days: float = 7.0) -> MemberUsual:
     """Every clicking member's usual category/creator, categories tried and recent items (the declared
     features playing those roles; "" for a role nobody plays)."""
+    train = clicked(train)
     n = len(train)
     return MemberUsual.fit(train["member_id"], train["item_id"], roles.column("category", train.columns, n),
                            roles.column("creator", train.columns, n), train["ts"],
