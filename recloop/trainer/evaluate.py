@@ -49,7 +49,7 @@ from recloop.trainer.towers import QUERY
 RetrievalScorer = Callable[[Examples, Examples], np.ndarray]
 # impressions -> {"score": (n,), and per head when the scorer has heads}
 RankingScorer = Callable[[Examples], dict[str, np.ndarray]]
-CHUNK = 1024  # queries scored at a time: bounds memory to CHUNK x catalog floats
+CHUNK = 256  # queries scored at a time: bounds memory to CHUNK x catalog floats (a few copies of ~25 MB at 12k items)
 CONFIDENCE = 0.95  # of the intervals in metrics.json and the tables
 Z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)  # 1.96
 # figure name (``retrieval_recall@K_<view>``, ``ranking_<metric>``) -> its overall estimate, for one scorer

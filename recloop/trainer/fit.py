@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from recloop.features.spec import LABELS
-from recloop.trainer import distribute
+from recloop.trainer import distribute, memory
 from recloop.trainer.config import TrainConfig
 from recloop.trainer.data import DAY_SECONDS, Examples
 from recloop.trainer.inputs import dataset, lookup, shares
@@ -213,6 +213,7 @@ def _fit(name: str, model: tf.keras.Model, ds: tf.data.Dataset, examples: int, e
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             row = {k: round(float(v), 5) for k, v in (logs or {}).items()}
             history.append(row)
+            memory.trim()  # the epoch's spent iterators and buffers, before the next epoch's fill
             if on_epoch:
                 on_epoch(name, epoch + 1, epochs, row)
 

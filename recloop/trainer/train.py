@@ -23,7 +23,7 @@ import tensorflow as tf
 import recloop
 from recloop.features import logs, recorded
 from recloop.features.spec import FEATURES, LABELS
-from recloop.trainer import checks, distribute, evaluate, export, fit
+from recloop.trainer import checks, distribute, evaluate, export, fit, memory
 from recloop.trainer.config import TrainConfig
 from recloop.trainer.data import TrainingData, load
 from recloop.trainer.evaluate import RankingScorer, RetrievalScorer
@@ -85,6 +85,7 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
         or a failed check.
     """
     strategy = distribute.strategy()  # first: several workers set up their collectives before any other op
+    memory.map_large_blocks()  # a window's temporaries are given back, not kept in the heap
     scratch = None
     if not distribute.is_chief():  # every worker exports (saving a mirrored model takes all); the chief's is kept
         scratch = out = tempfile.mkdtemp(prefix="recloop-worker-export-")
@@ -108,10 +109,13 @@ def run(config: TrainConfig, data_dirs: Sequence[str], out: str, validation_dir:
 
     fit.seed_everything(config.seed)
     vocabs = fit.vocabularies(data.train, config)
+    memory.trim()  # the read's and the checks' temporaries
     # with a validation split the models fit the days before it and stop early on it
     rows, held_out = (data.fit, data.validation) if len(data.validation) else (data.train, None)
     retrieval = fit.fit_retrieval(rows, vocabs, config, on_epoch, held_out)
+    memory.trim()
     ranking = fit.fit_ranking(rows, vocabs, config, on_epoch, held_out)
+    memory.trim()
 
     staging = f"{out.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}"
     try:
