@@ -2,9 +2,9 @@
 (``recloop compile|submit|schedule --resources FILE``).
 
 The defaults come from bench/README.md ("Pipeline scaling"; raw figures in bench/results/scaling.json, 2-core
-AMD EPYC, 2026-12-06): the peak RSS of ingest, validate and train at 1x/2x/4x default-scale weeks. Memory
-request: the stage's 1x peak + 25%, limit: its 4x peak + 25%, each rounded up to a whole GiB; a weekly run (one
-week) is within 1x. check, evaluate, infra-validate, push and monitor are not in the benchmark: each is sized
+AMD EPYC, 2026-12-06): the peak RSS of ingest and validate at 1x/2x/4x default-scale weeks, and of train on 1
+and 8 default weeks ("Training windows", bench/results/window.json). Memory request: the stage's 1x peak + 25%,
+limit: its 4x (train: 8 weeks) peak + 25%, each rounded up to a whole GiB; a weekly run (one week) is within 1x. check, evaluate, infra-validate, push and monitor are not in the benchmark: each is sized
 from a measured stage it cannot exceed, shown by one run of both pipelines at `small` scale under kfp.local
 (peak RSS of each task's process, 2026-12-06, not in bench/): ingest 866, validate 1,176, check 428, train
 1,298, evaluate 1,135, infra-validate 829 (the larger of the task and its server), push 428, monitor 710 MiB.
@@ -90,11 +90,12 @@ DEFAULTS: dict[str, Resources] = {
     "validate": Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="2Gi"),
     # reads one anomalies.json (0.2 s): the interpreter and recloop's imports, 428 MiB -> 1Gi
     "check": Resources(cpu_request="250m", cpu_limit="1", memory_request="1Gi", memory_limit="1Gi"),
-    # TF/Keras on every core (the bench's 2; more only speeds it up); holds its examples in memory:
-    # 1x (1 week) 3,399 MiB -> 5Gi, 4x (4 weeks) 11,162 MiB -> 14Gi
-    "train": Resources(cpu_request="2", cpu_limit="4", memory_request="5Gi", memory_limit="14Gi"),
-    # below train on the same span (1,135 vs 1,298 MiB at small scale), and its 4x input (575,520 eval examples)
-    # is below train's 1x (955,200): train's 1x peak bounds it, 3,399 MiB -> 5Gi
+    # TF/Keras on every core (the bench's 2; more only speeds it up); streams its examples, so its peak follows
+    # the window slowly (bench/results/window.json, 2026-12-07): 1 week 1,389 MiB -> 2Gi, 8 weeks 2,108 -> 3Gi
+    "train": Resources(cpu_request="2", cpu_limit="4", memory_request="2Gi", memory_limit="3Gi"),
+    # below train on the same span (1,135 vs 1,298 MiB at small scale); sized when train held its examples (its
+    # 1x peak then, 3,399 MiB -> 5Gi) and kept: the weekly run's evaluate task peaked at 1,910 MiB on one default
+    # week (bench/results/weekly.json), and its 4x is not measured
     "evaluate": Resources(cpu_request="1", cpu_limit="2", memory_request="5Gi", memory_limit="5Gi"),
     # the real server (bench/README.md "Serving": 924 MiB peak, 10k items) beside the task (at most 829 MiB at
     # small scale): 1,753 MiB -> 3Gi

@@ -1,11 +1,11 @@
 """Giving freed memory back to the system between the trainer's phases (glibc's allocator; a no-op elsewhere).
 
-A window's held columns are tens of MB each, and numpy's temporaries over them (sorts, uniques, float copies)
-are as large. glibc serves an allocation under its mmap threshold from the heap, and raises that threshold to
-the size of every mapped block freed, up to 32 MiB: so past a few weeks the temporaries land in the heap, which
-keeps their pages once they are freed, and the process's peak grew with the window beyond what it holds.
-A fixed threshold maps every large block (given back on free), and a trim after each phase returns the heap's
-free pages (``malloc_trim`` also releases those inside the heap).
+Each epoch builds new input iterators and shuffle buffers, and each phase makes numpy temporaries over the
+held columns (sorts, uniques, float copies) of tens of MB. Without help the process kept what they freed: on
+one and two default weeks the peak RSS was 1,632 and 2,063 MiB, the second epoch adding ~400 MiB to the first's
+plateau; with a collection and ``malloc_trim`` after each epoch and phase, and glibc's mmap threshold fixed at
+1 MiB (large blocks mapped, so given back on free, where the dynamic threshold rises to 32 MiB and serves them
+from the heap), 1,554 and 1,809 MiB.
 """
 
 from __future__ import annotations
