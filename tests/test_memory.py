@@ -9,8 +9,10 @@ import pytest
 
 from recloop.trainer import memory
 
-# after a 30 MiB mapped block is freed glibc serves blocks under 30 MiB from its heap; prints the MiB that 200 MiB
-# of 20 MiB arrays leave resident once freed, with small live blocks after them
+# prints the MiB that 200 MiB of 20 MiB arrays leave resident once freed, with small live blocks after them, after
+# a 30 MiB mapped block was freed (which raises glibc's dynamic threshold, unless it is fixed). Here the default
+# allocator gave these back too: the test shows the setting takes and leaves nothing behind; the traces in
+# trainer/memory.py's docstring show the need
 _HELD_AFTER_FREE = """
 import numpy as np, psutil
 from recloop.trainer import memory
@@ -21,7 +23,7 @@ base = process.memory_info().rss
 blocks = [np.ones(20 << 20, np.uint8) for _ in range(10)]
 pins = [bytearray(4096) for _ in range(500)]
 del blocks
-assert memory.trim() in (True, False)
+memory.trim()
 print((process.memory_info().rss - base) >> 20)
 """
 

@@ -4,8 +4,9 @@
 The defaults come from bench/README.md ("Pipeline scaling"; raw figures in bench/results/scaling.json, 2-core
 AMD EPYC, 2026-12-06): the peak RSS of ingest and validate at 1x/2x/4x default-scale weeks, and of train on 1
 and 8 default weeks ("Training windows", bench/results/window.json). Memory request: the stage's 1x peak + 25%,
-limit: its 4x (train: 8 weeks) peak + 25%, each rounded up to a whole GiB; a weekly run (one week) is within 1x. check, evaluate, infra-validate, push and monitor are not in the benchmark: each is sized
-from a measured stage it cannot exceed, shown by one run of both pipelines at `small` scale under kfp.local
+limit: its 4x (train: 8 weeks) peak + 25%, each rounded up to a whole GiB; a weekly run (one week) is within 1x.
+check, evaluate, infra-validate, push and monitor are not in the benchmark: each is sized from a measured stage
+it cannot exceed, shown by one run of both pipelines at `small` scale under kfp.local
 (peak RSS of each task's process, 2026-12-06, not in bench/): ingest 866, validate 1,176, check 428, train
 1,298, evaluate 1,135, infra-validate 829 (the larger of the task and its server), push 428, monitor 710 MiB.
 CPU: every stage was measured on 2 cores; one-process stages request 1 core with a limit of 2, train 2 and 4.

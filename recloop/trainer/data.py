@@ -14,8 +14,8 @@ are used. The evaluation set is one of:
 
 The training examples are never held whole. One streamed pass (``stream_examples``) keeps the columns the
 baselines, checks and evaluation read (ids, time, labels, the logging facts, the heuristics' roles, numeric
-features: ~85 bytes an example, strings shared, integers narrowed) and counts every categorical feature's values (the
-vocabularies); the models read every column again from the files, epoch by epoch (``Examples.source``, see
+features: ~85 bytes an example, strings shared, integers narrowed) and counts every categorical feature's
+values (the vocabularies); the models read every column again from the files, epoch by epoch (``Examples.source``, see
 ``fit.py``). The evaluation set is read whole (``read_examples``): its size does not grow with the window.
 
 Everything before the evaluation set is training data, so evaluation is always
