@@ -210,9 +210,15 @@ def example_files(folder: str) -> list[str]:
     return files
 
 
-def batches(source: Source, names: Sequence[str], size: int = 4096) -> tf.data.Dataset:
-    """The columns ``names`` of the source's examples inside its window, in file order, as batches of dicts of up
-    to ``size`` rows (a list column padded with ``""`` to its declared length). Nothing is held beyond a batch."""
+def batches(source: Source, names: Sequence[str], size: int = 4096, *, seed: int | None = None) -> tf.data.Dataset:
+    """The columns ``names`` of the source's examples inside its window, as batches of dicts of up to ``size``
+    rows (a list column padded with ``""`` to its declared length). Nothing is held beyond a batch.
+
+    The files are read one after another: in their listed order, or with ``seed``, in a new order every pass
+    (the same on every worker). Ingest's files each hold a share of members over the whole span, in time order,
+    so a shuffle buffer over files in a random order holds examples of the whole span; in their listed order an
+    epoch of several weeks would run from the oldest week to the newest.
+    """
     spec = {n: _PARSE[n] for n in {*names, "ts"}}
 
     def parse(records: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -231,7 +237,10 @@ def batches(source: Source, names: Sequence[str], size: int = 4096) -> tf.data.D
             out[n] = tf.boolean_mask(value, keep)
         return out
 
-    ds = tf.data.TFRecordDataset(list(source.files), compression_type="GZIP")
+    files: Any = list(source.files)
+    if seed is not None and files:
+        files = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
     return ds.batch(size).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 

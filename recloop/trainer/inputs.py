@@ -1,5 +1,6 @@
-"""The models' input pipelines: examples streamed from their files (or held), shuffled in a bounded buffer,
-batched, given their derived columns (labels, weights) and their share of ids dropped to OOV.
+"""The models' input pipelines: examples streamed from their files (or held), the files in a new order and the
+examples shuffled in a bounded buffer every epoch, batched, given their derived columns (labels, weights) and
+their share of ids dropped to OOV.
 
 Streamed examples (``data.Examples.source``) are parsed again every epoch and never held whole: memory is the
 shuffle buffer, whatever the window. Each derived column is computed per batch from constants of the whole split
@@ -31,7 +32,7 @@ def dataset(rows: Examples, names: Sequence[str], derive: Derive, batch_size: in
       keep: an example's predicate, applied before shuffling (the positives of a split).
     """
     if rows.source is not None:
-        ds = batches(rows.source, names).unbatch()
+        ds = batches(rows.source, names, seed=seed if shuffle else None).unbatch()
     else:
         ds = tf.data.Dataset.from_tensor_slices({n: rows[n] for n in names})
     if keep is not None:
