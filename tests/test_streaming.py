@@ -15,7 +15,16 @@ import tensorflow as tf
 from recloop.features.spec import FEATURES
 from recloop.trainer import fit
 from recloop.trainer.config import TrainConfig
-from recloop.trainer.data import Examples, Source, batches, light_columns, load, read_examples, stream_examples
+from recloop.trainer.data import (
+    Examples,
+    Source,
+    batches,
+    example_files,
+    light_columns,
+    load,
+    read_examples,
+    stream_examples,
+)
 from recloop.trainer.inputs import dataset
 
 
@@ -63,6 +72,19 @@ def test_a_window_cut_streams_exactly_the_rows_it_holds(whole_and_streamed):
     order = np.lexsort((np.concatenate([b["item_id"] for b in got]).astype(str), ts))
     np.testing.assert_array_equal(ts[order], held["ts"])
     assert int(np.concatenate([b["label_click"] for b in got]).sum()) == int(later["label_click"].sum())
+
+
+def test_a_cut_reads_only_the_files_with_requests_in_its_window(tiny_ingest):
+    folders = [posixpath.join(tiny_ingest, split) for split in ("train", "eval")]
+    both = stream_examples(folders)
+    train_files, eval_files = (set(example_files(f)) for f in folders)
+    assert set(both.source.files) == train_files | eval_files and len(both.source.spans) == len(both.source.files)
+    eval_start = float(read_examples(folders[1])["ts"].min())
+    for part, files in ((both.between(start=eval_start), eval_files), (both.between(end=eval_start), train_files)):
+        assert set(part.source.files) == files
+        streamed = sum(len(b["ts"]) for b in dataset(part, ("ts",), dict, 4096, 0, buffer=1).as_numpy_iterator())
+        assert streamed == len(part) > 0
+    assert both.between(start=float(both["ts"].max()) + 1).source.files == ()
 
 
 def test_a_bounded_shuffle_buffer_still_yields_every_example_once_per_epoch(whole_and_streamed):

@@ -61,15 +61,22 @@ class DataError(ValueError):
 @dataclass(frozen=True)
 class Source:
     """Where a split's examples stream from: example files (local or object storage), cut to a request-time
-    window, ``start <= ts < end`` (None: open)."""
+    window, ``start <= ts < end`` (None: open), and where known each file's first and last request time in it."""
 
     files: tuple[str, ...]
     start: float | None = None
     end: float | None = None
+    spans: tuple[tuple[float, float], ...] | None = None
 
     def cut(self, start: float | None = None, end: float | None = None) -> Source:
-        """The same files, the window narrowed to ``[start, end)`` as well."""
-        return replace(self, start=_tighter(self.start, start, max), end=_tighter(self.end, end, min))
+        """The window narrowed to ``[start, end)`` as well, without the files whose span lies outside it (a
+        validation day of a long window reads its newest files only)."""
+        start, end = _tighter(self.start, start, max), _tighter(self.end, end, min)
+        if self.spans is None:
+            return replace(self, start=start, end=end)
+        kept = [(f, (lo, hi)) for f, (lo, hi) in zip(self.files, self.spans, strict=True)
+                if (start is None or hi >= start) and (end is None or lo < end)]
+        return Source(tuple(f for f, _ in kept), start, end, tuple(span for _, span in kept))
 
 
 def _tighter(a: float | None, b: float | None, pick: Callable[[float, float], float]) -> float | None:
@@ -280,17 +287,25 @@ def stream_examples(folders: Sequence[str], start: float | None = None, end: flo
     ``light_columns`` sorted as ``read_examples`` sorts, the value counts of every categorical feature, and the
     files as their source.
 
+    The source keeps the files with examples in the window, and each file's span (its first and last request
+    time there), so that a later cut reads only the files it needs.
+
     Raises:
       DataError: for a folder that does not exist.
     """
-    source = Source(tuple(f for folder in folders for f in example_files(folder)), start, end)
+    files = [f for folder in folders for f in example_files(folder)]
     light = light_columns()
     tallied = [f.name for f in FEATURES if f.kind == "categorical"]
     strings = {n: _Strings() for n, kind in light.items() if kind is str}
     parts: dict[str, list[np.ndarray]] = {n: [] for n, kind in light.items() if kind is not str}
     tallies: dict[str, Counter[str]] = {n: Counter() for n in tallied}
-    rows = 0
-    for batch in (batches(source, sorted({*light, *tallied}), 16_384) if source.files else ()):
+    spans: dict[str, tuple[float, float]] = {}
+    rows, names = 0, sorted({*light, *tallied})
+    for file, batch in ((f, b) for f in files for b in batches(Source((f,), start, end), names, 16_384)):
+        ts = batch["ts"].numpy()
+        if len(ts):
+            lo, hi = spans.get(file, (np.inf, -np.inf))
+            spans[file] = (min(lo, float(ts.min())), max(hi, float(ts.max())))
         for name in tallied:
             values = batch[name].numpy().reshape(-1)
             uniq, counts = np.unique(values, return_counts=True)
@@ -302,7 +317,7 @@ def stream_examples(folders: Sequence[str], start: float | None = None, end: flo
             chunks.append(batch[name].numpy().astype(_compact(name, light[name])))
         before, rows = rows, rows + len(batch["ts"])
         if rows // 1_000_000 > before // 1_000_000:
-            progress(f"read {rows:,} training examples from {len(source.files)} files")
+            progress(f"read {rows:,} training examples from {len(files)} files")
     # each column built, then reordered, one at a time: at most one column is held twice
     out: dict[str, np.ndarray] = {}
     for name in list(parts):
@@ -315,7 +330,8 @@ def stream_examples(folders: Sequence[str], start: float | None = None, end: flo
         out[name] = strings.pop(name).column()
     for name in list(out):
         out[name] = out[name][order]
-    return Examples({n: out[n] for n in light}, source, tallies)
+    kept = [f for f in files if f in spans]
+    return Examples({n: out[n] for n in light}, Source(tuple(kept), start, end, tuple(spans[f] for f in kept)), tallies)
 
 
 def _compact(name: str, kind: type) -> Any:
