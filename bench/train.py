@@ -6,10 +6,10 @@ eval), week 2 with six eval days (its Monday is training data), so the
 evaluation is a whole week after training and items released that week are
 new to the model. ``recloop train --truth`` evaluates the model, the
 popularity-in-context baseline and the simulator's oracle on the same examples.
-Variants: the default config (its retrieval loss is pointwise on these logged pages,
-where log-Q does not apply), and the in-batch softmax with and without log-Q
-correction (the issue asks whether it helps). A plain weekly run (week 1 alone, one eval day) gives the training
-time of one small week.
+Variants: the default config (its retrieval loss is pointwise on these logged
+pages, where log-Q does not apply), and the in-batch softmax with and without
+log-Q correction (the issue asks whether it helps). A plain weekly run (week 1
+alone, one eval day) gives the training time of one small week.
 """
 
 from __future__ import annotations

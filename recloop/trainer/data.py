@@ -222,9 +222,9 @@ def batches(source: Source, names: Sequence[str], size: int = 4096, *, seed: int
     rows (a list column padded with ``""`` to its declared length). Nothing is held beyond a batch.
 
     The files are read one after another: in their listed order, or with ``seed``, in a new order every pass
-    (the same on every worker). Ingest's files each hold a share of members over the whole span, in time order,
-    so a shuffle buffer over files in a random order holds examples of the whole span; in their listed order an
-    epoch of several weeks would run from the oldest week to the newest.
+    (the same on every worker). Ingest's files each hold a share of the requests (by a hash of their id) over
+    the whole span, in time order, so a shuffle buffer over files in a random order holds examples of the whole
+    span; in their listed order an epoch of several weeks would run from the oldest week to the newest.
     """
     spec = {n: _PARSE[n] for n in {*names, "ts"}}
 
