@@ -79,8 +79,9 @@ def bench_train() -> dict[str, Any]:
         configs = {}
         for i, (name, text) in enumerate(VARIANTS.items()):
             if text:
-                configs[name] = ["--config", str(Path(tmp, f"variant{i}.yaml"))]
-                Path(configs[name][1]).write_text(text)
+                path = Path(tmp, f"variant{i}.yaml")
+                path.write_text(text)
+                configs[name] = ["--config", str(path)]
         for seed in SEEDS:
             logs = f"{tmp}/sim{seed}"
             run_timed(["recloop", "simulate", "--out", logs, "--scale", "small", "--weeks", "3", "--seed", str(seed)])

@@ -92,11 +92,11 @@ DEFAULTS: dict[str, Resources] = {
     # reads one anomalies.json (0.2 s): the interpreter and recloop's imports, 428 MiB -> 1Gi
     "check": Resources(cpu_request="250m", cpu_limit="1", memory_request="1Gi", memory_limit="1Gi"),
     # TF/Keras on every core (the bench's 2; more only speeds it up); streams its examples, so its peak follows
-    # the window slowly (bench/results/window.json, 2026-12-07): 1 week 1,389 MiB -> 2Gi, 8 weeks 2,108 -> 3Gi
+    # the window slowly (bench/results/window.json, 2026-12-07): 1 week 1,398 MiB -> 2Gi, 8 weeks 2,121 -> 3Gi
     "train": Resources(cpu_request="2", cpu_limit="4", memory_request="2Gi", memory_limit="3Gi"),
     # below train on the same span (1,135 vs 1,298 MiB at small scale); sized when train held its examples (its
-    # 1x peak then, 3,399 MiB -> 5Gi) and kept: the weekly run's evaluate task peaked at 1,910 MiB on one default
-    # week (bench/results/weekly.json), and its 4x is not measured
+    # 1x peak then, 3,399 MiB -> 5Gi) and kept: the weekly run's evaluate task peaked at 1,292 MiB on one default
+    # week (bench/results/weekly.json; 1,910 beside the trainer that held its examples), and its 4x is not measured
     "evaluate": Resources(cpu_request="1", cpu_limit="2", memory_request="5Gi", memory_limit="5Gi"),
     # the real server (bench/README.md "Serving": 924 MiB peak, 10k items) beside the task (at most 829 MiB at
     # small scale): 1,753 MiB -> 3Gi

@@ -302,7 +302,7 @@ def stream_examples(folders: Sequence[str], start: float | None = None, end: flo
     spans: dict[str, tuple[float, float]] = {}
     rows, names = 0, sorted({*light, *tallied})
     for file, batch in ((f, b) for f in files for b in batches(Source((f,), start, end), names, 16_384)):
-        ts = batch["ts"].numpy()
+        ts = batch["ts"].numpy()  # the file's span: a later cut skips the files outside it
         if len(ts):
             lo, hi = spans.get(file, (np.inf, -np.inf))
             spans[file] = (min(lo, float(ts.min())), max(hi, float(ts.max())))
@@ -315,7 +315,7 @@ def stream_examples(folders: Sequence[str], start: float | None = None, end: flo
             column.add(batch[name].numpy())
         for name, chunks in parts.items():
             chunks.append(batch[name].numpy().astype(_compact(name, light[name])))
-        before, rows = rows, rows + len(batch["ts"])
+        before, rows = rows, rows + len(ts)
         if rows // 1_000_000 > before // 1_000_000:
             progress(f"read {rows:,} training examples from {len(files)} files")
     # each column built, then reordered, one at a time: at most one column is held twice
