@@ -8,6 +8,11 @@ member with history, 4 rows x 10 items) is timed in-process (``Service.serve``:
 retrieval over 10k items, ranking of the pool, rows, the response) and end to
 end through kserve at concurrency 1, 8 and 32, each run bounded in requests
 and time; the server's /metrics give log drops, batch sizes and stage times.
+
+Everything is measured twice in the one run, the models evaluated in numpy
+(``serving.plain``, the default) and with TensorFlow (the SavedModels, as before
+the plain form existed), next to the floor: a do-nothing kserve model on the same
+server code that answers every request with the same ~7 kB answer.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from common import START, run_timed, table
 
 CONCURRENCY = ((1, 1000), (8, 4000), (32, 4000))  # (clients, requests)
 IN_PROCESS = 500
+WARM_UP = 300  # requests before the measured runs
+RUNTIMES = ("numpy", "tensorflow")  # serving.plain, and the SavedModels
 NOTES = ("Request: one instance, a member with history, k=10 in each of the 4 rows (40 items, ~7 kB of "
          "JSON). hey keeps each client's connection open. In-process = `Service.serve` in the benchmark "
          "process before the server starts (same model, feed and request). The server batches the "
@@ -45,7 +52,10 @@ def _metrics(port: int) -> dict[str, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     out: dict[str, float] = {}
-    for family in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{port}/metrics").text):
+    r = httpx.get(f"http://127.0.0.1:{port}/metrics")
+    if r.status_code != 200:  # the floor server exports none of recloop's
+        return out
+    for family in text_string_to_metric_families(r.text):
         for s in family.samples:
             if s.name.startswith("recloop_"):
                 key = s.name + "".join(f"[{v}]" for v in s.labels.values())
@@ -82,7 +92,7 @@ def _body(model: str, logs: str) -> dict[str, Any]:
     raise RuntimeError("no request of a known member in the logs")
 
 
-def _in_process(model: str, feed: str, body: dict[str, Any]) -> dict[str, Any]:
+def _in_process(model: str, feed: str, body: dict[str, Any], runtime: str) -> dict[str, Any]:
     """``Service.serve`` for the benchmark request, one at a time, in this process."""
     from recloop.serving.clock import Clock
     from recloop.serving.request import parse
@@ -93,8 +103,9 @@ def _in_process(model: str, feed: str, body: dict[str, Any]) -> dict[str, Any]:
         def put(self, line: str, ts: dt.datetime) -> bool:
             return True
 
-    service = Service(ServeSettings(model=model, catalog=feed), Clock(), Discard())
+    service = Service(ServeSettings(model=model, catalog=feed, runtime=runtime), Clock(), Discard())
     service.refresh()
+    assert service.served.version.runtime == runtime, service.served.version.runtime
     now = dt.datetime.now(dt.UTC)
     rows = [r.name for r in service.settings.rows.rows]
     times, stages = [], {"retrieval": [], "ranking": [], "rows": []}
@@ -115,7 +126,7 @@ def _in_process(model: str, feed: str, body: dict[str, Any]) -> dict[str, Any]:
     return {"requests": IN_PROCESS, "ms": _percentiles(np.array(times)),
             "stages_p50_ms": {k: round(float(np.median(v)), 3) for k, v in stages.items()},
             "catalog_items": len(service.served.tables.catalog["item_id"]),
-            "pool_size": round(float(np.mean(pools)), 1)}
+            "pool_size": round(float(np.mean(pools)), 1), "answer": {"predictions": out}}
 
 
 def _hey(url: str, body: str, clients: int, requests: int) -> dict[str, Any]:
@@ -136,8 +147,6 @@ def _hey(url: str, body: str, clients: int, requests: int) -> dict[str, Any]:
 
 
 def bench_serving() -> dict[str, Any]:
-    from recloop.serving.infra import free_port
-
     with tempfile.TemporaryDirectory() as tmp:
         logs, ingest, model = f"{tmp}/sim", f"{tmp}/ingest", f"{tmp}/model"
         run_timed(["recloop", "simulate", "--out", logs, "--scale", "small", "--weeks", "2", "--seed", "1"])
@@ -149,44 +158,84 @@ def bench_serving() -> dict[str, Any]:
         body = _body(model, logs)
         body_path = f"{tmp}/body.json"
         Path(body_path).write_text(json.dumps(body))
-        print("  in-process", file=sys.stderr)
-        in_process = _in_process(model, feed, body)
-
-        port = free_port()
-        server_out = open(f"{tmp}/server.txt", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen([sys.executable, "-m", "recloop.cli", "serve", "--model", model,
-                                 "--catalog", feed, "--logs", f"{tmp}/served", "--port", str(port)],
-                                stdout=server_out, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}/v1/models/recommender:predict"
-        try:
-            _wait(url, body, proc)
-            _hey(url, body_path, 4, 300)  # warm the HTTP path
-            runs = []
-            for clients, requests in CONCURRENCY:
-                before = _metrics(port)
-                run = _hey(url, body_path, clients, requests)
-                time.sleep(0.5)  # let the log writer drain before reading its counters
-                after = _metrics(port)
-                batches = _delta(after, before, "recloop_batch_instances_count")
-                run |= {
-                    "log_dropped": _delta(after, before, "recloop_log_dropped_total"),
-                    "log_written": _delta(after, before, "recloop_log_written_total"),
-                    "fallbacks": sum(_delta(after, before, k) for k in after if k.startswith("recloop_fallbacks_total")),
-                    "mean_batch": round(_delta(after, before, "recloop_batch_instances_sum") / max(batches, 1), 2),
-                    "server_ms_mean": round(1000 * _delta(after, before, "recloop_request_seconds_sum")
-                                            / max(_delta(after, before, "recloop_request_seconds_count"), 1), 2),
-                    "ratio_p50_to_in_process": round(run["ms"]["p50"] / in_process["ms"]["p50"], 2)}
-                runs.append(run)
-                print(f"  c={clients}: p50 {run['ms']['p50']} ms, {run['throughput_rps']} rps", file=sys.stderr)
-            rss = _peak_rss_mib(proc.pid)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-            server_out.close()
-        written = sum(1 for f in Path(tmp, "served").rglob("*.jsonl") for _ in open(f))  # noqa: SIM115
-    sent = sum(r["requests"] for r in runs) + 300 + 1
+        in_process, runs, rss, sent = {}, {}, {}, 0
+        for runtime in RUNTIMES:
+            print(f"  in-process, {runtime}", file=sys.stderr)
+            in_process[runtime] = _in_process(model, feed, body, runtime)
+        answer = f"{tmp}/answer.json"
+        Path(answer).write_text(json.dumps(in_process["numpy"].pop("answer")))
+        in_process["tensorflow"].pop("answer")
+        floor = [sys.executable, str(Path(__file__).resolve()), "floor", answer]
+        for runtime in (*RUNTIMES, "floor"):
+            cmd = floor if runtime == "floor" else [
+                sys.executable, "-m", "recloop.cli", "serve", "--model", model, "--catalog", feed, "--logs",
+                f"{tmp}/served-{runtime}", "--runtime", runtime]
+            runs[runtime], rss[runtime] = _load_runs(cmd, body, body_path, in_process.get(runtime, in_process["numpy"]),
+                                                     f"{tmp}/server-{runtime}.txt", runtime)
+            if runtime != "floor":
+                sent += sum(r["requests"] for r in runs[runtime]) + WARM_UP + 1
+        written = sum(1 for f in Path(tmp).glob("served-*/**/*.jsonl") for _ in open(f))  # noqa: SIM115
     return {"in_process": in_process, "runs": runs, "server_peak_rss_mib": rss,
             "log_lines_on_disk": written, "requests_answered": sent, "cores": os.cpu_count()}
+
+
+def _load_runs(cmd: list[str], body: dict[str, Any], body_path: str, in_process: dict[str, Any], out: str,
+               label: str) -> tuple[list[dict[str, Any]], float]:
+    """Starts a server (``cmd`` + ``--port``), drives it with hey at each concurrency, stops it; its runs
+    and peak RSS."""
+    from recloop.serving.infra import free_port
+
+    port = free_port()
+    server_out = open(out, "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=server_out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1/models/recommender:predict"
+    runs = []
+    try:
+        _wait(url, body, proc)
+        _hey(url, body_path, 4, WARM_UP)  # warm the HTTP path
+        for clients, requests in CONCURRENCY:
+            before = _metrics(port)
+            run = _hey(url, body_path, clients, requests)
+            time.sleep(0.5)  # let the log writer drain before reading its counters
+            after = _metrics(port)
+            batches = _delta(after, before, "recloop_batch_instances_count")
+            run |= {
+                "log_dropped": _delta(after, before, "recloop_log_dropped_total"),
+                "log_written": _delta(after, before, "recloop_log_written_total"),
+                "fallbacks": sum(_delta(after, before, k) for k in after if k.startswith("recloop_fallbacks_total")),
+                "mean_batch": round(_delta(after, before, "recloop_batch_instances_sum") / max(batches, 1), 2),
+                "server_ms_mean": round(1000 * _delta(after, before, "recloop_request_seconds_sum")
+                                        / max(_delta(after, before, "recloop_request_seconds_count"), 1), 2),
+                "ratio_p50_to_in_process": round(run["ms"]["p50"] / in_process["ms"]["p50"], 2)}
+            runs.append(run)
+            print(f"  {label} c={clients}: p50 {run['ms']['p50']} ms, p99 {run['ms']['p99']} ms, "
+                  f"{run['throughput_rps']} rps", file=sys.stderr)
+        return runs, _peak_rss_mib(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        server_out.close()
+
+
+def floor_server(answer_path: str, port: int) -> None:
+    """The floor: a kserve model that does nothing but answer every request with ``answer_path``'s JSON, on
+    the same server code (``serving.server.run``: REST only, 127.0.0.1) as ``recloop serve``."""
+    import kserve
+
+    from recloop.serving.server import bind, run
+
+    answer = json.loads(Path(answer_path).read_text())
+
+    class Floor(kserve.Model):
+        def __init__(self) -> None:
+            super().__init__("recommender")
+            self.ready = True
+
+        async def predict(self, payload: Any, headers: dict[str, str] | None = None,
+                          response_headers: dict[str, str] | None = None) -> dict[str, Any]:
+            return answer
+
+    run([Floor()], bind("127.0.0.1", port), "127.0.0.1", port)
 
 
 def _wait(url: str, body: dict[str, Any], proc: subprocess.Popen) -> None:
@@ -215,52 +264,60 @@ def _peak_rss_mib(pid: int) -> float:
 
 
 def _plot(f: dict[str, Any], path: Path) -> None:
-    clients = [run["clients"] for run in f["runs"]]
     with plots.figure(path) as ax:
-        for q in ("p50", "p95", "p99"):
-            ax.plot(clients, [run["ms"][q] for run in f["runs"]], marker="o", label=f"end to end {q}")
-        ax.axhline(f["in_process"]["ms"]["p50"], color="grey", linestyle="--", label="in-process p50")
+        for label, runs in f["runs"].items():
+            clients = [run["clients"] for run in runs]
+            for q, style in (("p50", "-"), ("p99", ":")):
+                ax.plot(clients, [run["ms"][q] for run in runs], marker="o", linestyle=style, label=f"{label} {q}")
+        ax.axhline(f["in_process"]["numpy"]["ms"]["p50"], color="grey", linestyle="--", label="in-process p50, numpy")
         ax.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="ms",
                title="serving latency under load (hey, loopback)")
         ax.set_xticks(clients, [str(c) for c in clients])
-        twin = ax.twinx()
-        twin.plot(clients, [run["throughput_rps"] for run in f["runs"]], color="black", marker="s", alpha=0.5)
-        twin.set(ylabel="requests/s (squares)", ylim=(0, None))
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left")
 
 
 def section(r: dict[str, Any], results: Path) -> str:
     """The bench/README.md section of a serving result (and its plot, ``results/serving.png``)."""
     f = r["figures"]
-    ip = f["in_process"]
+    ip, fast, slow = f["in_process"], f["in_process"]["numpy"], f["in_process"]["tensorflow"]
     _plot(f, results / "serving.png")
-    rows = [[run["clients"], f"{run['requests']:,}", run["errors"], run["throughput_rps"], run["ms"]["p50"],
-             run["ms"]["p95"], run["ms"]["p99"], run["ratio_p50_to_in_process"],
-             round(1000 * run["clients"] / run["throughput_rps"], 1), run["mean_batch"],
-             run["server_ms_mean"], int(run["log_dropped"])] for run in f["runs"]]
-    first, last = f["runs"][0], f["runs"][-1]
+    compute = [[runtime, ip[runtime]["ms"]["p50"], ip[runtime]["ms"]["p95"], ip[runtime]["ms"]["p99"],
+                *(ip[runtime]["stages_p50_ms"][k] for k in ("retrieval", "ranking", "rows"))] for runtime in ip]
+    rows = [[label, run["clients"], f"{run['requests']:,}", run["errors"], run["throughput_rps"], run["ms"]["p50"],
+             run["ms"]["p95"], run["ms"]["p99"], round(run["ms"]["p99"] / run["ms"]["p95"], 2),
+             run["ratio_p50_to_in_process"] if label != "floor" else "",
+             run["mean_batch"] if label != "floor" else "", int(run["log_dropped"])]
+            for label, runs in f["runs"].items() for run in runs]
+    c1 = {label: runs[0] for label, runs in f["runs"].items()}
     return "\n".join([
         "## Serving: the real server under load (10k-item catalog, loopback)",
         "",
-        (f"In-process compute of one request (retrieval over {ip['catalog_items']:,} items, ranking of a pool of "
-         f"{ip['pool_size']} items (200 retrieved + the context's popular), 4 rows x 10, the response): p50 **{ip['ms']['p50']} ms**, "
-         f"p95 {ip['ms']['p95']} ms, p99 {ip['ms']['p99']} ms over {ip['requests']} requests; stage p50s "
-         + ", ".join(f"{k} {v} ms" for k, v in ip["stages_p50_ms"].items()) + "."),
+        (f"One request: retrieval over {fast['catalog_items']:,} items, ranking of a pool of {fast['pool_size']} "
+         "items (200 retrieved, the context's popular and the catalog-wide draws), 4 rows x 10, the response. "
+         "`numpy`: the query tower and the ranker evaluated from their plain form (`serving.plain`, checked "
+         "against the SavedModels at load); `tensorflow`: the SavedModels, as served before. Both in this one "
+         f"run, {ip['numpy']['requests']} requests each."),
         "",
-        table(["clients", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "p50 / in-process",
-               "clients / req/s ms", "instances per batch", "server mean ms", "log drops"], rows),
+        table(["in-process", "p50 ms", "p95 ms", "p99 ms", "retrieval p50", "ranking p50", "rows p50"], compute),
         "",
-        "![latency and throughput per concurrency](results/serving.png)",
+        (f"In-process p50 numpy / tensorflow: **{round(fast['ms']['p50'] / slow['ms']['p50'], 2)}x**."),
         "",
-        (f"From {first['clients']} to {last['clients']} clients the ratio end-to-end p50 / in-process p50 goes from "
-         f"{first['ratio_p50_to_in_process']} to {last['ratio_p50_to_in_process']} while throughput goes from "
-         f"{first['throughput_rps']} to {last['throughput_rps']} req/s: beyond one client the extra latency is "
-         "queueing (p50 follows clients / throughput, Little's law), as the server batches concurrent instances "
-         "into one funnel call on 2 cores shared with the load tool."),
+        table(["server", "clients", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "p99 / p95",
+               "p50 / in-process", "instances per batch", "log drops"], rows),
         "",
-        (f"Log lines on disk after the server stopped: {f['log_lines_on_disk']:,} for "
-         f"{f['requests_answered']:,} answered requests. Server peak RSS {f['server_peak_rss_mib']} MiB. "
-         f"{f['cores']} cores: the load tool and the server share them."),
+        "![latency per concurrency](results/serving.png)",
+        "",
+        (f"At one client the end-to-end p50 is {c1['numpy']['ms']['p50']} ms with numpy "
+         f"({c1['numpy']['ratio_p50_to_in_process']}x its in-process p50), {c1['tensorflow']['ms']['p50']} ms with "
+         f"tensorflow, and {c1['floor']['ms']['p50']} ms for the floor (a kserve model that does nothing but "
+         "return the same answer, on the same server code): the HTTP, kserve and JSON cost every request pays. "
+         "Beyond one client the extra latency is queueing (p50 follows clients / throughput, Little's law), "
+         "as the server batches concurrent instances into one funnel call on 2 cores shared with the load tool."),
+        "",
+        (f"Log lines on disk after the servers stopped: {f['log_lines_on_disk']:,} for "
+         f"{f['requests_answered']:,} answered requests. Server peak RSS (MiB): "
+         + ", ".join(f"{k} {v}" for k, v in f["server_peak_rss_mib"].items())
+         + f". {f['cores']} cores: the load tool and the server share them."),
         "",
         r["notes"],
     ])
@@ -268,7 +325,14 @@ def section(r: dict[str, Any], results: Path) -> str:
 
 def headline(f: dict[str, Any]) -> str:
     """The README's headline line of a serving result's figures: in-process, then each concurrency."""
-    return (f"**Serving** (10k items, loopback, hey): in-process p50 {f['in_process']['ms']['p50']} ms; "
-            + "; ".join(f"{x['clients']} clients {x['throughput_rps']} req/s, p50 {x['ms']['p50']} ms "
-                        f"({x['ratio_p50_to_in_process']}x in-process), {x['errors']} errors" for x in f["runs"])
+    ip = f["in_process"]
+    return (f"**Serving** (10k items, loopback, hey): in-process p50 {ip['numpy']['ms']['p50']} ms "
+            f"({round(ip['numpy']['ms']['p50'] / ip['tensorflow']['ms']['p50'], 2)}x the SavedModels' "
+            f"{ip['tensorflow']['ms']['p50']} ms, same run); "
+            + "; ".join(f"{x['clients']} clients {x['throughput_rps']} req/s, p50 {x['ms']['p50']} ms, "
+                        f"p99 {x['ms']['p99']} ms, {x['errors']} errors" for x in f["runs"]["numpy"])
             + f"; {f['log_lines_on_disk']:,} log lines for {f['requests_answered']:,} answers.")
+
+
+if __name__ == "__main__":  # the floor server: serving.py floor ANSWER_JSON --port PORT
+    floor_server(sys.argv[2], int(sys.argv[4]))

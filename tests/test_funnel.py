@@ -33,7 +33,9 @@ def _query(request_id: str, member_id: str = "m0000001", platform: str = "ios", 
 
 def test_a_page_has_every_row_scored_with_heads_and_propensities(version, tiny_model):
     assert version.version == read_card(tiny_model)["version"]
-    assert version.item_vectors(DAY.toordinal()).shape == (len(version.catalog["item_id"]), 32)
+    search = version.search(DAY.toordinal())  # the items released by the day, embedded for it
+    assert search.kind == "exact" and search.vectors.shape == (len(search.rows), 32)
+    assert search.rows.tolist() == np.flatnonzero(version.catalog["release_day"] <= DAY.toordinal()).tolist()
     member = next(iter(version.profiles))  # a member with clicks: "for your usual" uses the profile
     [page] = recommend(version, [_query("r-1", member)], RowsConfig())
     assert [i.row for i in page.impressions] == ["for_your_usual"] * 3 + ["quick"] * 3 + ["something_new"] * 3 + \
@@ -68,7 +70,8 @@ def test_batching_and_replay_give_the_same_pages(version):
 
 def test_an_item_released_after_training_is_embedded_and_retrieved(version):
     new = int(np.flatnonzero(version.catalog["item_id"] == "i900000")[0])
-    assert np.abs(version.item_vectors(DAY.toordinal())[new]).sum() > 0  # from its metadata: its id was never trained
+    search = version.search(DAY.toordinal())
+    assert np.abs(search.vectors[search.rows == new]).sum() > 0  # from its metadata: its id was never trained
     [page] = recommend(version, [_query("r-new")], RowsConfig(temperature=0.0, catalog_share=0.0))
     assert "i900000" in page.pool.item_id
     assert len(page.pool.item_id) >= version.candidates  # the retrieval pool, plus popular items

@@ -9,7 +9,18 @@ import numpy as np
 import pytest
 
 from recloop.baselines import MemberProfile
-from recloop.serving.rows import Candidates, RowsConfig, RowSpec, explore, fill, slot_choices, slot_probability
+from recloop.serving.rows import (
+    Candidates,
+    ReleasedIndex,
+    RowsConfig,
+    RowSpec,
+    admitted,
+    explore,
+    explore_released,
+    fill,
+    slot_choices,
+    slot_probability,
+)
 
 DAY = dt.date(2026, 1, 19).toordinal()
 CATEGORIES = ("yoga", "hiit", "running", "dance")
@@ -169,3 +180,25 @@ def test_a_tiny_temperature_is_greedy_without_overflow():
     page = fill(pool, config, 3, PROFILE, "dance", DAY, np.random.default_rng(0))
     assert [s.index for s in page] == [s.index for s in greedy]
     assert [s.propensity for s in page] == pytest.approx([s.propensity for s in greedy], abs=1e-4)  # no NaN
+
+
+@pytest.mark.parametrize("profile, preferred", [
+    (PROFILE, None),
+    (MemberProfile(usual_category="", usual_creator="c5", categories_tried=frozenset({"dance", "pilates"})), "yoga"),
+    (MemberProfile(usual_category="boxing", usual_creator="", categories_tried=frozenset()), None),
+    (None, "running"), (None, "boxing"), (None, None)])
+def test_the_released_index_admits_what_the_filters_admit_and_draws_the_same(profile, preferred):
+    catalog = dataclasses.replace(_pool(300, seed=3), index=np.arange(300) * 2 + 5)  # catalog rows, sorted
+    catalog = dataclasses.replace(catalog, category=np.where(np.arange(300) % 11 == 0, "", catalog.category),
+                                  creator=np.where(np.arange(300) % 13 == 0, "", catalog.creator))
+    config = RowsConfig(popular_top=20)
+    index = ReleasedIndex.of(dataclasses.replace(catalog, popularity=np.zeros(300)), DAY)
+    top = np.argsort(-catalog.popularity, kind="stable")[:20]
+    popular = catalog.catalog_rows[top[catalog.popularity[top] > 0]]
+    for spec in config.rows:
+        want = catalog.catalog_rows[admitted(spec, catalog, profile, preferred, DAY, config.popular_top)]
+        assert index.admitted(spec, profile, preferred, popular).tolist() == want.tolist(), spec.filter
+    a = explore(catalog, config, 5, profile, preferred, DAY, np.random.default_rng(4))
+    b = explore_released(index, config, 5, profile, preferred, popular, np.random.default_rng(4))
+    assert {n: d.sample.tolist() for n, d in a.rows.items()} == {n: d.sample.tolist() for n, d in b.rows.items()}
+    assert a.released.sample.tolist() == b.released.sample.tolist()

@@ -30,7 +30,7 @@ def service(tiny_model, clean_world) -> Service:
 
 
 def test_a_model_error_at_request_time_serves_the_fallback_and_logs_it(service, monkeypatch):
-    def broken(**_inputs):
+    def broken(_inputs):
         raise RuntimeError("ranker exploded")
 
     monkeypatch.setattr(service.served.version, "ranker", broken)

@@ -58,6 +58,10 @@ def serve(
                                                        "<temp dir>/recloop-spool). Put it on a volume that outlives "
                                                        "the container (an emptyDir): a restart uploads what a "
                                                        "killed server left there")] = None,
+    runtime: Annotated[str, typer.Option(help="numpy: the query tower and the ranker in numpy, where the "
+                                               "export has their plain form and it agrees with the SavedModel "
+                                               "(checked at load); tensorflow: always the SavedModels")
+                       ] = "numpy",
     worker_index: Annotated[int, typer.Option(hidden=True)] = 0,
 ) -> None:
     """Serve recommendations with kserve's ModelServer (V1: POST /v1/models/recommender:predict)."""
@@ -77,13 +81,15 @@ def serve(
     from recloop.serving.service import CatalogMissing, Service
     from recloop.serving.settings import ServeSettings
 
+    if runtime not in ("numpy", "tensorflow"):
+        raise typer.BadParameter(f"expected numpy or tensorflow, got {runtime!r}", param_hint="--runtime")
     if holdout >= 1.0:
         raise typer.BadParameter(f"the holdout is a share of members below 1, got {holdout}", param_hint="--holdout")
     rows = RowsConfig(**{k: v for k, v in (("temperature", temperature), ("catalog_share", catalog_share))
                          if v is not None})
     name = os.environ.get("POD_NAME") or socket.gethostname()
     settings = ServeSettings(registry=registry, model=model, catalog=catalog, rows=rows, poll_s=poll_s,
-                             holdout=holdout, replica=f"{name}-w{worker_index}")
+                             holdout=holdout, replica=f"{name}-w{worker_index}", runtime=runtime)
     start = None
     if simulated_clock:
         try:

@@ -15,10 +15,12 @@ so every slot it fills has a score and heads.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import posixpath
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,14 +30,16 @@ from recloop.baselines import MemberProfile, PopularInContext, context_key
 from recloop.features import logs, recorded, roles
 from recloop.features.catalog import QUERY_INPUTS, RANKING_INPUTS, candidate_inputs, embed
 from recloop.features.spec import LABELS, feature, features_for, missing_value
+from recloop.serving import ann, plain
 from recloop.serving.registry import read_card
-from recloop.serving.rows import Candidates, Exploration, Impression, RowsConfig, explore, fill
+from recloop.serving.rows import Candidates, Exploration, Impression, ReleasedIndex, RowsConfig, explore_released, fill
 
 MEMBER_FIELDS = tuple(f.name for f in features_for(group="member") if f.name != "member_id")  # declared
 CONTEXT_FIELDS = tuple(f.name for f in features_for(group="context"))
 # what the models read of a request, in spec order: the member id and the declared member and context inputs
 REQUEST_INPUTS = tuple(n for n in ("member_id", *MEMBER_FIELDS, *CONTEXT_FIELDS) if n in {*QUERY_INPUTS, *RANKING_INPUTS})
 MAX_CONTEXTS = 256
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class Heuristic:
     popularity: PopularInContext
     profiles: dict[str, MemberProfile]
     _popular: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    _released: dict[int, Candidates] = field(default_factory=dict)
+    _released: dict[int, ReleasedIndex] = field(default_factory=dict)
 
     def popular_scores(self, hour: int, platform: str) -> np.ndarray:
         """Popularity of every catalog item in a context (computed once per context)."""
@@ -83,23 +87,30 @@ class Heuristic:
         """Catalog rows of the items anyone clicked in a context, most popular first (ties: catalog order)."""
         return self._context(hour, platform)[1]
 
-    def released(self, day: int, hour: int, platform: str) -> Candidates:
-        """Every item released by ``day`` (date ordinal) with its popularity in a context: what the rows'
+    def popular_released(self, day: int, hour: int, platform: str, n: int) -> np.ndarray:
+        """Catalog rows of the ``n`` most popular items in a context released by ``day`` that anyone clicked."""
+        order = self.popular_order(hour, platform)
+        return order[self.catalog["release_day"][order] <= day][:n]
+
+    def released(self, day: int) -> ReleasedIndex:
+        """Every item released by ``day`` (date ordinal), indexed for the row filters: what the rows'
         catalog-wide exploration draws from."""
-        if day not in self._released:
-            if len(self._released) >= 3:  # a simulated clock can go back and forth around midnight
-                self._released.pop(min(self._released))
+        found = self._released.get(day)  # the watcher may add the next day's meanwhile (``Service``)
+        if found is None:
             index = np.flatnonzero(self.catalog["release_day"] <= day)
-            self._released[day] = Candidates.from_catalog(self.catalog, index, np.zeros(len(index)), {},
-                                                          np.zeros(len(index)))
-        view = self._released[day]
-        return replace(view, popularity=self.popular_scores(hour, platform)[view.catalog_rows])
+            found = ReleasedIndex.of(Candidates.from_catalog(self.catalog, index, np.zeros(len(index)), {},
+                                                             np.zeros(len(index))), day)
+            if len(self._released) >= 3:  # a simulated clock can go back and forth around midnight
+                self._released.pop(min(self._released), None)
+            self._released[day] = found
+        return found
 
     def exploration(self, query: Query, config: RowsConfig) -> Exploration:
         """A request's catalog-wide draws (``rows.explore``), from its own random stream."""
-        return explore(self.released(query.day, *query.popular_context), config, query.k,
-                       self.profiles.get(query.member_id), roles.value("preferred_category", query.member),
-                       query.day, _stream(query, 1), query.rows)
+        return explore_released(self.released(query.day), config, query.k, self.profiles.get(query.member_id),
+                                roles.value("preferred_category", query.member),
+                                self.popular_released(query.day, *query.popular_context, config.popular_top),
+                                _stream(query, 1), query.rows)
 
     def _context(self, hour: int, platform: str) -> tuple[np.ndarray, np.ndarray]:
         key = context_key(hour, platform)
@@ -122,26 +133,37 @@ class Version:
     """
 
     version: str
-    query_tower: Any
-    ranker: Any
-    candidate_tower: Any
+    query_tower: plain.Model  # numpy columns in, numpy columns out (``plain``: in numpy, or the SavedModel)
+    ranker: plain.Model
+    candidate_tower: Any  # the SavedModel signature: embeds the catalog (``embed``)
     candidates: int
     tables: Heuristic
     encoded: dict[str, np.ndarray] = field(default_factory=dict)  # catalog, strings as UTF-8 bytes (for TF)
-    release_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # catalog rows by release
-    _vectors: dict[int, np.ndarray] = field(default_factory=dict)
+    runtime: str = "tensorflow"  # what evaluates the query tower and the ranker: "numpy" or "tensorflow"
+    ann_min_items: int = ann.ANN_MIN_ITEMS  # released items from which retrieval searches a ScaNN index
+    _searches: dict[int, ann.Search] = field(default_factory=dict)
+    _building: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def catalog(self) -> dict[str, np.ndarray]:
         return self.tables.catalog
 
-    def item_vectors(self, day: int) -> np.ndarray:
-        """The catalog embedded for a day (date ordinal); the last few days are kept."""
-        if day not in self._vectors:
-            if len(self._vectors) >= 3:  # a simulated clock can go back and forth around midnight
-                self._vectors.pop(min(self._vectors))
-            self._vectors[day] = embed(self.candidate_tower, candidate_inputs(self.catalog, day))
-        return self._vectors[day]
+    def search(self, day: int) -> ann.Search:
+        """Retrieval's search over the items released by a day (date ordinal), embedded for that day; built on
+        first use (``Service`` builds the next day's ahead, off the request path); the last few days are kept."""
+        found = self._searches.get(day)
+        if found is None:
+            with self._building:  # one build per day, whichever thread asks first
+                found = self._searches.get(day)
+                if found is None:
+                    rows = np.flatnonzero(self.catalog["release_day"] <= day)
+                    vectors = embed(self.candidate_tower, candidate_inputs({n: v[rows] for n, v in self.catalog.items()},
+                                                                          day))
+                    found = ann.build(rows, vectors, self.candidates, self.ann_min_items)
+                    if len(self._searches) >= 3:  # a simulated clock can go back and forth around midnight
+                        self._searches.pop(min(self._searches), None)
+                    self._searches[day] = found
+        return found
 
     @property
     def profiles(self) -> dict[str, MemberProfile]:
@@ -162,9 +184,12 @@ def load_tables(version_dir: str, catalog: Mapping[str, np.ndarray]) -> Heuristi
     return Heuristic(catalog=dict(catalog), popularity=PopularInContext.from_dict(popular), profiles=profiles)
 
 
-def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.date) -> Version:
+def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.date, runtime: str = "numpy",
+                 ann_min_items: int = ann.ANN_MIN_ITEMS) -> Version:
     """Loads a trainer export (a registry version) over ``catalog`` and embeds it for ``day`` (other days
-    are embedded when a request of that day comes).
+    are embedded when a request of that day comes, or ahead of it). ``runtime`` "numpy" serves the query tower
+    and the ranker in numpy where the export allows it (``plain``), "tensorflow" with the SavedModels; from
+    ``ann_min_items`` released items retrieval searches a ScaNN index (``ann``).
 
     Raises:
       OSError, ValueError: from TensorFlow or the tables when the version is broken;
@@ -183,13 +208,33 @@ def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.da
 
         card = read_card(local)
         tables = load_tables(local, catalog)
-        version = Version(version=card["version"], query_tower=signature("query_tower"), ranker=signature("ranking"),
+        signatures = {"query_tower": signature("query_tower"), "ranking": signature("ranking")}
+        (query_tower, ranker), runtime = _runtime(local, signatures, version_dir) if runtime == "numpy" else \
+            ([plain.tensorflow(s) for s in signatures.values()], "tensorflow")
+        version = Version(version=card["version"], query_tower=query_tower, ranker=ranker, runtime=runtime,
                           candidate_tower=signature("candidate_tower"),
                           candidates=int(card["config"]["retrieval"]["candidates"]), tables=tables,
-                          encoded={n: _encoded(v) for n, v in tables.catalog.items()},
-                          release_order=np.argsort(tables.catalog["release_day"], kind="stable"))
-    version.item_vectors(day.toordinal())  # embedded now, so a broken candidate tower fails the load
+                          encoded={n: _encoded(v) for n, v in tables.catalog.items()}, ann_min_items=ann_min_items)
+    version.search(day.toordinal())  # embedded and indexed now, so a broken candidate tower fails the load
     return version
+
+
+def _runtime(local: str, signatures: Mapping[str, Any], shown: str) -> tuple[list[plain.Model], str]:
+    """The models as numpy (``plain``) when the export has them and each agrees with its SavedModel;
+    otherwise the SavedModels themselves (an export from before ``plain.npz``, or one that disagrees)."""
+    models: list[plain.Model] = []
+    for name, signature in signatures.items():
+        fast = plain.load(posixpath.join(local, name))
+        if fast is None:
+            return [plain.tensorflow(s) for s in signatures.values()], "tensorflow"
+        try:
+            worst = plain.check(signature, fast)
+        except ValueError as e:
+            logger.warning("%s/%s: %s; serving it with TensorFlow", shown, name, e)
+            return [plain.tensorflow(s) for s in signatures.values()], "tensorflow"
+        logger.info("%s/%s: numpy within %.1e of the SavedModel", shown, name, worst)
+        models.append(fast)
+    return models, "numpy"
 
 
 def _encoded(values: np.ndarray) -> np.ndarray:
@@ -224,24 +269,17 @@ def retrieve(version: Version, queries: Sequence[Query], inputs: Mapping[str, np
              popular_top: int) -> list[np.ndarray]:
     """Per query, catalog indices of its pool: the best ``candidates`` by dot product and the context's
     ``popular_top`` most popular items."""
-    q = embed(version.query_tower, {n: inputs[n] for n in QUERY_INPUTS})
+    q = version.query_tower({n: inputs[n] for n in QUERY_INPUTS})["embedding"]
     days = np.array([query.day for query in queries])
-    scores = np.empty((len(queries), len(version.catalog["item_id"])), dtype=np.float32)
-    for day in np.unique(days):
-        rows = days == day
-        scores[rows] = q[rows] @ version.item_vectors(int(day)).T
-    # the feed lists a week's releases up front: an item is served only from its release day on
+    best: list[np.ndarray] = [np.zeros(0, np.int64)] * len(queries)
+    for day in np.unique(days):  # a search covers only the items released by its day
+        rows = np.flatnonzero(days == day)
+        for i, found in zip(rows, version.search(int(day)).top(q[rows], version.candidates), strict=True):
+            best[i] = found
     release = version.catalog["release_day"]
-    released_upto = np.searchsorted(release[version.release_order], days, side="right")
-    for i, upto in enumerate(released_upto):
-        scores[i, version.release_order[upto:]] = -np.inf
-    n = min(version.candidates, scores.shape[1])
-    best = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else np.tile(
-        np.arange(scores.shape[1]), (len(queries), 1))
     pools = []
     for i, query in enumerate(queries):
-        order = version.tables.popular_order(*query.popular_context)
-        top = order[release[order] <= query.day][:popular_top]
+        top = version.tables.popular_released(query.day, *query.popular_context, popular_top)
         pool = np.union1d(best[i], top)
         pools.append(pool[release[pool] <= query.day])
     return pools
@@ -250,16 +288,14 @@ def retrieve(version: Version, queries: Sequence[Query], inputs: Mapping[str, np
 def rank(version: Version, queries: Sequence[Query], inputs: Mapping[str, np.ndarray],
          pools: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Head probabilities and combined score of every pool item, in one ranker call for all queries."""
-    import tensorflow as tf
-
     sizes = [len(p) for p in pools]
     index = np.concatenate(pools)
     rows = np.repeat(np.arange(len(queries)), sizes)
     days = np.repeat(np.array([query.day for query in queries]), sizes)
     items = candidate_inputs({n: v[index] for n, v in version.encoded.items()}, days, RANKING_INPUTS)
     pairs = {n: v[rows] for n, v in inputs.items() if n in RANKING_INPUTS} | items
-    out = version.ranker(**{k: tf.constant(v) for k, v in pairs.items()})
-    parts = {k: np.split(v.numpy(), np.cumsum(sizes)[:-1]) for k, v in out.items()}
+    out = version.ranker(pairs)
+    parts = {k: np.split(v, np.cumsum(sizes)[:-1]) for k, v in out.items()}
     return [{k: parts[k][i] for k in parts} for i in range(len(pools))]
 
 

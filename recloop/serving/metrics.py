@@ -6,6 +6,8 @@ can be read with ``histogram_quantile`` without a coarse bucket hiding them.
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -31,6 +33,8 @@ MODEL = Gauge("recloop_model_info", "1 for the model version being served (0 for
 SWAPS = Counter("recloop_model_loads", "Attempts to load a version or catalog, by outcome (loaded, rejected)",
                 ["outcome"])
 CATALOG_ITEMS = Gauge("recloop_catalog_items", "Items in the catalog the served version indexes")
+GC_PAUSE = Histogram("recloop_gc_pause_seconds", "Python garbage collections, by generation: every thread "
+                     "stops while one runs", ["generation"], buckets=BUCKETS)
 
 
 class LogCollector(Collector):
@@ -65,6 +69,22 @@ def watch_log(source: Callable[[], object | None]) -> None:
     _LOG_SOURCE.append(source)
     if len(_LOG_SOURCE) == 1:
         REGISTRY.register(LogCollector(lambda: _LOG_SOURCE[-1]()))
+
+
+_GC_STARTED: list[float] = []
+
+
+def _time_gc(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _GC_STARTED[:] = [time.perf_counter()]
+    elif _GC_STARTED:
+        GC_PAUSE.labels(generation=str(info["generation"])).observe(time.perf_counter() - _GC_STARTED[0])
+
+
+def watch_gc() -> None:
+    """Times every garbage collection into ``GC_PAUSE`` (a full one over a large heap stalls every request)."""
+    if _time_gc not in gc.callbacks:
+        gc.callbacks.append(_time_gc)
 
 
 def set_model(version: str | None, previous: str | None) -> None:

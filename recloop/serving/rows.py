@@ -17,8 +17,7 @@ serving and replay share. Rows, filters and exploration are one config.
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -221,18 +220,96 @@ def explore(released: Candidates, config: RowsConfig, k: int, profile: MemberPro
     Raises:
       ValueError: naming an unknown row.
     """
+    items = released.catalog_rows
+    ordered = len(items) < 2 or bool((items[1:] >= items[:-1]).all())  # a pool standing for the catalog may not be
+
+    def admit(spec: RowSpec) -> np.ndarray:
+        found = items[admitted(spec, released, profile, preferred, day, config.popular_top)]
+        return found if ordered else np.sort(found)
+
+    return _explore(items if ordered else np.sort(items), admit, config, k, rng, rows)
+
+
+def _explore(released: np.ndarray, admit: Callable[[RowSpec], np.ndarray], config: RowsConfig, k: int,
+             rng: np.random.Generator, rows: Sequence[str] | None) -> Exploration:
+    """``explore`` given the sorted catalog rows of the released items and, per row, those it admits (sorted
+    as well: a subset of ``released`` taken in order)."""
     specs = _specs(config, rows)
-    slots = min(k * len(specs), len(released.item_id))
+    slots = min(k * len(specs), len(released))
 
     def draws(items: np.ndarray) -> RowDraws:
-        if len(items) > 1 and (items[1:] < items[:-1]).any():  # the released catalog's rows come sorted
-            items = np.sort(items)
         # an ordered uniform sample without replacement: its first item not yet shown is uniform over the rest
         return RowDraws(admitted=items, sample=rng.choice(items, size=min(slots, len(items)), replace=False))
 
-    per_row = {s.name: draws(released.catalog_rows[admitted(s, released, profile, preferred, day, config.popular_top)])
-               for s in specs}
-    return Exploration(rows=per_row, released=draws(released.catalog_rows))
+    per_row = {s.name: draws(admit(s)) for s in specs}
+    return Exploration(rows=per_row, released=draws(released))
+
+
+@dataclass(frozen=True)
+class ReleasedIndex:
+    """The items released by a day, prepared once for the row filters (``explore`` reads every released
+    item a row admits, per request): category and creator as integer codes, the member-independent masks.
+    ``admitted`` gives what ``admitted`` over the released items gives, without a string compare per item."""
+
+    items: Candidates  # every released item, ``index`` = catalog rows (sorted)
+    day: int
+    category: np.ndarray  # code of each item's category; the last code is "" (unknown)
+    categories: Mapping[str, int]
+    creator: np.ndarray
+    creators: Mapping[str, int]
+    quick: np.ndarray  # catalog rows the quick filter admits
+    recent: np.ndarray  # mask: released in the last NEW_DAYS days
+
+    @classmethod
+    def of(cls, items: Candidates, day: int) -> ReleasedIndex:
+        def codes(values: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+            names, code = np.unique(values, return_inverse=True)
+            known = {n: i for i, n in enumerate(names.tolist()) if n != ""}
+            return code.astype(np.int32), known
+
+        category, categories = codes(items.category)
+        creator, creators = codes(items.creator)
+        quick = items.catalog_rows[admitted(RowSpec(name="quick", filter="quick"), items, None, None, day, 1)]
+        return cls(items, day, category, categories, creator, creators, quick, (day - items.release_day) <= NEW_DAYS)
+
+    def admitted(self, spec: RowSpec, profile: MemberProfile | None, preferred: str | None,
+                 popular: np.ndarray) -> np.ndarray:
+        """Sorted catalog rows of the released items ``spec``'s filter admits; ``popular``: the catalog rows of
+        the context's ``popular_top`` most popular released items that anyone clicked."""
+        rows = self.items.catalog_rows
+        none = np.zeros(len(rows), dtype=bool)
+
+        def equal(codes: np.ndarray, known: Mapping[str, int], value: str | None) -> np.ndarray:
+            code = known.get(value) if value else None
+            return none if code is None else codes == code
+
+        if spec.filter == "usual":
+            if profile is not None:
+                mask = equal(self.category, self.categories, profile.usual_category) | \
+                    equal(self.creator, self.creators, profile.usual_creator)
+            else:
+                mask = equal(self.category, self.categories, preferred)
+        elif spec.filter == "quick":
+            return self.quick
+        elif spec.filter == "new":
+            untried = np.zeros(int(self.category.max(initial=0)) + 1, dtype=bool)
+            untried[list(self.categories.values())] = True  # "" matches nothing
+            for tried in profile.categories_tried if profile is not None else ():
+                if tried in self.categories:
+                    untried[self.categories[tried]] = False
+            mask = self.recent | untried[self.category]
+        else:
+            return np.sort(popular)
+        return rows[mask]
+
+
+def explore_released(index: ReleasedIndex, config: RowsConfig, k: int, profile: MemberProfile | None,
+                     preferred: str | None, popular: np.ndarray, rng: np.random.Generator,
+                     rows: Sequence[str] | None = None) -> Exploration:
+    """``explore`` over a day's ``ReleasedIndex`` (the same draws from the same stream); ``popular`` as for
+    ``ReleasedIndex.admitted``."""
+    return _explore(index.items.catalog_rows, lambda spec: index.admitted(spec, profile, preferred, popular), config,
+                    k, rng, rows)
 
 
 def slot_choices(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | None,
@@ -282,11 +359,49 @@ def slot_probability(choice: SlotChoice, taken: Sequence[int], item: int | None,
     if item is None or item in taken:
         return 0.0
     stage, left, open_catalog = choice.stage(np.asarray(sorted(set(taken)), dtype=np.int64))
+    return _probability(stage, left, open_catalog, item, config)
+
+
+def _probability(stage: Stage, left: np.ndarray, open_catalog: int, item: int, config: RowsConfig) -> float:
+    """``slot_probability`` once the slot's stage and what it has left are known (``item`` not taken)."""
     uniform = _uniform(stage.draws.admitted, open_catalog, item)
     if not left.any():
         return uniform
     share = config.catalog_share if open_catalog else 0.0
     return share * uniform + (1.0 - share) * _softmax(stage, left, item)
+
+
+class _Left:
+    """What each stage of a page has left as its slots fill: the retrieved items not shown (mask over
+    ``ranked``) and how many of its catalog-wide items are not shown, updated item by item, so a slot
+    costs a compare per stage rather than one per item above it (``SlotChoice.stage`` computes the same
+    from scratch, for replay)."""
+
+    def __init__(self) -> None:
+        self.taken: list[int] = []
+        self._stages: dict[int, tuple[np.ndarray, list[int]]] = {}  # id(stage) -> (left, [open count])
+
+    def of(self, stage: Stage) -> tuple[np.ndarray, int]:
+        if id(stage) not in self._stages:
+            gone = np.asarray(sorted(self.taken), np.int64)
+            self._stages[id(stage)] = (_not_in(stage.ranked, gone),
+                                       [len(stage.draws.admitted) - _count_in(stage.draws.admitted, gone)])
+        left, open_catalog = self._stages[id(stage)]
+        return left, open_catalog[0]
+
+    def stage(self, choice: SlotChoice) -> tuple[Stage, np.ndarray, int]:
+        for stage in (choice.row, choice.rest):
+            left, open_catalog = self.of(stage)
+            if left.any() or open_catalog:
+                break
+        return stage, left, open_catalog
+
+    def take(self, item: int, stages: Mapping[int, Stage]) -> None:
+        self.taken.append(item)
+        for key, (left, open_catalog) in self._stages.items():
+            stage = stages[key]
+            left &= stage.ranked != item
+            open_catalog[0] -= _contains(stage.draws.admitted, item)
 
 
 def _not_in(values: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -302,8 +417,13 @@ def _count_in(sorted_items: np.ndarray, items: np.ndarray) -> int:
     return int((sorted_items[np.minimum(at, len(sorted_items) - 1)] == items).sum()) if len(sorted_items) else 0
 
 
+def _contains(sorted_items: np.ndarray, item: int) -> bool:
+    at = int(sorted_items.searchsorted(item))
+    return at < len(sorted_items) and int(sorted_items[at]) == item
+
+
 def _uniform(sorted_items: np.ndarray, open_count: int, item: int) -> float:
-    return 1.0 / open_count if open_count and _count_in(sorted_items, np.array([item])) else 0.0
+    return 1.0 / open_count if open_count and _contains(sorted_items, item) else 0.0
 
 
 def _softmax(stage: Stage, left: np.ndarray, item: int) -> float:
@@ -339,20 +459,21 @@ def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | 
         pool = replace(pool, exploration=explore(pool, config, k, profile, preferred, day, rng, rows))
     choices, names = slot_choices(pool, config, k, profile, preferred, day, rows)
     at = {r: i for i, r in enumerate(pool.catalog_rows.tolist())}
+    stages = {id(s): s for c in choices for s in (c.row, c.rest)}
     u = rng.random((2, len(choices)))
-    taken: list[int] = []
+    state = _Left()
     out = []
     for position, (name, choice) in enumerate(zip(names, choices, strict=True)):
-        gone = np.asarray(taken, np.int64)
-        stage, left, open_catalog = choice.stage(gone)
+        stage, left, open_catalog = state.stage(choice)
         explored = bool(not left.any() or (open_catalog > 0 and u[0, position] < config.catalog_share))
         if not explored:
             item = int(stage.ranked[left][0] if stage.logits is None else _pick(stage, left, u[1, position]))
         else:
-            item = int(stage.draws.sample[_not_in(stage.draws.sample, gone)][0])
-        p = slot_probability(choice, taken, item, config)  # one formula for serving and replay
+            taken = set(state.taken)
+            item = next(s for s in stage.draws.sample.tolist() if s not in taken)
+        p = _probability(stage, left, open_catalog, item, config)  # the formula replay computes
         out.append(Impression(row=name, position=position, index=at[item], propensity=p, explored=explored))
-        bisect.insort(taken, item)
+        state.take(item, stages)
     return out
 
 

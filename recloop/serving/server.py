@@ -210,6 +210,22 @@ def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
 def serve(service: Service, host: str = "127.0.0.1", port: int = 8080, reuse_port: bool = False) -> None:
     """Starts the service (first load, reload watch) and runs kserve's ModelServer until SIGTERM/SIGINT."""
     sock = bind(host, port, reuse_port)
+    service.start()
+    model = make_model(service)
+    metrics.watch_log(lambda: service.log)
+    metrics.watch_gc()
+    try:
+        run([model], sock, host, port)
+    finally:
+        service.stop()
+        model.batcher.close()
+        if service.log is not None:
+            service.log.close()
+        logger.info("server stopped")
+
+
+def run(models: list[Any], sock: socket.socket, host: str, port: int) -> None:
+    """kserve's ModelServer over ``models``, REST only, on ``sock`` (bound to ``host``), until SIGTERM/SIGINT."""
     from kserve import ModelServer
     from kserve.errors import InvalidInput
     from kserve.model_server import app
@@ -227,30 +243,20 @@ def serve(service: Service, host: str = "127.0.0.1", port: int = 8080, reuse_por
             self._rest_server.config.access_log = False
             rest = self._rest_server
 
-            async def run() -> None:
+            async def serve_rest() -> None:
                 rest.create_application()
                 app.add_exception_handler(InvalidInput, _invalid_input)  # after kserve's own, to replace it
                 await rest._server.serve(sockets=[sock])
 
-            self.servers.append(run())
+            self.servers.append(serve_rest())
             self.setup_event_loop()
             self.register_signal_handler()
             asyncio.run(self._serve())
 
     app.add_middleware(BodyLimit)
-    service.start()
-    model = make_model(service)
-    metrics.watch_log(lambda: service.log)
     server = LoopbackModelServer(http_port=port, enable_grpc=False, enable_latency_logging=False, grace_period=10)
     # after kserve configured logging: it logs two timing lines and uvicorn an access line per request
     # (~0.1 ms each at INFO); the same figures are on /metrics
     for name in ("kserve.trace", "uvicorn.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        server.start([model])
-    finally:
-        service.stop()
-        model.batcher.close()
-        if service.log is not None:
-            service.log.close()
-        logger.info("server stopped")
+    server.start(models)

@@ -145,7 +145,8 @@ class Service:
                                 release)
             else:
                 try:
-                    version = load_version(version_dir, catalog, self.clock.now().date())
+                    version = load_version(version_dir, catalog, self.clock.now().date(), self.settings.runtime,
+                                           self.settings.ann_min_items)
                     self._warm(version)
                     served = Served(version, version.tables, catalog_path, version_dir, None, release)
                 except Exception as e:  # noqa: BLE001 - a broken version of any kind is rejected, never served
@@ -201,9 +202,21 @@ class Service:
         while not self._stop.wait(self.settings.poll_s):
             try:
                 self.refresh()
+                self.prepare_ahead()
             except Exception:  # a registry or feed that cannot be read now may be readable at the next poll
                 logger.exception("reload check failed; still serving %s", self.served.name if self.served else None)
             self._report()
+
+    def prepare_ahead(self) -> None:
+        """Embeds and indexes the catalog for tomorrow (item age changes with the day) on this thread, so the
+        first request after midnight does not wait for it. Only on a real clock: a simulated one jumps, and its
+        first request of a day waits for that day's feed anyway (``_catch_up``)."""
+        served = self.served
+        if served is None or served.version is None or self.clock.simulated:
+            return
+        tomorrow = (self.clock.now() + dt.timedelta(days=1)).date().toordinal()
+        served.version.search(tomorrow)
+        served.tables.released(tomorrow)
 
     def _report(self) -> None:
         """Tells the registry what this replica serves (``replicas``), so the pipeline knows what is in production."""

@@ -7,8 +7,11 @@ log, so the simulator and the loop's reports can tell the groups apart.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from recloop.serving.ann import ANN_MIN_ITEMS
 from recloop.serving.rows import RowsConfig
 
 FALLBACK_VERSION = "heuristic-fallback"  # model_version of pages served without a model
@@ -29,3 +32,7 @@ class ServeSettings(BaseModel):
     holdout: float = Field(0.0, ge=0.0, lt=1.0)  # share of members always served by the heuristic
     replica: str | None = None  # this server's name in the registry's serving reports (default: the host)
     report_s: float = Field(60.0, gt=0)  # a serving report at least this often (replicas.FRESH must exceed it)
+    # what evaluates the query tower and the ranker: "numpy" where the export has their plain form and it agrees
+    # with the SavedModel (``plain``), else TensorFlow; "tensorflow" always the SavedModels
+    runtime: Literal["numpy", "tensorflow"] = "numpy"
+    ann_min_items: int = Field(ANN_MIN_ITEMS, gt=0)  # from this many released items retrieval uses a ScaNN index

@@ -8,6 +8,10 @@ Layout of an export directory (docs/architecture.md, "State and storage" lists w
     index.json        the catalog the index was built from (day, items, parameters)
     ranking/          raw member + context + item features -> {"click", "complete", "like", "score"}
 
+Each of the three model directories also holds ``plain.npz``: the same model as
+arrays, which serving evaluates in numpy once it has checked it against the
+SavedModel (``trainer.plain``, ``serving.plain``).
+
 Every signature takes 1-D tensors, one per feature, named as in the feature
 spec; a missing nullable feature is ``features.spec.missing_value``. The index
 wraps the saved query tower, so ``build_index`` can rebuild it from a newer
@@ -29,6 +33,7 @@ import tensorflow as tf
 from recloop.features import logs
 from recloop.features.catalog import candidate_inputs, embed
 from recloop.features.spec import LABELS
+from recloop.trainer import plain
 from recloop.trainer.data import Examples
 from recloop.trainer.ranking import INPUTS, RankingModel, combined
 from recloop.trainer.towers import QUERY, Tower, input_specs
@@ -48,6 +53,7 @@ def save_tower(tower: Tower, names: tuple[str, ...], path: str) -> None:
     """Saves a tower with a ``serving_default`` signature over its raw features."""
     module = _TowerModule(tower, names)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    plain.save(plain.tower_arrays(tower), path)
 
 
 class _RankingModule(tf.Module):
@@ -69,6 +75,7 @@ def save_ranking(model: RankingModel, score_weights: Mapping[str, float], positi
     """Saves the ranker with a signature from raw features (position fixed) to head probabilities and score."""
     module = _RankingModule(model, score_weights, position)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    plain.save(plain.ranker_arrays(model, score_weights, position, INPUTS), path)
 
 
 class _IndexModule(tf.Module):
