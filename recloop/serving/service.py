@@ -22,7 +22,7 @@ import posixpath
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +94,7 @@ class Service:
         self._watcher: threading.Thread | None = None
         self._catch_up_lock = threading.Lock()
         self._day_checked = dt.date.min  # simulated clock: the newest request day whose feed was looked for
+        self.after_swap: Callable[[], None] | None = None  # called on the swapping thread (the server: gc)
 
     # --- what to serve -------------------------------------------------------------------------------
 
@@ -188,8 +189,12 @@ class Service:
         metrics.SWAPS.labels(outcome="loaded").inc()
         metrics.set_model(served.name, previous.name if previous and previous.name != served.name else None)
         metrics.CATALOG_ITEMS.set(len(served.tables.catalog["item_id"]))
-        logger.info("serving %s (%s) over %s, %d items, loaded in %.1f s", served.name,
-                    served.reason or "model", served.catalog_path, len(served.tables.catalog["item_id"]), seconds)
+        how = (f"{served.version.runtime}, {served.version.search(self.clock.now().date().toordinal()).kind} search"
+               if served.version else served.reason)
+        logger.info("serving %s (%s) over %s, %d items, loaded in %.1f s", served.name, how, served.catalog_path,
+                    len(served.tables.catalog["item_id"]), seconds)
+        if self.after_swap is not None:
+            self.after_swap()
 
     def start(self) -> None:
         """Loads what to serve now, then watches for changes every ``poll_s`` seconds in the background."""
