@@ -187,7 +187,7 @@ def test_a_tiny_temperature_is_greedy_without_overflow():
     (MemberProfile(usual_category="", usual_creator="c5", categories_tried=frozenset({"dance", "pilates"})), "yoga"),
     (MemberProfile(usual_category="boxing", usual_creator="", categories_tried=frozenset()), None),
     (None, "running"), (None, "boxing"), (None, None)])
-def test_the_released_index_admits_what_the_filters_admit_and_draws_the_same(profile, preferred):
+def test_the_released_index_admits_what_the_filters_admit(profile, preferred):
     catalog = dataclasses.replace(_pool(300, seed=3), index=np.arange(300) * 2 + 5)  # catalog rows, sorted
     catalog = dataclasses.replace(catalog, category=np.where(np.arange(300) % 11 == 0, "", catalog.category),
                                   creator=np.where(np.arange(300) % 13 == 0, "", catalog.creator))
@@ -195,10 +195,28 @@ def test_the_released_index_admits_what_the_filters_admit_and_draws_the_same(pro
     index = ReleasedIndex.of(dataclasses.replace(catalog, popularity=np.zeros(300)), DAY)
     top = np.argsort(-catalog.popularity, kind="stable")[:20]
     popular = catalog.catalog_rows[top[catalog.popularity[top] > 0]]
+    everything = np.arange(-1, 610)  # every catalog row, and some that are not released items
+    plan = explore_released(index, config, 5, profile, preferred, popular, np.random.default_rng(4))
     for spec in config.rows:
         want = catalog.catalog_rows[admitted(spec, catalog, profile, preferred, DAY, config.popular_top)]
-        assert index.admitted(spec, profile, preferred, popular).tolist() == want.tolist(), spec.filter
-    a = explore(catalog, config, 5, profile, preferred, DAY, np.random.default_rng(4))
-    b = explore_released(index, config, 5, profile, preferred, popular, np.random.default_rng(4))
-    assert {n: d.sample.tolist() for n, d in a.rows.items()} == {n: d.sample.tolist() for n, d in b.rows.items()}
-    assert a.released.sample.tolist() == b.released.sample.tolist()
+        got = index.admitted(spec, profile, preferred, popular)
+        assert [r for r in everything.tolist() if got.contains(r)] == want.tolist(), spec.filter
+        assert len(got) == len(want) and got.count_in(everything) == len(want), spec.filter
+        sample = plan.rows[spec.name].sample
+        assert len(sample) == min(20, len(want)) and len(set(sample.tolist())) == len(sample)
+        assert set(sample.tolist()) <= set(want.tolist())
+
+
+def test_a_lazy_admitted_set_draws_uniformly():
+    from recloop.serving.rows import Parts
+
+    rows = np.arange(100) * 3
+    member = np.zeros(100, dtype=bool)
+    parts = [np.arange(10, 40), np.array([90, 5, 70])]  # disjoint, in any order
+    member[np.concatenate(parts)] = True
+    items = Parts(rows, parts, lambda at: member[at])
+    rng = np.random.default_rng(0)
+    firsts = np.array([items.sample(rng, 5)[0] for _ in range(6600)])
+    counts = np.bincount(firsts // 3, minlength=100)
+    assert set(np.flatnonzero(counts)) == set(np.flatnonzero(member))
+    assert counts[member].min() > 130 and counts[member].max() < 270  # 200 each expected

@@ -57,13 +57,75 @@ class RowsConfig(BaseModel):
     popular_top: int = Field(50, gt=0)  # "popular now" = among the context's most popular this many
 
 
+class Sorted:
+    """A set of catalog rows held as a sorted array."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def count_in(self, items: np.ndarray) -> int:
+        """How many of ``items`` (distinct catalog rows) are in the set."""
+        if not len(self.rows):
+            return 0
+        at = np.minimum(np.searchsorted(self.rows, items), len(self.rows) - 1)
+        return int((self.rows[at] == items).sum())
+
+    def contains(self, item: int) -> bool:
+        at = int(self.rows.searchsorted(item))
+        return at < len(self.rows) and int(self.rows[at]) == item
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """An ordered uniform sample without replacement of ``min(size, len)`` rows."""
+        return rng.choice(self.rows, size=min(size, len(self.rows)), replace=False)
+
+
+class Parts:
+    """A set of released items kept lazy, as it can be most of a million-item catalog: disjoint parts of the
+    released items (positions into ``rows``, the sorted catalog rows of every released item) and a test of
+    membership by position that agrees with them."""
+
+    def __init__(self, rows: np.ndarray, parts: Sequence[np.ndarray], member: Callable[[np.ndarray], np.ndarray]):
+        self.rows, self.parts, self.member = rows, [p for p in parts if len(p)], member
+        self.ends = np.cumsum([len(p) for p in self.parts], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def _members(self, items: np.ndarray) -> np.ndarray:
+        at = np.minimum(np.searchsorted(self.rows, items), len(self.rows) - 1)
+        released = self.rows[at] == items
+        return released & self.member(at)
+
+    def count_in(self, items: np.ndarray) -> int:
+        return int(self._members(items).sum()) if len(self.rows) else 0
+
+    def contains(self, item: int) -> bool:
+        at = int(self.rows.searchsorted(item))
+        return at < len(self.rows) and int(self.rows[at]) == item and bool(self.member(np.array([at]))[0])
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """An ordered uniform sample without replacement: uniform over the parts' concatenation, which lists
+        every member once."""
+        picked = rng.choice(len(self), size=min(size, len(self)), replace=False)
+        part = np.searchsorted(self.ends, picked, side="right")
+        starts = np.concatenate([[0], self.ends[:-1]])
+        return self.rows[[int(self.parts[p][i - starts[p]]) for p, i in zip(part.tolist(), picked.tolist(),
+                                                                              strict=True)]].astype(np.int64)
+
+
+ItemSet = Sorted | Parts
+
+
 @dataclass(frozen=True)
 class RowDraws:
-    """What a row's catalog-wide share draws from: every released item it admits (sorted catalog rows) and a
+    """What a row's catalog-wide share draws from: every released item it admits (catalog rows) and a
     uniformly random ordered sample of them, long enough for a page (the first not yet shown is uniform over
     the admitted items not yet shown)."""
 
-    admitted: np.ndarray
+    admitted: ItemSet
     sample: np.ndarray
 
 
@@ -77,7 +139,8 @@ class Exploration:
 
     def items(self) -> np.ndarray:
         """Every catalog row a slot may draw: what the ranker must score besides the retrieved pool."""
-        return np.unique(np.concatenate([self.released.sample, *(d.sample for d in self.rows.values())]))
+        return np.unique(np.concatenate([self.released.sample, *(d.sample for d in self.rows.values())]).astype(
+            np.int64))
 
 
 @dataclass(frozen=True)
@@ -153,7 +216,7 @@ class SlotChoice:
         (mask) and how many of its catalog-wide items are left."""
         for stage in (self.row, self.rest):
             left = _not_in(stage.ranked, gone)
-            open_catalog = len(stage.draws.admitted) - _count_in(stage.draws.admitted, gone)
+            open_catalog = len(stage.draws.admitted) - stage.draws.admitted.count_in(gone)
             if left.any() or open_catalog:
                 break
         return stage, left, open_catalog
@@ -223,93 +286,109 @@ def explore(released: Candidates, config: RowsConfig, k: int, profile: MemberPro
     items = released.catalog_rows
     ordered = len(items) < 2 or bool((items[1:] >= items[:-1]).all())  # a pool standing for the catalog may not be
 
-    def admit(spec: RowSpec) -> np.ndarray:
+    def admit(spec: RowSpec) -> ItemSet:
         found = items[admitted(spec, released, profile, preferred, day, config.popular_top)]
-        return found if ordered else np.sort(found)
+        return Sorted(found if ordered else np.sort(found))
 
-    return _explore(items if ordered else np.sort(items), admit, config, k, rng, rows)
+    return _explore(Sorted(items if ordered else np.sort(items)), admit, config, k, rng, rows)
 
 
-def _explore(released: np.ndarray, admit: Callable[[RowSpec], np.ndarray], config: RowsConfig, k: int,
+def _explore(released: ItemSet, admit: Callable[[RowSpec], ItemSet], config: RowsConfig, k: int,
              rng: np.random.Generator, rows: Sequence[str] | None) -> Exploration:
-    """``explore`` given the sorted catalog rows of the released items and, per row, those it admits (sorted
-    as well: a subset of ``released`` taken in order)."""
+    """``explore`` given every released item and, per row, the set it admits."""
     specs = _specs(config, rows)
     slots = min(k * len(specs), len(released))
 
-    def draws(items: np.ndarray) -> RowDraws:
+    def draws(items: ItemSet) -> RowDraws:
         # an ordered uniform sample without replacement: its first item not yet shown is uniform over the rest
-        return RowDraws(admitted=items, sample=rng.choice(items, size=min(slots, len(items)), replace=False))
+        return RowDraws(admitted=items, sample=items.sample(rng, slots))
 
     per_row = {s.name: draws(admit(s)) for s in specs}
     return Exploration(rows=per_row, released=draws(released))
 
 
+def _grouped(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions grouped by code (positions in order within a group) and where each code's group starts."""
+    order = np.argsort(codes, kind="stable")
+    return order, np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=int(codes.max(initial=0)) + 1))])
+
+
 @dataclass(frozen=True)
 class ReleasedIndex:
-    """The items released by a day, prepared once for the row filters (``explore`` reads every released
-    item a row admits, per request): category and creator as integer codes, the member-independent masks.
-    ``admitted`` gives what ``admitted`` over the released items gives, without a string compare per item."""
+    """The items released by a day, prepared once for the row filters: category and creator as integer codes,
+    positions grouped by each, the member-independent sets. ``explore`` draws from every released item a row
+    admits on every request; these keep each set lazy (``Parts``), so a request costs about the same over a
+    million items as over ten thousand, and admit exactly what ``admitted`` admits over the released items."""
 
     items: Candidates  # every released item, ``index`` = catalog rows (sorted)
     day: int
-    category: np.ndarray  # code of each item's category; the last code is "" (unknown)
-    categories: Mapping[str, int]
+    category: np.ndarray  # code of each item's category ("" has a code too, and matches nothing)
+    categories: Mapping[str, int]  # known category -> code
+    by_category: tuple[np.ndarray, np.ndarray]  # ``_grouped``
     creator: np.ndarray
     creators: Mapping[str, int]
-    quick: np.ndarray  # catalog rows the quick filter admits
+    by_creator: tuple[np.ndarray, np.ndarray]
+    quick: Sorted
     recent: np.ndarray  # mask: released in the last NEW_DAYS days
+    recent_at: np.ndarray  # their positions
+    everything: Sorted
 
     @classmethod
     def of(cls, items: Candidates, day: int) -> ReleasedIndex:
         def codes(values: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
             names, code = np.unique(values, return_inverse=True)
             known = {n: i for i, n in enumerate(names.tolist()) if n != ""}
-            return code.astype(np.int32), known
+            return code.astype(np.int64), known
 
         category, categories = codes(items.category)
         creator, creators = codes(items.creator)
-        quick = items.catalog_rows[admitted(RowSpec(name="quick", filter="quick"), items, None, None, day, 1)]
-        return cls(items, day, category, categories, creator, creators, quick, (day - items.release_day) <= NEW_DAYS)
+        rows = items.catalog_rows
+        quick = Sorted(rows[admitted(RowSpec(name="quick", filter="quick"), items, None, None, day, 1)])
+        recent = (day - items.release_day) <= NEW_DAYS
+        return cls(items, day, category, categories, _grouped(category), creator, creators, _grouped(creator), quick,
+                   recent, np.flatnonzero(recent), Sorted(rows))
+
+    def _group(self, by: tuple[np.ndarray, np.ndarray], code: int | None) -> np.ndarray:
+        order, starts = by
+        return order[starts[code]:starts[code + 1]] if code is not None else order[:0]
 
     def admitted(self, spec: RowSpec, profile: MemberProfile | None, preferred: str | None,
-                 popular: np.ndarray) -> np.ndarray:
-        """Sorted catalog rows of the released items ``spec``'s filter admits; ``popular``: the catalog rows of
-        the context's ``popular_top`` most popular released items that anyone clicked."""
+                 popular: np.ndarray) -> ItemSet:
+        """The released items ``spec``'s filter admits; ``popular``: the catalog rows of the context's
+        ``popular_top`` most popular released items that anyone clicked."""
         rows = self.items.catalog_rows
-        none = np.zeros(len(rows), dtype=bool)
-
-        def equal(codes: np.ndarray, known: Mapping[str, int], value: str | None) -> np.ndarray:
-            code = known.get(value) if value else None
-            return none if code is None else codes == code
-
-        if spec.filter == "usual":
-            if profile is not None:
-                mask = equal(self.category, self.categories, profile.usual_category) | \
-                    equal(self.creator, self.creators, profile.usual_creator)
-            else:
-                mask = equal(self.category, self.categories, preferred)
-        elif spec.filter == "quick":
+        if spec.filter == "quick":
             return self.quick
-        elif spec.filter == "new":
-            untried = np.zeros(int(self.category.max(initial=0)) + 1, dtype=bool)
-            untried[list(self.categories.values())] = True  # "" matches nothing
-            for tried in profile.categories_tried if profile is not None else ():
-                if tried in self.categories:
-                    untried[self.categories[tried]] = False
-            mask = self.recent | untried[self.category]
-        else:
-            return np.sort(popular)
-        return rows[mask]
+        if spec.filter == "popular":
+            return Sorted(np.sort(popular))
+        if spec.filter == "usual":
+            usual = (profile.usual_category, profile.usual_creator) if profile is not None else (preferred, None)
+            cat = self.categories.get(usual[0]) if usual[0] else None
+            cre = self.creators.get(usual[1]) if usual[1] else None
+            by_creator = self._group(self.by_creator, cre)
+            if cat is not None:
+                by_creator = by_creator[self.category[by_creator] != cat]  # those are in the category's part
+            return Parts(rows, [self._group(self.by_category, cat), by_creator],
+                         lambda at: (self.category[at] == (-1 if cat is None else cat))
+                         | (self.creator[at] == (-1 if cre is None else cre)))
+        untried = np.zeros(len(self.by_category[1]) - 1, dtype=bool)
+        untried[list(self.categories.values())] = True  # "" matches nothing
+        for tried in profile.categories_tried if profile is not None else ():
+            if tried in self.categories:
+                untried[self.categories[tried]] = False
+        recent = self.recent_at
+        return Parts(rows, [*(self._group(self.by_category, c) for c in np.flatnonzero(untried).tolist()),
+                            recent[~untried[self.category[recent]]]],
+                     lambda at: self.recent[at] | untried[self.category[at]])
 
 
 def explore_released(index: ReleasedIndex, config: RowsConfig, k: int, profile: MemberProfile | None,
                      preferred: str | None, popular: np.ndarray, rng: np.random.Generator,
                      rows: Sequence[str] | None = None) -> Exploration:
-    """``explore`` over a day's ``ReleasedIndex`` (the same draws from the same stream); ``popular`` as for
+    """``explore`` over a day's ``ReleasedIndex``: the same sets, drawn from as uniformly; ``popular`` as for
     ``ReleasedIndex.admitted``."""
-    return _explore(index.items.catalog_rows, lambda spec: index.admitted(spec, profile, preferred, popular), config,
-                    k, rng, rows)
+    return _explore(index.everything, lambda spec: index.admitted(spec, profile, preferred, popular), config, k,
+                    rng, rows)
 
 
 def slot_choices(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | None,
@@ -364,7 +443,7 @@ def slot_probability(choice: SlotChoice, taken: Sequence[int], item: int | None,
 
 def _probability(stage: Stage, left: np.ndarray, open_catalog: int, item: int, config: RowsConfig) -> float:
     """``slot_probability`` once the slot's stage and what it has left are known (``item`` not taken)."""
-    uniform = _uniform(stage.draws.admitted, open_catalog, item)
+    uniform = 1.0 / open_catalog if open_catalog and stage.draws.admitted.contains(item) else 0.0
     if not left.any():
         return uniform
     share = config.catalog_share if open_catalog else 0.0
@@ -385,7 +464,7 @@ class _Left:
         if id(stage) not in self._stages:
             gone = np.asarray(sorted(self.taken), np.int64)
             self._stages[id(stage)] = (_not_in(stage.ranked, gone),
-                                       [len(stage.draws.admitted) - _count_in(stage.draws.admitted, gone)])
+                                       [len(stage.draws.admitted) - stage.draws.admitted.count_in(gone)])
         left, open_catalog = self._stages[id(stage)]
         return left, open_catalog[0]
 
@@ -401,7 +480,7 @@ class _Left:
         for key, (left, open_catalog) in self._stages.items():
             stage = stages[key]
             left &= stage.ranked != item
-            open_catalog[0] -= _contains(stage.draws.admitted, item)
+            open_catalog[0] -= stage.draws.admitted.contains(item)
 
 
 def _not_in(values: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -410,20 +489,6 @@ def _not_in(values: np.ndarray, items: np.ndarray) -> np.ndarray:
     for item in items.tolist():
         out &= values != item
     return out
-
-
-def _count_in(sorted_items: np.ndarray, items: np.ndarray) -> int:
-    at = np.searchsorted(sorted_items, items)
-    return int((sorted_items[np.minimum(at, len(sorted_items) - 1)] == items).sum()) if len(sorted_items) else 0
-
-
-def _contains(sorted_items: np.ndarray, item: int) -> bool:
-    at = int(sorted_items.searchsorted(item))
-    return at < len(sorted_items) and int(sorted_items[at]) == item
-
-
-def _uniform(sorted_items: np.ndarray, open_count: int, item: int) -> float:
-    return 1.0 / open_count if open_count and _contains(sorted_items, item) else 0.0
 
 
 def _softmax(stage: Stage, left: np.ndarray, item: int) -> float:
