@@ -9,10 +9,13 @@ retrieval over 10k items, ranking of the pool, rows, the response) and end to
 end through kserve at concurrency 1, 8 and 32, each run bounded in requests
 and time; the server's /metrics give log drops, batch sizes and stage times.
 
-Everything is measured twice in the one run, the models evaluated in numpy
-(``serving.plain``, the default) and with TensorFlow (the SavedModels, as before
-the plain form existed), next to the floor: a do-nothing kserve model on the same
-server code that answers every request with the same ~7 kB answer.
+In the one run: the code of ``BEFORE`` in-process (a git worktree, same model,
+feed and request); today's in-process with the models in numpy (``serving.plain``,
+the default) and with the SavedModels; four servers (numpy; numpy with the heap
+left to the garbage collector; the SavedModels likewise; the floor, a do-nothing
+kserve model on the same server code answering every request with the same ~7 kB
+answer); and a 1M-item feed: the ScaNN index against exact search, and the whole
+request in-process.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ CONCURRENCY = ((1, 1000), (8, 4000), (32, 4000))  # (clients, requests)
 IN_PROCESS = 500
 WARM_UP = 300  # requests before the measured runs
 MILLION = 1_000_000
+BEFORE = "d359e0a"  # the last commit before the serving work of issue #25: its in-process p50 is "before"
 RUNTIMES = ("numpy", "tensorflow")  # serving.plain, and the SavedModels
 # the servers driven, by label: their runtime and flags ("before": the SavedModels, the heap left to the collector)
 SERVERS = {"numpy": ("numpy", []), "numpy, gc not frozen": ("numpy", ["--no-gc-freeze"]),
@@ -146,6 +150,23 @@ def _in_process(model: str, feed: str, body: dict[str, Any], runtime: str) -> di
             "pool_size": round(float(np.mean(pools)), 1), "answer": {"predictions": out}}
 
 
+def _in_process_before(model: str, feed: str, body_path: str, where: str) -> dict[str, Any]:
+    """``_in_process`` of the code at ``BEFORE`` (a git worktree, its own bench module), same model, feed and
+    request, in this run."""
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", where, BEFORE], check=True,
+                   capture_output=True)
+    script = ("import json, sys; sys.path.insert(0, 'bench'); import serving; "
+              f"r = serving._in_process({model!r}, {feed!r}, json.load(open({body_path!r}))); "
+              "print(json.dumps({k: r[k] for k in ('requests', 'ms', 'stages_p50_ms')}))")
+    try:
+        out = subprocess.run([sys.executable, "-c", script], cwd=where, env={**os.environ, "PYTHONPATH": where},
+                             check=True, capture_output=True, text=True, timeout=600).stdout
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", where], check=True)
+    return {"commit": BEFORE, **json.loads(out.strip().splitlines()[-1])}
+
+
 def _hey(url: str, body: str, clients: int, requests: int) -> dict[str, Any]:
     hey = shutil.which("hey")
     if hey is None:
@@ -176,6 +197,8 @@ def bench_serving() -> dict[str, Any]:
         body_path = f"{tmp}/body.json"
         Path(body_path).write_text(json.dumps(body))
         in_process, runs, rss, sent = {}, {}, {}, 0
+        print(f"  in-process, {BEFORE}", file=sys.stderr)
+        before = _in_process_before(model, feed, body_path, f"{tmp}/before")
         for runtime in RUNTIMES:
             print(f"  in-process, {runtime}", file=sys.stderr)
             in_process[runtime] = _in_process(model, feed, body, runtime)
@@ -193,7 +216,7 @@ def bench_serving() -> dict[str, Any]:
             if runtime is not None:
                 sent += sum(r["requests"] for r in runs[label]) + WARM_UP + 1
         written = sum(1 for f in Path(tmp).glob("served-*/**/*.jsonl") for _ in open(f))  # noqa: SIM115
-    return {"in_process": in_process, "runs": runs, "server_peak_rss_mib": rss, "million": million,
+    return {"in_process": in_process, "before": before, "runs": runs, "server_peak_rss_mib": rss, "million": million,
             "log_lines_on_disk": written, "requests_answered": sent, "cores": os.cpu_count()}
 
 
@@ -371,8 +394,10 @@ def section(r: dict[str, Any], results: Path) -> str:
     f = r["figures"]
     ip, fast, slow = f["in_process"], f["in_process"]["numpy"], f["in_process"]["tensorflow"]
     _plot(f, results / "serving.png")
-    compute = [[runtime, ip[runtime]["ms"]["p50"], ip[runtime]["ms"]["p95"], ip[runtime]["ms"]["p99"],
-                *(ip[runtime]["stages_p50_ms"][k] for k in ("retrieval", "ranking", "rows"))] for runtime in ip]
+    before = f["before"]
+    compute = [[name, x["ms"]["p50"], x["ms"]["p95"], x["ms"]["p99"],
+                *(x["stages_p50_ms"][k] for k in ("retrieval", "ranking", "rows"))]
+               for name, x in ((f"before ({before['commit']})", before), *ip.items())]
     rows = [[label, run["clients"], f"{run['requests']:,}", run["errors"], run["throughput_rps"], run["ms"]["p50"],
              run["ms"]["p95"], run["ms"]["p99"], round(run["ms"]["p99"] / run["ms"]["p95"], 2),
              run["ratio_p50_to_in_process"] if label != "floor" else "",
@@ -390,7 +415,10 @@ def section(r: dict[str, Any], results: Path) -> str:
         "",
         table(["in-process", "p50 ms", "p95 ms", "p99 ms", "retrieval p50", "ranking p50", "rows p50"], compute),
         "",
-        (f"In-process p50 numpy / tensorflow: **{round(fast['ms']['p50'] / slow['ms']['p50'], 2)}x**."),
+        (f"In-process p50 now / before: **{round(fast['ms']['p50'] / before['ms']['p50'], 2)}x** (numpy), "
+         f"{round(slow['ms']['p50'] / before['ms']['p50'], 2)}x (tensorflow: the same rows and exploration, the "
+         "SavedModels). `before` is the code of that commit (a git worktree), on the same model, feed and request "
+         "in this run."),
         "",
         table(["server", "clients", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "p99 / p95",
                "p50 / in-process", "instances per batch", "log drops"], rows),
@@ -459,10 +487,10 @@ def _million_section(m: dict[str, Any], small: dict[str, Any]) -> str:
 
 def headline(f: dict[str, Any]) -> str:
     """The README's headline line of a serving result's figures: in-process, then each concurrency."""
-    ip = f["in_process"]
+    ip, before = f["in_process"], f["before"]
     return (f"**Serving** (10k items, loopback, hey): in-process p50 {ip['numpy']['ms']['p50']} ms "
-            f"({round(ip['numpy']['ms']['p50'] / ip['tensorflow']['ms']['p50'], 2)}x the SavedModels' "
-            f"{ip['tensorflow']['ms']['p50']} ms, same run); "
+            f"({round(ip['numpy']['ms']['p50'] / before['ms']['p50'], 2)}x {before['commit']}'s "
+            f"{before['ms']['p50']} ms, same run); 1M items {f['million']['in_process']['ms']['p50']} ms; "
             + "; ".join(f"{x['clients']} clients {x['throughput_rps']} req/s, p50 {x['ms']['p50']} ms, "
                         f"p99 {x['ms']['p99']} ms, {x['errors']} errors" for x in f["runs"]["numpy"])
             + f"; {f['log_lines_on_disk']:,} log lines for {f['requests_answered']:,} answers.")

@@ -96,12 +96,22 @@ def test_the_server_uses_the_numpy_models_and_they_serve_the_same_pages(tiny_mod
                                                                "preferred_category": "yoga"},
                      context={"hour_of_day": i % 24, "day_of_week": i % 7, "platform": "ios"}, day=DAY.toordinal())
                for i, m in enumerate(members)]
-    fast, slow = recommend(version, queries, RowsConfig()), recommend(reference, queries, RowsConfig())
+    # one query at a time: a request's few hundred pairs are ranked in numpy (a batch of thousands in TensorFlow)
+    fast = [recommend(version, [q], RowsConfig())[0] for q in queries]
+    slow = recommend(reference, queries, RowsConfig())
     for a, b in zip(fast, slow, strict=True):
         assert [(i.row, i.index, i.explored) for i in a.impressions] == [(i.row, i.index, i.explored)
                                                                         for i in b.impressions]
         assert np.allclose([i.propensity for i in a.impressions], [i.propensity for i in b.impressions], atol=1e-6)
         assert np.abs(a.pool.score - b.pool.score).max() < plain.TOLERANCE
+
+
+def test_the_ranker_runs_in_numpy_for_a_request_and_in_tensorflow_for_a_large_batch():
+    calls = []
+    model = plain.by_size(lambda f: calls.append("numpy") or {}, lambda f: calls.append("tensorflow") or {}, 100)
+    model({"member_id": np.zeros(100)})
+    model({"member_id": np.zeros(101)})
+    assert calls == ["numpy", "tensorflow"]
 
 
 def _copy(tiny_model, tmp_path):

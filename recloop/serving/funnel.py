@@ -39,6 +39,7 @@ CONTEXT_FIELDS = tuple(f.name for f in features_for(group="context"))
 # what the models read of a request, in spec order: the member id and the declared member and context inputs
 REQUEST_INPUTS = tuple(n for n in ("member_id", *MEMBER_FIELDS, *CONTEXT_FIELDS) if n in {*QUERY_INPUTS, *RANKING_INPUTS})
 MAX_CONTEXTS = 256
+RANKER_NUMPY_ROWS = 1024  # above this many (instance, item) pairs a batch is ranked by TensorFlow (``plain.by_size``)
 logger = logging.getLogger(__name__)
 
 
@@ -220,8 +221,9 @@ def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.da
 
 
 def _runtime(local: str, signatures: Mapping[str, Any], shown: str) -> tuple[list[plain.Model], str]:
-    """The models as numpy (``plain``) when the export has them and each agrees with its SavedModel;
-    otherwise the SavedModels themselves (an export from before ``plain.npz``, or one that disagrees)."""
+    """The models as numpy (``plain``) when the export has them and each agrees with its SavedModel (the ranker
+    on batches above ``RANKER_NUMPY_ROWS`` rows stays TensorFlow); otherwise the SavedModels themselves (an
+    export from before ``plain.npz``, or one that disagrees)."""
     models: list[plain.Model] = []
     for name, signature in signatures.items():
         fast = plain.load(posixpath.join(local, name))
@@ -233,7 +235,8 @@ def _runtime(local: str, signatures: Mapping[str, Any], shown: str) -> tuple[lis
             logger.warning("%s/%s: %s; serving it with TensorFlow", shown, name, e)
             return [plain.tensorflow(s) for s in signatures.values()], "tensorflow"
         logger.info("%s/%s: numpy within %.1e of the SavedModel", shown, name, worst)
-        models.append(fast)
+        models.append(plain.by_size(fast, plain.tensorflow(signature), RANKER_NUMPY_ROWS) if name == "ranking"
+                      else fast)
     return models, "numpy"
 
 

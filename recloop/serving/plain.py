@@ -168,6 +168,18 @@ def tensorflow(signature: Any) -> Model:
     return call
 
 
+def by_size(small: Model, large: Model, max_rows: int) -> Model:
+    """``small`` for calls of up to ``max_rows`` rows, ``large`` above: numpy wins on a request's few hundred
+    rows, TensorFlow (multi-threaded kernels) on the thousands a batch of concurrent requests brings (2 cores:
+    400 rows 1.0 vs 1.5 ms, 1,600 rows 5.5 vs 3.3 ms)."""
+
+    def call(features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = len(next(iter(features.values())))
+        return small(features) if rows <= max_rows else large(features)
+
+    return call
+
+
 def probe(signature: Any, plain: Tower | Ranker, rows: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
     """A fixed set of inputs exercising every encoder: known tokens, an unknown one, missing values ("" and
     -1), lists from empty to full, values on and around every bucket boundary."""
