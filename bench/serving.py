@@ -480,8 +480,8 @@ def _million_section(m: dict[str, Any], small: dict[str, Any]) -> str:
          f"{round(whole['ms']['p50'] / small['ms']['p50'], 2)}x the 10k-item p50 of the same run "
          f"({small['ms']['p50']} ms); stage p50s "
          + ", ".join(f"{k} {v} ms" for k, v in whole["stages_p50_ms"].items())
-         + ". Retrieval's stage holds the index search and the catalog-wide exploration's admitted sets, which "
-           "still grow with the catalog."),
+         + ". Retrieval's stage holds the index search and the catalog-wide exploration, whose admitted sets stay "
+           "lazy (`rows.Parts`: parts of the released catalog grouped by category and creator)."),
     ])
 
 

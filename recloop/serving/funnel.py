@@ -1,13 +1,14 @@
 """The funnel of one model version: retrieval -> ranking -> rows, batched over a request's instances.
 
-A ``Version`` is a registry version loaded for serving: the saved query tower
-and ranker (TensorFlow signatures), the current catalog embedded once with the
+A ``Version`` is a registry version loaded for serving: the query tower and
+the ranker (in numpy from their plain form where the export has one that agrees
+with the SavedModel, ``plain``), the current catalog embedded per day with the
 saved candidate tower (items released after training included: no retraining),
 and the serving tables. ``recommend`` makes one query-tower call and one ranker
-call per batch of instances, whatever their number; retrieval is an exact dot
-product over the catalog (numpy; at 10k items it costs less than an
-approximate index lookup) plus the context's most popular items, so the
-"popular now" row always has material. The items the rows' catalog-wide
+call per batch of instances, whatever their number; retrieval searches the
+released items (``ann``: an exact dot product, a ScaNN index from 100k items)
+and adds the context's most popular items, so the "popular now" row always has
+material. The items the rows' catalog-wide
 exploration may draw for a request (``rows.explore``) are ranked with the pool,
 so every slot it fills has a score and heads.
 """
@@ -128,9 +129,10 @@ class Heuristic:
 class Version:
     """A model version loaded for serving over a catalog.
 
-    Item age is a candidate-tower input, so the catalog is embedded per request day (the first request
-    of a day pays for it): a page depends only on the version, the feed, the request's day and id,
-    never on when the server loaded them, so a logged page can be replayed exactly (``replay``).
+    Item age is a candidate-tower input, so the catalog is embedded and indexed per request day (on a real
+    clock ``Service`` builds the next day's ahead; otherwise the first request of a day pays for it): a page
+    depends only on the version, the feed, the request's day and id, never on when the server loaded them,
+    so a logged page can be replayed exactly (``replay``).
     """
 
     version: str
