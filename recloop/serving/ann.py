@@ -29,7 +29,7 @@ class Search:
     """Top-``k`` search over the vectors of ``rows`` (catalog rows, the items released by a day)."""
 
     rows: np.ndarray
-    vectors: np.ndarray  # (len(rows), dim)
+    vectors: np.ndarray | None  # (len(rows), dim) for an exact search; the index holds its own copy
     index: object | None  # a scann searcher, or None: exact
     build_s: float = 0.0
 
@@ -47,6 +47,7 @@ class Search:
             return self.rows[np.asarray(found, dtype=np.int64)]
         if k == len(self.rows):
             return np.tile(self.rows, (len(queries), 1))
+        assert self.vectors is not None
         scores = queries @ self.vectors.T
         return self.rows[np.argpartition(-scores, k - 1, axis=1)[:, :k]]
 
@@ -77,4 +78,4 @@ def build(rows: np.ndarray, vectors: np.ndarray, k: int, min_items: int = ANN_MI
                    training_sample_size=p["training_sample_size"])
              .score_ah(2, anisotropic_quantization_threshold=0.2)
              .reorder(p["reorder"]).build())
-    return Search(rows, vectors, index, time.perf_counter() - started)
+    return Search(rows, None, index, time.perf_counter() - started)
