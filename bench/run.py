@@ -8,7 +8,7 @@ Usage:
     uv run python bench/run.py weekly        # `recloop run` on one default-scale week, per task (~20 min)
     uv run python bench/run.py train         # training quality vs baseline and oracle, time (~15 min)
     uv run python bench/run.py ablation      # the learning levers one at a time vs the oracle and hand rule (~40 min)
-    uv run python bench/run.py serving       # the server under hey at 1, 8, 32 clients, 10k items (~4 min)
+    uv run python bench/run.py serving       # four servers under hey at 1, 8, 32 clients (10k items), the code before in-process, 1M items (~13 min)
     uv run python bench/run.py offpolicy     # the gate's off-policy estimate vs the simulator's truth (~13 min)
     uv run python bench/run.py closed_loop   # `recloop demo` (defaults): online click rate week after week (~10-20 min)
     uv run python bench/run.py closed_loop_gate   # the demo under a gate that compares explored views (~15 min)
