@@ -97,15 +97,12 @@ class Heuristic:
     def released(self, day: int) -> ReleasedIndex:
         """Every item released by ``day`` (date ordinal), indexed for the row filters: what the rows'
         catalog-wide exploration draws from."""
-        found = self._released.get(day)  # the watcher may add the next day's meanwhile (``Service``)
-        if found is None:
+        def build() -> ReleasedIndex:
             index = np.flatnonzero(self.catalog["release_day"] <= day)
-            found = ReleasedIndex.of(Candidates.from_catalog(self.catalog, index, np.zeros(len(index)), {},
-                                                             np.zeros(len(index))), day)
-            if len(self._released) >= 3:  # a simulated clock can go back and forth around midnight
-                self._released.pop(min(self._released), None)
-            self._released[day] = found
-        return found
+            return ReleasedIndex.of(Candidates.from_catalog(self.catalog, index, np.zeros(len(index)), {},
+                                                            np.zeros(len(index))), day)
+
+        return _per_day(self._released, day, build)
 
     def exploration(self, query: Query, config: RowsConfig) -> Exploration:
         """A request's catalog-wide draws (``rows.explore``), from its own random stream."""
@@ -154,18 +151,15 @@ class Version:
     def search(self, day: int) -> ann.Search:
         """Retrieval's search over the items released by a day (date ordinal), embedded for that day; built on
         first use (``Service`` builds the next day's ahead, off the request path); the last few days are kept."""
+        def build() -> ann.Search:
+            rows = np.flatnonzero(self.catalog["release_day"] <= day)
+            vectors = embed(self.candidate_tower, candidate_inputs({n: v[rows] for n, v in self.catalog.items()}, day))
+            return ann.build(rows, vectors, self.candidates, self.ann_min_items)
+
         found = self._searches.get(day)
         if found is None:
             with self._building:  # one build per day, whichever thread asks first
-                found = self._searches.get(day)
-                if found is None:
-                    rows = np.flatnonzero(self.catalog["release_day"] <= day)
-                    vectors = embed(self.candidate_tower, candidate_inputs({n: v[rows] for n, v in self.catalog.items()},
-                                                                          day))
-                    found = ann.build(rows, vectors, self.candidates, self.ann_min_items)
-                    if len(self._searches) >= 3:  # a simulated clock can go back and forth around midnight
-                        self._searches.pop(min(self._searches), None)
-                    self._searches[day] = found
+                found = _per_day(self._searches, day, build)
         return found
 
     @property
@@ -174,6 +168,18 @@ class Version:
 
     def popular_scores(self, hour: int, platform: str) -> np.ndarray:
         return self.tables.popular_scores(hour, platform)
+
+
+def _per_day(cache: dict[int, Any], day: int, build: Callable[[], Any]) -> Any:
+    """``cache[day]``, built on a miss; the last few days are kept (a simulated clock can go back and forth
+    around midnight, and ``Service`` adds the next day's ahead of it)."""
+    found = cache.get(day)
+    if found is None:
+        found = build()
+        if len(cache) >= 3:
+            cache.pop(min(cache), None)
+        cache[day] = found
+    return found
 
 
 def load_tables(version_dir: str, catalog: Mapping[str, np.ndarray]) -> Heuristic:
@@ -212,8 +218,7 @@ def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.da
         card = read_card(local)
         tables = load_tables(local, catalog)
         signatures = {"query_tower": signature("query_tower"), "ranking": signature("ranking")}
-        (query_tower, ranker), runtime = _runtime(local, signatures, version_dir) if runtime == "numpy" else \
-            ([plain.tensorflow(s) for s in signatures.values()], "tensorflow")
+        (query_tower, ranker), runtime = _runtime(local, signatures, version_dir, runtime)
         version = Version(version=card["version"], query_tower=query_tower, ranker=ranker, runtime=runtime,
                           candidate_tower=signature("candidate_tower"),
                           candidates=int(card["config"]["retrieval"]["candidates"]), tables=tables,
@@ -222,24 +227,29 @@ def load_version(version_dir: str, catalog: Mapping[str, np.ndarray], day: dt.da
     return version
 
 
-def _runtime(local: str, signatures: Mapping[str, Any], shown: str) -> tuple[list[plain.Model], str]:
-    """The models as numpy (``plain``) when the export has them and each agrees with its SavedModel (the ranker
-    on batches above ``RANKER_NUMPY_ROWS`` rows stays TensorFlow); otherwise the SavedModels themselves (an
-    export from before ``plain.npz``, or one that disagrees)."""
-    models: list[plain.Model] = []
-    for name, signature in signatures.items():
-        fast = plain.load(posixpath.join(local, name))
-        if fast is None:
-            return [plain.tensorflow(s) for s in signatures.values()], "tensorflow"
-        try:
-            worst = plain.check(signature, fast)
-        except ValueError as e:
-            logger.warning("%s/%s: %s; serving it with TensorFlow", shown, name, e)
-            return [plain.tensorflow(s) for s in signatures.values()], "tensorflow"
-        logger.info("%s/%s: numpy within %.1e of the SavedModel", shown, name, worst)
-        models.append(plain.by_size(fast, plain.tensorflow(signature), RANKER_NUMPY_ROWS) if name == "ranking"
-                      else fast)
-    return models, "numpy"
+def _runtime(local: str, signatures: Mapping[str, Any], shown: str, wanted: str) -> tuple[list[plain.Model], str]:
+    """The models in numpy (``_numpy``) when ``wanted`` is "numpy" and each has its plain form; otherwise the
+    SavedModels themselves (asked for, an export from before ``plain.npz``, or one that disagrees)."""
+    if wanted == "numpy":
+        models = [_numpy(local, name, signature, shown) for name, signature in signatures.items()]
+        if all(m is not None for m in models):
+            return models, "numpy"
+    return [plain.tensorflow(s) for s in signatures.values()], "tensorflow"
+
+
+def _numpy(local: str, name: str, signature: Any, shown: str) -> plain.Model | None:
+    """A model's plain form if the export has one and it agrees with the SavedModel (the ranker on batches
+    above ``RANKER_NUMPY_ROWS`` rows stays TensorFlow); None otherwise, said in the log when they disagree."""
+    fast = plain.load(posixpath.join(local, name))
+    if fast is None:
+        return None
+    try:
+        worst = plain.check(signature, fast)
+    except ValueError as e:
+        logger.warning("%s/%s: %s; serving it with TensorFlow", shown, name, e)
+        return None
+    logger.info("%s/%s: numpy within %.1e of the SavedModel", shown, name, worst)
+    return plain.by_size(fast, plain.tensorflow(signature), RANKER_NUMPY_ROWS) if name == "ranking" else fast
 
 
 def _encoded(values: np.ndarray) -> np.ndarray:

@@ -91,8 +91,8 @@ class _Plain:
         self.inputs = self.a["inputs"].tolist()
         self.encoders = {n: _Encoder.of(self.a, n) for n in self.inputs}
 
-    def _dense(self, prefix: str, x: np.ndarray) -> np.ndarray:
-        y = x @ self.a[f"{prefix}/kernel"]
+    def _dense(self, prefix: str, x: np.ndarray, kernel: str = "kernel") -> np.ndarray:
+        y = x @ self.a[f"{prefix}/{kernel}"]
         bias = self.a.get(f"{prefix}/bias")
         return y + bias if bias is not None and bias.size else y
 
@@ -129,7 +129,7 @@ class Ranker(_Plain):
         for i in range(self.crosses):
             p = f"cross/{i}"
             product = self._dense(p, x) if f"{p}/kernel" in self.a else \
-                self._dense_v(p, x @ self.a[f"{p}/u"])
+                self._dense(p, x @ self.a[f"{p}/u"], kernel="v")  # low rank: U, then V and the bias
             diag = float(self.a[f"{p}/diag"])
             x = x0 * (product + diag * x if diag else product) + x
         for i in range(self.deep):
@@ -139,11 +139,6 @@ class Ranker(_Plain):
         out = {label: probabilities[:, i] for i, label in enumerate(self.labels)}
         out["score"] = (probabilities @ self.weights).astype(np.float32)
         return out
-
-    def _dense_v(self, prefix: str, x: np.ndarray) -> np.ndarray:
-        y = x @ self.a[f"{prefix}/v"]
-        bias = self.a.get(f"{prefix}/bias")
-        return y + bias if bias is not None and bias.size else y
 
 
 def load(model_dir: str) -> Tower | Ranker | None:

@@ -214,12 +214,22 @@ class SlotChoice:
     def stage(self, gone: np.ndarray) -> tuple[Stage, np.ndarray, int]:
         """The stage a slot draws from given the catalog rows ``gone`` above it: the retrieved items of it left
         (mask) and how many of its catalog-wide items are left."""
+        return self.first(lambda stage: _left(stage, gone))
+
+    def first(self, left_of: Callable[[Stage], tuple[np.ndarray, int]]) -> tuple[Stage, np.ndarray, int]:
+        """The row's stage while it has anything left to show, else the rest's, with what ``left_of`` says it
+        has left."""
         for stage in (self.row, self.rest):
-            left = _not_in(stage.ranked, gone)
-            open_catalog = len(stage.draws.admitted) - stage.draws.admitted.count_in(gone)
+            left, open_catalog = left_of(stage)
             if left.any() or open_catalog:
                 break
         return stage, left, open_catalog
+
+
+def _left(stage: Stage, gone: np.ndarray) -> tuple[np.ndarray, int]:
+    """A stage's retrieved items not in ``gone`` (mask over ``ranked``) and how many of its catalog-wide items
+    are not."""
+    return _not_in(stage.ranked, gone), len(stage.draws.admitted) - stage.draws.admitted.count_in(gone)
 
 
 def admitted(spec: RowSpec, pool: Candidates, profile: MemberProfile | None, preferred: str | None, day: int,
@@ -458,29 +468,20 @@ class _Left:
 
     def __init__(self) -> None:
         self.taken: list[int] = []
-        self._stages: dict[int, tuple[np.ndarray, list[int]]] = {}  # id(stage) -> (left, [open count])
+        self._stages: dict[int, tuple[Stage, np.ndarray, list[int]]] = {}  # id -> (stage, left, [open count])
 
     def of(self, stage: Stage) -> tuple[np.ndarray, int]:
         if id(stage) not in self._stages:
-            gone = np.asarray(sorted(self.taken), np.int64)
-            self._stages[id(stage)] = (_not_in(stage.ranked, gone),
-                                       [len(stage.draws.admitted) - stage.draws.admitted.count_in(gone)])
-        left, open_catalog = self._stages[id(stage)]
-        return left, open_catalog[0]
+            left, open_catalog = _left(stage, np.asarray(sorted(self.taken), np.int64))
+            self._stages[id(stage)] = (stage, left, [open_catalog])
+        _, left, count = self._stages[id(stage)]
+        return left, count[0]
 
-    def stage(self, choice: SlotChoice) -> tuple[Stage, np.ndarray, int]:
-        for stage in (choice.row, choice.rest):
-            left, open_catalog = self.of(stage)
-            if left.any() or open_catalog:
-                break
-        return stage, left, open_catalog
-
-    def take(self, item: int, stages: Mapping[int, Stage]) -> None:
+    def take(self, item: int) -> None:
         self.taken.append(item)
-        for key, (left, open_catalog) in self._stages.items():
-            stage = stages[key]
+        for stage, left, count in self._stages.values():
             left &= stage.ranked != item
-            open_catalog[0] -= stage.draws.admitted.contains(item)
+            count[0] -= stage.draws.admitted.contains(item)
 
 
 def _not_in(values: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -524,12 +525,11 @@ def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | 
         pool = replace(pool, exploration=explore(pool, config, k, profile, preferred, day, rng, rows))
     choices, names = slot_choices(pool, config, k, profile, preferred, day, rows)
     at = {r: i for i, r in enumerate(pool.catalog_rows.tolist())}
-    stages = {id(s): s for c in choices for s in (c.row, c.rest)}
     u = rng.random((2, len(choices)))
     state = _Left()
     out = []
     for position, (name, choice) in enumerate(zip(names, choices, strict=True)):
-        stage, left, open_catalog = state.stage(choice)
+        stage, left, open_catalog = choice.first(state.of)
         explored = bool(not left.any() or (open_catalog > 0 and u[0, position] < config.catalog_share))
         if not explored:
             item = int(stage.ranked[left][0] if stage.logits is None else _pick(stage, left, u[1, position]))
@@ -538,7 +538,7 @@ def fill(pool: Candidates, config: RowsConfig, k: int, profile: MemberProfile | 
             item = next(s for s in stage.draws.sample.tolist() if s not in taken)
         p = _probability(stage, left, open_catalog, item, config)  # the formula replay computes
         out.append(Impression(row=name, position=position, index=at[item], propensity=p, explored=explored))
-        state.take(item, stages)
+        state.take(item)
     return out
 
 
